@@ -1,0 +1,294 @@
+"""
+The composition root: C{twist caplab} / C{twistd -n caplab} options and the service tree.
+
+This is the one place that wires the services together; everything below it takes its
+collaborators (reactor, tracer, configuration values) as arguments.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import IService, MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+
+from caplab import __version__
+from caplab.listening import DatagramListener, StreamListener, exitWithFailureStatus
+from caplab.proxy.options import ProxyOptions
+from caplab.tcp import UppercaseFactory
+from caplab.trace import Tracer
+from caplab.udp import UppercaseDatagramProtocol
+
+log = Logger(namespace="caplab.tap")
+
+
+def portNumber(value: str) -> int:
+    """
+    A TCP/UDP port number, 0 (pick a free port) to 65535.
+    """
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a port number (0-65535)") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{value!r} is not a port number (0-65535)")
+    return port
+
+
+portNumber.coerceDoc = "A port number, 0-65535; 0 picks a free port."  # type: ignore[attr-defined]
+
+
+def positiveInt(value: str) -> int:
+    """
+    A whole number of at least 1.
+    """
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise ValueError(f"{value!r} must be at least 1")
+    return number
+
+
+def seconds(value: str) -> float:
+    """
+    A duration in seconds, 0 or more.
+    """
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number of seconds") from None
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(f"{value!r} is not a number of seconds (0 or more)")
+    return number
+
+
+def listenAddress(value: str) -> str:
+    """
+    An IPv4 or IPv6 address to listen on.
+    """
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
+
+
+def isLoopback(interface: str) -> bool:
+    """
+    Whether only this machine can reach C{interface}.
+    """
+    return ipaddress.ip_address(interface).is_loopback
+
+
+def tcpDescription(port: int, interface: str) -> str:
+    """
+    The server endpoint description for C{port} on C{interface} (IPv6 colons escaped).
+    """
+    if ":" in interface:
+        return f"tcp6:{port}:interface={interface.replace(':', chr(92) + ':')}"
+    return f"tcp:{port}:interface={interface}"
+
+
+class Options(ProxyOptions, usage.Options):
+    """
+    Options of C{twist caplab}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Runs the uppercase TCP service, the uppercase UDP service and the HTTP forward "
+        "proxy. Every service listens on loopback unless told otherwise."
+    )
+
+    optParameters = [
+        [
+            "interface",
+            None,
+            "127.0.0.1",
+            "Address every service listens on, unless an --*-endpoint says otherwise. "
+            "0.0.0.0 or :: lets other machines connect (the two-machine lab setup).",
+            listenAddress,
+        ],
+        ["tcp-port", None, 12000, "Port of the uppercase TCP service.", portNumber],
+        [
+            "tcp-endpoint",
+            None,
+            None,
+            "Full server endpoint description for the uppercase TCP service, overriding "
+            "--interface/--tcp-port: e.g. ssl:12443:privateKey=key.pem, "
+            "tcp6:12000:interface=\\:\\:1, unix:/run/caplab.sock.",
+        ],
+        ["udp-port", None, 12005, "Port of the uppercase UDP service.", portNumber],
+        ["proxy-port", None, 8080, "Port of the HTTP forward proxy.", portNumber],
+        [
+            "proxy-endpoint",
+            None,
+            None,
+            "Full server endpoint description for the proxy, overriding "
+            "--interface/--proxy-port (tcp6:, ssl:, unix:, systemd: ...).",
+        ],
+        [
+            "idle-timeout",
+            None,
+            300.0,
+            "Seconds without input before an uppercase TCP connection is closed (0: never).",
+            seconds,
+        ],
+        [
+            "max-connections",
+            None,
+            1000,
+            "Concurrent connections per TCP service (uppercase and proxy each); further "
+            "connections are closed at once and logged.",
+            positiveInt,
+        ],
+        [
+            "trace",
+            None,
+            None,
+            "Record every byte each service sends and receives, per connection, in this "
+            "file (the lab's Wireshark 'Follow stream' view).",
+        ],
+    ]
+
+    optFlags = [
+        ["no-tcp", None, "Do not run the uppercase TCP service."],
+        ["no-udp", None, "Do not run the uppercase UDP service."],
+        ["no-proxy", None, "Do not run the HTTP forward proxy."],
+        [
+            "unicode",
+            None,
+            "Full Unicode uppercasing of UTF-8 text (straße -> STRASSE) instead of the "
+            "lab's ASCII-only a-z -> A-Z.",
+        ],
+    ]
+
+    def opt_version(self) -> None:
+        """
+        Print caplab's version and exit.
+        """
+        print(f"caplab {__version__}")
+        raise SystemExit(0)
+
+    def postOptions(self) -> None:
+        if self["no-tcp"] and self["no-udp"] and self["no-proxy"]:
+            raise usage.UsageError("--no-tcp, --no-udp and --no-proxy leave nothing to run")
+        if not self["no-tcp"]:
+            self["tcp-endpoint"] = self._checkEndpoint(
+                "tcp-endpoint", self["tcp-endpoint"], self["tcp-port"]
+            )
+        if not self["no-proxy"]:
+            self["proxy-endpoint"] = self._checkEndpoint(
+                "proxy-endpoint", self["proxy-endpoint"], self["proxy-port"]
+            )
+            self.checkProxyOptions()
+
+    def _checkEndpoint(self, option: str, description: str | None, port: int) -> str:
+        """
+        The endpoint description to use, checked by parsing it now so that a typo or a
+        missing key file is a usage error rather than a traceback at start-up.
+        """
+        if description is None:
+            return tcpDescription(port, self["interface"])
+        from twisted.internet import reactor
+
+        try:
+            serverFromString(reactor, description)
+        except Exception as e:  # ValueError, OSError, OpenSSL errors: all mean "bad option"
+            raise usage.UsageError(f"--{option} {description!r}: {e}") from None
+        return description
+
+
+def makeService(
+    config: Options | dict[str, Any],
+    reactor: Any = None,
+    onListenFailure: Callable[[], None] | None = exitWithFailureStatus,
+) -> IService:
+    """
+    Build the service tree that C{config} asks for.
+
+    @param reactor: the reactor to listen with (the global one by default).
+    @param onListenFailure: called when a service cannot listen; by default it makes the
+        process exit non-zero.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    top = MultiService()
+    tracer = Tracer.open(config["trace"]) if config["trace"] else None
+
+    if not config["no-tcp"]:
+        factory: Any = UppercaseFactory(
+            unicode=config["unicode"],
+            idleTimeout=config["idle-timeout"] or None,
+            maxConnections=config["max-connections"],
+        )
+        if tracer is not None:
+            factory = tracer.wrapFactory("tcp", factory)
+        description = config["tcp-endpoint"]
+        StreamListener(
+            "tcp",
+            description,
+            serverFromString(reactor, description),
+            factory,
+            reactor,
+            onListenFailure,
+        ).setServiceParent(top)
+
+    if not config["no-udp"]:
+        DatagramListener(
+            "udp",
+            config["udp-port"],
+            config["interface"],
+            UppercaseDatagramProtocol(unicode=config["unicode"], tracer=tracer),
+            reactor,
+            onListenFailure,
+        ).setServiceParent(top)
+
+    if not config["no-proxy"]:
+        _addProxy(top, config, reactor, tracer, onListenFailure)
+
+    return top
+
+
+def _addProxy(
+    top: MultiService,
+    config: Options | dict[str, Any],
+    reactor: Any,
+    tracer: Tracer | None,
+    onListenFailure: Callable[[], None] | None,
+) -> None:
+    """
+    Add the web proxy, if this version of caplab has one.
+    """
+    try:
+        from caplab.proxy.service import makeProxyFactory
+    except ImportError:
+        log.warn("caplab proxy is not part of this version yet: not listening")
+        return
+    factory = makeProxyFactory(config, reactor)
+    if tracer is not None:
+        factory = tracer.wrapFactory("proxy", factory)
+    description = config["proxy-endpoint"]
+    if not config["proxy-endpoint"].startswith(("tcp:", "tcp6:")) or not isLoopback(
+        config["interface"]
+    ):
+        log.warn(
+            "caplab proxy on {description} may be reachable from other machines; it serves "
+            "only clients in its --allow networks",
+            description=description,
+        )
+    StreamListener(
+        "proxy",
+        description,
+        serverFromString(reactor, description),
+        factory,
+        reactor,
+        onListenFailure,
+    ).setServiceParent(top)

@@ -1,0 +1,113 @@
+"""
+The TCP uppercase service: a streaming, half-close aware, back-pressured echo that uppercases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from caplab.address import describeAddress
+from caplab.upper import StreamTransform, streamTransform
+
+
+@implementer(IHalfCloseableProtocol)
+class UppercaseProtocol(Protocol, TimeoutMixin):
+    """
+    Writes back every chunk it receives, uppercased, as soon as it arrives.
+
+    The connection stays open until the peer closes it.  After the peer half-closes (shuts
+    down its write side), the rest of the output is written and then the connection is
+    closed.  The transport is registered as the producer of its own write buffer, so while
+    the peer does not read, and the buffer is full, the service stops reading from it:
+    memory stays bounded whatever the peer sends.
+    """
+
+    factory: UppercaseFactory
+    #: The connection: an ITCPTransport that is also an IConsumer and an IPushProducer.
+    transport: Any
+    log = Logger()
+
+    def __init__(self) -> None:
+        self._transform: StreamTransform | None = None
+
+    def connectionMade(self) -> None:
+        self._transform = streamTransform(self.factory.unicode)
+        self.factory.active += 1
+        self.transport.registerProducer(self.transport, True)
+        self.setTimeout(self.factory.idleTimeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        assert self._transform is not None
+        out = self._transform.feed(data)
+        if out:
+            self.transport.write(out)
+
+    def readConnectionLost(self) -> None:
+        """
+        The peer half-closed: finish writing, then close.
+        """
+        assert self._transform is not None
+        tail = self._transform.flush()
+        if tail:
+            self.transport.write(tail)
+        self.setTimeout(None)
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        We never half-close our side; nothing to do.
+        """
+
+    def timeoutConnection(self) -> None:
+        self.log.info(
+            "caplab tcp closing idle connection from {peer}",
+            peer=describeAddress(self.transport.getPeer()),
+        )
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.setTimeout(None)
+        self.factory.active -= 1
+
+
+class UppercaseFactory(Factory):
+    """
+    Builds L{UppercaseProtocol}s and enforces the cap on concurrent connections.
+
+    @ivar unicode: full Unicode uppercasing instead of the lab's ASCII-only rule.
+    @ivar idleTimeout: seconds without input before a connection is closed (None: never).
+    @ivar maxConnections: connections over this number are closed at once and logged.
+    """
+
+    protocol = UppercaseProtocol  # type: ignore[assignment]
+    noisy = False
+    log = Logger()
+
+    def __init__(
+        self, unicode: bool = False, idleTimeout: float | None = 300.0, maxConnections: int = 1000
+    ) -> None:
+        self.unicode = unicode
+        self.idleTimeout = idleTimeout
+        self.maxConnections = maxConnections
+        self.active = 0
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        if self.active >= self.maxConnections:
+            self.log.warn(
+                "caplab tcp refusing connection from {peer}: {active} connections open "
+                "(--max-connections {limit})",
+                peer=describeAddress(addr),
+                active=self.active,
+                limit=self.maxConnections,
+            )
+            return None
+        return super().buildProtocol(addr)  # type: ignore[return-value]

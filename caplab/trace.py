@@ -1,0 +1,146 @@
+"""
+C{--trace FILE}: a readable record of every byte each service sends and receives.
+
+It is the lab's Wireshark "Follow stream" view without a packet capture: each line names
+the service and connection, the peer, the direction and the bytes, escaped like a Python
+bytes literal, e.g.::
+
+    2026-11-24T08:01:02.345678Z tcp#3 127.0.0.1:41234 open
+    2026-11-24T08:01:02.346001Z tcp#3 127.0.0.1:41234 recv 17 b'welcome to cn lab'
+    2026-11-24T08:01:02.346101Z tcp#3 127.0.0.1:41234 send 17 b'WELCOME TO CN LAB'
+    2026-11-24T08:01:02.346300Z tcp#3 127.0.0.1:41234 close
+
+Tracing is a debugging aid: it writes to a local file from the reactor thread, which costs
+throughput; leave it off in production.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocolFactory
+from twisted.internet.protocol import connectionDone
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from caplab.address import describeAddress, hostPort
+
+
+def _utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Tracer:
+    """
+    Writes trace lines to one file for all services and connections.
+    """
+
+    def __init__(self, output: IO[str], now: Callable[[], str] = _utcnow) -> None:
+        self._output = output
+        self._now = now
+        self._ids = itertools.count(1)
+
+    @classmethod
+    def open(cls, path: str) -> Tracer:
+        """
+        Append to the file at C{path} (line-buffered, so C{tail -f} shows it live).
+        """
+        return cls(open(path, "a", buffering=1, encoding="utf-8"))
+
+    def nextConnection(self, service: str) -> str:
+        """
+        A new connection label such as C{tcp#3}.
+        """
+        return f"{service}#{next(self._ids)}"
+
+    def record(self, label: str, peer: str, event: str, data: bytes | None = None) -> None:
+        """
+        Write one line: an event (C{open}, C{close}) or bytes sent or received.
+        """
+        if data is None:
+            self._output.write(f"{self._now()} {label} {peer} {event}\n")
+        else:
+            self._output.write(f"{self._now()} {label} {peer} {event} {len(data)} {data!r}\n")
+
+    def datagram(self, addr: tuple[str, int], request: bytes, reply: bytes) -> None:
+        """
+        Record one UDP exchange.
+        """
+        label = self.nextConnection("udp")
+        peer = hostPort(str(addr[0]), int(addr[1]))
+        self.record(label, peer, "recv", request)
+        self.record(label, peer, "send", reply)
+
+    def wrapFactory(self, service: str, factory: IProtocolFactory) -> TracingFactory:
+        """
+        Wrap a stream server factory so that its connections are traced.
+        """
+        return TracingFactory(self, service, factory)
+
+
+@implementer(IHalfCloseableProtocol)
+class TracingProtocol(ProtocolWrapper):
+    """
+    Records the bytes crossing one connection and passes everything through, half-close
+    notifications included (the plain L{ProtocolWrapper} would swallow them).
+    """
+
+    factory: TracingFactory
+
+    def makeConnection(self, transport: Any) -> None:
+        self._label = self.factory.tracer.nextConnection(self.factory.service)
+        self._peer = describeAddress(transport.getPeer())
+        self.factory.tracer.record(self._label, self._peer, "open")
+        super().makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.tracer.record(self._label, self._peer, "recv", data)
+        super().dataReceived(data)
+
+    def write(self, data: bytes) -> None:
+        self.factory.tracer.record(self._label, self._peer, "send", data)
+        super().write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def readConnectionLost(self) -> None:
+        self.factory.tracer.record(self._label, self._peer, "half-close")
+        halfCloseable = IHalfCloseableProtocol(self.wrappedProtocol, None)
+        if halfCloseable is not None:
+            halfCloseable.readConnectionLost()
+        else:
+            self.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        halfCloseable = IHalfCloseableProtocol(self.wrappedProtocol, None)
+        if halfCloseable is not None:
+            halfCloseable.writeConnectionLost()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.factory.tracer.record(self._label, self._peer, "close")
+        super().connectionLost(reason)
+
+
+class TracingFactory(WrappingFactory):
+    """
+    Wraps a server factory's protocols in L{TracingProtocol}.
+    """
+
+    protocol = TracingProtocol
+    noisy = False
+
+    def __init__(self, tracer: Tracer, service: str, wrappedFactory: IProtocolFactory) -> None:
+        super().__init__(wrappedFactory)
+        self.tracer = tracer
+        self.service = service
+
+    def buildProtocol(self, addr: Any) -> TracingProtocol | None:  # type: ignore[override]
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:  # refused by the wrapped factory (e.g. over its connection cap)
+            return None
+        return TracingProtocol(self, wrapped)  # type: ignore[arg-type]
