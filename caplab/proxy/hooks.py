@@ -1,0 +1,169 @@
+"""
+The proxy's seams: what the request path asks of the upstream leg, the cache, the host policy,
+the authenticator and the metrics.
+
+The data flow is one way::
+
+    bytes in -> channel (parse, admit: client ACL, limits)
+             -> policy (HostPolicy, Authenticator)
+             -> fetcher: a chain of IFetcher (cache wraps the forwarder)
+             -> relay the UpstreamResponse to the client (streaming, back-pressure)
+
+Each piece is passed in (reactor, clock, resolver, store), so unit tests build it with fakes.
+Implementations live in their own modules; this module holds only the contracts, so that the
+cache, the policy and the core can be written side by side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+
+
+@dataclass(frozen=True)
+class Target:
+    """
+    Where a request goes: scheme (C{http} or C{https}), host (lower-case, IDNA-encoded, IPv6
+    without brackets), port, and the origin-form path with query (C{b"/a?b=c"}).
+    """
+
+    scheme: str
+    host: str
+    port: int
+    path: bytes
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+    @property
+    def uri(self) -> str:
+        """
+        The absolute URI, the cache key's base (C{http://example.com:8080/a?b}).
+        """
+        return f"{self.scheme}://{self.authority}{self.path.decode('latin-1')}"
+
+
+#: Header lists keep every field line in order, repeated names included, as raw bytes.
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass
+class UpstreamRequest:
+    """
+    A request as it will be sent upstream: method, target, end-to-end headers only (hop-by-hop
+    already removed, C{Via} added), and the body length (None: unknown, sent chunked; 0: none).
+    """
+
+    method: bytes
+    target: Target
+    headers: Headers
+    bodyLength: int | None = 0
+
+
+class IBodySink(Protocol):
+    """
+    Receives a response body as it streams; C{producer} can be paused for back-pressure.
+    """
+
+    def bodyStarted(self, producer: IPushProducer) -> None: ...
+
+    def bodyData(self, data: bytes) -> None: ...
+
+    def bodyDone(self, complete: bool) -> None:
+        """
+        The body ended: C{complete} is False when the origin died mid-body (the client
+        connection must then be aborted, never ended as if the response were whole).
+        """
+
+
+@dataclass
+class UpstreamResponse:
+    """
+    A response head from the origin (or the cache): status, reason, end-to-end headers, and
+    a way to have the body delivered to an L{IBodySink}.
+
+    @ivar cacheStatus: an RFC 9211 C{Cache-Status} value set by the cache (None: no cache).
+    """
+
+    code: int
+    phrase: bytes
+    headers: Headers
+    deliverBody: object  # Callable[[IBodySink], None]
+    cacheStatus: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class IRequestBody(Protocol):
+    """
+    The client's request body, streamed: the fetcher starts it once it is ready to send.
+    """
+
+    length: int | None
+
+    def startStreaming(self, sink: IBodySink) -> None: ...
+
+
+class IFetcher(Protocol):
+    """
+    Gets a response for a request: the forwarder asks the origin, the cache may answer itself
+    and otherwise asks the fetcher it wraps.
+
+    The Deferred fires with the response head, or fails with L{UpstreamError}.  Cancelling it
+    (the client went away) cancels the upstream request at once.
+    """
+
+    def fetch(
+        self, request: UpstreamRequest, body: IRequestBody | None
+    ) -> Deferred[UpstreamResponse]: ...
+
+
+class UpstreamError(Exception):
+    """
+    Why no response came: rendered as an error page with C{code} (502, 504 ...).
+    """
+
+    def __init__(self, code: int, title: str, detail: str) -> None:
+        super().__init__(f"{code} {title}: {detail}")
+        self.code = code
+        self.title = title
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """
+    A host policy decision that blocks: the rule that matched and the list it came from.
+    """
+
+    rule: str
+    source: str
+
+
+class IHostPolicy(Protocol):
+    """
+    Block/allow lists by host name (plain requests and CONNECT alike).
+    """
+
+    def check(self, host: str) -> Verdict | None:
+        """
+        None if C{host} may be reached, else the L{Verdict} that blocks it.
+        """
+
+
+class IAuthenticator(Protocol):
+    """
+    Proxy authentication (C{Proxy-Authorization}); checks must not block the reactor.
+    """
+
+    realm: str
+
+    def authenticate(self, proxyAuthorization: bytes | None) -> Deferred[str | None]:
+        """
+        The user name if the credentials are good, else None (answer 407).
+        """
