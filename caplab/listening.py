@@ -90,8 +90,10 @@ class DatagramListener(Service):
         protocol: Any,
         reactor: Any,
         onFailure: Callable[[], None] | None = None,
+        adopt: Callable[[Any], Any] | None = None,
     ) -> None:
         self.onFailure = onFailure
+        self.adopt = adopt
         self.name = label
         self.label = label
         self.portNumber = port
@@ -105,9 +107,12 @@ class DatagramListener(Service):
         if self.port is not None:
             return
         try:
-            self.port = self.reactor.listenUDP(
-                self.portNumber, self.protocol, interface=self.interface, maxPacketSize=65535
-            )
+            if self.adopt is not None:  # a --workers worker: the parent bound the socket
+                self.port = self.adopt(self.protocol)
+            else:
+                self.port = self.reactor.listenUDP(
+                    self.portNumber, self.protocol, interface=self.interface, maxPacketSize=65535
+                )
         except Exception:
             reportListenFailure(
                 self.reactor,

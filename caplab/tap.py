@@ -22,6 +22,7 @@ from caplab.proxy.options import ProxyOptions
 from caplab.tcp import UppercaseFactory
 from caplab.trace import Tracer
 from caplab.udp import UppercaseDatagramProtocol
+from caplab.workers import Drain, InheritedSockets, WorkerOptions, supervisorFromConfig
 
 log = Logger(namespace="caplab.tap")
 
@@ -94,7 +95,7 @@ def tcpDescription(port: int, interface: str) -> str:
     return f"tcp:{port}:interface={interface}"
 
 
-class Options(ProxyOptions, usage.Options):
+class Options(ProxyOptions, WorkerOptions, usage.Options):
     """
     Options of C{twist caplab}.
     """
@@ -187,6 +188,7 @@ class Options(ProxyOptions, usage.Options):
                 "proxy-endpoint", self["proxy-endpoint"], self["proxy-port"]
             )
             self.checkProxyOptions()
+        self.checkWorkerOptions()
 
     def _checkEndpoint(self, option: str, description: str | None, port: int) -> str:
         """
@@ -220,7 +222,11 @@ def makeService(
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
+    inherited = InheritedSockets.fromEnvironment()
+    if inherited is None and config.get("workers", 1) > 1:
+        return supervisorFromConfig(config, reactor, onListenFailure)
     top = MultiService()
+    listeners = Listeners(top, reactor, onListenFailure, inherited, config.get("worker-grace", 0))
     tracer = Tracer.open(config["trace"]) if config["trace"] else None
 
     if not config["no-tcp"]:
@@ -231,38 +237,70 @@ def makeService(
         )
         if tracer is not None:
             factory = tracer.wrapFactory("tcp", factory)
-        description = config["tcp-endpoint"]
-        StreamListener(
-            "tcp",
-            description,
-            serverFromString(reactor, description),
-            factory,
-            reactor,
-            onListenFailure,
-        ).setServiceParent(top)
+        listeners.stream("tcp", config["tcp-endpoint"], factory)
 
     if not config["no-udp"]:
-        DatagramListener(
+        listeners.datagram(
             "udp",
             config["udp-port"],
             config["interface"],
             UppercaseDatagramProtocol(unicode=config["unicode"], tracer=tracer),
-            reactor,
-            onListenFailure,
-        ).setServiceParent(top)
+        )
 
     if not config["no-proxy"]:
-        _addProxy(top, config, reactor, tracer, onListenFailure)
+        _addProxy(listeners, config, reactor, tracer)
 
     return top
 
 
+class Listeners:
+    """
+    Adds listening services to the tree: on endpoints of their own, or, in a C{--workers}
+    worker, on the sockets inherited from the parent (with a L{Drain} for a graceful stop).
+    """
+
+    def __init__(
+        self,
+        top: MultiService,
+        reactor: Any,
+        onListenFailure: Callable[[], None] | None,
+        inherited: InheritedSockets | None,
+        grace: float,
+    ) -> None:
+        self.top = top
+        self.reactor = reactor
+        self.onListenFailure = onListenFailure
+        self.inherited = inherited
+        self.drain: Drain | None = None
+        if inherited is not None:
+            self.drain = Drain(reactor, grace)
+            self.drain.setServiceParent(top)
+
+    def stream(self, label: str, description: str, factory: Any) -> None:
+        if self.inherited is not None and self.drain is not None:
+            endpoint: Any = self.inherited.streamEndpoint(self.reactor, label)
+            factory = self.drain.track(factory)
+        else:
+            endpoint = serverFromString(self.reactor, description)
+        StreamListener(
+            label, description, endpoint, factory, self.reactor, self.onListenFailure
+        ).setServiceParent(self.top)
+
+    def datagram(self, label: str, port: int, interface: str, protocol: Any) -> None:
+        adopt = None
+        if self.inherited is not None:
+            inherited = self.inherited
+            adopt = lambda protocol: inherited.adoptDatagram(self.reactor, label, protocol)  # noqa: E731
+        DatagramListener(
+            label, port, interface, protocol, self.reactor, self.onListenFailure, adopt
+        ).setServiceParent(self.top)
+
+
 def _addProxy(
-    top: MultiService,
+    listeners: Listeners,
     config: Options | dict[str, Any],
     reactor: Any,
     tracer: Tracer | None,
-    onListenFailure: Callable[[], None] | None,
 ) -> None:
     """
     Add the web proxy, if this version of caplab has one.
@@ -284,11 +322,4 @@ def _addProxy(
             "only clients in its --allow networks",
             description=description,
         )
-    StreamListener(
-        "proxy",
-        description,
-        serverFromString(reactor, description),
-        factory,
-        reactor,
-        onListenFailure,
-    ).setServiceParent(top)
+    listeners.stream("proxy", description, factory)

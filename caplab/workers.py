@@ -1,0 +1,563 @@
+"""
+C{--workers N}: several processes serving the same listening addresses.
+
+The parent process binds every listening socket itself, then runs N worker processes
+(C{python -m twisted caplab ...} with the same options) that inherit those sockets and adopt
+them (C{adoptStreamPort}, C{adoptDatagramPort}), each with its own reactor.  The kernel hands
+each new connection or datagram to whichever worker takes it first; because the sockets are
+shared rather than bound once per worker (C{SO_REUSEPORT}), a worker that dies loses nothing
+that is still queued on them.
+
+The parent supervises:
+
+  - a worker that exits unexpectedly is started again after a back-off (0.5 s, doubling up
+    to 30 s; reset once a worker has run for a minute), and that is logged;
+  - C{SIGTERM} (or Ctrl-C) stops the workers with C{SIGTERM}: each stops accepting, lets its
+    open connections finish for up to C{--worker-grace} seconds, then exits; a worker still
+    running after that is killed;
+  - C{SIGHUP} is passed on to every worker (they reload their lists);
+  - the workers log JSON to the parent, which re-publishes each event with
+    C{worker N pid P} as its system, in the parent's own log format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.protocols.policies import WrappingFactory
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from caplab.address import hostPort
+from caplab.listening import reportListenFailure
+from caplab.wrapping import HalfCloseWrapper
+
+#: The environment variable through which the parent tells a worker which sockets it got.
+WORKER_ENVIRONMENT = "CAPLAB_WORKER"
+
+#: Back-off before a crashed worker is started again: first delay, and the ceiling.
+RESTART_DELAY = 0.5
+RESTART_DELAY_MAX = 30.0
+#: A worker that ran at least this long counts as healthy: its next restart is quick again.
+HEALTHY_AFTER = 60.0
+
+_TCP_DESCRIPTION = re.compile(r"^(tcp6?):(\d+)(?::interface=((?:\\:|[^:])*))?$")
+
+
+def workerCount(value: str) -> int:
+    """
+    A number of worker processes, or C{auto} for one per core.
+    """
+    if value == "auto":
+        return os.cpu_count() or 1
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number of workers (or 'auto')") from None
+    if not 1 <= count <= 256:
+        raise ValueError(f"{value!r} is not a number of workers from 1 to 256 (or 'auto')")
+    return count
+
+
+workerCount.coerceDoc = "A number from 1 to 256, or 'auto' (one per core)."  # type: ignore[attr-defined]
+
+
+class WorkerOptions:
+    """
+    The options of C{--workers}, mixed into L{caplab.tap.Options}.
+
+    It also remembers the command-line arguments, so the workers get the same options.
+    """
+
+    optParameters: list[list[Any]] = [
+        [
+            "workers",
+            None,
+            1,
+            "Worker processes serving the same ports, each with its own reactor; 'auto' is "
+            "one per core. Needs tcp:/tcp6: listening addresses.",
+            workerCount,
+        ],
+        [
+            "worker-grace",
+            None,
+            10.0,
+            "Seconds a stopping worker lets its open connections finish before it exits.",
+            float,
+        ],
+    ]
+
+    argv: list[str] = []
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        self.argv = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)  # type: ignore[misc]
+
+    def checkWorkerOptions(self) -> None:
+        """
+        C{--workers} shares plain TCP sockets: refuse endpoint types it cannot share.
+        """
+        config: Any = self
+        if config["workers"] <= 1:
+            return
+        if config["worker-grace"] < 0:
+            raise usage.UsageError("--worker-grace must be 0 or more seconds")
+        for option in ("tcp-endpoint", "proxy-endpoint"):
+            description = config.get(option)
+            if description and not _TCP_DESCRIPTION.match(description):
+                raise usage.UsageError(
+                    f"--workers shares tcp: and tcp6: listening sockets only, not "
+                    f"--{option} {description!r}"
+                )
+
+
+@dataclass
+class SharedSocket:
+    """
+    A listening socket the parent bound for one service, and where the workers find it.
+    """
+
+    label: str
+    kind: int  # socket.SOCK_STREAM or socket.SOCK_DGRAM
+    socket: socket.socket
+    childFD: int
+
+    def describe(self) -> dict[str, int | str]:
+        return {
+            "label": self.label,
+            "fd": self.childFD,
+            "family": int(self.socket.family),
+            "kind": int(self.kind),
+        }
+
+
+def parseTCPDescription(description: str) -> tuple[int, str]:
+    """
+    The (port, interface) of a C{tcp:} or C{tcp6:} server endpoint description.
+    """
+    match = _TCP_DESCRIPTION.match(description)
+    if match is None:
+        raise ValueError(f"not a tcp:/tcp6: description: {description!r}")
+    kind, port, interface = match.groups()
+    if interface is None:
+        interface = "::" if kind == "tcp6" else "0.0.0.0"
+    return int(port), interface.replace("\\:", ":")
+
+
+def bindSocket(kind: int, interface: str, port: int, backlog: int = 1024) -> socket.socket:
+    """
+    Bind (and for TCP, listen on) a non-blocking socket the workers will share.
+    """
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((interface, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class WorkerProcess(ProcessProtocol):
+    """
+    One worker: relays its log events to the parent's log and reports its exit.
+    """
+
+    def __init__(self, supervisor: WorkerSupervisor, index: int, startedAt: float) -> None:
+        self.supervisor = supervisor
+        self.index = index
+        self.startedAt = startedAt
+        self.pid: int | None = None
+        self._buffers = {1: b"", 2: b""}
+
+    def connectionMade(self) -> None:
+        self.pid = self.transport.pid  # type: ignore[union-attr]
+        self.transport.closeStdin()  # type: ignore[union-attr]
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        lines = (self._buffers.get(childFD, b"") + data).split(b"\n")
+        self._buffers[childFD] = lines.pop()
+        for line in lines:
+            self.supervisor.relay(self, childFD, line)
+
+    def processEnded(self, reason: Failure) -> None:
+        self.supervisor.workerEnded(self, reason)
+
+
+class WorkerSupervisor(Service):
+    """
+    Binds the shared sockets, runs the workers, restarts them, stops them gracefully.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        count: int,
+        argv: Sequence[str],
+        sockets: Callable[[], list[SharedSocket]],
+        grace: float,
+        executable: str = sys.executable,
+        environ: Mapping[str, str] = os.environ,
+        onListenFailure: Callable[[], None] | None = None,
+        publish: Callable[[dict[str, Any]], None] = globalLogPublisher,
+        handleHangup: bool = False,
+    ) -> None:
+        self.handleHangup = handleHangup
+        self.reactor = reactor
+        self.count = count
+        self.argv = list(argv)
+        self.makeSockets = sockets
+        self.grace = grace
+        self.executable = executable
+        self.environ = dict(environ)
+        self.onListenFailure = onListenFailure
+        self.publish = publish
+        self.sockets: list[SharedSocket] = []
+        self.workers: dict[int, WorkerProcess] = {}
+        self.failures: dict[int, int] = {}
+        self.restarts: dict[int, Any] = {}
+        self.stopping = False
+        self._allEnded: defer.Deferred[None] | None = None
+        self._previousHangup: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        try:
+            self.sockets = self.makeSockets()
+        except OSError as e:
+            reportListenFailure(
+                self.reactor, "workers", "the shared sockets", Failure(e), self.onListenFailure
+            )
+            return
+        for shared in self.sockets:
+            self.log.info(
+                "caplab {service} listening on {address} ({count} workers)",
+                service=shared.label,
+                address=_socketAddress(shared.socket),
+                count=self.count,
+            )
+        for index in range(1, self.count + 1):
+            self.startWorker(index)
+        if self.handleHangup:
+            self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
+
+    def _hangup(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.signalWorkers, "HUP")
+
+    def workerArguments(self) -> list[str]:
+        return [self.executable, "-m", "twisted", "--log-format=json", "caplab", *self.argv]
+
+    def startWorker(self, index: int) -> None:
+        """
+        Start worker C{index} with the shared sockets on descriptors 3, 4, ...
+        """
+        self.restarts.pop(index, None)
+        if self.stopping:
+            return
+        environ = dict(self.environ)
+        environ[WORKER_ENVIRONMENT] = json.dumps(
+            {"index": index, "sockets": [shared.describe() for shared in self.sockets]}
+        )
+        childFDs: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
+        for shared in self.sockets:
+            childFDs[shared.childFD] = shared.socket.fileno()
+        worker = WorkerProcess(self, index, self.reactor.seconds())
+        self.reactor.spawnProcess(
+            worker,
+            self.executable,
+            self.workerArguments(),
+            env=environ,
+            childFDs=childFDs,
+        )
+        self.workers[index] = worker
+        self.log.info("caplab worker {index} started (pid {pid})", index=index, pid=worker.pid)
+
+    def relay(self, worker: WorkerProcess, childFD: int, line: bytes) -> None:
+        """
+        Re-publish one line a worker logged, marked with the worker's number and pid.
+        """
+        system = f"worker {worker.index} pid {worker.pid}"
+        text = line.lstrip(b"\x1e").decode("utf-8", "replace").strip()
+        if not text:
+            return
+        event: dict[str, Any] | None = None
+        if childFD == 1:
+            try:
+                event = eventFromJSON(text)
+            except ValueError:
+                event = None
+        if event is None:
+            self.log.warn("{system}: {line}", system=system, line=text)
+            return
+        event["log_system"] = system
+        self.publish(event)
+
+    def workerEnded(self, worker: WorkerProcess, reason: Failure) -> None:
+        if self.workers.get(worker.index) is worker:
+            del self.workers[worker.index]
+        if self.stopping:
+            if not self.workers and self._allEnded is not None:
+                done, self._allEnded = self._allEnded, None
+                done.callback(None)
+            return
+        ranFor = self.reactor.seconds() - worker.startedAt
+        if ranFor >= HEALTHY_AFTER:
+            self.failures[worker.index] = 0
+        failures = self.failures.get(worker.index, 0)
+        delay = min(RESTART_DELAY * 2**failures, RESTART_DELAY_MAX)
+        self.failures[worker.index] = failures + 1
+        self.log.warn(
+            "caplab worker {index} (pid {pid}) exited: {reason}; starting it again in {delay}s",
+            index=worker.index,
+            pid=worker.pid,
+            reason=reason.getErrorMessage(),
+            delay=delay,
+        )
+        self.restarts[worker.index] = self.reactor.callLater(delay, self.startWorker, worker.index)
+
+    def signalWorkers(self, name: str) -> None:
+        """
+        Send signal C{name} (C{"TERM"}, C{"HUP"}, C{"KILL"}) to every running worker.
+        """
+        for worker in list(self.workers.values()):
+            try:
+                worker.transport.signalProcess(name)  # type: ignore[union-attr]
+            except Exception as e:  # ProcessExitedAlready: it is ending anyway
+                self.log.debug("worker {index}: {error}", index=worker.index, error=e)
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        self.stopping = True
+        for pending in self.restarts.values():
+            if pending.active():
+                pending.cancel()
+        self.restarts.clear()
+        if self._previousHangup is not None:
+            signal.signal(signal.SIGHUP, self._previousHangup)
+            self._previousHangup = None
+        ended: defer.Deferred[None] = defer.Deferred()
+        if self.workers:
+            self._allEnded = ended
+            self.signalWorkers("TERM")
+            killer = self.reactor.callLater(self.grace + 5.0, self.signalWorkers, "KILL")
+            ended.addBoth(lambda result: (killer.active() and killer.cancel(), result)[1])
+        else:
+            ended.callback(None)
+
+        def closeSockets(result: object) -> object:
+            for shared in self.sockets:
+                shared.socket.close()
+            self.sockets = []
+            return result
+
+        return ended.addBoth(closeSockets)
+
+
+def _socketAddress(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return hostPort(host, port)
+
+
+def supervisorFromConfig(
+    config: Mapping[str, Any], reactor: Any, onListenFailure: Callable[[], None] | None
+) -> MultiService:
+    """
+    The service tree of the parent process under C{--workers N}.
+    """
+
+    def sockets() -> list[SharedSocket]:
+        shared: list[SharedSocket] = []
+        try:
+            for label, option in (("tcp", "tcp-endpoint"), ("proxy", "proxy-endpoint")):
+                if not config[f"no-{label}"]:
+                    port, interface = parseTCPDescription(config[option])
+                    sock = bindSocket(socket.SOCK_STREAM, interface, port)
+                    shared.append(SharedSocket(label, socket.SOCK_STREAM, sock, 3 + len(shared)))
+            if not config["no-udp"]:
+                sock = bindSocket(socket.SOCK_DGRAM, config["interface"], config["udp-port"])
+                shared.append(SharedSocket("udp", socket.SOCK_DGRAM, sock, 3 + len(shared)))
+        except OSError:
+            for each in shared:
+                each.socket.close()
+            raise
+        return shared
+
+    top = MultiService()
+    WorkerSupervisor(
+        reactor,
+        config["workers"],
+        getattr(config, "argv", []),
+        sockets,
+        config["worker-grace"],
+        onListenFailure=onListenFailure,
+        handleHangup=True,
+    ).setServiceParent(top)
+    return top
+
+
+# --- the worker side ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InheritedSocket:
+    fd: int
+    family: int
+    kind: int
+
+
+class InheritedSockets:
+    """
+    In a worker: the sockets the parent passed down, by service label.
+    """
+
+    def __init__(self, index: int, sockets: dict[str, InheritedSocket]) -> None:
+        self.index = index
+        self.sockets = sockets
+
+    @classmethod
+    def fromEnvironment(cls, environ: Mapping[str, str] = os.environ) -> InheritedSockets | None:
+        """
+        The inherited sockets, or None when this process is not a worker.
+        """
+        raw = environ.get(WORKER_ENVIRONMENT)
+        if not raw:
+            return None
+        description = json.loads(raw)
+        return cls(
+            description["index"],
+            {
+                each["label"]: InheritedSocket(each["fd"], each["family"], each["kind"])
+                for each in description["sockets"]
+            },
+        )
+
+    def streamEndpoint(self, reactor: Any, label: str) -> AdoptedStreamEndpoint:
+        inherited = self.sockets[label]
+        return AdoptedStreamEndpoint(reactor, inherited.fd, inherited.family)
+
+    def adoptDatagram(self, reactor: Any, label: str, protocol: Any) -> Any:
+        inherited = self.sockets[label]
+        return reactor.adoptDatagramPort(
+            inherited.fd, inherited.family, protocol, maxPacketSize=65535
+        )
+
+
+class AdoptedStreamEndpoint:
+    """
+    A server endpoint that listens on an inherited, already listening socket.
+    """
+
+    def __init__(self, reactor: Any, fd: int, family: int) -> None:
+        self.reactor = reactor
+        self.fd = fd
+        self.family = family
+
+    def listen(self, factory: IProtocolFactory) -> defer.Deferred[IListeningPort]:
+        return defer.execute(self.reactor.adoptStreamPort, self.fd, self.family, factory)
+
+
+class TrackedConnection(HalfCloseWrapper):
+    factory: ConnectionTracker
+
+    def connectionMade(self) -> None:
+        self.factory.opened()
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        super().connectionLost(reason)
+        self.factory.closed()
+
+
+class ConnectionTracker(WrappingFactory):
+    """
+    Counts a factory's open connections, so a stopping worker can wait for them.
+    """
+
+    protocol = TrackedConnection
+    noisy = False
+
+    def __init__(self, wrappedFactory: IProtocolFactory, drain: Drain) -> None:
+        super().__init__(wrappedFactory)
+        self.drain = drain
+
+    def buildProtocol(self, addr: Any) -> Any:
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        return TrackedConnection(self, wrapped)  # type: ignore[arg-type]
+
+    def opened(self) -> None:
+        self.drain.open += 1
+
+    def closed(self) -> None:
+        self.drain.open -= 1
+        self.drain.check()
+
+
+class Drain(Service):
+    """
+    In a worker: on stop, wait (at most C{grace} seconds) for open connections to finish.
+
+    The listeners stop accepting at the same time (they are siblings in the service tree),
+    so no new connection arrives while this waits.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, grace: float) -> None:
+        self.reactor = reactor
+        self.grace = grace
+        self.open = 0
+        self._waiting: defer.Deferred[None] | None = None
+
+    def track(self, factory: IProtocolFactory) -> ConnectionTracker:
+        return ConnectionTracker(factory, self)
+
+    def check(self) -> None:
+        if self.open <= 0 and self._waiting is not None:
+            waiting, self._waiting = self._waiting, None
+            waiting.callback(None)
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        self._waiting = defer.Deferred()
+        if self.open:
+            self.log.info(
+                "caplab worker waiting up to {grace}s for {open} open connections",
+                grace=self.grace,
+                open=self.open,
+            )
+        waiting = self._waiting
+        timer = self.reactor.callLater(self.grace, self._giveUp)
+        waiting.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
+        self.check()
+        return waiting
+
+    def _giveUp(self) -> None:
+        if self._waiting is not None:
+            self.log.warn(
+                "caplab worker closing {open} connections still open after {grace}s",
+                open=self.open,
+                grace=self.grace,
+            )
+            waiting, self._waiting = self._waiting, None
+            waiting.callback(None)

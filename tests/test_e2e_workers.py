@@ -1,0 +1,129 @@
+"""
+End-to-end tests of C{twist caplab --workers 2}: two processes answer on one port, a killed
+worker comes back, and SIGTERM lets an open connection finish before everything stops.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support import WAIT, CaplabProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def exchange(port: int, text: bytes = b"which worker?") -> bytes:
+    """
+    One lab-style exchange with the TCP service: send, half-close, read to the end.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as conn:
+        conn.sendall(text)
+        conn.shutdown(socket.SHUT_WR)
+        return conn.makefile("rb").read()
+
+
+def workerPids(process: CaplabProcess, start: int = 0) -> dict[int, int]:
+    """
+    Worker number -> pid, from the supervisor's "worker N started (pid P)" lines.
+    """
+    pids: dict[int, int] = {}
+    for line in process.lines[start:]:
+        found = re.search(r"caplab worker (\d+) started \(pid (\d+)\)", line)
+        if found:
+            pids[int(found.group(1))] = int(found.group(2))
+    return pids
+
+
+@pytest.fixture
+def workers() -> Iterator[CaplabProcess]:
+    process = CaplabProcess(
+        [
+            "--workers",
+            "2",
+            "--no-proxy",
+            "--tcp-port",
+            "0",
+            "--udp-port",
+            "0",
+            "--worker-grace",
+            "15",
+        ]
+    ).start()
+    try:
+        process.waitListening("tcp", "udp")
+        for index in (1, 2):
+            process.waitForLine(rf"\[worker {index} pid \d+\] caplab tcp listening on ")
+            process.waitForLine(rf"\[worker {index} pid \d+\] caplab udp listening on ")
+        yield process
+    finally:
+        process.stop()
+
+
+def test_bothWorkersAnswerOnOnePort(workers: CaplabProcess) -> None:
+    """
+    With either worker frozen (SIGSTOP), the other one answers on the same port: both serve.
+    """
+    port = workers.port("tcp")
+    pids = workerPids(workers)
+    assert len(set(pids.values())) == 2
+    for frozen in pids.values():
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            assert exchange(port) == b"WHICH WORKER?"
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+
+
+def test_killedWorkerIsRestarted(workers: CaplabProcess) -> None:
+    """
+    C{kill -9} of a worker: the service keeps answering and the worker is started again.
+    """
+    port = workers.port("tcp")
+    victim = workerPids(workers)[1]
+    mark = len(workers.lines)
+    os.kill(victim, signal.SIGKILL)
+    assert exchange(port, b"still here") == b"STILL HERE"
+    workers.waitForLine(rf"caplab worker 1 \(pid {victim}\) exited", start=mark)
+    workers.waitForLine(r"caplab worker 1 started \(pid \d+\)", start=mark)
+    replacement = workerPids(workers, mark)[1]
+    assert replacement != victim
+    workers.waitForLine(rf"\[worker 1 pid {replacement}\] caplab tcp listening on ", start=mark)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with udp:
+        udp.settimeout(WAIT)
+        udp.sendto(b"udp too", ("127.0.0.1", workers.port("udp")))
+        assert udp.recvfrom(100)[0] == b"UDP TOO"
+
+
+def test_sigtermLetsOpenConnectionsFinish(workers: CaplabProcess) -> None:
+    """
+    On SIGTERM the workers stop accepting but an open connection is still served until the
+    client is done; then the whole server exits as twist does on SIGTERM.
+    """
+    port = workers.port("tcp")
+    conn = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    with conn:
+        conn.sendall(b"first half ")
+        assert conn.recv(100) == b"FIRST HALF "
+        mark = len(workers.lines)
+        assert workers.process is not None
+        workers.process.send_signal(signal.SIGTERM)
+        workers.waitForLine(r"waiting up to 15\.0s for 1 open connections", start=mark)
+        conn.sendall(b"second half")
+        assert conn.recv(100) == b"SECOND HALF"
+        conn.shutdown(socket.SHUT_WR)
+        assert conn.recv(100) == b""
+    # twist ends by re-raising the signal it stopped on: killed by SIGTERM, after a clean stop.
+    assert workers.wait(WAIT) == -signal.SIGTERM
+    workers.waitForLine(r"\[worker 1 pid \d+\] Main loop terminated", start=mark)
+    workers.waitForLine(r"\[worker 2 pid \d+\] Main loop terminated", start=mark)
+    assert "Traceback" not in workers.output
+    assert "KILL" not in workers.output
+    with pytest.raises(OSError):
+        exchange(port)
