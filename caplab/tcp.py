@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -27,6 +27,10 @@ class UppercaseProtocol(Protocol, TimeoutMixin):
     closed.  The transport is registered as the producer of its own write buffer, so while
     the peer does not read, and the buffer is full, the service stops reading from it:
     memory stays bounded whatever the peer sends.
+
+    The idle timeout counts from the last input; it keeps running after a half-close, so a
+    peer that half-closes and then never reads the rest of its output cannot hold the
+    connection (and its buffered output) forever.
     """
 
     factory: UppercaseFactory
@@ -58,7 +62,6 @@ class UppercaseProtocol(Protocol, TimeoutMixin):
         tail = self._transform.flush()
         if tail:
             self.transport.write(tail)
-        self.setTimeout(None)
         self.transport.unregisterProducer()
         self.transport.loseConnection()
 
@@ -66,6 +69,12 @@ class UppercaseProtocol(Protocol, TimeoutMixin):
         """
         We never half-close our side; nothing to do.
         """
+
+    def callLater(self, period: float, func: Any) -> IDelayedCall:
+        """
+        Schedule the idle timeout on the factory's clock (not the global reactor).
+        """
+        return self.factory.clock.callLater(period, func)
 
     def timeoutConnection(self) -> None:
         self.log.info(
@@ -86,6 +95,8 @@ class UppercaseFactory(Factory):
     @ivar unicode: full Unicode uppercasing instead of the lab's ASCII-only rule.
     @ivar idleTimeout: seconds without input before a connection is closed (None: never).
     @ivar maxConnections: connections over this number are closed at once and logged.
+    @ivar clock: schedules idle timeouts (the global reactor unless given).
+    @ivar active: connections open now.
     """
 
     protocol = UppercaseProtocol  # type: ignore[assignment]
@@ -93,8 +104,17 @@ class UppercaseFactory(Factory):
     log = Logger()
 
     def __init__(
-        self, unicode: bool = False, idleTimeout: float | None = 300.0, maxConnections: int = 1000
+        self,
+        unicode: bool = False,
+        idleTimeout: float | None = 300.0,
+        maxConnections: int = 1000,
+        clock: IReactorTime | None = None,
     ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        self.clock: IReactorTime = clock
         self.unicode = unicode
         self.idleTimeout = idleTimeout
         self.maxConnections = maxConnections

@@ -4,11 +4,18 @@ The UDP uppercase service: one datagram in, one uppercased datagram back to its 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from twisted.internet.error import MessageLengthError
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from caplab.address import hostPort
 from caplab.upper import upperDatagram
+
+if TYPE_CHECKING:
+    from caplab.trace import Tracer
 
 #: The largest UDP payload over IPv4 (65,535 - 8 byte UDP header - 20 byte IP header).
 MAX_DATAGRAM = 65507
@@ -21,37 +28,63 @@ class UppercaseDatagramProtocol(DatagramProtocol):
     The reply is never larger than the request (see L{upperDatagram}), so the service cannot
     amplify a spoofed request.  An empty datagram gets an empty reply.  Errors while sending
     (a full socket buffer under a burst, an unreachable sender) are logged and the service
-    goes on with the next datagram.
+    goes on with the next datagram.  So that a flood cannot flood the log as well, at most
+    one such warning is logged per L{errorLogInterval} seconds; it says how many replies
+    have failed so far.
 
     @ivar received: datagrams received so far.
     @ivar answered: replies sent so far.
+    @ivar failed: replies that could not be sent so far.
     """
 
     log = Logger()
     noisy = False
+    #: Seconds between two warnings about replies that could not be sent.
+    errorLogInterval = 1.0
 
-    def __init__(self, unicode: bool = False, tracer: object | None = None) -> None:
+    def __init__(
+        self,
+        unicode: bool = False,
+        tracer: Tracer | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        self.clock: IReactorTime = clock
         self.unicode = unicode
         self.tracer = tracer
         self.received = 0
         self.answered = 0
+        self.failed = 0
+        self._nextErrorLog = float("-inf")
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         self.received += 1
         reply = upperDatagram(datagram, self.unicode)
-        trace = getattr(self.tracer, "datagram", None)
-        if trace is not None:
-            trace(addr, datagram, reply)
+        if self.tracer is not None:
+            self.tracer.datagram(addr, datagram, reply)
         try:
             self.transport.write(reply, addr)  # type: ignore[union-attr]
-        except OSError as e:
-            self.log.warn(
-                "caplab udp could not answer {peer}: {error}",
-                peer=hostPort(str(addr[0]), int(addr[1])),
-                error=e,
-            )
+        except (OSError, MessageLengthError) as e:
+            # MessageLengthError (EMSGSIZE) is not an OSError in Twisted.
+            self._sendFailed(addr, e)
             return
         self.answered += 1
+
+    def _sendFailed(self, addr: tuple[str, int], error: Exception) -> None:
+        self.failed += 1
+        now = self.clock.seconds()
+        if now < self._nextErrorLog:
+            return
+        self._nextErrorLog = now + self.errorLogInterval
+        self.log.warn(
+            "caplab udp could not answer {peer}: {error} ({failed} replies failed so far)",
+            peer=hostPort(str(addr[0]), int(addr[1])),
+            error=error,
+            failed=self.failed,
+        )
 
     def connectionRefused(self) -> None:
         """

@@ -1,0 +1,317 @@
+"""
+Unit tests of the TCP uppercase service, L{caplab.tcp}, on in-memory transports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.python.failure import Failure
+from twisted.test import iosim
+
+from caplab.tcp import UppercaseFactory, UppercaseProtocol
+
+PEER = IPv4Address("TCP", "127.0.0.1", 40123)
+
+
+class BufferingTransport(StringTransport):
+    """
+    A L{StringTransport} that behaves like a real transport's write buffer: once more than
+    C{bufferSize} bytes are waiting, it pauses its streaming producer; L{drain} empties the
+    buffer and resumes it.  L{pauseProducing}/L{resumeProducing} calls are recorded.
+    """
+
+    bufferSize = 1000
+
+    def __init__(self) -> None:
+        super().__init__(peerAddress=PEER)
+        self.pauses = 0
+        self.resumes = 0
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self.producer is not None and self.streaming and len(self.value()) > self.bufferSize:
+            self.producer.pauseProducing()
+
+    def pauseProducing(self) -> None:
+        self.pauses += 1
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.resumes += 1
+        super().resumeProducing()
+
+    def drain(self) -> bytes:
+        data = self.value()
+        self.clear()
+        if self.producer is not None and self.producerState == "paused":
+            self.producer.resumeProducing()
+        return data
+
+
+def connect(
+    factory: UppercaseFactory, transport: StringTransport | None = None
+) -> tuple[UppercaseProtocol, StringTransport]:
+    """
+    Build a protocol from C{factory} as a listening port would and connect it.
+    """
+    protocol = factory.buildProtocol(PEER)
+    assert isinstance(protocol, UppercaseProtocol)
+    if transport is None:
+        transport = StringTransport(peerAddress=PEER)
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def close(protocol: Protocol, transport: StringTransport) -> None:
+    """
+    Deliver the end of the connection, as the reactor would after C{loseConnection}.
+    """
+    transport.connected = False
+    protocol.connectionLost(Failure(ConnectionError("closed")))
+
+
+def test_eachChunkEchoedAtOnce() -> None:
+    """
+    Every chunk is uppercased and written back as soon as it arrives, and the connection
+    stays open after a reply.
+    """
+    protocol, transport = connect(UppercaseFactory(clock=Clock()))
+    protocol.dataReceived(b"welcome to ")
+    assert transport.value() == b"WELCOME TO "
+    protocol.dataReceived(b"cn lab, &*! \x00\xc3\xa9")
+    assert transport.value() == b"WELCOME TO CN LAB, &*! \x00\xc3\xa9"
+    assert not transport.disconnecting
+
+
+def test_emptyChunkWritesNothing() -> None:
+    """
+    An empty read (which transports may deliver) writes nothing.
+    """
+    protocol, transport = connect(UppercaseFactory(clock=Clock()))
+    written: list[bytes] = []
+    transport.write = written.append  # type: ignore[method-assign]
+    protocol.dataReceived(b"")
+    assert written == []
+
+
+def test_unicodeSplitCharacter() -> None:
+    """
+    With C{unicode}, a character split across reads is uppercased once it is complete.
+    """
+    protocol, transport = connect(UppercaseFactory(unicode=True, clock=Clock()))
+    protocol.dataReceived(b"stra" + "ß".encode()[:1])
+    assert transport.value() == b"STRA"
+    protocol.dataReceived("ß".encode()[1:] + "e é".encode())
+    assert transport.value() == "STRASSE É".encode()
+
+
+def test_asciiModeLeavesMultibyteAlone() -> None:
+    """
+    Without C{unicode}, C{é} and C{ß} come back unchanged (the lab's ASCII rule).
+    """
+    protocol, transport = connect(UppercaseFactory(clock=Clock()))
+    protocol.dataReceived("straße é".encode())
+    assert transport.value() == "STRAßE é".encode()
+
+
+def test_halfCloseable() -> None:
+    """
+    The protocol provides L{IHalfCloseableProtocol}, so a transport tells it about a
+    half-close instead of closing the connection.
+    """
+    assert IHalfCloseableProtocol.providedBy(UppercaseProtocol())
+
+
+def test_halfCloseFinishesThenCloses() -> None:
+    """
+    When the peer half-closes, what was held back is written and then the connection is
+    closed (after the transport has written everything).
+    """
+    protocol, transport = connect(UppercaseFactory(unicode=True, clock=Clock()))
+    protocol.dataReceived(b"abc\xe2\x82")  # an incomplete character at the end
+    assert transport.value() == b"ABC"
+    assert not transport.disconnecting
+    protocol.readConnectionLost()
+    assert transport.value() == b"ABC\xe2\x82"
+    assert transport.disconnecting
+    assert not transport.disconnected  # a graceful close, not an abort
+    assert transport.producer is None
+
+
+def test_halfCloseWithNothingPending() -> None:
+    """
+    A half-close with nothing held back just closes, writing nothing more.
+    """
+    protocol, transport = connect(UppercaseFactory(clock=Clock()))
+    protocol.dataReceived(b"abc")
+    protocol.readConnectionLost()
+    assert transport.value() == b"ABC"
+    assert transport.disconnecting
+
+
+def test_writeConnectionLostIgnored() -> None:
+    """
+    C{writeConnectionLost} (the service never half-closes itself) changes nothing.
+    """
+    protocol, transport = connect(UppercaseFactory(clock=Clock()))
+    protocol.writeConnectionLost()
+    assert not transport.disconnecting
+
+
+def test_transportIsItsOwnStreamingProducer() -> None:
+    """
+    The transport is registered as the streaming producer of its own write buffer.
+    """
+    protocol, transport = connect(UppercaseFactory(clock=Clock()))
+    assert transport.producer is transport
+    assert transport.streaming is True
+
+
+def test_fullWriteBufferPausesReading() -> None:
+    """
+    A peer that sends but does not read fills the write buffer; the transport then pauses
+    reading from the peer, and resumes once the buffer has drained.
+    """
+    transport = BufferingTransport()
+    protocol, _ = connect(UppercaseFactory(clock=Clock()), transport)
+    protocol.dataReceived(b"a" * 600)
+    assert transport.pauses == 0
+    protocol.dataReceived(b"b" * 600)
+    assert transport.pauses == 1
+    assert transport.producerState == "paused"
+    assert transport.drain() == b"A" * 600 + b"B" * 600
+    assert transport.resumes == 1
+    assert transport.producerState == "producing"
+
+
+def test_iosimConversation() -> None:
+    """
+    Over an in-memory connection a client gets back each sentence, uppercased, in order.
+    """
+
+    class Client(Protocol):
+        received = b""
+
+        def dataReceived(self, data: bytes) -> None:
+            self.received += data
+
+    server = UppercaseFactory(clock=Clock()).buildProtocol(PEER)
+    client = Client()
+    pump = iosim.connect(server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client))
+    for sentence in (b"hi this is nitish, ", b"welcome to cn lab\n", b"\x00bin\xffary"):
+        client.transport.write(sentence)
+        pump.flush()
+    assert client.received == b"HI THIS IS NITISH, WELCOME TO CN LAB\n\x00BIN\xffARY"
+
+
+def test_idleTimeoutAborts() -> None:
+    """
+    A connection without input for C{idleTimeout} seconds is aborted and logged.
+    """
+    clock = Clock()
+    protocol, transport = connect(UppercaseFactory(idleTimeout=300, clock=clock), None)
+    clock.advance(299.9)
+    assert not transport.disconnecting
+    with capturedLogs() as events:
+        clock.advance(0.1)
+    assert transport.disconnected
+    messages = [formatEvent(e) for e in events]
+    assert "caplab tcp closing idle connection from 127.0.0.1:40123" in messages
+
+
+def test_inputResetsIdleTimeout() -> None:
+    """
+    Each chunk of input restarts the idle timeout.
+    """
+    clock = Clock()
+    protocol, transport = connect(UppercaseFactory(idleTimeout=10, clock=clock))
+    for _ in range(5):
+        clock.advance(9)
+        protocol.dataReceived(b"x")
+    assert not transport.disconnecting
+    clock.advance(10)
+    assert transport.disconnected
+
+
+def test_noIdleTimeout() -> None:
+    """
+    With C{idleTimeout=None} nothing is scheduled and the connection never times out.
+    """
+    clock = Clock()
+    protocol, transport = connect(UppercaseFactory(idleTimeout=None, clock=clock))
+    assert clock.getDelayedCalls() == []
+    clock.advance(10**6)
+    assert not transport.disconnecting
+
+
+def test_idleTimeoutAfterHalfClose() -> None:
+    """
+    A peer that half-closes and then never reads its output cannot hold the connection open
+    forever: the idle timeout still aborts it.
+    """
+    clock = Clock()
+    protocol, transport = connect(UppercaseFactory(idleTimeout=30, clock=clock))
+    protocol.dataReceived(b"x")
+    protocol.readConnectionLost()
+    assert transport.disconnecting and not transport.disconnected
+    clock.advance(30)
+    assert transport.disconnected
+
+
+def test_connectionLostCancelsTimeout() -> None:
+    """
+    Once the connection is gone no timeout is left scheduled.
+    """
+    clock = Clock()
+    protocol, transport = connect(UppercaseFactory(idleTimeout=30, clock=clock))
+    close(protocol, transport)
+    assert clock.getDelayedCalls() == []
+
+
+def test_defaultClockIsGlobalReactor() -> None:
+    """
+    Without a clock the factory schedules on the global reactor.
+    """
+    from twisted.internet import reactor
+
+    assert UppercaseFactory().clock is reactor
+
+
+def test_maxConnections() -> None:
+    """
+    Connections over C{maxConnections} are refused (no protocol, so the port closes them at
+    once) and logged with the peer; once one closes, a new connection is accepted.
+    """
+    factory = UppercaseFactory(maxConnections=2, clock=Clock())
+    first = connect(factory)
+    connect(factory)
+    assert factory.active == 2
+    with capturedLogs() as events:
+        assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000)) is None
+    warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert warnings == [
+        "caplab tcp refusing connection from 127.0.0.1:50000: 2 connections open "
+        "(--max-connections 2)"
+    ]
+    close(*first)
+    assert factory.active == 1
+    assert isinstance(factory.buildProtocol(PEER), UppercaseProtocol)
+
+
+def test_activeCountsConnections() -> None:
+    """
+    C{active} counts made connections, not built protocols, and goes back to zero.
+    """
+    factory = UppercaseFactory(clock=Clock())
+    connections: list[Any] = [connect(factory) for _ in range(3)]
+    assert factory.active == 3
+    for connection in connections:
+        close(*connection)
+    assert factory.active == 0
