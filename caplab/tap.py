@@ -20,7 +20,7 @@ from caplab import __version__
 from caplab.listening import DatagramListener, StreamListener, exitWithFailureStatus
 from caplab.proxy.options import ProxyOptions
 from caplab.tcp import UppercaseFactory
-from caplab.trace import Tracer
+from caplab.trace import Tracer, TracerService
 from caplab.udp import UppercaseDatagramProtocol
 from caplab.workers import Drain, InheritedSockets, WorkerOptions, supervisorFromConfig
 
@@ -228,12 +228,15 @@ def makeService(
     top = MultiService()
     listeners = Listeners(top, reactor, onListenFailure, inherited, config.get("worker-grace", 0))
     tracer = Tracer.open(config["trace"]) if config["trace"] else None
+    if tracer is not None:
+        TracerService(tracer).setServiceParent(top)
 
     if not config["no-tcp"]:
         factory: Any = UppercaseFactory(
             unicode=config["unicode"],
             idleTimeout=config["idle-timeout"] or None,
             maxConnections=config["max-connections"],
+            clock=reactor,
         )
         if tracer is not None:
             factory = tracer.wrapFactory("tcp", factory)
@@ -244,7 +247,7 @@ def makeService(
             "udp",
             config["udp-port"],
             config["interface"],
-            UppercaseDatagramProtocol(unicode=config["unicode"], tracer=tracer),
+            UppercaseDatagramProtocol(unicode=config["unicode"], tracer=tracer, clock=reactor),
         )
 
     if not config["no-proxy"]:

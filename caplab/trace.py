@@ -10,6 +10,10 @@ bytes literal, e.g.::
     2026-11-24T08:01:02.346101Z tcp#3 127.0.0.1:41234 send 17 b'WELCOME TO CN LAB'
     2026-11-24T08:01:02.346300Z tcp#3 127.0.0.1:41234 close
 
+Events are C{open}, C{recv N BYTES}, C{send N BYTES}, C{half-close} (the peer shut down
+its sending side), C{close}, and C{refused} (over C{--max-connections}).  A UDP exchange is
+one C{recv} and one C{send} line under its own label (C{udp#7}).
+
 Tracing is a debugging aid: it writes to a local file from the reactor thread, which costs
 throughput; leave it off in production.
 """
@@ -21,13 +25,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocolFactory
+from twisted.application.service import Service
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import connectionDone
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from caplab.address import describeAddress, hostPort
+from caplab.wrapping import HalfCloseWrapper
 
 
 def _utcnow() -> str:
@@ -60,7 +65,12 @@ class Tracer:
     def record(self, label: str, peer: str, event: str, data: bytes | None = None) -> None:
         """
         Write one line: an event (C{open}, C{close}) or bytes sent or received.
+
+        Once the file is closed (the services are stopping, while a worker may still drain
+        its connections) nothing more is recorded.
         """
+        if self._output.closed:
+            return
         if data is None:
             self._output.write(f"{self._now()} {label} {peer} {event}\n")
         else:
@@ -81,9 +91,27 @@ class Tracer:
         """
         return TracingFactory(self, service, factory)
 
+    def close(self) -> None:
+        """
+        Close the trace file.
+        """
+        self._output.close()
 
-@implementer(IHalfCloseableProtocol)
-class TracingProtocol(ProtocolWrapper):
+
+class TracerService(Service):
+    """
+    Closes the trace file when the services stop.
+    """
+
+    def __init__(self, tracer: Tracer) -> None:
+        self.tracer = tracer
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.tracer.close()
+
+
+class TracingProtocol(HalfCloseWrapper):
     """
     Records the bytes crossing one connection and passes everything through, half-close
     notifications included (the plain L{ProtocolWrapper} would swallow them).
@@ -110,16 +138,7 @@ class TracingProtocol(ProtocolWrapper):
 
     def readConnectionLost(self) -> None:
         self.factory.tracer.record(self._label, self._peer, "half-close")
-        halfCloseable = IHalfCloseableProtocol(self.wrappedProtocol, None)
-        if halfCloseable is not None:
-            halfCloseable.readConnectionLost()
-        else:
-            self.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        halfCloseable = IHalfCloseableProtocol(self.wrappedProtocol, None)
-        if halfCloseable is not None:
-            halfCloseable.writeConnectionLost()
+        super().readConnectionLost()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.tracer.record(self._label, self._peer, "close")
@@ -142,5 +161,7 @@ class TracingFactory(WrappingFactory):
     def buildProtocol(self, addr: Any) -> TracingProtocol | None:  # type: ignore[override]
         wrapped = self.wrappedFactory.buildProtocol(addr)
         if wrapped is None:  # refused by the wrapped factory (e.g. over its connection cap)
+            label = self.tracer.nextConnection(self.service)
+            self.tracer.record(label, describeAddress(addr), "refused")
             return None
         return TracingProtocol(self, wrapped)  # type: ignore[arg-type]
