@@ -101,11 +101,13 @@ class DatagramListener(Service):
         self.protocol = protocol
         self.reactor = reactor
         self.port: Any = None
+        self._tried = False
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        if self.port is not None:
+        if self._tried:  # twistd calls this and then startService: listen (or fail) once
             return
+        self._tried = True
         try:
             if self.adopt is not None:  # a --workers worker: the parent bound the socket
                 self.port = self.adopt(self.protocol)
@@ -127,11 +129,11 @@ class DatagramListener(Service):
 
     def startService(self) -> None:
         super().startService()
-        if self.port is None:
-            self.privilegedStartService()
+        self.privilegedStartService()
 
     def stopService(self) -> Any:
         super().stopService()
+        self._tried = False
         port, self.port = self.port, None
         if port is not None:
             return port.stopListening()

@@ -1,0 +1,248 @@
+"""
+Tests of C{twist caplab}'s options and service tree, L{caplab.tap}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.testing import FakeDatagramTransport
+from twisted.python import usage
+
+from caplab import __version__
+from caplab.listening import DatagramListener, StreamListener
+from caplab.tap import Options, makeService
+from caplab.tcp import UppercaseFactory
+from caplab.trace import TracerService, TracingFactory
+from caplab.udp import UppercaseDatagramProtocol
+from tests.test_listening import UDPReactor
+
+#: The parsed defaults of the uppercase services and of where services listen.  (Other
+#: options, such as the proxy's, are checked by their own tests; tests/test_readme.py checks
+#: that every option is documented.)
+DEFAULTS = {
+    "interface": "127.0.0.1",
+    "tcp-port": 12000,
+    "tcp-endpoint": "tcp:12000:interface=127.0.0.1",
+    "udp-port": 12005,
+    "proxy-port": 8080,
+    "proxy-endpoint": "tcp:8080:interface=127.0.0.1",
+    "idle-timeout": 300.0,
+    "max-connections": 1000,
+    "trace": None,
+    "no-tcp": 0,
+    "no-udp": 0,
+    "no-proxy": 0,
+    "unicode": 0,
+}
+
+
+def parse(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+def build(*args: str) -> tuple[Any, UDPReactor]:
+    """
+    Parse C{args}, build the service tree on a memory reactor and start it.
+    """
+    reactor = UDPReactor()
+    service = makeService(parse(*args), reactor=reactor, onListenFailure=None)
+    service.privilegedStartService()
+    service.startService()
+    return service, reactor
+
+
+def test_defaults() -> None:
+    """
+    Without arguments every service listens on loopback on the lab's ports.
+    """
+    config = parse()
+    assert {key: config[key] for key in DEFAULTS} == DEFAULTS
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    C{--version} prints caplab's version and exits 0.
+    """
+    with pytest.raises(SystemExit) as exited:
+        parse("--version")
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"caplab {__version__}\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--tcp-port", "65536"],
+        ["--tcp-port", "-1"],
+        ["--udp-port", "http"],
+        ["--proxy-port", "1.5"],
+        ["--interface", "localhost"],
+        ["--interface", "127.0.0.256"],
+        ["--tcp-endpoint", "nosuchtype:12000"],
+        ["--tcp-endpoint", "tcp:notaport"],
+        ["--tcp-endpoint", "ssl:0:privateKey=/nonexistent/key.pem"],
+        ["--proxy-endpoint", "tcp6:8080:interface=::1"],  # unescaped colons
+        ["--idle-timeout", "-1"],
+        ["--idle-timeout", "nan"],
+        ["--idle-timeout", "inf"],
+        ["--idle-timeout", "soon"],
+        ["--max-connections", "0"],
+        ["--max-connections", "many"],
+        ["--no-tcp", "--no-udp", "--no-proxy"],
+        ["--no-such-option"],
+    ],
+)
+def test_usageErrors(args: list[str]) -> None:
+    """
+    A bad value is a L{usage.UsageError} with a one-line message (C{twist} prints it
+    without a traceback).
+    """
+    with pytest.raises(usage.UsageError) as raised:
+        parse(*args)
+    assert "\n" not in str(raised.value)
+
+
+def test_endpointErrorNamesOption() -> None:
+    """
+    A bad endpoint description is reported with the option and the description.
+    """
+    with pytest.raises(usage.UsageError, match=r"^--tcp-endpoint 'nosuchtype:1': "):
+        parse("--tcp-endpoint", "nosuchtype:1")
+
+
+def test_nothingToRun() -> None:
+    """
+    Switching every service off is refused with a message that says so.
+    """
+    with pytest.raises(usage.UsageError, match="leave nothing to run"):
+        parse("--no-tcp", "--no-udp", "--no-proxy")
+
+
+def test_endpointOnlyCheckedWhenUsed() -> None:
+    """
+    With C{--no-tcp}, C{--tcp-endpoint} is not looked at.
+    """
+    assert parse("--no-tcp", "--tcp-endpoint", "nosuchtype:1")["tcp-endpoint"] == "nosuchtype:1"
+
+
+def test_ipv6Interface() -> None:
+    """
+    An IPv6 C{--interface} becomes a C{tcp6:} description with escaped colons, and both
+    services listen on it.
+    """
+    config = parse("--interface", "::1", "--no-proxy")
+    assert config["tcp-endpoint"] == "tcp6:12000:interface=\\:\\:1"
+    service, reactor = build("--interface", "::1", "--no-proxy")
+    [(port, factory, backlog, interface)] = reactor.tcpServers
+    assert (port, interface) == (12000, "::1")
+    assert [(p, i) for p, _, i, _ in reactor.udp] == [(12005, "::1")]
+
+
+def test_interfaceNormalised() -> None:
+    """
+    Addresses are accepted in any form Python knows and normalised.
+    """
+    assert parse("--interface", "0:0::0:1")["interface"] == "::1"
+
+
+def test_defaultServiceTree() -> None:
+    """
+    By default the uppercase TCP service listens on 127.0.0.1:12000 and the UDP service on
+    127.0.0.1:12005, with the default behaviour, clocked by the given reactor.
+    """
+    service, reactor = build("--no-proxy")
+    names = sorted(s.name for s in service if isinstance(s, StreamListener | DatagramListener))
+    assert names == ["tcp", "udp"]
+    [(port, factory, backlog, interface)] = reactor.tcpServers
+    assert (port, interface) == (12000, "127.0.0.1")
+    assert isinstance(factory, UppercaseFactory)
+    assert (factory.unicode, factory.idleTimeout, factory.maxConnections) == (0, 300.0, 1000)
+    assert factory.clock is reactor
+    [(udpPort, protocol, udpInterface, size)] = reactor.udp
+    assert (udpPort, udpInterface, size) == (12005, "127.0.0.1", 65535)
+    assert isinstance(protocol, UppercaseDatagramProtocol)
+    assert (protocol.unicode, protocol.tracer, protocol.clock) == (0, None, reactor)
+
+
+def test_options() -> None:
+    """
+    The uppercase options reach the services.
+    """
+    service, reactor = build(
+        "--no-proxy",
+        "--tcp-port=4000",
+        "--udp-port=4001",
+        "--interface=127.0.0.2",
+        "--unicode",
+        "--idle-timeout=0",
+        "--max-connections=7",
+    )
+    [(port, factory, _, interface)] = reactor.tcpServers
+    assert (port, interface) == (4000, "127.0.0.2")
+    assert (factory.unicode, factory.idleTimeout, factory.maxConnections) == (1, None, 7)
+    [(udpPort, protocol, udpInterface, _)] = reactor.udp
+    assert (udpPort, udpInterface, protocol.unicode) == (4001, "127.0.0.2", 1)
+
+
+def test_tcpEndpoint() -> None:
+    """
+    C{--tcp-endpoint} overrides C{--interface}/C{--tcp-port} for TCP only.
+    """
+    service, reactor = build("--no-proxy", "--tcp-endpoint", "tcp:4100:interface=127.0.0.3")
+    [(port, _, _, interface)] = reactor.tcpServers
+    assert (port, interface) == (4100, "127.0.0.3")
+    assert [(p, i) for p, _, i, _ in reactor.udp] == [(12005, "127.0.0.1")]
+
+
+def test_unixEndpoint(tmp_path: Path) -> None:
+    """
+    A UNIX socket endpoint works for the TCP service.
+    """
+    path = str(tmp_path / "caplab.sock")
+    service, reactor = build("--no-proxy", "--no-udp", "--tcp-endpoint", f"unix:{path}")
+    assert [address for address, *_ in reactor.unixServers] == [path]
+    assert reactor.udp == []
+
+
+def test_switchedOff() -> None:
+    """
+    C{--no-tcp} and C{--no-udp} leave those services out.
+    """
+    service, reactor = build("--no-proxy", "--no-tcp")
+    assert reactor.tcpServers == [] and len(reactor.udp) == 1
+    service, reactor = build("--no-proxy", "--no-udp")
+    assert len(reactor.tcpServers) == 1 and reactor.udp == []
+
+
+def test_traceWrapsServices(tmp_path: Path) -> None:
+    """
+    C{--trace} wraps the TCP factory in a tracing factory, gives the UDP protocol the same
+    tracer, and closes the file when the services stop.
+    """
+    path = tmp_path / "trace.txt"
+    service, reactor = build("--no-proxy", "--trace", str(path))
+    [(_, factory, _, _)] = reactor.tcpServers
+    assert isinstance(factory, TracingFactory)
+    assert isinstance(factory.wrappedFactory, UppercaseFactory)
+    [(_, protocol, _, _)] = reactor.udp
+    assert protocol.tracer is factory.tracer
+    [closer] = [s for s in service if isinstance(s, TracerService)]
+    protocol.makeConnection(FakeDatagramTransport())
+    protocol.datagramReceived(b"x", ("127.0.0.1", 1))
+    service.stopService()
+    assert closer.tracer._output.closed
+    assert path.read_text().endswith("udp#1 127.0.0.1:1 send 1 b'X'\n")
+
+
+def test_noTrace() -> None:
+    """
+    Without C{--trace} the factory is not wrapped and nothing is written.
+    """
+    service, reactor = build("--no-proxy")
+    assert not [s for s in service if isinstance(s, TracerService)]
+    assert isinstance(reactor.tcpServers[0][1], UppercaseFactory)
