@@ -1,0 +1,325 @@
+"""
+Tests for L{caplab.proxy.policy}: the block/allow list syntax and matcher.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from caplab.proxy.hooks import IHostPolicy, Verdict
+from caplab.proxy.policy import (
+    DEFAULT_DENY,
+    HostList,
+    HostPolicy,
+    PolicyFileError,
+    ReloadableHostPolicy,
+    normaliseHost,
+    normaliseName,
+)
+
+labels = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=10)
+names = st.lists(labels, min_size=1, max_size=5).map(".".join)
+
+
+def policyOf(blockText: str = "", allowText: str = "", defaultDeny: bool = False) -> HostPolicy:
+    blocked, allowed = HostList(), HostList()
+    blocked.addLines(blockText.splitlines(), "block.txt")
+    allowed.addLines(allowText.splitlines(), "allow.txt")
+    return HostPolicy(blocked, allowed, defaultDeny)
+
+
+class TempFiles:
+    """
+    Mixin: write files in a fresh directory removed after the test.
+    """
+
+    def writeFile(self, name: str, content: str | bytes) -> str:
+        directory = getattr(self, "_directory", None)
+        if directory is None:
+            directory = self._directory = tempfile.mkdtemp()
+            self.addCleanup(_removeTree, directory)  # type: ignore[attr-defined]
+        path = os.path.join(directory, name)
+        mode = "wb" if isinstance(content, bytes) else "w"
+        with open(path, mode) as f:
+            f.write(content)
+        return path
+
+
+def _removeTree(directory: str) -> None:
+    for name in os.listdir(directory):
+        os.remove(os.path.join(directory, name))
+    os.rmdir(directory)
+
+
+class DomainRuleTests(SynchronousTestCase):
+    """
+    A plain domain rule blocks the domain and its subdomains, nothing else.
+    """
+
+    @given(rule=names, host=names)
+    def test_blocksExactlyDomainAndSubdomains(self, rule: str, host: str) -> None:
+        """
+        For any rule and host, the host is blocked exactly when it is the rule's domain or
+        ends with C{"." + rule}.
+        """
+        policy = policyOf(rule)
+        expected = host == rule or host.endswith("." + rule)
+        self.assertEqual(policy.check(host) is not None, expected)
+
+    @given(rule=names, prefix=st.lists(labels, min_size=1, max_size=4).map(".".join))
+    def test_subdomainsAlwaysBlocked(self, rule: str, prefix: str) -> None:
+        """
+        Every subdomain of a blocked domain is blocked, and the verdict names the rule.
+        """
+        verdict = policyOf(rule).check(f"{prefix}.{rule}")
+        self.assertEqual(verdict, Verdict(rule=rule, source="block.txt:1"))
+
+    def test_notASuffixString(self) -> None:
+        """
+        C{example.com} does not block C{badexample.com}: matching is by whole labels.
+        """
+        policy = policyOf("example.com")
+        self.assertIsNone(policy.check("badexample.com"))
+        self.assertIsNone(policy.check("example.com.evil.net"))
+        self.assertIsNotNone(policy.check("example.com"))
+
+    def test_caseAndTrailingDot(self) -> None:
+        """
+        Rules and hosts are compared case-insensitively, a trailing dot ignored.
+        """
+        policy = policyOf("Ads.Example.COM.")
+        self.assertEqual(policy.check("ADS.example.com"), Verdict("ads.example.com", "block.txt:1"))
+        self.assertIsNotNone(policy.check("x.ads.example.com."))
+
+    def test_idna(self) -> None:
+        """
+        An internationalised rule matches the host in Unicode or A-label form, and the other
+        way round.
+        """
+        policy = policyOf("bücher.example\nxn--mnchen-3ya.example")
+        self.assertIsNotNone(policy.check("xn--bcher-kva.example"))
+        self.assertIsNotNone(policy.check("www.BÜCHER.example"))
+        self.assertIsNotNone(policy.check("münchen.example"))
+        self.assertIsNone(policy.check("buecher.example"))
+
+    def test_provides(self) -> None:
+        """
+        L{HostPolicy} and L{ReloadableHostPolicy} fit the L{IHostPolicy} contract.
+        """
+        policy: IHostPolicy = policyOf("example.com")
+        self.assertIsNotNone(policy.check("example.com"))
+
+
+class SyntaxTests(SynchronousTestCase):
+    """
+    The list file syntax: wildcards, hosts-file lines, comments, addresses.
+    """
+
+    def test_wildcardSubdomainsOnly(self) -> None:
+        """
+        C{*.example.com} blocks the subdomains of example.com but not example.com itself.
+        """
+        policy = policyOf("*.example.com")
+        self.assertIsNone(policy.check("example.com"))
+        self.assertEqual(policy.check("a.b.example.com"), Verdict("*.example.com", "block.txt:1"))
+
+    def test_hostsFileLines(self) -> None:
+        """
+        A hosts-file line blocks each name on it; C{localhost} and friends are skipped.
+        """
+        policy = policyOf(
+            "127.0.0.1 localhost\n"
+            "::1 ip6-localhost ip6-loopback\n"
+            "0.0.0.0 0.0.0.0\n"
+            "0.0.0.0 ads.example.com tracker.example.net  # two\n"
+        )
+        self.assertEqual(policy.check("ads.example.com"), Verdict("ads.example.com", "block.txt:4"))
+        self.assertEqual(
+            policy.check("tracker.example.net"), Verdict("tracker.example.net", "block.txt:4")
+        )
+        self.assertIsNone(policy.check("localhost"))
+        self.assertIsNone(policy.check("ip6-localhost"))
+        self.assertIsNone(policy.check("example.com"))
+        self.assertEqual(len(policy.blocked), 2)
+
+    def test_commentsAndBlankLines(self) -> None:
+        """
+        C{#} starts a comment, on its own line or after a rule; blank lines count for line
+        numbers only.
+        """
+        policy = policyOf("# a list\n\n   \nexample.com # why\n#blocked.example\n")
+        self.assertEqual(policy.check("example.com"), Verdict("example.com", "block.txt:4"))
+        self.assertIsNone(policy.check("blocked.example"))
+
+    def test_addresses(self) -> None:
+        """
+        An IP address rule blocks that address exactly, IPv6 in any spelling.
+        """
+        policy = policyOf("192.0.2.7\n2001:DB8:0::1\n")
+        self.assertIsNotNone(policy.check("192.0.2.7"))
+        self.assertIsNone(policy.check("192.0.2.70"))
+        self.assertIsNone(policy.check("2.7"))
+        self.assertIsNotNone(policy.check("2001:db8::1"))
+        self.assertIsNotNone(policy.check("[2001:db8::1]"))
+
+    def test_firstRuleForADomainNamesTheVerdict(self) -> None:
+        """
+        A domain listed twice is reported with its first line.
+        """
+        policy = policyOf("example.com\nexample.com\n")
+        self.assertEqual(policy.check("example.com"), Verdict("example.com", "block.txt:1"))
+
+    def test_mostSpecificRuleNamed(self) -> None:
+        """
+        When several rules match, the verdict names the most specific one.
+        """
+        policy = policyOf("example.com\nads.example.com\n")
+        self.assertEqual(
+            policy.check("x.ads.example.com"), Verdict("ads.example.com", "block.txt:2")
+        )
+
+    def test_brokenLines(self) -> None:
+        """
+        A line that is not a rule is an error naming the file and line.
+        """
+        for line in [
+            "http://example.com/",
+            "example.com/path",
+            "*example.com",
+            "ex ample.com",
+            "a..b",
+            "x" * 64 + ".com",
+            "0.0.0.0 bad/name",
+        ]:
+            with self.assertRaises(PolicyFileError) as caught:
+                policyOf(f"ok.example\n{line}\n")
+            self.assertIn("block.txt:2: ", str(caught.exception))
+
+    def test_invalidHostNeverMatchesAllow(self) -> None:
+        """
+        A host that is not a host name is blocked, even under an allow-all list.
+        """
+        policy = policyOf(allowText="example.com")
+        self.assertEqual(policy.check("bad host"), Verdict("not a valid host name", "caplab"))
+
+    def test_normalise(self) -> None:
+        """
+        L{normaliseHost} handles names, addresses and bracketed IPv6.
+        """
+        self.assertEqual(normaliseHost("[::1]"), "::1")
+        self.assertEqual(normaliseHost("Example.COM."), "example.com")
+        self.assertEqual(normaliseName("ÄÖ.example"), "xn--4ca0b.example")
+        self.assertRaises(ValueError, normaliseName, "")
+        self.assertRaises(ValueError, normaliseName, "a" * 300)
+
+
+class PrecedenceTests(SynchronousTestCase):
+    """
+    Allow rules win over block rules; C{--default-deny} blocks what no allow rule names.
+    """
+
+    def test_allowWins(self) -> None:
+        """
+        An allow rule for a host unblocks it even under a broader or narrower block rule.
+        """
+        policy = policyOf("example.com\n", "good.example.com\nexample.org\n")
+        self.assertIsNone(policy.check("good.example.com"))
+        self.assertIsNone(policy.check("x.good.example.com"))
+        self.assertIsNotNone(policy.check("bad.example.com"))
+        policy = policyOf("ads.example.org", "example.org")
+        self.assertIsNone(policy.check("ads.example.org"))
+
+    def test_defaultDeny(self) -> None:
+        """
+        Under default deny, only allow-listed hosts pass.
+        """
+        policy = policyOf("", "example.com", defaultDeny=True)
+        self.assertIsNone(policy.check("www.example.com"))
+        self.assertEqual(policy.check("example.org"), DEFAULT_DENY)
+
+    def test_noListsAllowsAll(self) -> None:
+        """
+        Without lists every valid host passes.
+        """
+        self.assertIsNone(policyOf().check("anything.example"))
+
+
+class FileTests(TempFiles, SynchronousTestCase):
+    """
+    Loading lists from files, and reloading them.
+    """
+
+    def test_fromFiles(self) -> None:
+        """
+        Rules from several files, each verdict naming its own file and line.
+        """
+        one = self.writeFile("one.txt", "# first\na.example\n")
+        two = self.writeFile("two.txt", "\n\nb.example\n")
+        allow = self.writeFile("allow.txt", "ok.a.example\n")
+        policy = HostPolicy.fromFiles([one, two], [allow])
+        self.assertEqual(policy.check("a.example"), Verdict("a.example", f"{one}:2"))
+        self.assertEqual(policy.check("b.example"), Verdict("b.example", f"{two}:3"))
+        self.assertIsNone(policy.check("ok.a.example"))
+
+    def test_unreadable(self) -> None:
+        """
+        A missing file is a L{PolicyFileError} naming it.
+        """
+        missing = os.path.join(tempfile.gettempdir(), "caplab-no-such-list.txt")
+        with self.assertRaises(PolicyFileError) as caught:
+            HostPolicy.fromFiles([missing], [])
+        self.assertIn(missing, str(caught.exception))
+        self.assertIn("cannot read", str(caught.exception))
+
+    def test_notUtf8(self) -> None:
+        """
+        A file that is not UTF-8 text is a L{PolicyFileError}.
+        """
+        path = self.writeFile("latin1.txt", "b\xfccher.example\n".encode("latin-1"))
+        with self.assertRaises(PolicyFileError) as caught:
+            HostPolicy.fromFiles([path], [])
+        self.assertIn("not UTF-8", str(caught.exception))
+
+    def test_largeListLoadsFast(self) -> None:
+        """
+        A 120,000-line list (half hosts-file lines) loads in well under a second of CPU time
+        and looks up as fast as a small one.
+        """
+        lines = []
+        for i in range(120_000):
+            name = f"host{i}.tracker{i % 977}.example"
+            lines.append(f"0.0.0.0 {name}\n" if i % 2 else f"{name}\n")
+        path = self.writeFile("big.txt", "".join(lines))
+        started = time.process_time()
+        policy = HostPolicy.fromFiles([path], [])
+        elapsed = time.process_time() - started
+        self.assertLess(elapsed, 1.0)
+        self.assertEqual(len(policy.blocked), 120_000)
+        self.assertEqual(
+            policy.check(f"deep.sub.host119999.tracker{119999 % 977}.example"),
+            Verdict(f"host119999.tracker{119999 % 977}.example", f"{path}:120000"),
+        )
+        self.assertIsNone(policy.check("host5.tracker6.example"))
+
+    def test_reload(self) -> None:
+        """
+        L{ReloadableHostPolicy.reload} reads the files again; when one is broken the old rules
+        stay in force.
+        """
+        path = self.writeFile("list.txt", "a.example\n")
+        policy = ReloadableHostPolicy([path], [])
+        self.assertIsNotNone(policy.check("a.example"))
+        self.writeFile("list.txt", "b.example\n")
+        self.assertEqual(policy.reload(), "1 block rules, 0 allow rules")
+        self.assertIsNone(policy.check("a.example"))
+        self.assertIsNotNone(policy.check("b.example"))
+        self.writeFile("list.txt", "c.example\nhttp://broken/\n")
+        self.assertRaises(PolicyFileError, policy.reload)
+        self.assertIsNotNone(policy.check("b.example"))
+        self.assertIsNone(policy.check("c.example"))
