@@ -1,0 +1,523 @@
+"""
+Tests for L{caplab.proxy.cache.rules}: RFC 9111 shared-cache rules, pure functions.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from caplab.proxy.cache import rules
+from caplab.proxy.cache.rules import (
+    Decision,
+    EntryRules,
+    RequestRules,
+    evaluate,
+    formatHTTPDate,
+)
+
+NOW = 1_700_000_000.0
+URI = "http://example.com/a"
+
+
+def entry(headers: list[tuple[bytes, bytes]], code: int = 200, at: float = NOW) -> EntryRules:
+    return EntryRules.compute(code, headers, at, at)
+
+
+def request(*headers: tuple[bytes, bytes]) -> RequestRules:
+    return RequestRules.fromHeaders(list(headers))
+
+
+class FreshnessLifetimeTests(SynchronousTestCase):
+    """
+    L{rules.freshnessLifetime} follows RFC 9111 section 4.2.1 for a shared cache.
+    """
+
+    def lifetime(self, headers: list[tuple[bytes, bytes]], code: int = 200) -> float:
+        return rules.freshnessLifetime(code, headers, NOW)[0]
+
+    def test_sMaxAgeWins(self) -> None:
+        """
+        C{s-maxage} overrides C{max-age} and C{Expires} in a shared cache.
+        """
+        self.assertEqual(
+            self.lifetime(
+                [
+                    (b"Cache-Control", b"max-age=10, s-maxage=100"),
+                    (b"Expires", formatHTTPDate(NOW + 5)),
+                ]
+            ),
+            100,
+        )
+
+    def test_maxAgeOverExpires(self) -> None:
+        """
+        C{max-age} overrides C{Expires}.
+        """
+        self.assertEqual(
+            self.lifetime(
+                [(b"Cache-Control", b"max-age=10"), (b"Expires", formatHTTPDate(NOW + 500))]
+            ),
+            10,
+        )
+
+    def test_expiresMinusDate(self) -> None:
+        """
+        Without C{max-age}, the lifetime is C{Expires} minus C{Date}.
+        """
+        self.assertEqual(
+            self.lifetime(
+                [(b"Date", formatHTTPDate(NOW - 100)), (b"Expires", formatHTTPDate(NOW + 200))]
+            ),
+            300,
+        )
+
+    def test_invalidExpires(self) -> None:
+        """
+        An invalid C{Expires} (such as C{0}) means already expired.
+        """
+        self.assertEqual(
+            self.lifetime([(b"Expires", b"0"), (b"Last-Modified", formatHTTPDate(NOW - 1000))]), 0
+        )
+
+    def test_invalidMaxAge(self) -> None:
+        """
+        A C{max-age} that is not a number makes the response stale.
+        """
+        self.assertEqual(
+            self.lifetime(
+                [
+                    (b"Cache-Control", b"max-age=soon"),
+                    (b"Last-Modified", formatHTTPDate(NOW - 1000)),
+                ]
+            ),
+            0,
+        )
+
+    def test_heuristic(self) -> None:
+        """
+        With no explicit expiry, a tenth of C{Date} minus C{Last-Modified} is used for a
+        heuristically cacheable status, capped.
+        """
+        self.assertEqual(
+            rules.freshnessLifetime(
+                200,
+                [(b"Date", formatHTTPDate(NOW)), (b"Last-Modified", formatHTTPDate(NOW - 1000))],
+                NOW,
+            ),
+            (100.0, True),
+        )
+        self.assertEqual(
+            self.lifetime([(b"Last-Modified", formatHTTPDate(NOW - 10**8))]), rules.HEURISTIC_CAP
+        )
+
+    def test_noHeuristicForOtherStatus(self) -> None:
+        """
+        A status that is not heuristically cacheable (302) gets no heuristic lifetime, unless
+        the response is C{public}.
+        """
+        lastModified = (b"Last-Modified", formatHTTPDate(NOW - 1000))
+        self.assertEqual(self.lifetime([lastModified], code=302), 0)
+        self.assertEqual(
+            self.lifetime([lastModified, (b"Cache-Control", b"public")], code=302), 100
+        )
+
+
+class AgeTests(SynchronousTestCase):
+    """
+    L{rules.correctedInitialAge} and L{rules.Freshness.currentAge}: RFC 9111 section 4.2.3.
+    """
+
+    def test_originAgePlusDelay(self) -> None:
+        """
+        The origin's C{Age} plus the response delay counts when larger than the apparent age.
+        """
+        headers = [(b"Date", formatHTTPDate(NOW)), (b"Age", b"100")]
+        self.assertEqual(rules.correctedInitialAge(headers, NOW - 2, NOW), 102)
+
+    def test_apparentAge(self) -> None:
+        """
+        When C{Date} is further back than C{Age} says, the apparent age counts.
+        """
+        headers = [(b"Date", formatHTTPDate(NOW - 50)), (b"Age", b"10")]
+        self.assertEqual(rules.correctedInitialAge(headers, NOW, NOW), 50)
+
+    def test_invalidAgeIgnored(self) -> None:
+        """
+        An C{Age} that is not a non-negative integer is ignored; a list uses its first member.
+        """
+        self.assertEqual(rules.correctedInitialAge([(b"Age", b"-5")], NOW, NOW), 0)
+        self.assertEqual(rules.correctedInitialAge([(b"Age", b"7, 9")], NOW, NOW), 7)
+
+    def test_originAgeMakesStale(self) -> None:
+        """
+        A response that arrives with C{Age: 100} and C{max-age=60} is already stale.
+        """
+        rule = entry([(b"Cache-Control", b"max-age=60"), (b"Age", b"100")])
+        self.assertEqual(evaluate(rule, request(), NOW).decision, Decision.REVALIDATE)
+
+    def test_residentTime(self) -> None:
+        """
+        The current age grows with the time the response has been stored.
+        """
+        rule = entry([(b"Cache-Control", b"max-age=60"), (b"Age", b"10")])
+        self.assertEqual(rule.freshness.currentAge(NOW + 30), 40)
+        self.assertEqual(evaluate(rule, request(), NOW + 49).decision, Decision.FRESH)
+        self.assertEqual(evaluate(rule, request(), NOW + 51).decision, Decision.REVALIDATE)
+
+
+class StorabilityTests(SynchronousTestCase):
+    """
+    L{rules.storable}: RFC 9111 section 3 for a shared cache.
+    """
+
+    def check(
+        self,
+        responseHeaders: list[tuple[bytes, bytes]],
+        requestHeaders: list[tuple[bytes, bytes]] | None = None,
+        code: int = 200,
+        method: bytes = b"GET",
+    ) -> rules.Storability:
+        return rules.storable(method, URI, requestHeaders or [], code, responseHeaders)
+
+    def test_plain(self) -> None:
+        """
+        A 200 with C{max-age} is stored.
+        """
+        self.assertTrue(self.check([(b"Cache-Control", b"max-age=60")]).ok)
+
+    def test_noStore(self) -> None:
+        """
+        C{no-store} in the response or in the request prevents storing.
+        """
+        self.assertFalse(self.check([(b"Cache-Control", b"no-store, max-age=60")]).ok)
+        self.assertFalse(
+            self.check([(b"Cache-Control", b"max-age=60")], [(b"Cache-Control", b"no-store")]).ok
+        )
+
+    def test_private(self) -> None:
+        """
+        A shared cache does not store C{private}; C{private="f"} only strips field C{f}.
+        """
+        self.assertFalse(self.check([(b"Cache-Control", b"private, max-age=60")]).ok)
+        result = self.check(
+            [(b"Cache-Control", b'max-age=60, private="Set-Cookie"'), (b"Set-Cookie", b"a=b")]
+        )
+        self.assertTrue(result.ok)
+        self.assertNotIn(b"Set-Cookie", [n for n, _ in result.headers])
+
+    def test_authorization(self) -> None:
+        """
+        A response to a request with C{Authorization} is stored only with C{public},
+        C{s-maxage} or C{must-revalidate}.
+        """
+        auth = [(b"Authorization", b"Basic eDp5")]
+        self.assertFalse(self.check([(b"Cache-Control", b"max-age=60")], auth).ok)
+        for directive in (b"public, max-age=60", b"s-maxage=60", b"must-revalidate, max-age=60"):
+            self.assertTrue(self.check([(b"Cache-Control", directive)], auth).ok, directive)
+
+    def test_methodAndStatus(self) -> None:
+        """
+        Only GET is stored; 206 and 304 are not; a 302 without explicit freshness is not.
+        """
+        cc = [(b"Cache-Control", b"max-age=60")]
+        self.assertFalse(self.check(cc, method=b"POST").ok)
+        self.assertFalse(self.check(cc, method=b"HEAD").ok)
+        self.assertFalse(self.check(cc, code=206).ok)
+        self.assertFalse(self.check(cc, code=304).ok)
+        self.assertFalse(self.check([], code=302).ok)
+        self.assertTrue(self.check(cc, code=302).ok)
+
+    def test_varyStar(self) -> None:
+        """
+        A response with C{Vary: *} is not stored: it could never be reused.
+        """
+        self.assertFalse(self.check([(b"Cache-Control", b"max-age=60"), (b"Vary", b"*")]).ok)
+
+    def test_hopByHopStripped(self) -> None:
+        """
+        Hop-by-hop fields are not stored; the others keep their order and raw names.
+        """
+        result = self.check(
+            [(b"Cache-Control", b"max-age=60"), (b"Keep-Alive", b"5"), (b"X-A", b"1")]
+        )
+        self.assertEqual(result.headers, [(b"Cache-Control", b"max-age=60"), (b"X-A", b"1")])
+
+
+class EvaluateTests(SynchronousTestCase):
+    """
+    L{rules.evaluate}: request and response directives decide whether a stored response
+    may be used without asking the origin.
+    """
+
+    def test_requestNoCache(self) -> None:
+        """
+        The request's C{no-cache}, or C{Pragma: no-cache} without C{Cache-Control}, forces
+        revalidation of a fresh response.
+        """
+        rule = entry([(b"Cache-Control", b"max-age=60")])
+        self.assertEqual(evaluate(rule, request(), NOW).decision, Decision.FRESH)
+        self.assertEqual(
+            evaluate(rule, request((b"Cache-Control", b"no-cache")), NOW).decision,
+            Decision.REVALIDATE,
+        )
+        self.assertEqual(
+            evaluate(rule, request((b"Pragma", b"no-cache")), NOW).decision, Decision.REVALIDATE
+        )
+        self.assertEqual(
+            evaluate(
+                rule, request((b"Pragma", b"no-cache"), (b"Cache-Control", b"max-stale")), NOW
+            ).decision,
+            Decision.FRESH,
+        )
+
+    def test_responseNoCache(self) -> None:
+        """
+        A stored response with C{no-cache} is always revalidated.
+        """
+        rule = entry([(b"Cache-Control", b"no-cache, max-age=60")])
+        self.assertEqual(evaluate(rule, request(), NOW).decision, Decision.REVALIDATE)
+
+    def test_requestMaxAge(self) -> None:
+        """
+        The request's C{max-age} refuses responses older than it; C{max-age=0} always
+        revalidates.
+        """
+        rule = entry([(b"Cache-Control", b"max-age=600")])
+        self.assertEqual(
+            evaluate(rule, request((b"Cache-Control", b"max-age=10")), NOW + 5).decision,
+            Decision.FRESH,
+        )
+        self.assertEqual(
+            evaluate(rule, request((b"Cache-Control", b"max-age=10")), NOW + 11).decision,
+            Decision.REVALIDATE,
+        )
+        self.assertEqual(
+            evaluate(rule, request((b"Cache-Control", b"max-age=0")), NOW).decision,
+            Decision.REVALIDATE,
+        )
+
+    def test_minFresh(self) -> None:
+        """
+        C{min-fresh} wants the response to stay fresh that much longer.
+        """
+        rule = entry([(b"Cache-Control", b"max-age=60")])
+        self.assertEqual(
+            evaluate(rule, request((b"Cache-Control", b"min-fresh=30")), NOW + 20).decision,
+            Decision.FRESH,
+        )
+        self.assertEqual(
+            evaluate(rule, request((b"Cache-Control", b"min-fresh=30")), NOW + 40).decision,
+            Decision.REVALIDATE,
+        )
+
+    def test_maxStale(self) -> None:
+        """
+        C{max-stale} allows a stale response within its bound (or any, without a value),
+        but not against C{must-revalidate}, C{proxy-revalidate} or C{s-maxage}.
+        """
+        rule = entry([(b"Cache-Control", b"max-age=60")])
+        self.assertEqual(
+            evaluate(rule, request((b"Cache-Control", b"max-stale=30")), NOW + 80).decision,
+            Decision.FRESH,
+        )
+        self.assertEqual(
+            evaluate(rule, request((b"Cache-Control", b"max-stale=30")), NOW + 100).decision,
+            Decision.REVALIDATE,
+        )
+        self.assertEqual(
+            evaluate(rule, request((b"Cache-Control", b"max-stale")), NOW + 10**6).decision,
+            Decision.FRESH,
+        )
+        for directive in (
+            b"max-age=60, must-revalidate",
+            b"max-age=60, proxy-revalidate",
+            b"s-maxage=60",
+        ):
+            strict = entry([(b"Cache-Control", directive)])
+            self.assertEqual(
+                evaluate(strict, request((b"Cache-Control", b"max-stale")), NOW + 80).decision,
+                Decision.REVALIDATE,
+                directive,
+            )
+
+    def test_staleWhileRevalidate(self) -> None:
+        """
+        C{stale-while-revalidate} serves stale within its window and revalidates behind it.
+        """
+        rule = entry([(b"Cache-Control", b"max-age=60, stale-while-revalidate=30")])
+        self.assertEqual(evaluate(rule, request(), NOW + 70).decision, Decision.STALE_REVALIDATE)
+        self.assertEqual(evaluate(rule, request(), NOW + 100).decision, Decision.REVALIDATE)
+
+    def test_immutable(self) -> None:
+        """
+        A fresh C{immutable} response ignores the request's C{max-age=0} (a reload) but not
+        C{no-cache}.
+        """
+        rule = entry([(b"Cache-Control", b"max-age=600, immutable")])
+        self.assertEqual(
+            evaluate(rule, request((b"Cache-Control", b"max-age=0")), NOW + 5).decision,
+            Decision.FRESH,
+        )
+        self.assertEqual(
+            evaluate(rule, request((b"Cache-Control", b"no-cache")), NOW).decision,
+            Decision.REVALIDATE,
+        )
+
+    def test_staleIfError(self) -> None:
+        """
+        C{stale-if-error} of the response or the request allows stale on origin errors,
+        within its bound, never with C{must-revalidate}.
+        """
+        rule = entry([(b"Cache-Control", b"max-age=60, stale-if-error=100")])
+        self.assertTrue(rules.mayServeStaleOnError(rule, request(), NOW + 150))
+        self.assertFalse(rules.mayServeStaleOnError(rule, request(), NOW + 170))
+        plain = entry([(b"Cache-Control", b"max-age=60")])
+        self.assertFalse(rules.mayServeStaleOnError(plain, request(), NOW + 70))
+        self.assertTrue(
+            rules.mayServeStaleOnError(
+                plain, request((b"Cache-Control", b"stale-if-error=20")), NOW + 70
+            )
+        )
+        strict = entry([(b"Cache-Control", b"max-age=60, must-revalidate, stale-if-error=100")])
+        self.assertFalse(rules.mayServeStaleOnError(strict, request(), NOW + 70))
+
+
+class VaryTests(SynchronousTestCase):
+    """
+    Secondary keys: L{rules.varyNames}, L{rules.secondaryKey}.
+    """
+
+    def test_names(self) -> None:
+        """
+        Names are lower-cased and combined over lines; C{*} gives None.
+        """
+        self.assertEqual(
+            rules.varyNames([(b"Vary", b"Accept-Encoding, Accept"), (b"vary", b"accept")]),
+            (b"accept-encoding", b"accept"),
+        )
+        self.assertIsNone(rules.varyNames([(b"Vary", b"Accept, *")]))
+        self.assertEqual(rules.varyNames([]), ())
+
+    def test_normalized(self) -> None:
+        """
+        Whitespace and line splitting do not change the key; values do; absence differs
+        from an empty value.
+        """
+        names = (b"accept",)
+        one = rules.secondaryKey(names, [(b"Accept", b"text/html,  text/plain")])
+        two = rules.secondaryKey(names, [(b"accept", b"text/html"), (b"Accept", b"text/plain")])
+        self.assertEqual(one, two)
+        self.assertNotEqual(one, rules.secondaryKey(names, [(b"Accept", b"text/plain")]))
+        self.assertNotEqual(
+            rules.secondaryKey(names, []), rules.secondaryKey(names, [(b"Accept", b"")])
+        )
+
+
+class ValidationTests(SynchronousTestCase):
+    """
+    Revalidation and conditional requests.
+    """
+
+    def test_conditionalHeaders(self) -> None:
+        """
+        The stored validators replace the client's own preconditions.
+        """
+        rule = entry([(b"ETag", b'"v1"'), (b"Last-Modified", formatHTTPDate(NOW - 10))])
+        headers = rules.conditionalHeaders(
+            [(b"Accept", b"*/*"), (b"If-None-Match", b'"mine"')], rule
+        )
+        self.assertEqual(
+            headers,
+            [
+                (b"Accept", b"*/*"),
+                (b"If-None-Match", b'"v1"'),
+                (b"If-Modified-Since", formatHTTPDate(NOW - 10)),
+            ],
+        )
+
+    def test_freshen(self) -> None:
+        """
+        A 304's fields replace every stored line of that name, but not Content-Length.
+        """
+        stored = [
+            (b"Cache-Control", b"max-age=1"),
+            (b"X-A", b"1"),
+            (b"X-A", b"2"),
+            (b"Content-Length", b"5"),
+        ]
+        fresh = rules.freshenHeaders(
+            stored, [(b"Cache-Control", b"max-age=60"), (b"X-A", b"3"), (b"Content-Length", b"0")]
+        )
+        self.assertEqual(
+            fresh, [(b"Content-Length", b"5"), (b"Cache-Control", b"max-age=60"), (b"X-A", b"3")]
+        )
+
+    def test_validatorsMatch(self) -> None:
+        """
+        A 304 with another strong ETag or Last-Modified is not about the stored response.
+        """
+        rule = entry([(b"ETag", b'"v1"'), (b"Last-Modified", b"Mon, 01 Jan 2024 00:00:00 GMT")])
+        self.assertTrue(rules.validatorsMatch(rule, [(b"ETag", b'"v1"')]))
+        self.assertFalse(rules.validatorsMatch(rule, [(b"ETag", b'"v2"')]))
+        self.assertTrue(rules.validatorsMatch(rule, [(b"ETag", b'W/"v1"')]))
+        self.assertFalse(
+            rules.validatorsMatch(rule, [(b"Last-Modified", b"Tue, 02 Jan 2024 00:00:00 GMT")])
+        )
+        self.assertTrue(rules.validatorsMatch(rule, []))
+
+    def test_clientConditional(self) -> None:
+        """
+        A client's C{If-None-Match} (weak comparison, C{*}) or C{If-Modified-Since} is
+        answered 304 when the stored response matches; If-None-Match wins.
+        """
+        lastModified = formatHTTPDate(NOW - 100)
+        rule = entry([(b"ETag", b'W/"v1"'), (b"Last-Modified", lastModified)])
+        self.assertTrue(rules.notModified([(b"If-None-Match", b'"x", "v1"')], rule))
+        self.assertTrue(rules.notModified([(b"If-None-Match", b"*")], rule))
+        self.assertFalse(rules.notModified([(b"If-None-Match", b'"v2"')], rule))
+        self.assertTrue(rules.notModified([(b"If-Modified-Since", lastModified)], rule))
+        self.assertFalse(
+            rules.notModified([(b"If-Modified-Since", formatHTTPDate(NOW - 200))], rule)
+        )
+        self.assertFalse(
+            rules.notModified(
+                [(b"If-None-Match", b'"v2"'), (b"If-Modified-Since", lastModified)], rule
+            )
+        )
+
+
+class InvalidationTests(SynchronousTestCase):
+    """
+    L{rules.invalidatedURIs}: RFC 9111 section 4.4.
+    """
+
+    def test_unsafeSuccess(self) -> None:
+        """
+        A successful POST invalidates its target and same-origin Location and
+        Content-Location, resolved and normalized; another origin's are left alone.
+        """
+        uris = rules.invalidatedURIs(
+            b"POST",
+            "http://example.com/a",
+            201,
+            [
+                (b"Location", b"/b?x=1"),
+                (b"Content-Location", b"http://other.example/c"),
+            ],
+        )
+        self.assertEqual(uris, ["http://example.com/a", "http://example.com/b?x=1"])
+        self.assertEqual(
+            rules.invalidatedURIs(
+                b"PUT", URI, 204, [(b"Content-Location", b"HTTP://Example.com:80/c")]
+            ),
+            [URI, "http://example.com/c"],
+        )
+
+    def test_safeOrError(self) -> None:
+        """
+        Safe methods and error responses invalidate nothing.
+        """
+        self.assertEqual(rules.invalidatedURIs(b"GET", URI, 200, []), [])
+        self.assertEqual(rules.invalidatedURIs(b"DELETE", URI, 500, []), [])
+        self.assertEqual(rules.invalidatedURIs(b"DELETE", URI, 404, []), [])
+        self.assertEqual(rules.invalidatedURIs(b"PATCH", URI, 302, []), [URI])
