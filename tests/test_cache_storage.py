@@ -1,0 +1,403 @@
+"""
+Tests for L{caplab.proxy.cache.storage}: the memory and disk stores.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from caplab.proxy.cache.storage import (
+    BLOCK,
+    TURN,
+    DiskStore,
+    EntryHead,
+    IStore,
+    MemoryStore,
+    StoredEntry,
+)
+
+
+def head(uri: str = "http://example.com/a", variant: bytes | None = None) -> EntryHead:
+    return EntryHead(
+        uri=uri,
+        varyNames=(b"accept",) if variant is not None else (),
+        variant=(variant,) if variant is not None else (),
+        code=200,
+        phrase=b"OK",
+        headers=[(b"Cache-Control", b"max-age=60")],
+        requestTime=1.0,
+        responseTime=2.0,
+    )
+
+
+class Sink:
+    """
+    An L{IBodySink} that records what it gets and can pause its producer.
+    """
+
+    def __init__(self, pauseAfter: int | None = None) -> None:
+        self.data: list[bytes] = []
+        self.done: bool | None = None
+        self.producer: IPushProducer | None = None
+        self.pauseAfter = pauseAfter
+
+    def bodyStarted(self, producer: IPushProducer) -> None:
+        self.producer = producer
+
+    def bodyData(self, data: bytes) -> None:
+        self.data.append(data)
+        if self.pauseAfter is not None and len(self.data) >= self.pauseAfter:
+            assert self.producer is not None
+            self.producer.pauseProducing()
+
+    def bodyDone(self, complete: bool) -> None:
+        self.done = complete
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.data)
+
+
+def synchronously(function: Callable[[], Any]) -> Deferred[Any]:
+    """
+    A C{runInThread} for tests: runs at once.
+    """
+    return succeed(function())
+
+
+def store(s: IStore, h: EntryHead, body: bytes, pieces: int = 1) -> StoredEntry | None:
+    writer = s.writer(h)
+    assert writer is not None
+    step = max(1, -(-len(body) // pieces))
+    for i in range(0, len(body), step):
+        if not writer.write(body[i : i + step]):
+            return None
+    result: list[StoredEntry | None] = []
+    writer.commit().addCallback(result.append)
+    return result[0]
+
+
+def read(s: IStore, entry: StoredEntry, clock: Clock | None = None) -> Sink:
+    body = s.openBody(entry)
+    assert body is not None
+    sink = Sink()
+    body.deliver(sink)
+    while clock is not None and sink.done is None and clock.getDelayedCalls():
+        clock.advance(0)
+    return sink
+
+
+class StoreTestsMixin:
+    """
+    Behaviour both stores share.
+    """
+
+    clock: Clock
+
+    def makeStore(self, maxSize: int = 1 << 20, maxObjectSize: int = 1 << 19) -> IStore:
+        raise NotImplementedError
+
+    def test_commitMakesVisible(self: Any) -> None:
+        """
+        An entry is visible only once its writer commits; its body reads back whole.
+        """
+        s = self.makeStore()
+        writer = s.writer(head())
+        writer.write(b"hello ")
+        writer.write(b"world")
+        self.assertEqual(s.lookup("http://example.com/a"), [])
+        writer.commit()
+        [entry] = s.lookup("http://example.com/a")
+        sink = read(s, entry, self.clock)
+        self.assertEqual((sink.body, sink.done), (b"hello world", True))
+        self.assertEqual(entry.bodyLength, 11)
+
+    def test_abortLeavesNothing(self: Any) -> None:
+        """
+        An aborted writer stores nothing.
+        """
+        s = self.makeStore()
+        writer = s.writer(head())
+        writer.write(b"partial")
+        writer.abort()
+        self.assertEqual(s.lookup("http://example.com/a"), [])
+        self.assertEqual(writer.write(b"more"), False)
+
+    def test_largeBody(self: Any) -> None:
+        """
+        A body of several blocks, written in odd pieces, reads back whole.
+        """
+        s = self.makeStore()
+        body = os.urandom(3 * BLOCK + 123)
+        entry = store(s, head(), body, pieces=7)
+        self.assertEqual(read(s, entry, self.clock).body, body)
+
+    def test_emptyBody(self: Any) -> None:
+        """
+        An empty body is stored and delivered.
+        """
+        s = self.makeStore()
+        entry = store(s, head(), b"")
+        sink = read(s, entry, self.clock)
+        self.assertEqual((sink.body, sink.done), (b"", True))
+
+    def test_maxObjectSize(self: Any) -> None:
+        """
+        A body over the per-object limit makes the writer give up.
+        """
+        s = self.makeStore(maxObjectSize=1000)
+        writer = s.writer(head())
+        self.assertTrue(writer.write(b"x" * 600))
+        self.assertFalse(writer.write(b"x" * 600))
+        writer.commit()
+        self.assertEqual(s.lookup("http://example.com/a"), [])
+
+    def test_lruBound(self: Any) -> None:
+        """
+        The store stays within its byte bound by evicting the least recently used entry.
+        """
+        s = self.makeStore(maxSize=3 * 10_000, maxObjectSize=20_000)
+        a = store(s, head("http://e/a"), b"a" * 9000)
+        store(s, head("http://e/b"), b"b" * 9000)
+        s.touch(a)
+        store(s, head("http://e/c"), b"c" * 9000)
+        store(s, head("http://e/d"), b"d" * 9000)
+        self.assertEqual(s.lookup("http://e/b"), [])
+        self.assertEqual(len(s.lookup("http://e/a")), 1)
+        self.assertLessEqual(s.size, s.maxSize)  # type: ignore[attr-defined]
+
+    def test_variants(self: Any) -> None:
+        """
+        Variants of a URI are kept side by side, most recent first; the same secondary key
+        replaces; invalidating the URI removes them all.
+        """
+        s = self.makeStore()
+        store(s, head(variant=b"text/html"), b"html")
+        newer = head(variant=b"application/json")
+        newer.responseTime = 5.0
+        store(s, newer, b"json")
+        store(s, head(variant=b"text/html"), b"html2")
+        entries = s.lookup("http://example.com/a")
+        self.assertEqual(
+            [e.head.variant for e in entries], [(b"application/json",), (b"text/html",)]
+        )
+        self.assertEqual(read(s, entries[1], self.clock).body, b"html2")
+        self.assertEqual(s.invalidate("http://example.com/a"), 2)
+        self.assertEqual(s.lookup("http://example.com/a"), [])
+
+    def test_refresh(self: Any) -> None:
+        """
+        Refreshing replaces the head and keeps the body.
+        """
+        s = self.makeStore()
+        entry = store(s, head(), b"body")
+        newHead = head()
+        newHead.headers = [(b"Cache-Control", b"max-age=600")]
+        s.refresh(entry, newHead)
+        [again] = s.lookup("http://example.com/a")
+        self.assertEqual(again.head.headers, [(b"Cache-Control", b"max-age=600")])
+        self.assertEqual(read(s, again, self.clock).body, b"body")
+
+    def test_backPressure(self: Any) -> None:
+        """
+        A paused sink stops the delivery of a multi-block body until it resumes.
+        """
+        s = self.makeStore()
+        body = os.urandom(4 * BLOCK)
+        entry = store(s, head(), body)
+        opened = s.openBody(entry)
+        sink = Sink(pauseAfter=1)
+        opened.deliver(sink)
+        self.clock.advance(0)
+        self.assertEqual(len(sink.data), 1)
+        self.assertIsNone(sink.done)
+        sink.pauseAfter = None
+        sink.producer.resumeProducing()
+        self.clock.advance(0)
+        self.assertEqual((sink.body, sink.done), (body, True))
+
+
+class MemoryStoreTests(StoreTestsMixin, SynchronousTestCase):
+    """
+    L{MemoryStore}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+
+    def makeStore(self, maxSize: int = 1 << 20, maxObjectSize: int = 1 << 19) -> IStore:
+        return MemoryStore(maxSize, maxObjectSize, callLater=self.clock.callLater)
+
+    def test_readyToSend(self) -> None:
+        """
+        A small body is held as one ready-to-send bytes object, delivered in one call.
+        """
+        s = MemoryStore(callLater=self.clock.callLater)
+        entry = store(s, head(), b"abc", pieces=3)
+        self.assertEqual(entry.chunks, [b"abc"])
+        sink = read(s, entry)
+        self.assertEqual((sink.data, sink.done), ([b"abc"], True))
+
+    def test_yieldsToReactor(self) -> None:
+        """
+        A body larger than one turn's share is delivered over several reactor turns.
+        """
+        s = MemoryStore(maxSize=8 * TURN, maxObjectSize=4 * TURN, callLater=self.clock.callLater)
+        body = b"x" * (2 * TURN + 5)
+        entry = store(s, head(), body)
+        sink = Sink()
+        s.openBody(entry).deliver(sink)
+        self.assertIsNone(sink.done)
+        self.assertEqual(len(sink.body), TURN)
+        self.clock.advance(0)
+        self.clock.advance(0)
+        self.assertEqual((len(sink.body), sink.done), (len(body), True))
+
+
+class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
+    """
+    L{DiskStore}: files, restarts, damage.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.directory = tempfile.mkdtemp(prefix="caplab-cache-test-")
+        self.addCleanup(shutil.rmtree, self.directory, True)
+
+    def makeStore(self, maxSize: int = 1 << 20, maxObjectSize: int = 1 << 19) -> DiskStore:
+        return DiskStore(
+            self.directory,
+            maxSize,
+            maxObjectSize,
+            callLater=self.clock.callLater,
+            runInThread=synchronously,
+        )
+
+    def files(self) -> list[str]:
+        return sorted(os.listdir(self.directory))
+
+    def test_survivesRestart(self) -> None:
+        """
+        A new store on the same directory finds the committed entries, heads and bodies.
+        """
+        body = os.urandom(2 * BLOCK + 7)
+        store(self.makeStore(), head(variant=b"text/html"), body)
+        again = self.makeStore()
+        [entry] = again.lookup("http://example.com/a")
+        self.assertEqual(entry.head, head(variant=b"text/html"))
+        self.assertEqual(read(again, entry, self.clock).body, body)
+
+    def test_atomic(self) -> None:
+        """
+        Until commit only a temporary file exists, which a restart deletes; an abort
+        leaves nothing.
+        """
+        s = self.makeStore()
+        writer = s.writer(head())
+        writer.write(b"x" * (BLOCK + 1))
+        self.assertTrue(all(name.endswith(".tmp") for name in self.files()))
+        self.makeStore()
+        self.assertEqual(self.files(), [])
+        writer.abort()
+        writer = s.writer(head())
+        writer.write(b"y")
+        writer.abort()
+        self.assertEqual(self.files(), [])
+
+    def test_corruptSmallDropped(self) -> None:
+        """
+        A one-block body that fails its checksum is dropped at open, before anything is
+        sent, and its file deleted.
+        """
+        s = self.makeStore()
+        entry = store(s, head(), b"hello world")
+        with open(entry.path, "r+b") as f:
+            f.seek(6)
+            f.write(b"X")
+        self.assertIsNone(s.openBody(entry))
+        self.assertEqual(s.lookup("http://example.com/a"), [])
+        self.assertEqual(self.files(), [])
+
+    def test_corruptLaterBlock(self) -> None:
+        """
+        A damaged later block ends the delivery as incomplete and drops the entry.
+        """
+        s = self.makeStore()
+        entry = store(s, head(), os.urandom(3 * BLOCK))
+        with open(entry.path, "r+b") as f:
+            f.seek(2 * (BLOCK + 8) + 100)
+            f.write(b"\x00\x01\x02")
+        sink = read(s, entry, self.clock)
+        self.assertFalse(sink.done)
+        self.assertEqual(len(sink.body), 2 * BLOCK)
+        self.assertEqual(s.lookup("http://example.com/a"), [])
+
+    def test_truncatedDroppedAtLoad(self) -> None:
+        """
+        A truncated file, or one with a damaged header record, is dropped at start-up.
+        """
+        s = self.makeStore()
+        one = store(s, head("http://e/1"), b"a" * 5000)
+        two = store(s, head("http://e/2"), b"b" * 5000)
+        store(s, head("http://e/3"), b"c" * 5000)
+        with open(one.path, "r+b") as f:
+            f.truncate(3000)
+        size = os.path.getsize(two.path)
+        with open(two.path, "r+b") as f:
+            f.seek(size - 30)
+            f.write(b"#")
+        again = self.makeStore()
+        self.assertEqual(again.lookup("http://e/1"), [])
+        self.assertEqual(again.lookup("http://e/2"), [])
+        self.assertEqual(len(again.lookup("http://e/3")), 1)
+        self.assertEqual(len(self.files()), 1)
+
+    def test_truncatedAfterLoad(self) -> None:
+        """
+        A file truncated while the store runs is detected at open and dropped.
+        """
+        s = self.makeStore()
+        entry = store(s, head(), b"a" * 5000)
+        with open(entry.path, "r+b") as f:
+            f.truncate(100)
+        self.assertIsNone(s.openBody(entry))
+        self.assertEqual(s.lookup("http://example.com/a"), [])
+
+    def test_boundAcrossRestart(self) -> None:
+        """
+        The byte bound holds for what a restart finds: the oldest files go.
+        """
+        s = self.makeStore(maxSize=100_000, maxObjectSize=50_000)
+        for i in range(3):
+            store(s, head(f"http://e/{i}"), b"z" * 30_000)
+            os.utime(s.lookup(f"http://e/{i}")[0].path, (1000 + i, 1000 + i))
+        again = self.makeStore(maxSize=70_000, maxObjectSize=50_000)
+        self.assertEqual(again.lookup("http://e/0"), [])
+        self.assertEqual(len(again.lookup("http://e/2")), 1)
+        self.assertEqual(len(self.files()), 2)
+
+    def test_refreshPersists(self) -> None:
+        """
+        A refreshed head is written to disk (a new file replaces the old one).
+        """
+        s = self.makeStore()
+        entry = store(s, head(), b"body" * 30_000)
+        oldPath = entry.path
+        newHead = head()
+        newHead.headers = [(b"Cache-Control", b"max-age=600")]
+        s.refresh(entry, newHead)
+        self.assertNotEqual(entry.path, oldPath)
+        self.assertEqual(len(self.files()), 1)
+        again = self.makeStore()
+        [loaded] = again.lookup("http://example.com/a")
+        self.assertEqual(loaded.head.headers, [(b"Cache-Control", b"max-age=600")])
+        self.assertEqual(read(again, loaded, self.clock).body, b"body" * 30_000)
