@@ -1,0 +1,3 @@
+"""
+Real-browser tests: headless Chromium and Firefox ESR through the proxy.
+"""
