@@ -1,0 +1,152 @@
+"""
+Tests for L{caplab.proxy.pac}: the PAC file's content, run by a real JavaScript engine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from caplab.proxy.pac import PAC_CONTENT_TYPE, PacResource, pacScript
+from tests.conftest import requireProgram
+
+#: (host, expected answer) pairs the PAC file is asked about in the JavaScript tests.
+CASES = [
+    ("intranet.example", "DIRECT"),
+    ("www.intranet.example", "DIRECT"),
+    ("WWW.Intranet.Example.", "DIRECT"),
+    ("xn--bcher-kva.example", "DIRECT"),
+    ("a.b.xn--bcher-kva.example", "DIRECT"),
+    ("notintranet.example", "PROXY 127.0.0.1:8080"),
+    ("intranet.example.evil.net", "PROXY 127.0.0.1:8080"),
+    ("example", "PROXY 127.0.0.1:8080"),
+    ("www.example.org", "PROXY 127.0.0.1:8080"),
+]
+
+
+def render(resource: PacResource, host: bytes | None, local: object) -> tuple[bytes, DummyRequest]:
+    request = DummyRequest([b"proxy.pac"])
+    if host is not None:
+        request.requestHeaders.setRawHeaders(b"host", [host])
+    request.getHost = lambda: local  # type: ignore[method-assign]
+    body = resource.render_GET(request)
+    return body, request
+
+
+class ScriptTests(SynchronousTestCase):
+    """
+    The text of the PAC file.
+    """
+
+    def test_content(self) -> None:
+        """
+        It defines C{FindProxyForURL}, names the proxy and the normalised bypass domains.
+        """
+        script = pacScript("127.0.0.1:8080", ["Intranet.Example.", "bücher.example"])
+        self.assertIn("function FindProxyForURL(url, host)", script)
+        self.assertIn('return "PROXY 127.0.0.1:8080";', script)
+        self.assertIn('var BYPASS = ["intranet.example", "xn--bcher-kva.example"];', script)
+
+    def test_noBypass(self) -> None:
+        """
+        Without bypass domains everything goes through the proxy.
+        """
+        self.assertIn("var BYPASS = [];", pacScript("[::1]:3128"))
+        self.assertIn('"PROXY [::1]:3128"', pacScript("[::1]:3128"))
+
+    def test_nothingInjected(self) -> None:
+        """
+        A proxy address or bypass entry that is not what it claims is refused.
+        """
+        for address in ['a:1"; alert(1); "', "127.0.0.1", "host:port", ""]:
+            self.assertRaises(ValueError, pacScript, address)
+        for domain in ['x"];alert(1);//', "a b", "http://x/"]:
+            self.assertRaises(ValueError, pacScript, "p:1", [domain])
+
+
+class ResourceTests(SynchronousTestCase):
+    """
+    L{PacResource} serves the script for the address the browser used.
+    """
+
+    def test_fromHostHeader(self) -> None:
+        """
+        The C{Host} header names the proxy, with the PAC media type.
+        """
+        body, request = render(PacResource(["intranet.example"]), b"proxy.lab.example:3128", None)
+        self.assertIn(b'"PROXY proxy.lab.example:3128"', body)
+        self.assertIn(b'"intranet.example"', body)
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"content-type"), [PAC_CONTENT_TYPE])
+
+    def test_badHostHeader(self) -> None:
+        """
+        Without a usable C{Host} header the local address is named, IPv6 bracketed.
+        """
+        for header in [None, b"no-port.example", b'x:1"+alert(1)+"']:
+            body, _ = render(PacResource(), header, IPv4Address("TCP", "127.0.0.1", 8080))
+            self.assertIn(b'"PROXY 127.0.0.1:8080"', body)
+        body, _ = render(PacResource(), None, IPv6Address("TCP", "::1", 8081))
+        self.assertIn(b'"PROXY [::1]:8081"', body)
+
+    def test_fixedAddress(self) -> None:
+        """
+        A configured address wins over the request's.
+        """
+        body, _ = render(PacResource(proxyAddress="10.0.0.1:80"), b"other:1", None)
+        self.assertIn(b'"PROXY 10.0.0.1:80"', body)
+
+
+class JavaScriptTests(SynchronousTestCase):
+    """
+    The script run by headless Chromium's JavaScript engine answers as a browser expects.
+    """
+
+    def test_answers(self) -> None:
+        """
+        Bypass domains and their subdomains go DIRECT (any case, trailing dot), all else
+        through the proxy.
+        """
+        requireProgram("chromium")
+        from tests.browser.browsers import _baseEnvironment, runBounded
+
+        script = pacScript("127.0.0.1:8080", ["intranet.example", "bücher.example"])
+        hosts = json.dumps([host for host, _ in CASES])
+        page = (
+            "<html><body><script>\n"
+            f"{script}\n"
+            f"var hosts = {hosts}; var answers = [];\n"
+            "for (var i = 0; i < hosts.length; i++) {\n"
+            "  answers.push(FindProxyForURL('http://' + hosts[i] + '/', hosts[i]));\n"
+            "}\n"
+            "document.body.setAttribute('data-answers', JSON.stringify(answers));\n"
+            "</script></body></html>\n"
+        )
+        with tempfile.TemporaryDirectory() as directory:
+            workdir = Path(directory)
+            html = workdir / "pac.html"
+            html.write_text(page)
+            run = runBounded(
+                [
+                    "chromium",
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    f"--user-data-dir={workdir / 'profile'}",
+                    "--disable-background-networking",
+                    "--dump-dom",
+                    html.as_uri(),
+                ],
+                _baseEnvironment(workdir / "home"),
+            )
+        found = re.search(r"data-answers=\"([^\"]*)\"", run.stdout)
+        self.assertIsNotNone(found, run.describe())
+        assert found is not None
+        answers = json.loads(found.group(1).replace("&quot;", '"'))
+        self.assertEqual(list(zip([h for h, _ in CASES], answers, strict=True)), CASES)
