@@ -28,18 +28,23 @@ class UppercaseProtocol(Protocol, TimeoutMixin):
     the peer does not read, and the buffer is full, the service stops reading from it:
     memory stays bounded whatever the peer sends.
 
-    The idle timeout counts from the last input; it keeps running after a half-close, so a
-    peer that half-closes and then never reads the rest of its output cannot hold the
-    connection (and its buffered output) forever.
+    After C{idleTimeout} seconds without input the connection is closed gracefully (the
+    peer gets what was already written, then an end of stream); a peer that does not take
+    that output within L{abortTimeout} seconds more is cut off.  The timer keeps running
+    after a half-close, so a peer that half-closes and then never reads the rest of its
+    output cannot hold the connection (and its buffered output) forever either.
     """
 
     factory: UppercaseFactory
     #: The connection: an ITCPTransport that is also an IConsumer and an IPushProducer.
     transport: Any
     log = Logger()
+    #: Seconds a closing connection has to take its remaining output before it is aborted.
+    abortTimeout = 15.0
 
     def __init__(self) -> None:
         self._transform: StreamTransform | None = None
+        self._closing = False
 
     def connectionMade(self) -> None:
         self._transform = streamTransform(self.factory.unicode)
@@ -62,6 +67,10 @@ class UppercaseProtocol(Protocol, TimeoutMixin):
         tail = self._transform.flush()
         if tail:
             self.transport.write(tail)
+        self._close()
+
+    def _close(self) -> None:
+        self._closing = True
         self.transport.unregisterProducer()
         self.transport.loseConnection()
 
@@ -77,11 +86,14 @@ class UppercaseProtocol(Protocol, TimeoutMixin):
         return self.factory.clock.callLater(period, func)
 
     def timeoutConnection(self) -> None:
-        self.log.info(
-            "caplab tcp closing idle connection from {peer}",
-            peer=describeAddress(self.transport.getPeer()),
-        )
-        self.transport.abortConnection()
+        peer = describeAddress(self.transport.getPeer())
+        if self._closing:
+            self.log.info("caplab tcp aborting connection from {peer}: output not taken", peer=peer)
+            self.transport.abortConnection()
+            return
+        self.log.info("caplab tcp closing idle connection from {peer}", peer=peer)
+        self._close()
+        self.setTimeout(self.abortTimeout)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.setTimeout(None)

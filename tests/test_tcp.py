@@ -211,9 +211,10 @@ def test_iosimConversation() -> None:
     assert client.received == b"HI THIS IS NITISH, WELCOME TO CN LAB\n\x00BIN\xffARY"
 
 
-def test_idleTimeoutAborts() -> None:
+def test_idleTimeoutCloses() -> None:
     """
-    A connection without input for C{idleTimeout} seconds is aborted and logged.
+    A connection without input for C{idleTimeout} seconds is closed gracefully (not aborted:
+    what was written still reaches the peer) and logged.
     """
     clock = Clock()
     protocol, transport = connect(UppercaseFactory(idleTimeout=300, clock=clock), None)
@@ -221,9 +222,30 @@ def test_idleTimeoutAborts() -> None:
     assert not transport.disconnecting
     with capturedLogs() as events:
         clock.advance(0.1)
-    assert transport.disconnected
+    assert transport.disconnecting and not transport.disconnected
+    assert transport.producer is None
     messages = [formatEvent(e) for e in events]
-    assert "caplab tcp closing idle connection from 127.0.0.1:40123" in messages
+    assert messages == ["caplab tcp closing idle connection from 127.0.0.1:40123"]
+    close(protocol, transport)
+    assert clock.getDelayedCalls() == []
+
+
+def test_idleCloseAbortsWhenOutputNotTaken() -> None:
+    """
+    A timed-out connection whose peer does not take the remaining output within
+    C{abortTimeout} seconds is aborted.
+    """
+    clock = Clock()
+    protocol, transport = connect(UppercaseFactory(idleTimeout=300, clock=clock), None)
+    clock.advance(300)
+    clock.advance(protocol.abortTimeout - 0.1)
+    assert not transport.disconnected
+    with capturedLogs() as events:
+        clock.advance(0.1)
+    assert transport.disconnected
+    assert [formatEvent(e) for e in events] == [
+        "caplab tcp aborting connection from 127.0.0.1:40123: output not taken"
+    ]
 
 
 def test_inputResetsIdleTimeout() -> None:
@@ -237,7 +259,7 @@ def test_inputResetsIdleTimeout() -> None:
         protocol.dataReceived(b"x")
     assert not transport.disconnecting
     clock.advance(10)
-    assert transport.disconnected
+    assert transport.disconnecting
 
 
 def test_noIdleTimeout() -> None:
@@ -254,7 +276,7 @@ def test_noIdleTimeout() -> None:
 def test_idleTimeoutAfterHalfClose() -> None:
     """
     A peer that half-closes and then never reads its output cannot hold the connection open
-    forever: the idle timeout still aborts it.
+    forever: the idle timeout, still running, aborts it.
     """
     clock = Clock()
     protocol, transport = connect(UppercaseFactory(idleTimeout=30, clock=clock))
