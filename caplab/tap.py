@@ -165,7 +165,8 @@ class Options(ProxyOptions, WorkerOptions, usage.Options):
             "unicode",
             None,
             "Full Unicode uppercasing of UTF-8 text (straße -> STRASSE) instead of the "
-            "lab's ASCII-only a-z -> A-Z.",
+            "lab's ASCII-only a-z -> A-Z. A UDP reply is never larger than its request: "
+            "where Unicode rules would make it grow, the ASCII rule is used.",
         ],
     ]
 

@@ -36,6 +36,16 @@ def twistCommand() -> list[str]:
     return [found] if found else [sys.executable, "-m", "twisted"]
 
 
+def twistdCommand() -> list[str]:
+    """
+    The installed C{twistd} next to this Python, in the foreground (C{-n}), logging to stdout.
+    """
+    twistd = Path(sys.executable).with_name("twistd")
+    found = str(twistd) if twistd.exists() else shutil.which("twistd")
+    command = [found] if found else [sys.executable, "-m", "twisted.scripts.twistd"]
+    return [*command, "-n", "--logfile=-"]
+
+
 class CaplabProcess:
     """
     A running C{twist caplab} process whose output is collected line by line.
@@ -43,8 +53,24 @@ class CaplabProcess:
     @ivar addresses: service name -> (host, port), from the listening lines.
     """
 
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        command: Sequence[str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """
+        @param command: what runs the plugin (default: C{twist --log-format=text}), e.g.
+            L{twistdCommand}C{()}.
+        @param cwd: the working directory of the process (C{twistd} writes its pid file
+            there).
+        """
         self.args = list(args)
+        self.command = (
+            list(command) if command is not None else [*twistCommand(), "--log-format=text"]
+        )
+        self.cwd = cwd
         self.lines: list[str] = []
         self.addresses: dict[str, tuple[str, int]] = {}
         self._changed = threading.Condition()
@@ -55,12 +81,13 @@ class CaplabProcess:
 
     def start(self) -> CaplabProcess:
         self.process = subprocess.Popen(
-            [*twistCommand(), "--log-format=text", "caplab", *self.args],
+            [*self.command, "caplab", *self.args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env=self._env,
+            cwd=self.cwd,
         )
         self._reader = threading.Thread(target=self._collect, daemon=True)
         self._reader.start()
