@@ -1,0 +1,318 @@
+"""
+Prometheus metrics of every caplab service, and the admin web resource that serves them.
+
+All names start with C{caplab_}.  One L{Metrics} object holds one registry (not the
+process-wide default one, so tests and several services in one process do not collide); the
+services are handed the object and call its small methods, which know nothing of Prometheus:
+
+    - the proxy: L{Metrics.requestDone}, L{Metrics.bytesReceived}/L{Metrics.bytesSent},
+      L{Metrics.connectionOpened}/L{Metrics.connectionClosed}, L{Metrics.tunnelOpened}/
+      L{Metrics.tunnelClosed}, L{Metrics.requestBlocked}, L{Metrics.authenticationFailed},
+      L{Metrics.upstreamLatency};
+    - the cache: L{Metrics.cacheHit}, L{Metrics.cacheMiss}, L{Metrics.cacheStoredBytes};
+    - the uppercase services: L{instrumentTCPFactory} and L{instrumentDatagramProtocol} count
+      for them without changing them.
+
+L{adminResource} serves C{/metrics} in the Prometheus text format (or OpenMetrics, if the
+scraper asks for it in C{Accept}), on the C{--admin-endpoint} listener.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+#: The request methods counted by name; any other is counted as C{OTHER} (bounded labels).
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+
+#: Upstream latency buckets, in seconds: loopback milliseconds up to a slow origin's 30 s.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class RateHistory:
+    """
+    Requests per interval over the last minutes, for the status page's chart.
+
+    @ivar interval: the width of one bucket, in seconds.
+    @ivar buckets: how many buckets are kept.
+    """
+
+    def __init__(
+        self, now: Callable[[], float] = time.time, interval: float = 10.0, buckets: int = 60
+    ) -> None:
+        self.now = now
+        self.interval = interval
+        self.buckets = buckets
+        self._counts: dict[int, int] = {}
+
+    def record(self, count: int = 1) -> None:
+        slot = int(self.now() // self.interval)
+        self._counts[slot] = self._counts.get(slot, 0) + count
+        if len(self._counts) > self.buckets * 2:
+            oldest = slot - self.buckets
+            for key in [key for key in self._counts if key <= oldest]:
+                del self._counts[key]
+
+    def series(self) -> list[tuple[float, float]]:
+        """
+        (bucket start time, requests per second) for each of the last L{buckets} buckets,
+        oldest first, the current (incomplete) bucket last.
+        """
+        current = int(self.now() // self.interval)
+        return [
+            (slot * self.interval, self._counts.get(slot, 0) / self.interval)
+            for slot in range(current - self.buckets + 1, current + 1)
+        ]
+
+
+class Metrics:
+    """
+    caplab's metrics in one Prometheus registry.
+
+    @ivar registry: the registry L{adminResource} exposes.
+    @ivar history: the recent request rate, for a status page.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.history = RateHistory(now)
+        r = self.registry
+        self.requests = Counter(
+            "caplab_proxy_requests",
+            "Proxy requests answered, by method and response status code.",
+            ["method", "code"],
+            registry=r,
+        )
+        self.received = Counter(
+            "caplab_proxy_received_bytes",
+            "Bytes received from proxy clients (request heads, bodies, tunnel data).",
+            registry=r,
+        )
+        self.sent = Counter(
+            "caplab_proxy_sent_bytes",
+            "Bytes sent to proxy clients (response heads, bodies, tunnel data).",
+            registry=r,
+        )
+        self.activeConnections = Gauge(
+            "caplab_proxy_active_connections", "Open client connections of the proxy.", registry=r
+        )
+        self.activeTunnels = Gauge(
+            "caplab_proxy_active_tunnels", "Open CONNECT tunnels of the proxy.", registry=r
+        )
+        self.blocked = Counter(
+            "caplab_proxy_blocked_requests",
+            "Requests refused by the block/allow lists (plain and CONNECT).",
+            ["method"],
+            registry=r,
+        )
+        self.authFailures = Counter(
+            "caplab_proxy_auth_failures",
+            "Requests answered 407 because credentials were missing or wrong.",
+            registry=r,
+        )
+        self.latency = Histogram(
+            "caplab_proxy_upstream_latency_seconds",
+            "Time from starting an upstream request (or tunnel) to its response head "
+            "(or established connection).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cacheHits = Counter(
+            "caplab_cache_hits", "Responses served from the cache.", registry=r
+        )
+        self.cacheMisses = Counter(
+            "caplab_cache_misses", "Cacheable requests the cache could not answer.", registry=r
+        )
+        self.cacheBytes = Gauge(
+            "caplab_cache_stored_bytes", "Bytes of responses held in the cache.", registry=r
+        )
+        self.tcpConnections = Counter(
+            "caplab_tcp_connections",
+            "Connections accepted by the uppercase TCP service.",
+            registry=r,
+        )
+        self.tcpActive = Gauge(
+            "caplab_tcp_active_connections",
+            "Open connections of the uppercase TCP service.",
+            registry=r,
+        )
+        self.udpDatagrams = Counter(
+            "caplab_udp_datagrams",
+            "Datagrams received by the uppercase UDP service.",
+            registry=r,
+        )
+        self.reloads = Counter(
+            "caplab_reloads",
+            "Reloads of the block/allow lists and auth file (SIGHUP), by result.",
+            ["result"],
+            registry=r,
+        )
+
+    # The proxy.
+
+    def requestDone(self, method: bytes | str, code: int) -> None:
+        """
+        A proxy request was answered with status C{code}.
+        """
+        if isinstance(method, bytes):
+            method = method.decode("latin-1")
+        method = method.upper()
+        if method not in KNOWN_METHODS:
+            method = "OTHER"
+        self.requests.labels(method=method, code=str(int(code))).inc()
+        self.history.record()
+
+    def bytesReceived(self, count: int) -> None:
+        self.received.inc(count)
+
+    def bytesSent(self, count: int) -> None:
+        self.sent.inc(count)
+
+    def connectionOpened(self) -> None:
+        self.activeConnections.inc()
+
+    def connectionClosed(self) -> None:
+        self.activeConnections.dec()
+
+    def tunnelOpened(self) -> None:
+        self.activeTunnels.inc()
+
+    def tunnelClosed(self) -> None:
+        self.activeTunnels.dec()
+
+    def requestBlocked(self, method: bytes | str = "GET") -> None:
+        """
+        A request was refused by the host policy.
+        """
+        if isinstance(method, bytes):
+            method = method.decode("latin-1")
+        self.blocked.labels(method="CONNECT" if method.upper() == "CONNECT" else "other").inc()
+
+    def authenticationFailed(self) -> None:
+        self.authFailures.inc()
+
+    def upstreamLatency(self, seconds: float) -> None:
+        """
+        An upstream response head (or tunnel connection) came after C{seconds}.
+        """
+        self.latency.observe(max(0.0, seconds))
+
+    # The cache.
+
+    def cacheHit(self) -> None:
+        self.cacheHits.inc()
+
+    def cacheMiss(self) -> None:
+        self.cacheMisses.inc()
+
+    def cacheStoredBytes(self, count: int) -> None:
+        """
+        The cache now holds C{count} bytes.
+        """
+        self.cacheBytes.set(count)
+
+    # Operations.
+
+    def reloaded(self, ok: bool) -> None:
+        self.reloads.labels(result="ok" if ok else "failed").inc()
+
+
+def instrumentTCPFactory(factory: Any, metrics: Metrics) -> Any:
+    """
+    Count the connections C{factory} accepts in C{metrics}, and read its open connections
+    from its C{active} attribute (if it has one) at scrape time.
+
+    The factory and its protocols are left as they are (no wrapping protocol in the data
+    path): only the factory's C{buildProtocol} is wrapped.
+
+    @return: C{factory}.
+    """
+    build = factory.buildProtocol
+
+    def buildProtocol(addr: Any) -> Any:
+        protocol = build(addr)
+        if protocol is not None:
+            metrics.tcpConnections.inc()
+        return protocol
+
+    factory.buildProtocol = buildProtocol
+    if hasattr(factory, "active"):
+        metrics.tcpActive.set_function(lambda: float(factory.active))
+    return factory
+
+
+def instrumentDatagramProtocol(protocol: Any, metrics: Metrics) -> Any:
+    """
+    Count the datagrams C{protocol} receives in C{metrics}.
+
+    @return: C{protocol}.
+    """
+    received = protocol.datagramReceived
+
+    def datagramReceived(datagram: bytes, addr: Any) -> None:
+        metrics.udpDatagrams.inc()
+        received(datagram, addr)
+
+    protocol.datagramReceived = datagramReceived
+    return protocol
+
+
+class MetricsResource(Resource):
+    """
+    C{/metrics}: the registry in the format the scraper asks for.
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def render_GET(self, request: Request) -> bytes:
+        accept = (request.getHeader(b"accept") or b"").decode("latin-1")
+        encoder, contentType = choose_encoder(accept)
+        request.setHeader(b"content-type", contentType.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        return encoder(self.registry)
+
+    render_HEAD = render_GET
+
+
+class _AdminRoot(Resource):
+    """
+    C{/}: a pointer to C{/metrics}.
+    """
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return (
+            b"<!DOCTYPE html><html><head><title>caplab admin</title></head>"
+            b'<body><h1>caplab admin</h1><p><a href="/metrics">/metrics</a> '
+            b"(Prometheus)</p></body></html>\n"
+        )
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"":
+            return self
+        return super().getChild(path, request)
+
+
+def adminResource(metrics: Metrics) -> Resource:
+    """
+    The admin site's root: C{/} and C{/metrics}.
+    """
+    root = _AdminRoot()
+    root.putChild(b"metrics", MetricsResource(metrics.registry))
+    return root
