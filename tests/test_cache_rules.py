@@ -233,6 +233,14 @@ class StorabilityTests(SynchronousTestCase):
         """
         self.assertFalse(self.check([(b"Cache-Control", b"max-age=60"), (b"Vary", b"*")]).ok)
 
+    def test_neverReusable(self) -> None:
+        """
+        A response stale at once with no validator is not stored; with a validator it is.
+        """
+        self.assertFalse(self.check([]).ok)
+        self.assertFalse(self.check([(b"Cache-Control", b"max-age=0")]).ok)
+        self.assertTrue(self.check([(b"Cache-Control", b"max-age=0"), (b"ETag", b'"a"')]).ok)
+
     def test_hopByHopStripped(self) -> None:
         """
         Hop-by-hop fields are not stored; the others keep their order and raw names.

@@ -277,14 +277,20 @@ class Storability:
 
 
 def storable(
-    method: bytes, uri: str, requestHeaders: Headers, code: int, responseHeaders: Headers
+    method: bytes,
+    uri: str,
+    requestHeaders: Headers,
+    code: int,
+    responseHeaders: Headers,
+    now: float = 0.0,
 ) -> Storability:
     """
     Whether a shared cache may store this response to this request (RFC 9111 section 3).
 
     hishel's C{CacheMiss} decides the rules it knows; on top: the request's own C{no-store}
     (section 5.2.1.5), C{Vary: *} (never reusable, so not stored), and only GET is stored.
-    The returned headers drop hop-by-hop fields and the C{no-cache}/C{private} field names,
+    A response stale at once with no validator is not stored either (it could never be
+    used).  The returned headers drop hop-by-hop fields and the C{no-cache}/C{private} field names,
     as hishel's cleaned response says, keeping caplab's order and raw names.
     """
     if method not in STORED_METHODS:
@@ -313,6 +319,16 @@ def storable(
         else:
             reason = "not cacheable"
         return Storability(False, reason, [])
+    lifetime, _ = freshnessLifetime(code, responseHeaders, now)
+    cc = cacheControl(responseHeaders)
+    if (
+        lifetime <= 0
+        and firstHeader(responseHeaders, b"etag") is None
+        and firstHeader(responseHeaders, b"last-modified") is None
+        and cc.stale_while_revalidate is None
+        and cc.stale_if_error is None
+    ):
+        return Storability(False, "never reusable", [])
     kept = set(final.response.headers)
     return Storability(
         True, "", [(n, v) for n, v in responseHeaders if n.decode("latin-1").lower() in kept]

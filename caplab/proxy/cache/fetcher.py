@@ -1,0 +1,614 @@
+"""
+The cache as an L{IFetcher}: L{CachingFetcher} wraps the fetcher that asks the origin.
+
+For a GET or HEAD it looks up the stored responses of the target URI, picks the variant
+whose secondary key (C{Vary}) matches, and asks L{caplab.proxy.cache.rules.evaluate}:
+
+  - fresh: a hit, streamed from the store (a client's conditional request gets a 304);
+  - stale within C{stale-while-revalidate}: a hit, and a conditional request in the
+    background refreshes the entry;
+  - otherwise a conditional request (C{If-None-Match}/C{If-Modified-Since}); a 304 refreshes
+    the stored head and the client is answered from the cache, anything else is handled as
+    a miss (an origin error may be answered stale within C{stale-if-error});
+  - no stored response: a miss.  Concurrent misses for one URI are collapsed: the first goes
+    to the origin, the others wait (at most C{collapseTimeout} seconds) until its response is
+    stored and are then served from it; if it is not storable (C{private}, C{no-store} ...)
+    or does not come, each goes to the origin itself.
+
+A storable response is streamed to the client and written to the store at the same time
+(L{_TeeSink}); only a body that ended properly, with the announced length, is committed.
+
+Other methods pass through; a successful unsafe one invalidates the URIs RFC 9111 section
+4.4 names.  Every response carries an RFC 9211 C{Cache-Status} value in
+L{UpstreamResponse.cacheStatus}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from caplab.proxy.cache import rules
+from caplab.proxy.cache.rules import Decision, EntryRules, RequestRules
+from caplab.proxy.cache.storage import EntryHead, IEntryWriter, IStore, StoredEntry
+from caplab.proxy.hooks import (
+    Headers,
+    IBodySink,
+    IFetcher,
+    IRequestBody,
+    UpstreamError,
+    UpstreamRequest,
+    UpstreamResponse,
+)
+
+#: Stored fields not sent as they are on a hit (recomputed: age, framing).
+_NOT_REPLAYED = frozenset({b"age", b"content-length", b"transfer-encoding"})
+
+_CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
+
+
+@dataclass(frozen=True)
+class _Derived:
+    """
+    What the hit path needs of a stored entry, computed once per entry (and per refresh).
+    """
+
+    rules: EntryRules
+    #: The stored fields ready to send, bar C{Age}.
+    headers: Headers
+    notModifiedHeaders: Headers
+
+
+@implementer(IPushProducer)
+class _NoProducer:
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def _noBody(sink: IBodySink) -> None:
+    sink.bodyStarted(_NoProducer())
+    sink.bodyDone(True)
+
+
+class _Discard:
+    """
+    An L{IBodySink} that throws the body away (a 304's, a background revalidation's).
+    """
+
+    def bodyStarted(self, producer: IPushProducer) -> None:
+        pass
+
+    def bodyData(self, data: bytes) -> None:
+        pass
+
+    def bodyDone(self, complete: bool) -> None:
+        pass
+
+
+class _TeeSink:
+    """
+    Passes a streaming body on to the client's sink and writes it to the store; commits
+    only a body that ended properly with the announced length.
+    """
+
+    def __init__(
+        self,
+        sink: IBodySink,
+        writer: IEntryWriter,
+        expectedLength: int | None,
+        onDone: Any,
+    ) -> None:
+        self._sink = sink
+        self._writer: IEntryWriter | None = writer
+        self._expected = expectedLength
+        self._length = 0
+        self._onDone = onDone
+
+    def bodyStarted(self, producer: IPushProducer) -> None:
+        self._sink.bodyStarted(producer)
+
+    def bodyData(self, data: bytes) -> None:
+        self._length += len(data)
+        if self._writer is not None and not self._writer.write(data):
+            self._writer = None
+        self._sink.bodyData(data)
+
+    def bodyDone(self, complete: bool) -> None:
+        writer, self._writer = self._writer, None
+        whole = complete and (self._expected is None or self._expected == self._length)
+        if writer is None:
+            self._onDone(None)
+        elif whole:
+            writer.commit().addBoth(self._onDone)
+        else:
+            writer.abort()
+            self._onDone(None)
+        self._sink.bodyDone(complete)
+
+
+class _Flight:
+    """
+    An origin request for a URI that other requests for it wait on.
+    """
+
+    def __init__(self) -> None:
+        self.waiters: list[_Waiter] = []
+        self.finished = False
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            waiter.wake()
+
+
+class _Waiter:
+    """
+    A request waiting on a L{_Flight}: when it ends (or after the timeout) the request is
+    looked up again and, if still a miss, sent to the origin.
+    """
+
+    def __init__(
+        self, fetcher: CachingFetcher, request: UpstreamRequest, flight: _Flight, timeout: float
+    ) -> None:
+        self.fetcher = fetcher
+        self.request = request
+        self.flight = flight
+        self.result: Deferred[UpstreamResponse] = Deferred(self._cancel)
+        self.inner: Deferred[UpstreamResponse] | None = None
+        self.woken = False
+        self.timer: IDelayedCall | None = fetcher.clock.callLater(timeout, self.wake)
+
+    def wake(self) -> None:
+        if self.woken:
+            return
+        self.woken = True
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        if self in self.flight.waiters:
+            self.flight.waiters.remove(self)
+        self.inner = self.fetcher._afterWait(self.request)
+        self.inner.addBoth(self._deliver)
+
+    def _deliver(self, result: Any) -> None:
+        if self.result.called:
+            return None
+        if isinstance(result, Failure):
+            self.result.errback(result)
+        else:
+            self.result.callback(result)
+        return None
+
+    def _cancel(self, _: Deferred[UpstreamResponse]) -> None:
+        if not self.woken:
+            self.woken = True
+            if self.timer is not None and self.timer.active():
+                self.timer.cancel()
+            if self in self.flight.waiters:
+                self.flight.waiters.remove(self)
+        elif self.inner is not None:
+            self.inner.cancel()
+
+
+class CachingFetcher:
+    """
+    An RFC 9111 shared cache in front of C{inner}.
+
+    @param inner: the fetcher that asks the origin (the forwarder).
+    @param store: where responses are kept.
+    @param clock: the time source (freshness, ages, collapsing timeouts).
+    @param collapseTimeout: the longest a request waits on another one's origin request.
+    @param name: the cache's name in C{Cache-Status}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        inner: IFetcher,
+        store: IStore,
+        clock: IReactorTime,
+        collapseTimeout: float = 10.0,
+        name: str = "caplab",
+    ) -> None:
+        self.inner = inner
+        self.store = store
+        self.clock = clock
+        self.collapseTimeout = collapseTimeout
+        self.name = name
+        self._flights: dict[str, _Flight] = {}
+        self._revalidating: set[str] = set()
+
+    # The request path
+
+    def fetch(
+        self, request: UpstreamRequest, body: IRequestBody | None
+    ) -> Deferred[UpstreamResponse]:
+        method = request.method
+        if method != b"GET" and method != b"HEAD":
+            return self._passUnsafe(request, body)
+        if (body is not None and body.length != 0) or request.bodyLength != 0:
+            return self._passThrough(request, body, "bypass")
+        for name, _ in request.headers:
+            if name.lower() == b"range":
+                return self._passThrough(request, None, "bypass; detail=range")
+        return self._lookup(request, collapsed=False)
+
+    def _lookup(self, request: UpstreamRequest, collapsed: bool) -> Deferred[UpstreamResponse]:
+        uri = request.target.uri
+        requestRules = RequestRules.fromHeaders(request.headers)
+        entries = self.store.lookup(uri)
+        entry = self._select(entries, request.headers) if entries else None
+        now = self.clock.seconds()
+        if entry is None:
+            if requestRules.onlyIfCached:
+                return self._notCached()
+            why = "vary-miss" if entries else "miss"
+            if collapsed:
+                return self._forward(request, f"{why}; collapsed")
+            return self._miss(request, uri, why)
+        derived = self._derived(entry)
+        evaluation = rules.evaluate(derived.rules, requestRules, now)
+        if evaluation.decision is not Decision.REVALIDATE:
+            detail = ""
+            if evaluation.decision is Decision.STALE_REVALIDATE:
+                detail = "; detail=stale-while-revalidate"
+            response = self._fromStore(
+                entry,
+                derived,
+                request,
+                now,
+                f"{self.name}; hit; ttl={int(evaluation.ttl)}{detail}",
+            )
+            if response is not None:
+                if evaluation.decision is Decision.STALE_REVALIDATE:
+                    self._revalidateInBackground(entry, derived, request)
+                return succeed(response)
+            return self._miss(request, uri, "miss")
+        if requestRules.onlyIfCached:
+            return self._notCached()
+        why = "request" if evaluation.ttl > 0 and not derived.rules.noCache else "stale"
+        if request.method == b"HEAD" or not derived.rules.hasValidator:
+            return self._forward(request, why)
+        return self._revalidate(entry, derived, request, requestRules, why)
+
+    def _afterWait(self, request: UpstreamRequest) -> Deferred[UpstreamResponse]:
+        """
+        A collapsed request whose wait ended: served from what is stored now, or forwarded.
+        """
+        return self._lookup(request, collapsed=True)
+
+    def _select(self, entries: list[StoredEntry], requestHeaders: Headers) -> StoredEntry | None:
+        """
+        The most recent stored response whose secondary key matches the request.
+        """
+        for entry in entries:
+            names = entry.head.varyNames
+            if not names or rules.secondaryKey(names, requestHeaders) == entry.head.variant:
+                return entry
+        return None
+
+    def _derived(self, entry: StoredEntry) -> _Derived:
+        derived = entry.derived
+        if derived is None:
+            head = entry.head
+            headers = [(n, v) for n, v in head.headers if n.lower() not in _NOT_REPLAYED]
+            headers.append((b"Content-Length", b"%d" % entry.bodyLength))
+            derived = entry.derived = _Derived(
+                EntryRules.compute(head.code, head.headers, head.requestTime, head.responseTime),
+                headers,
+                rules.notModifiedHeaders(headers),
+            )
+        assert isinstance(derived, _Derived)
+        return derived
+
+    def _fromStore(
+        self,
+        entry: StoredEntry,
+        derived: _Derived,
+        request: UpstreamRequest,
+        now: float,
+        status: str,
+    ) -> UpstreamResponse | None:
+        """
+        A response from the store (None if its body is gone or damaged): a 304 if the
+        client's own precondition says so, the head alone for HEAD.
+        """
+        age = (b"Age", b"%d" % int(derived.rules.freshness.currentAge(now)))
+        if _isConditional(request.headers) and rules.notModified(request.headers, derived.rules):
+            self.store.touch(entry)
+            return UpstreamResponse(
+                304, b"Not Modified", [*derived.notModifiedHeaders, age], _noBody, status
+            )
+        if request.method == b"HEAD":
+            if not entry.live:
+                return None
+            self.store.touch(entry)
+            return UpstreamResponse(
+                entry.head.code, entry.head.phrase, [*derived.headers, age], _noBody, status
+            )
+        body = self.store.openBody(entry)
+        if body is None:
+            return None
+        self.store.touch(entry)
+        return UpstreamResponse(
+            entry.head.code, entry.head.phrase, [*derived.headers, age], body.deliver, status
+        )
+
+    def _notCached(self) -> Deferred[UpstreamResponse]:
+        """
+        C{only-if-cached} and nothing usable stored: 504 (RFC 9111 section 5.2.1.7).
+        """
+        return fail(UpstreamError(504, "Not cached", "only-if-cached: nothing usable is stored"))
+
+    # Misses
+
+    def _miss(self, request: UpstreamRequest, uri: str, why: str) -> Deferred[UpstreamResponse]:
+        """
+        Forward a miss, or wait on the one already in flight for the URI.
+        """
+        flight = self._flights.get(uri)
+        if flight is not None:
+            waiter = _Waiter(self, request, flight, self.collapseTimeout)
+            flight.waiters.append(waiter)
+            return waiter.result
+        flight = self._flights[uri] = _Flight()
+
+        def done() -> None:
+            if self._flights.get(uri) is flight:
+                del self._flights[uri]
+            flight.finish()
+
+        return self._forward(request, why, onDone=done)
+
+    def _forward(
+        self, request: UpstreamRequest, why: str, onDone: Any = None
+    ) -> Deferred[UpstreamResponse]:
+        """
+        Ask the origin; store the response if it may be, streaming it to the client.
+
+        @param onDone: called once it is known whether the response was stored.
+        """
+        requestTime = self.clock.seconds()
+        d = self.inner.fetch(request, None)
+
+        def got(response: UpstreamResponse) -> UpstreamResponse:
+            return self._store(request, response, requestTime, f"{self.name}; fwd={why}", onDone)
+
+        def failed(reason: Failure) -> Failure:
+            if onDone is not None:
+                onDone()
+            return reason
+
+        return d.addCallbacks(got, failed)
+
+    def _store(
+        self,
+        request: UpstreamRequest,
+        response: UpstreamResponse,
+        requestTime: float,
+        status: str,
+        onDone: Any = None,
+    ) -> UpstreamResponse:
+        """
+        Arrange for C{response} to be stored while its body streams, if it may be.
+        """
+        responseTime = self.clock.seconds()
+        uri = request.target.uri
+        decision = rules.storable(
+            request.method, uri, request.headers, response.code, response.headers, responseTime
+        )
+        writer = None
+        expected: int | None = None
+        if decision.ok:
+            length = rules.firstHeader(response.headers, b"content-length")
+            expected = int(length) if length is not None and length.isdigit() else None
+            if expected is None or expected <= self.store.maxObjectSize:
+                names = rules.varyNames(response.headers) or ()
+                head = EntryHead(
+                    uri=uri,
+                    varyNames=names,
+                    variant=rules.secondaryKey(names, request.headers),
+                    code=response.code,
+                    phrase=response.phrase,
+                    headers=decision.headers,
+                    requestTime=requestTime,
+                    responseTime=responseTime,
+                )
+                writer = self.store.writer(head)
+        if writer is None:
+            if onDone is not None:
+                onDone()
+            response.cacheStatus = status
+            return response
+        response.cacheStatus = f"{status}; stored"
+        deliverBody = response.deliverBody
+
+        def finished(_: object) -> None:
+            if onDone is not None:
+                onDone()
+
+        def tee(sink: IBodySink) -> None:
+            deliverBody(_TeeSink(sink, writer, expected, finished))  # type: ignore[operator]
+
+        response.deliverBody = tee
+        return response
+
+    def _passThrough(
+        self, request: UpstreamRequest, body: IRequestBody | None, why: str
+    ) -> Deferred[UpstreamResponse]:
+        def got(response: UpstreamResponse) -> UpstreamResponse:
+            response.cacheStatus = f"{self.name}; fwd={why}"
+            return response
+
+        return self.inner.fetch(request, body).addCallback(got)
+
+    def _passUnsafe(
+        self, request: UpstreamRequest, body: IRequestBody | None
+    ) -> Deferred[UpstreamResponse]:
+        """
+        Forward a method the cache does not answer; a successful unsafe one invalidates its
+        target and same-origin C{Location}/C{Content-Location} (RFC 9111 section 4.4).
+        """
+
+        def got(response: UpstreamResponse) -> UpstreamResponse:
+            for uri in rules.invalidatedURIs(
+                request.method, request.target.uri, response.code, response.headers
+            ):
+                self.store.invalidate(uri)
+            response.cacheStatus = f"{self.name}; fwd=method"
+            return response
+
+        return self.inner.fetch(request, body).addCallback(got)
+
+    # Validation
+
+    def _conditional(self, request: UpstreamRequest, derived: _Derived) -> UpstreamRequest:
+        return replace(
+            request,
+            method=b"GET",
+            headers=rules.conditionalHeaders(request.headers, derived.rules),
+            bodyLength=0,
+        )
+
+    def _revalidate(
+        self,
+        entry: StoredEntry,
+        derived: _Derived,
+        request: UpstreamRequest,
+        requestRules: RequestRules,
+        why: str,
+    ) -> Deferred[UpstreamResponse]:
+        """
+        Ask the origin whether the stored response is still good; answer from the cache on
+        304, stale on an error where C{stale-if-error} allows, else relay (and store) what
+        came.
+        """
+        requestTime = self.clock.seconds()
+        d = self.inner.fetch(self._conditional(request, derived), None)
+
+        def got(response: UpstreamResponse) -> UpstreamResponse | Deferred[UpstreamResponse]:
+            status = f"{self.name}; fwd={why}; fwd-status={response.code}"
+            if response.code == 304:
+                response.deliverBody(_Discard())  # type: ignore[operator]
+                refreshed = self._refresh(entry, derived, response, requestTime)
+                if refreshed is not None:
+                    now = self.clock.seconds()
+                    fromStore = self._fromStore(
+                        refreshed, self._derived(refreshed), request, now, status
+                    )
+                    if fromStore is not None:
+                        return fromStore
+                return self._forward(request, why)
+            if response.code >= 500:
+                stale = self._staleOnError(entry, derived, request, requestRules, response.code)
+                if stale is not None:
+                    response.deliverBody(_Discard())  # type: ignore[operator]
+                    return stale
+            return self._store(request, response, requestTime, status)
+
+        def failed(reason: Failure) -> UpstreamResponse | Failure:
+            error = reason.value
+            if isinstance(error, UpstreamError) and not reason.check(CancelledError):
+                code = error.code
+                stale = self._staleOnError(entry, derived, request, requestRules, code)
+                if stale is not None:
+                    return stale
+            return reason
+
+        return d.addCallbacks(got, failed)
+
+    def _refresh(
+        self,
+        entry: StoredEntry,
+        derived: _Derived,
+        notModified: UpstreamResponse,
+        requestTime: float,
+    ) -> StoredEntry | None:
+        """
+        Update a stored response with a 304 (None if the 304 is about another one).
+        """
+        if not entry.live or not rules.validatorsMatch(derived.rules, notModified.headers):
+            return None
+        head = replace(
+            entry.head,
+            headers=rules.freshenHeaders(entry.head.headers, notModified.headers),
+            requestTime=requestTime,
+            responseTime=self.clock.seconds(),
+        )
+        return self.store.refresh(entry, head)
+
+    def _staleOnError(
+        self,
+        entry: StoredEntry,
+        derived: _Derived,
+        request: UpstreamRequest,
+        requestRules: RequestRules,
+        code: int,
+    ) -> UpstreamResponse | None:
+        now = self.clock.seconds()
+        if not rules.mayServeStaleOnError(derived.rules, requestRules, now):
+            return None
+        return self._fromStore(
+            entry,
+            derived,
+            request,
+            now,
+            f"{self.name}; fwd=stale; fwd-status={code}; detail=stale-if-error",
+        )
+
+    def _revalidateInBackground(
+        self, entry: StoredEntry, derived: _Derived, request: UpstreamRequest
+    ) -> None:
+        """
+        Refresh a stale entry served under C{stale-while-revalidate}, one at a time per URI.
+        """
+        key = entry.head.key
+        if key in self._revalidating:
+            return
+        self._revalidating.add(key)
+        requestTime = self.clock.seconds()
+        plain = replace(request, method=b"GET")
+
+        def got(response: UpstreamResponse) -> None:
+            if response.code == 304:
+                self._refresh(entry, derived, response, requestTime)
+                response.deliverBody(_Discard())  # type: ignore[operator]
+                return
+            stored = self._store(plain, response, requestTime, "")
+            stored.deliverBody(_Discard())  # type: ignore[operator]
+
+        def failed(reason: Failure) -> None:
+            self.log.info(
+                "cache: background revalidation of {uri} failed: {why}",
+                uri=request.target.uri,
+                why=reason.getErrorMessage(),
+            )
+
+        def done(_: object) -> None:
+            self._revalidating.discard(key)
+
+        d = self.inner.fetch(self._conditional(plain, derived), None)
+        d.addCallbacks(got, failed).addBoth(done)
+
+
+def _isConditional(headers: Headers) -> bool:
+    for name, _ in headers:
+        if name.lower() in _CONDITIONAL:
+            return True
+    return False

@@ -1,0 +1,715 @@
+"""
+Tests for L{caplab.proxy.cache.fetcher.CachingFetcher} with a fake origin fetcher, an
+in-memory (or disk) store and L{Clock}.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from caplab.proxy.cache.fetcher import CachingFetcher
+from caplab.proxy.cache.rules import formatHTTPDate
+from caplab.proxy.cache.storage import DiskStore, MemoryStore
+from caplab.proxy.hooks import (
+    Headers,
+    Target,
+    UpstreamError,
+    UpstreamRequest,
+    UpstreamResponse,
+)
+
+NOW = 1_700_000_000.0
+TARGET = Target("http", "example.com", 80, b"/a")
+
+
+@implementer(IPushProducer)
+class OriginProducer:
+    def __init__(self) -> None:
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class OriginBody:
+    """
+    A response body the test hands out piece by piece.
+    """
+
+    def __init__(self) -> None:
+        self.sink: Any = None
+        self.producer = OriginProducer()
+
+    def deliverBody(self, sink: Any) -> None:
+        self.sink = sink
+        sink.bodyStarted(self.producer)
+
+    def write(self, data: bytes) -> None:
+        self.sink.bodyData(data)
+
+    def end(self, complete: bool = True) -> None:
+        self.sink.bodyDone(complete)
+
+
+class FakeOrigin:
+    """
+    An L{IFetcher} that records requests; each is answered by the test.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[UpstreamRequest] = []
+        self.pending: list[Deferred[UpstreamResponse]] = []
+        self.cancelled = 0
+
+    def fetch(self, request: UpstreamRequest, body: Any) -> Deferred[UpstreamResponse]:
+        self.requests.append(request)
+
+        def cancel(_: Deferred[UpstreamResponse]) -> None:
+            self.cancelled += 1
+
+        d: Deferred[UpstreamResponse] = Deferred(cancel)
+        self.pending.append(d)
+        return d
+
+    def respond(
+        self,
+        code: int = 200,
+        headers: Headers | None = None,
+        body: bytes | None = b"hello",
+        index: int = -1,
+    ) -> OriginBody:
+        """
+        Answer a pending request; with C{body} the whole body is delivered as soon as
+        asked for, else the returned L{OriginBody} streams it.
+        """
+        d = self.pending.pop(index)
+        stream = OriginBody()
+        headers = list(headers or [])
+        if body is not None:
+            headers.append((b"Content-Length", b"%d" % len(body)))
+
+            def deliver(sink: Any) -> None:
+                stream.deliverBody(sink)
+                if body:
+                    stream.write(body)
+                stream.end()
+
+            d.callback(UpstreamResponse(code, b"X", headers, deliver))
+        else:
+            d.callback(UpstreamResponse(code, b"X", headers, stream.deliverBody))
+        return stream
+
+    def headerOf(self, index: int, name: bytes) -> bytes | None:
+        for key, value in self.requests[index].headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.done: bool | None = None
+
+    def bodyStarted(self, producer: IPushProducer) -> None:
+        pass
+
+    def bodyData(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def bodyDone(self, complete: bool) -> None:
+        self.done = complete
+
+
+class Result:
+    """
+    What a client got: the response head and, once delivered, its body.
+    """
+
+    def __init__(self, d: Deferred[UpstreamResponse]) -> None:
+        self.response: UpstreamResponse | None = None
+        self.failure: Any = None
+        self.sink = Sink()
+        d.addCallbacks(self._got, self._failed)
+
+    def _got(self, response: UpstreamResponse) -> None:
+        self.response = response
+
+    def _failed(self, failure: Any) -> None:
+        self.failure = failure
+
+    def read(self) -> bytes:
+        assert self.response is not None, self.failure
+        self.response.deliverBody(self.sink)  # type: ignore[operator]
+        return b"".join(self.sink.data)
+
+    @property
+    def code(self) -> int:
+        assert self.response is not None, self.failure
+        return self.response.code
+
+    @property
+    def status(self) -> str | None:
+        assert self.response is not None, self.failure
+        return self.response.cacheStatus
+
+    def header(self, name: bytes) -> bytes | None:
+        assert self.response is not None, self.failure
+        for key, value in self.response.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+def get(
+    *headers: tuple[bytes, bytes], method: bytes = b"GET", target: Target = TARGET
+) -> UpstreamRequest:
+    return UpstreamRequest(method, target, list(headers))
+
+
+class FetcherTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.origin = FakeOrigin()
+        self.store = MemoryStore(1 << 20, 1 << 18, callLater=self.clock.callLater)
+        self.cache = CachingFetcher(self.origin, self.store, self.clock, collapseTimeout=5)
+
+    def fetch(self, request: UpstreamRequest | None = None, body: Any = None) -> Result:
+        return Result(self.cache.fetch(request or get(), body))
+
+    def prime(
+        self, headers: Headers, body: bytes = b"hello", request: UpstreamRequest | None = None
+    ) -> Result:
+        """
+        A miss answered and read whole, so that it is stored if it may be.
+        """
+        first = self.fetch(request)
+        self.origin.respond(200, [(b"Date", formatHTTPDate(self.clock.seconds())), *headers], body)
+        self.assertEqual(first.read(), body)
+        return first
+
+
+class HitMissTests(FetcherTestCase):
+    """
+    Misses are stored while they stream; hits skip the origin.
+    """
+
+    def test_missThenHit(self) -> None:
+        """
+        A storable response is stored; the next request is a hit with an C{Age} that grows,
+        and the origin sees one request.
+        """
+        first = self.prime([(b"Cache-Control", b"max-age=60")])
+        self.assertEqual(first.status, "caplab; fwd=miss; stored")
+        self.clock.advance(10)
+        second = self.fetch()
+        self.assertEqual(second.read(), b"hello")
+        self.assertEqual(second.status, "caplab; hit; ttl=50")
+        self.assertEqual(second.header(b"age"), b"10")
+        self.assertEqual(second.header(b"content-length"), b"5")
+        self.assertEqual(len(self.origin.requests), 1)
+
+    def test_streamedWhileStored(self) -> None:
+        """
+        The client gets each piece as it arrives; the entry exists only once the body ends.
+        """
+        first = self.fetch()
+        stream = self.origin.respond(200, [(b"Cache-Control", b"max-age=60")], body=None)
+        first.response.deliverBody(first.sink)  # type: ignore[union-attr, operator]
+        stream.write(b"one ")
+        self.assertEqual(first.sink.data, [b"one "])
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+        stream.write(b"two")
+        stream.end()
+        self.assertEqual(self.fetch().read(), b"one two")
+        self.assertEqual(len(self.origin.requests), 1)
+
+    def test_cutOffNeverStored(self) -> None:
+        """
+        A body that ends incomplete, or shorter than its Content-Length, is not stored.
+        """
+        first = self.fetch()
+        stream = self.origin.respond(200, [(b"Cache-Control", b"max-age=60")], body=None)
+        first.response.deliverBody(first.sink)  # type: ignore[union-attr, operator]
+        stream.write(b"part")
+        stream.end(complete=False)
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+        second = self.fetch()
+        stream = self.origin.respond(
+            200, [(b"Cache-Control", b"max-age=60"), (b"Content-Length", b"10")], body=None
+        )
+        second.response.deliverBody(second.sink)  # type: ignore[union-attr, operator]
+        stream.write(b"short")
+        stream.end()
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+        self.assertEqual(len(self.origin.requests), 2)
+
+    def test_tooLargeStreamedNotStored(self) -> None:
+        """
+        A body over the object limit reaches the client whole and is not stored.
+        """
+        body = b"x" * (self.store.maxObjectSize + 1)
+        first = self.fetch()
+        stream = self.origin.respond(200, [(b"Cache-Control", b"max-age=60")], body=None)
+        first.response.deliverBody(first.sink)  # type: ignore[union-attr, operator]
+        stream.write(body[:1000])
+        stream.write(body[1000:])
+        stream.end()
+        self.assertEqual(b"".join(first.sink.data), body)
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+
+    def test_privateAndNoStore(self) -> None:
+        """
+        C{private} and C{no-store} responses never reach another client.
+        """
+        for directive in (b"private, max-age=60", b"no-store"):
+            self.store.invalidate(TARGET.uri)
+            before = len(self.origin.requests)
+            first = self.prime([(b"Cache-Control", directive)], body=b"secret")
+            self.assertEqual(first.status, "caplab; fwd=miss")
+            second = self.fetch()
+            self.assertEqual(len(self.origin.requests), before + 2, directive)
+            self.origin.respond(200, [], b"other")
+            self.assertEqual(second.read(), b"other")
+
+    def test_authorization(self) -> None:
+        """
+        A response to an authorized request is stored only with C{public} (and friends).
+        """
+        auth = get((b"Authorization", b"Basic eDp5"))
+        self.prime([(b"Cache-Control", b"max-age=60")], request=auth)
+        self.fetch()
+        self.assertEqual(len(self.origin.requests), 2)
+        self.origin.respond(200, [(b"Cache-Control", b"public, max-age=60")])
+        self.fetch()
+        self.assertEqual(len(self.origin.requests), 2)
+
+    def test_heuristic(self) -> None:
+        """
+        A 200 with only C{Last-Modified} is fresh for a tenth of its age.
+        """
+        lastModified = formatHTTPDate(NOW - 1000)
+        self.prime([(b"Last-Modified", lastModified)])
+        self.clock.advance(90)
+        self.assertEqual(self.fetch().status, "caplab; hit; ttl=10")
+        self.clock.advance(20)
+        self.fetch()
+        self.assertEqual(len(self.origin.requests), 2)
+        self.assertEqual(self.origin.headerOf(1, b"if-modified-since"), lastModified)
+
+    def test_head(self) -> None:
+        """
+        HEAD is answered from a stored GET, with its length and no body.
+        """
+        self.prime([(b"Cache-Control", b"max-age=60")])
+        head = self.fetch(get(method=b"HEAD"))
+        self.assertEqual(head.status, "caplab; hit; ttl=60")
+        self.assertEqual(head.header(b"content-length"), b"5")
+        self.assertEqual(head.read(), b"")
+        self.assertTrue(head.sink.done)
+        self.assertEqual(len(self.origin.requests), 1)
+
+    def test_headMissNotStored(self) -> None:
+        """
+        A HEAD miss goes to the origin as HEAD and stores nothing.
+        """
+        head = self.fetch(get(method=b"HEAD"))
+        self.origin.respond(200, [(b"Cache-Control", b"max-age=60")], b"")
+        self.assertEqual(self.origin.requests[0].method, b"HEAD")
+        head.read()
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+
+    def test_clientConditional(self) -> None:
+        """
+        A client's conditional request that the stored response satisfies gets a 304 from
+        the cache; one that it does not gets the full response.
+        """
+        self.prime([(b"Cache-Control", b"max-age=60"), (b"ETag", b'"v1"')])
+        notModified = self.fetch(get((b"If-None-Match", b'"v1"')))
+        self.assertEqual(notModified.code, 304)
+        self.assertEqual(notModified.header(b"etag"), b'"v1"')
+        self.assertEqual(notModified.read(), b"")
+        full = self.fetch(get((b"If-None-Match", b'"v0"')))
+        self.assertEqual((full.code, full.read()), (200, b"hello"))
+        self.assertEqual(len(self.origin.requests), 1)
+
+    def test_onlyIfCached(self) -> None:
+        """
+        C{only-if-cached} with nothing usable stored is a 504 without asking the origin.
+        """
+        result = self.fetch(get((b"Cache-Control", b"only-if-cached")))
+        self.assertEqual(result.failure.value.code, 504)
+        self.assertEqual(self.origin.requests, [])
+
+    def test_range(self) -> None:
+        """
+        A Range request passes through and its 206 is not stored.
+        """
+        result = self.fetch(get((b"Range", b"bytes=0-1")))
+        self.origin.respond(206, [(b"Cache-Control", b"max-age=60")], b"he")
+        self.assertEqual(result.status, "caplab; fwd=bypass; detail=range")
+        self.assertEqual(result.read(), b"he")
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+
+
+class VaryTests(FetcherTestCase):
+    """
+    Several variants per URI, chosen by the request fields C{Vary} names.
+    """
+
+    def test_variants(self) -> None:
+        """
+        Each variant is stored and served to requests that match it; another value is a
+        C{vary-miss}.
+        """
+        vary = [(b"Cache-Control", b"max-age=60"), (b"Vary", b"Accept")]
+        html = get((b"Accept", b"text/html"))
+        json = get((b"Accept", b"application/json"))
+        self.prime(vary, b"<p>", request=html)
+        miss = self.prime(vary, b"{}", request=json)
+        self.assertEqual(miss.status, "caplab; fwd=vary-miss; stored")
+        self.assertEqual(self.fetch(get((b"accept", b"text/html"))).read(), b"<p>")
+        self.assertEqual(self.fetch(json).read(), b"{}")
+        self.assertEqual(len(self.origin.requests), 2)
+        self.fetch(get())
+        self.assertEqual(len(self.origin.requests), 3)
+
+    def test_varyStar(self) -> None:
+        """
+        C{Vary: *} is never served from the cache.
+        """
+        self.prime([(b"Cache-Control", b"max-age=60"), (b"Vary", b"*")])
+        self.fetch()
+        self.assertEqual(len(self.origin.requests), 2)
+
+
+class RevalidationTests(FetcherTestCase):
+    """
+    Stale entries are revalidated with the stored validators.
+    """
+
+    def test_notModified(self) -> None:
+        """
+        A stale entry is revalidated with If-None-Match and If-Modified-Since; a 304
+        refreshes its head and the client is served from the cache.
+        """
+        lastModified = formatHTTPDate(NOW - 3600)
+        self.prime(
+            [
+                (b"Cache-Control", b"max-age=10"),
+                (b"ETag", b'"v1"'),
+                (b"Last-Modified", lastModified),
+            ]
+        )
+        self.clock.advance(20)
+        second = self.fetch(get((b"If-None-Match", b'"client"')))
+        self.assertEqual(self.origin.headerOf(1, b"if-none-match"), b'"v1"')
+        self.assertEqual(self.origin.headerOf(1, b"if-modified-since"), lastModified)
+        self.origin.respond(
+            304,
+            [
+                (b"Cache-Control", b"max-age=100"),
+                (b"ETag", b'"v1"'),
+                (b"Date", formatHTTPDate(self.clock.seconds())),
+            ],
+            b"",
+        )
+        self.assertEqual(second.status, "caplab; fwd=stale; fwd-status=304")
+        self.assertEqual((second.code, second.read()), (200, b"hello"))
+        self.assertEqual(second.header(b"cache-control"), b"max-age=100")
+        self.clock.advance(50)
+        self.assertEqual(self.fetch().status, "caplab; hit; ttl=50")
+        self.assertEqual(len(self.origin.requests), 2)
+
+    def test_requestMaxAgeZero(self) -> None:
+        """
+        C{Cache-Control: max-age=0} from the client revalidates a fresh entry.
+        """
+        self.prime([(b"Cache-Control", b"max-age=60"), (b"ETag", b'"v1"')])
+        result = self.fetch(get((b"Cache-Control", b"max-age=0")))
+        self.assertEqual(self.origin.headerOf(1, b"if-none-match"), b'"v1"')
+        self.origin.respond(304, [(b"ETag", b'"v1"')], b"")
+        self.assertEqual(result.status, "caplab; fwd=request; fwd-status=304")
+        self.assertEqual(result.read(), b"hello")
+
+    def test_newContent(self) -> None:
+        """
+        A 200 to a revalidation replaces the stored response.
+        """
+        self.prime([(b"Cache-Control", b"max-age=10"), (b"ETag", b'"v1"')])
+        self.clock.advance(20)
+        second = self.fetch()
+        self.origin.respond(200, [(b"Cache-Control", b"max-age=60"), (b"ETag", b'"v2"')], b"new")
+        self.assertEqual(second.status, "caplab; fwd=stale; fwd-status=200; stored")
+        self.assertEqual(second.read(), b"new")
+        self.assertEqual(self.fetch().read(), b"new")
+        self.assertEqual(len(self.origin.requests), 2)
+
+    def test_otherValidator(self) -> None:
+        """
+        A 304 with another strong ETag does not refresh: the request is sent again
+        unconditionally.
+        """
+        self.prime([(b"Cache-Control", b"max-age=10"), (b"ETag", b'"v1"')])
+        self.clock.advance(20)
+        second = self.fetch()
+        self.origin.respond(304, [(b"ETag", b'"v9"')], b"")
+        self.assertEqual(len(self.origin.requests), 3)
+        self.assertIsNone(self.origin.headerOf(2, b"if-none-match"))
+        self.origin.respond(200, [(b"Cache-Control", b"max-age=60"), (b"ETag", b'"v9"')], b"v9")
+        self.assertEqual(second.read(), b"v9")
+
+    def test_noValidator(self) -> None:
+        """
+        A stale entry without validators is fetched again, unconditionally.
+        """
+        self.prime([(b"Cache-Control", b"max-age=10")])
+        self.clock.advance(20)
+        second = self.fetch()
+        self.assertIsNone(self.origin.headerOf(1, b"if-none-match"))
+        self.origin.respond(200, [(b"Cache-Control", b"max-age=10")], b"again")
+        self.assertEqual(second.status, "caplab; fwd=stale; stored")
+
+    def test_mustRevalidateWithoutValidator(self) -> None:
+        """
+        C{max-stale} does not serve a stale C{must-revalidate} response.
+        """
+        self.prime([(b"Cache-Control", b"max-age=10, must-revalidate"), (b"ETag", b'"v"')])
+        self.clock.advance(20)
+        self.fetch(get((b"Cache-Control", b"max-stale")))
+        self.assertEqual(len(self.origin.requests), 2)
+
+    def test_staleWhileRevalidate(self) -> None:
+        """
+        Within C{stale-while-revalidate} the stale response is served at once and one
+        background revalidation refreshes it.
+        """
+        self.prime(
+            [(b"Cache-Control", b"max-age=10, stale-while-revalidate=60"), (b"ETag", b'"v"')]
+        )
+        self.clock.advance(20)
+        first = self.fetch()
+        second = self.fetch()
+        self.assertEqual(first.status, "caplab; hit; ttl=-10; detail=stale-while-revalidate")
+        self.assertEqual(second.read(), b"hello")
+        self.assertEqual(len(self.origin.requests), 2)
+        self.assertEqual(self.origin.headerOf(1, b"if-none-match"), b'"v"')
+        self.origin.respond(
+            304,
+            [
+                (b"Cache-Control", b"max-age=100"),
+                (b"ETag", b'"v"'),
+                (b"Date", formatHTTPDate(self.clock.seconds())),
+            ],
+            b"",
+        )
+        self.assertEqual(self.fetch().status, "caplab; hit; ttl=100")
+
+    def test_staleIfError(self) -> None:
+        """
+        Within C{stale-if-error} an origin error (a 5xx or no answer) is hidden by the
+        stale response; beyond it the error is relayed.
+        """
+        self.prime([(b"Cache-Control", b"max-age=10, stale-if-error=60"), (b"ETag", b'"v"')])
+        self.clock.advance(20)
+        first = self.fetch()
+        self.origin.respond(503, [], b"down")
+        self.assertEqual(first.read(), b"hello")
+        self.assertEqual(first.status, "caplab; fwd=stale; fwd-status=503; detail=stale-if-error")
+        second = self.fetch()
+        self.origin.pending.pop().errback(UpstreamError(502, "Bad gateway", "refused"))
+        self.assertEqual(second.read(), b"hello")
+        self.clock.advance(100)
+        third = self.fetch()
+        self.origin.respond(503, [], b"down")
+        self.assertEqual((third.code, third.read()), (503, b"down"))
+
+
+class InvalidationTests(FetcherTestCase):
+    """
+    Unsafe methods invalidate (RFC 9111 section 4.4).
+    """
+
+    def test_post(self) -> None:
+        """
+        A successful POST invalidates its target and a same-origin C{Location}.
+        """
+        other = Target("http", "example.com", 80, b"/b")
+        self.prime([(b"Cache-Control", b"max-age=60")])
+        self.prime([(b"Cache-Control", b"max-age=60")], request=get(target=other))
+        post = self.fetch(get(method=b"POST"))
+        self.origin.respond(201, [(b"Location", b"/b")], b"")
+        self.assertEqual(post.status, "caplab; fwd=method")
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+        self.assertEqual(self.store.lookup(other.uri), [])
+
+    def test_failedUnsafe(self) -> None:
+        """
+        An unsafe request that fails invalidates nothing.
+        """
+        self.prime([(b"Cache-Control", b"max-age=60")])
+        self.fetch(get(method=b"DELETE"))
+        self.origin.respond(500, [], b"")
+        self.assertEqual(len(self.store.lookup(TARGET.uri)), 1)
+
+
+class CollapsingTests(FetcherTestCase):
+    """
+    Concurrent misses for one URI make one origin request.
+    """
+
+    def test_collapsed(self) -> None:
+        """
+        Requests arriving while a miss is in flight wait for it and are served from what it
+        stored.
+        """
+        leader = self.fetch()
+        waiters = [self.fetch() for _ in range(3)]
+        self.assertEqual(len(self.origin.requests), 1)
+        stream = self.origin.respond(200, [(b"Cache-Control", b"max-age=60")], body=None)
+        leader.response.deliverBody(leader.sink)  # type: ignore[union-attr, operator]
+        stream.write(b"shared")
+        self.assertIsNone(waiters[0].response)
+        stream.end()
+        for waiter in waiters:
+            self.assertEqual(waiter.read(), b"shared")
+            self.assertEqual(waiter.status, "caplab; hit; ttl=60")
+        self.assertEqual(len(self.origin.requests), 1)
+
+    def test_notStorableReleases(self) -> None:
+        """
+        When the response is not storable (C{private}), every waiter asks the origin itself.
+        """
+        self.fetch()
+        waiters = [self.fetch() for _ in range(2)]
+        self.origin.respond(200, [(b"Cache-Control", b"private")], b"alice")
+        self.assertEqual(len(self.origin.requests), 3)
+        self.origin.respond(200, [], b"bob")
+        self.origin.respond(200, [], b"carol")
+        self.assertEqual(sorted(w.read() for w in waiters), [b"bob", b"carol"])
+        self.assertEqual(waiters[0].status, "caplab; fwd=miss; collapsed")
+
+    def test_timeout(self) -> None:
+        """
+        A waiter goes to the origin itself once C{collapseTimeout} has passed.
+        """
+        self.fetch()
+        waiter = self.fetch()
+        self.clock.advance(4)
+        self.assertEqual(len(self.origin.requests), 1)
+        self.clock.advance(1)
+        self.assertEqual(len(self.origin.requests), 2)
+        self.origin.respond(200, [], b"own")
+        self.assertEqual(waiter.read(), b"own")
+
+    def test_leaderFails(self) -> None:
+        """
+        When the leader's request fails, the waiters ask the origin themselves.
+        """
+        leader = self.fetch()
+        waiter = self.fetch()
+        self.origin.pending.pop().errback(UpstreamError(502, "Bad gateway", "refused"))
+        self.assertEqual(leader.failure.value.code, 502)
+        self.assertEqual(len(self.origin.requests), 2)
+        self.origin.respond(200, [], b"ok")
+        self.assertEqual(waiter.read(), b"ok")
+
+    def test_cancelWaiter(self) -> None:
+        """
+        A waiter whose client went away is forgotten; cancelling after it was forwarded
+        cancels its origin request.
+        """
+        self.fetch()
+        d = self.cache.fetch(get(), None)
+        d.addErrback(lambda f: None)
+        d.cancel()
+        self.origin.respond(200, [(b"Cache-Control", b"private")], b"x")
+        self.assertEqual(len(self.origin.requests), 1)
+        self.fetch()
+        d = self.cache.fetch(get(), None)
+        d.addErrback(lambda f: None)
+        self.clock.advance(5)
+        d.cancel()
+        self.assertEqual(self.origin.cancelled, 1)
+
+
+class PassThroughTests(FetcherTestCase):
+    """
+    What the cache leaves alone.
+    """
+
+    def test_requestNoStore(self) -> None:
+        """
+        The request's C{no-store} keeps the response out of the store.
+        """
+        self.prime(
+            [(b"Cache-Control", b"max-age=60")], request=get((b"Cache-Control", b"no-store"))
+        )
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+
+    def test_requestWithBody(self) -> None:
+        """
+        A GET with a body is passed through.
+        """
+
+        class Body:
+            length = 3
+
+        result = self.fetch(body=Body())
+        self.origin.respond(200, [(b"Cache-Control", b"max-age=60")], b"x")
+        self.assertEqual(result.status, "caplab; fwd=bypass")
+
+    def test_errorsPropagate(self) -> None:
+        """
+        An origin failure on a miss reaches the client.
+        """
+        self.origin.fetch = lambda request, body: fail(  # type: ignore[method-assign]
+            UpstreamError(504, "Timeout", "slow")
+        )
+        self.assertEqual(self.fetch().failure.value.code, 504)
+
+
+class DiskFetcherTests(FetcherTestCase):
+    """
+    The same cache over a L{DiskStore}.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        directory = tempfile.mkdtemp(prefix="caplab-cache-test-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        self.store = DiskStore(  # type: ignore[assignment]
+            directory,
+            callLater=self.clock.callLater,
+            runInThread=lambda f: succeed(f()),
+        )
+        self.cache = CachingFetcher(self.origin, self.store, self.clock)
+
+    def test_hitFromDisk(self) -> None:
+        """
+        A stored response is served from its file, in blocks.
+        """
+        body = bytes(range(256)) * 1000
+        self.prime([(b"Cache-Control", b"max-age=60")], body)
+        hit = self.fetch()
+        hit.response.deliverBody(hit.sink)  # type: ignore[union-attr, operator]
+        while hit.sink.done is None and self.clock.getDelayedCalls():
+            self.clock.advance(0)
+        self.assertEqual((b"".join(hit.sink.data), hit.sink.done), (body, True))
+        self.assertEqual(hit.status, "caplab; hit; ttl=60")
+        self.assertEqual(len(self.origin.requests), 1)
