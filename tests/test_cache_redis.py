@@ -1,0 +1,268 @@
+"""
+Unit tests for the Redis-shared cache store, with an in-memory fake of the Redis scripts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+
+from caplab.proxy.cache import redisstore
+from caplab.proxy.cache.redisstore import (
+    PrimingFetcher,
+    RedisStore,
+    decodeEntry,
+    encodeEntry,
+    parseRedisURL,
+    timeToLive,
+)
+from caplab.proxy.cache.storage import EntryHead
+from caplab.proxy.hooks import Target, UpstreamRequest
+
+
+class FakeRedis:
+    """
+    Runs the store's Lua scripts against dictionaries, recording TTLs; can be switched off.
+    """
+
+    def __init__(self) -> None:
+        self.strings: dict[bytes, bytes] = {}
+        self.sets: dict[bytes, set[bytes]] = {}
+        self.ttls: dict[bytes, int] = {}
+        self.down = False
+        self.hang = False
+        self.calls = 0
+
+    def eval(self, source: str, keys: list[bytes], args: list[Any]) -> Deferred[Any]:
+        self.calls += 1
+        if self.hang:
+            return Deferred()
+        if self.down:
+            return fail(ConnectionRefusedError("Connection refused"))
+        if source == redisstore._PUT:
+            value, ttl, member = args
+            self.strings[keys[1]] = value
+            self.ttls[keys[1]] = ttl
+            self.sets.setdefault(keys[0], set()).add(member)
+            self.ttls[keys[0]] = max(self.ttls.get(keys[0], -1), ttl)
+            return succeed(1)
+        if source == redisstore._GET:
+            return succeed(
+                [
+                    self.strings[args[0] + m]
+                    for m in sorted(self.sets.get(keys[0], ()))
+                    if args[0] + m in self.strings
+                ]
+            )
+        if source == redisstore._INVALIDATE:
+            members = self.sets.pop(keys[0], set())
+            for m in members:
+                self.strings.pop(args[0] + m, None)
+            return succeed(len(members))
+        if source == redisstore._REMOVE:
+            self.strings.pop(args[0] + args[1], None)
+            self.sets.get(keys[0], set()).discard(args[1])
+            return succeed(1)
+        raise AssertionError("unknown script")
+
+
+URI = "http://origin.caplab.test/page"
+
+
+def head(
+    uri: str = URI,
+    maxAge: int = 60,
+    now: float = 1000.0,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> EntryHead:
+    return EntryHead(
+        uri=uri,
+        varyNames=(),
+        variant=(),
+        code=200,
+        phrase=b"OK",
+        headers=[(b"Cache-Control", b"max-age=%d" % maxAge), *(extra or [])],
+        requestTime=now,
+        responseTime=now,
+    )
+
+
+def store(redis: FakeRedis, clock: Clock) -> RedisStore:
+    return RedisStore(redis, clock, maxSize=1 << 20, maxObjectSize=1 << 16, timeout=0.5)
+
+
+def put(target: RedisStore, entryHead: EntryHead, body: bytes) -> None:
+    writer = target.writer(entryHead)
+    assert writer is not None
+    assert writer.write(body)
+    writer.commit()
+
+
+class EncodingTests(SynchronousTestCase):
+    def test_roundTrip(self) -> None:
+        """
+        A stored variant comes back from its Redis value with the same head and body.
+        """
+        original = head(extra=[(b"X-Bin", b"\xff\x00")])
+        decoded, body = decodeEntry(encodeEntry(original, b"\x00body\xff"))
+        self.assertEqual(decoded, original)
+        self.assertEqual(body, b"\x00body\xff")
+
+    def test_damagedValueIsRefused(self) -> None:
+        """
+        A truncated or foreign value is a ValueError, never an entry.
+        """
+        value = encodeEntry(head(), b"0123456789")
+        self.assertRaises(ValueError, decodeEntry, value[:-1])
+        self.assertRaises(ValueError, decodeEntry, b"not ours")
+
+    def test_timeToLive(self) -> None:
+        """
+        Fresh time left, plus stale allowances, plus revalidation time with a validator.
+        """
+        self.assertEqual(timeToLive(head(maxAge=60, now=1000), now=1010), 50)
+        swr = head(maxAge=60, now=1000, extra=[(b"Cache-Control", b"stale-while-revalidate=30")])
+        self.assertEqual(timeToLive(swr, now=1000), 90)
+        tagged = head(maxAge=60, now=1000, extra=[(b"ETag", b'"v1"')])
+        self.assertEqual(timeToLive(tagged, now=1000), 60 + redisstore.REVALIDATION_KEEP)
+        self.assertEqual(timeToLive(head(maxAge=0, now=1000), now=2000), 1.0)
+
+    def test_parseRedisURL(self) -> None:
+        """
+        C{redis://HOST[:PORT][/DB]}; anything else is refused.
+        """
+        self.assertEqual(parseRedisURL("redis://127.0.0.1:6380/2"), ("127.0.0.1", 6380, 2))
+        self.assertEqual(parseRedisURL("redis://cache.example"), ("cache.example", 6379, 0))
+        for bad in ("http://x", "redis://", "redis://h/x", "redis://h:99999"):
+            self.assertRaises(ValueError, parseRedisURL, bad)
+
+
+class SharedStoreTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.redis = FakeRedis()
+        self.first = store(self.redis, self.clock)
+        self.second = store(self.redis, self.clock)
+
+    def test_entryStoredThroughOneIsFoundThroughAnother(self) -> None:
+        """
+        A committed entry is written to Redis with its TTL, and a second store sharing that
+        Redis finds it after priming.
+        """
+        put(self.first, head(), b"hello")
+        [valueKey] = [k for k in self.redis.strings]
+        self.assertEqual(self.redis.ttls[valueKey], 60_000)
+        self.assertEqual(self.second.lookup(URI), [])
+        self.successResultOf(self.second.prime(URI))
+        [entry] = self.second.lookup(URI)
+        self.assertEqual(b"".join(entry.chunks), b"hello")
+        self.assertEqual(entry.head, head())
+
+    def test_primeSkipsRedisWhenHeldLocally(self) -> None:
+        """
+        A URI the near cache holds costs no Redis round trip.
+        """
+        put(self.first, head(), b"hello")
+        calls = self.redis.calls
+        self.successResultOf(self.first.prime(URI))
+        self.assertEqual(self.redis.calls, calls)
+
+    def test_invalidateReachesRedis(self) -> None:
+        """
+        Invalidation through one store removes the entry for every store.
+        """
+        put(self.first, head(), b"hello")
+        self.first.invalidate(URI)
+        self.assertEqual(self.redis.strings, {})
+        self.successResultOf(self.second.prime(URI))
+        self.assertEqual(self.second.lookup(URI), [])
+
+    def test_removeReachesRedis(self) -> None:
+        """
+        Removing one entry deletes its variant in Redis.
+        """
+        put(self.first, head(), b"hello")
+        [entry] = self.first.lookup(URI)
+        self.first.remove(entry)
+        self.assertEqual(self.redis.strings, {})
+
+    def test_refreshRepublishes(self) -> None:
+        """
+        A 304-refreshed head is written to Redis with a new time to live.
+        """
+        put(self.first, head(), b"hello")
+        [entry] = self.first.lookup(URI)
+        self.clock.advance(100)
+        self.first.refresh(entry, head(now=1100, maxAge=300))
+        self.successResultOf(self.second.prime(URI))
+        [shared] = self.second.lookup(URI)
+        self.assertEqual(shared.head.responseTime, 1100)
+        self.assertEqual(list(self.redis.ttls.values())[-1], 300_000)
+
+    def test_outageIsLoggedOnceAndServedWithoutRedis(self) -> None:
+        """
+        With Redis down, priming succeeds empty, the outage is logged once, Redis is left
+        alone for a while, and its return is logged.
+        """
+        self.redis.down = True
+        with capturedLogs() as events:
+            self.successResultOf(self.second.prime(URI))
+            self.successResultOf(self.second.prime(URI + "2"))
+            self.clock.advance(redisstore.CIRCUIT_OPEN)
+            self.successResultOf(self.second.prime(URI + "3"))
+        self.assertEqual(self.redis.calls, 2, "no call while the circuit is open")
+        warnings = [e for e in events if "unreachable" in e["log_format"]]
+        self.assertEqual(len(warnings), 1)
+        self.redis.down = False
+        self.clock.advance(redisstore.CIRCUIT_OPEN)
+        with capturedLogs() as events:
+            self.successResultOf(self.second.prime(URI))
+        self.assertEqual(len([e for e in events if "reachable again" in e["log_format"]]), 1)
+
+    def test_hangingRedisTimesOut(self) -> None:
+        """
+        A Redis that does not answer delays a request by the timeout at most.
+        """
+        self.redis.hang = True
+        primed = self.second.prime(URI)
+        self.assertNoResult(primed)
+        self.clock.advance(0.5)
+        self.successResultOf(primed)
+
+    def test_oversizedObjectIsNotShared(self) -> None:
+        """
+        An object over the per-object limit is stored neither locally nor in Redis.
+        """
+        writer = self.first.writer(head())
+        assert writer is not None
+        self.assertFalse(writer.write(b"x" * ((1 << 16) + 1)))
+        self.successResultOf(writer.commit())
+        self.assertEqual(self.redis.strings, {})
+
+    def test_primingFetcherPrimesOnlySafeReads(self) -> None:
+        """
+        GET and HEAD are primed before the inner fetcher runs; POST goes straight through.
+        """
+        put(self.first, head(), b"hello")
+        seen: list[tuple[bytes, int]] = []
+
+        class Inner:
+            def fetch(inner, request: UpstreamRequest, body: object) -> Deferred[Any]:
+                seen.append((request.method, len(self.second.lookup(URI))))
+                return succeed("response")
+
+        fetcher = PrimingFetcher(Inner(), self.second, lambda request: request.target.uri)
+        target = Target("http", "origin.caplab.test", 80, b"/page")
+        calls = self.redis.calls
+        self.successResultOf(fetcher.fetch(UpstreamRequest(b"POST", target, []), None))
+        self.assertEqual(self.redis.calls, calls)
+        self.assertEqual(
+            self.successResultOf(fetcher.fetch(UpstreamRequest(b"GET", target, []), None)),
+            "response",
+        )
+        self.assertEqual(seen, [(b"POST", 0), (b"GET", 1)])
