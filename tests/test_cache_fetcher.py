@@ -5,6 +5,7 @@ in-memory (or disk) store and L{Clock}.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from typing import Any
@@ -713,3 +714,70 @@ class DiskFetcherTests(FetcherTestCase):
         self.assertEqual((b"".join(hit.sink.data), hit.sink.done), (body, True))
         self.assertEqual(hit.status, "caplab; hit; ttl=60")
         self.assertEqual(len(self.origin.requests), 1)
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    L{caplab.proxy.cache.options}: sizes, checks, and the cache they build.
+    """
+
+    def parse(self, *args: str) -> Any:
+        from twisted.python import usage
+
+        from caplab.proxy.cache.options import CacheOptions
+
+        class Options(CacheOptions, usage.Options):
+            def postOptions(self) -> None:
+                self.checkCacheOptions()
+
+        options = Options()
+        options.parseOptions(list(args))
+        return options
+
+    def test_sizes(self) -> None:
+        """
+        Sizes take binary suffixes; the default is 64 MiB.
+        """
+        from caplab.proxy.cache.options import byteSize
+
+        self.assertEqual(self.parse()["cache-size"], 64 << 20)
+        self.assertEqual(self.parse("--cache-size", "64M")["cache-size"], 64 << 20)
+        self.assertEqual(byteSize("512k"), 512 << 10)
+        self.assertEqual(byteSize("1GiB"), 1 << 30)
+        self.assertEqual(byteSize("1.5M"), 3 << 19)
+        self.assertEqual(byteSize("1000"), 1000)
+        self.assertRaises(ValueError, byteSize, "lots")
+
+    def test_checks(self) -> None:
+        """
+        Contradictions and an unusable directory are usage errors.
+        """
+        from twisted.python import usage
+
+        self.assertRaises(
+            usage.UsageError, self.parse, "--cache-size", "1M", "--cache-max-object", "2M"
+        )
+        self.assertRaises(usage.UsageError, self.parse, "--no-cache", "--cache-dir", "x")
+        blocker = tempfile.mktemp()
+        open(blocker, "w").close()
+        self.addCleanup(os.unlink, blocker)
+        self.assertRaises(usage.UsageError, self.parse, "--cache-dir", os.path.join(blocker, "sub"))
+
+    def test_build(self) -> None:
+        """
+        L{cachingFetcher} wraps the forwarder in a memory or disk cache, or not at all.
+        """
+        from caplab.proxy.cache.options import cachingFetcher
+
+        inner = FakeOrigin()
+        clock = Clock()
+        self.assertIs(cachingFetcher({"no-cache": True}, inner, clock), inner)
+        memory = cachingFetcher({"cache-size": 1 << 20}, inner, clock)
+        assert isinstance(memory, CachingFetcher)
+        self.assertIsInstance(memory.store, MemoryStore)
+        self.assertEqual(memory.store.maxSize, 1 << 20)
+        directory = tempfile.mkdtemp(prefix="caplab-cache-test-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        disk = cachingFetcher({"cache-dir": directory}, inner, clock)
+        assert isinstance(disk, CachingFetcher)
+        self.assertIsInstance(disk.store, DiskStore)

@@ -1,0 +1,117 @@
+"""
+Command-line options of the proxy's cache, mixed into L{caplab.tap.Options}, and the one
+function that builds the cache they describe.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from twisted.python import usage
+
+from caplab.proxy.hooks import IFetcher
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def byteSize(value: str) -> int:
+    """
+    A size in bytes: a number with an optional binary suffix, C{64M}, C{512k}, C{1GiB},
+    C{1048576}.
+    """
+    match = _SIZE.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a size (e.g. 64M, 512K, 1G or a number of bytes)")
+    number, unit, _ = match.groups()
+    return int(float(number) * _UNITS[unit.lower()])
+
+
+byteSize.coerceDoc = "A size: bytes, or with a suffix K, M, G (powers of 1024)."  # type: ignore[attr-defined]
+
+
+class CacheOptions:
+    """
+    The cache's options.
+    """
+
+    optParameters: list[list[Any]] = [
+        [
+            "cache-size",
+            None,
+            64 << 20,
+            "Bytes the proxy's HTTP cache may hold (in memory, or on disk with --cache-dir); "
+            "least recently used entries go first.",
+            byteSize,
+        ],
+        [
+            "cache-max-object",
+            None,
+            8 << 20,
+            "Largest response body the cache stores; larger ones are only passed on.",
+            byteSize,
+        ],
+        [
+            "cache-dir",
+            None,
+            None,
+            "Keep the cache in this directory (created if needed) instead of memory, so it "
+            "survives restarts.",
+        ],
+    ]
+    optFlags: list[list[Any]] = [
+        ["no-cache", None, "Do not cache: every request goes to the origin."],
+    ]
+
+    def checkCacheOptions(self) -> None:
+        """
+        Check the cache options together; raise L{usage.UsageError} on a bad combination.
+        """
+        config: Any = self
+        if config["no-cache"]:
+            if config["cache-dir"] is not None:
+                raise usage.UsageError("--no-cache and --cache-dir contradict each other")
+            return
+        if config["cache-max-object"] > config["cache-size"]:
+            raise usage.UsageError("--cache-max-object must not be larger than --cache-size")
+        directory = config["cache-dir"]
+        if directory is not None:
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as e:
+                raise usage.UsageError(f"--cache-dir {directory!r}: {e.strerror}") from None
+            if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
+                raise usage.UsageError(f"--cache-dir {directory!r} is not writable")
+
+
+def cachingFetcher(config: Any, inner: IFetcher, reactor: Any) -> IFetcher:
+    """
+    C{inner} wrapped in the cache the options describe (C{inner} itself with C{--no-cache}).
+
+    @param config: parsed options (a L{CacheOptions}, or a mapping with its keys; missing
+        keys take the defaults).
+    """
+    from caplab.proxy.cache.fetcher import CachingFetcher
+    from caplab.proxy.cache.storage import DiskStore, IStore, MemoryStore
+
+    if config.get("no-cache", False):
+        return inner
+    size = config.get("cache-size", 64 << 20)
+    maxObject = config.get("cache-max-object", 8 << 20)
+    directory = config.get("cache-dir")
+    store: IStore
+    if directory:
+        from twisted.internet.threads import deferToThreadPool
+
+        store = DiskStore(
+            directory,
+            size,
+            maxObject,
+            callLater=reactor.callLater,
+            runInThread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+        )
+    else:
+        store = MemoryStore(size, maxObject, callLater=reactor.callLater)
+    return CachingFetcher(inner, store, reactor)
