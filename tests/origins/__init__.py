@@ -178,6 +178,17 @@ class OriginProcess(LineProcess):
 
         return self.waitFor(test, f"a request for {path}", timeout)
 
+    def waitForCount(self, path: str, count: int, timeout: float = WAIT) -> None:
+        """
+        Wait until the origin has logged C{count} requests for C{path} (the path alone).
+        """
+
+        def test(lines: list[str]) -> bool:
+            marker = f'"path": {json.dumps(path)},'
+            return sum(1 for line in lines if marker in line) >= count
+
+        self.waitFor(test, f"{count} requests for {path}", timeout)
+
     def stats(self) -> dict[str, int]:
         """
         Request counts per path, asked of the origin directly (not through a proxy).

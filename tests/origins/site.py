@@ -7,7 +7,9 @@ Routes (all under one leaf resource, dispatched on the first path segment):
     writes what it found into C{#result} (so a rendered DOM proves the subresources came
     through) and then loads C{beacon?...} with the same findings (so the origin's log proves
     it too, for browsers whose DOM a test cannot read).  The page's URLs are relative, so
-    under C{/run/TOKEN/page.html} every request of one page load carries C{TOKEN}.
+    under C{/run/TOKEN/page.html} every request of one page load carries C{TOKEN}.  The page
+    and its subresources are C{no-store}, except under C{/cacheable/TOKEN/}, where they are
+    C{public, max-age=600} (the beacon is always C{no-store}, so every page load reports).
   - C{/style.css}, C{/image.png}, C{/script.js}, C{/beacon}: the page's subresources.
   - C{/hello/ID}: C{hello ID}, a small body unique per ID.
   - C{/echo}, C{/upload}: JSON of the request as received: method, URI, every header line
@@ -239,13 +241,16 @@ class OriginResource(Resource):
 
     def render(self, request: server.Request) -> Any:
         segments = request.path.split(b"/")[1:]
-        if segments[0] == b"run" and len(segments) > 2:
+        cacheable = segments[0] == b"cacheable"
+        if segments[0] in (b"run", b"cacheable") and len(segments) > 2:
             segments = segments[2:]  # /run/TOKEN/...: the same routes, told apart by TOKEN
         first, rest = segments[0], b"/".join(segments[1:])
         if first in _STATIC and not rest:
             contentType, body = _STATIC[first]
             request.setHeader(b"content-type", contentType)
-            request.setHeader(b"cache-control", b"no-store")
+            request.setHeader(
+                b"cache-control", b"public, max-age=600" if cacheable else b"no-store"
+            )
             return body
         handler = getattr(self, "route_" + first.decode("ascii", "replace").lstrip("_"), None)
         if handler is None:
