@@ -781,3 +781,23 @@ class OptionsTests(SynchronousTestCase):
         disk = cachingFetcher({"cache-dir": directory}, inner, clock)
         assert isinstance(disk, CachingFetcher)
         self.assertIsInstance(disk.store, DiskStore)
+
+
+class MetricsTests(FetcherTestCase):
+    """
+    The cache reports hits, misses and stored bytes to its metrics.
+    """
+
+    def test_counts(self) -> None:
+        """
+        A miss, then a hit; the stored bytes after the store.
+        """
+        from caplab.metrics import Metrics
+
+        metrics = Metrics()
+        self.cache.metrics = metrics
+        self.prime([(b"Cache-Control", b"max-age=60")])
+        self.fetch()
+        self.assertEqual(metrics.cacheMisses._value.get(), 1)
+        self.assertEqual(metrics.cacheHits._value.get(), 1)
+        self.assertEqual(metrics.cacheBytes._value.get(), self.store.size)

@@ -214,6 +214,8 @@ class CachingFetcher:
     @param clock: the time source (freshness, ages, collapsing timeouts).
     @param collapseTimeout: the longest a request waits on another one's origin request.
     @param name: the cache's name in C{Cache-Status}.
+    @param metrics: counts hits and misses and the stored bytes (C{cacheHit()},
+        C{cacheMiss()}, C{cacheStoredBytes(n)}, as L{caplab.metrics.Metrics} has them).
     """
 
     log = Logger()
@@ -225,12 +227,14 @@ class CachingFetcher:
         clock: IReactorTime,
         collapseTimeout: float = 10.0,
         name: str = "caplab",
+        metrics: Any = None,
     ) -> None:
         self.inner = inner
         self.store = store
         self.clock = clock
         self.collapseTimeout = collapseTimeout
         self.name = name
+        self.metrics = metrics
         self._flights: dict[str, _Flight] = {}
         self._revalidating: set[str] = set()
 
@@ -261,6 +265,8 @@ class CachingFetcher:
             why = "vary-miss" if entries else "miss"
             if collapsed:
                 return self._forward(request, f"{why}; collapsed")
+            if self.metrics is not None:
+                self.metrics.cacheMiss()
             return self._miss(request, uri, why)
         derived = self._derived(entry)
         evaluation = rules.evaluate(derived.rules, requestRules, now)
@@ -276,12 +282,16 @@ class CachingFetcher:
                 f"{self.name}; hit; ttl={int(evaluation.ttl)}{detail}",
             )
             if response is not None:
+                if self.metrics is not None:
+                    self.metrics.cacheHit()
                 if evaluation.decision is Decision.STALE_REVALIDATE:
                     self._revalidateInBackground(entry, derived, request)
                 return succeed(response)
             return self._miss(request, uri, "miss")
         if requestRules.onlyIfCached:
             return self._notCached()
+        if self.metrics is not None:
+            self.metrics.cacheMiss()
         why = "request" if evaluation.ttl > 0 and not derived.rules.noCache else "stale"
         if request.method == b"HEAD" or not derived.rules.hasValidator:
             return self._forward(request, why)
@@ -439,9 +449,11 @@ class CachingFetcher:
         response.cacheStatus = f"{status}; stored"
         deliverBody = response.deliverBody
 
-        def finished(_: object) -> None:
+        def finished(entry: object) -> None:
             if onDone is not None:
                 onDone()
+            if entry is not None and self.metrics is not None:
+                self.metrics.cacheStoredBytes(getattr(self.store, "size", 0))
 
         def tee(sink: IBodySink) -> None:
             deliverBody(_TeeSink(sink, writer, expected, finished))  # type: ignore[operator]
