@@ -26,6 +26,7 @@ import signal
 import struct
 import subprocess
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,3 +232,46 @@ def pngSize(path: Path) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is not a PNG"
     width, height = struct.unpack(">II", data[16:24])
     return width, height
+
+
+def countPixels(path: Path, rgb: tuple[int, int, int]) -> int:
+    """
+    How many pixels of the PNG at C{path} (8-bit RGB or RGBA, not interlaced, as browsers
+    write screenshots) have exactly colour C{rgb}.
+    """
+    data = path.read_bytes()
+    width, height = pngSize(path)
+    depth, colourType, interlace = data[24], data[25], data[28]
+    assert depth == 8 and colourType in (2, 6) and interlace == 0, (depth, colourType, interlace)
+    channels = 3 if colourType == 2 else 4
+    compressed, offset = b"", 8
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        if data[offset + 4 : offset + 8] == b"IDAT":
+            compressed += data[offset + 8 : offset + 8 + length]
+        offset += 12 + length
+    raw = zlib.decompress(compressed)
+    stride = width * channels
+    previous = bytearray(stride)
+    wanted, count = bytes(rgb), 0
+    for y in range(height):
+        start = y * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        for x in range(stride):
+            left = line[x - channels] if x >= channels else 0
+            up = previous[x]
+            upLeft = previous[x - channels] if x >= channels else 0
+            if kind == 1:
+                line[x] = (line[x] + left) & 0xFF
+            elif kind == 2:
+                line[x] = (line[x] + up) & 0xFF
+            elif kind == 3:
+                line[x] = (line[x] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                estimate = left + up - upLeft
+                pa, pb, pc = abs(estimate - left), abs(estimate - up), abs(estimate - upLeft)
+                nearest = left if pa <= pb and pa <= pc else up if pb <= pc else upLeft
+                line[x] = (line[x] + nearest) & 0xFF
+        count += sum(1 for x in range(0, stride, channels) if line[x : x + 3] == wanted)
+        previous = line
+    return count

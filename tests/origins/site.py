@@ -122,7 +122,10 @@ PAGE = b"""<!DOCTYPE html>
 
 STYLE = b"#styled { color: rgb(1, 2, 3); }\nbody { background: rgb(250, 250, 250); }\n"
 
-IMAGE = _png(16, 16, (200, 30, 30))
+#: The colour of the page's 16x16 image (a screenshot of the page shows 256 such pixels).
+IMAGE_RGB = (200, 30, 30)
+
+IMAGE = _png(16, 16, IMAGE_RGB)
 
 BEACON = _png(1, 1, (250, 250, 250))
 
