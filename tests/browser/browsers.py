@@ -140,9 +140,10 @@ def pacDataURL(proxy: str, host: str = TEST_HOST) -> str:
     return f"data:application/x-ns-proxy-autoconfig;base64,{encoded}"
 
 
-def chromium(url: str, proxy: str, workdir: Path, caCert: Path | None = None) -> BrowserRun:
+def chromium(url: str, proxy: str | None, workdir: Path, caCert: Path | None = None) -> BrowserRun:
     """
-    Load C{url} in headless Chromium through C{proxy}; stdout is the DOM after load.
+    Load C{url} in headless Chromium through C{proxy} (None: no proxy at all); stdout is the
+    DOM after load.
     """
     home = workdir / "chromium-home"
     env = _baseEnvironment(home)
@@ -161,8 +162,11 @@ def chromium(url: str, proxy: str, workdir: Path, caCert: Path | None = None) ->
         "--disable-sync",
         "--disable-extensions",
         "--disable-default-apps",
-        f"--proxy-pac-url={pacDataURL(proxy)}",
-        "--proxy-bypass-list=<-loopback>",
+        *(
+            [f"--proxy-pac-url={pacDataURL(proxy)}", "--proxy-bypass-list=<-loopback>"]
+            if proxy is not None
+            else ["--no-proxy-server"]
+        ),
         "--dump-dom",
         url,
     ]

@@ -4,7 +4,9 @@ test host name resolved to loopback inside the proxy and the origin's TLS port a
 CONNECT, writing its access log to a file the test reads.
 
 With C{CAPLAB_TEST_PEER_PROXY=1} in the environment the same tests run against proxy.py
-instead (if installed): a failure there is the harness's, not caplab's.
+instead (if installed), which checks the harness against a proxy nobody here wrote: the
+browser tests and the body, download, CONNECT and concurrency tests pass there too; the
+checks of caplab's own choices (403/501/504 pages, hop-by-hop removal, caching) do not.
 """
 
 from __future__ import annotations
