@@ -241,6 +241,15 @@ class StorabilityTests(SynchronousTestCase):
         self.assertFalse(self.check([(b"Cache-Control", b"max-age=0")]).ok)
         self.assertTrue(self.check([(b"Cache-Control", b"max-age=0"), (b"ETag", b'"a"')]).ok)
 
+    def test_setCookie(self) -> None:
+        """
+        A response that sets a cookie is stored only when explicitly shared.
+        """
+        cookie = (b"Set-Cookie", b"session=alice")
+        self.assertFalse(self.check([(b"Cache-Control", b"max-age=60"), cookie]).ok)
+        self.assertTrue(self.check([(b"Cache-Control", b"public, max-age=60"), cookie]).ok)
+        self.assertTrue(self.check([(b"Cache-Control", b"s-maxage=60"), cookie]).ok)
+
     def test_hopByHopStripped(self) -> None:
         """
         Hop-by-hop fields are not stored; the others keep their order and raw names.

@@ -290,7 +290,9 @@ def storable(
     hishel's C{CacheMiss} decides the rules it knows; on top: the request's own C{no-store}
     (section 5.2.1.5), C{Vary: *} (never reusable, so not stored), and only GET is stored.
     A response stale at once with no validator is not stored either (it could never be
-    used).  The returned headers drop hop-by-hop fields and the C{no-cache}/C{private} field names,
+    used), nor one with C{Set-Cookie} unless it is C{public} or has C{s-maxage}.
+
+    The returned headers drop hop-by-hop fields and the C{no-cache}/C{private} field names,
     as hishel's cleaned response says, keeping caplab's order and raw names.
     """
     if method not in STORED_METHODS:
@@ -319,8 +321,14 @@ def storable(
         else:
             reason = "not cacheable"
         return Storability(False, reason, [])
-    lifetime, _ = freshnessLifetime(code, responseHeaders, now)
     cc = cacheControl(responseHeaders)
+    kept = set(final.response.headers)
+    if "set-cookie" in kept and not cc.public and cc.s_maxage is None:
+        # Allowed by RFC 9111, but one client's session cookie must never reach another
+        # because an origin forgot "private": like Varnish, store these only when the
+        # origin says explicitly that shared caches may (or strips it: private="set-cookie").
+        return Storability(False, "set-cookie", [])
+    lifetime, _ = freshnessLifetime(code, responseHeaders, now)
     if (
         lifetime <= 0
         and firstHeader(responseHeaders, b"etag") is None
@@ -329,7 +337,6 @@ def storable(
         and cc.stale_if_error is None
     ):
         return Storability(False, "never reusable", [])
-    kept = set(final.response.headers)
     return Storability(
         True, "", [(n, v) for n, v in responseHeaders if n.decode("latin-1").lower() in kept]
     )
