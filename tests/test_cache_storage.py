@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
@@ -401,3 +403,54 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
         [loaded] = again.lookup("http://example.com/a")
         self.assertEqual(loaded.head.headers, [(b"Cache-Control", b"max-age=600")])
         self.assertEqual(read(again, loaded, self.clock).body, b"body" * 30_000)
+
+
+class CorruptionPropertyTests(SynchronousTestCase):
+    """
+    Whatever single byte of a stored file is damaged, the store never delivers a complete
+    body that differs from what was stored.
+    """
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        length=st.integers(0, 3 * BLOCK),
+        where=st.floats(0, 1, exclude_max=True),
+        xor=st.integers(1, 255),
+        restart=st.booleans(),
+    )
+    def test_neverServesDamage(self, length: int, where: float, xor: int, restart: bool) -> None:
+        directory = tempfile.mkdtemp(prefix="caplab-cache-test-")
+        try:
+            clock = Clock()
+
+            def makeStore() -> DiskStore:
+                return DiskStore(directory, callLater=clock.callLater, runInThread=synchronously)
+
+            s = makeStore()
+            body = bytes(range(256)) * (length // 256) + b"z" * (length % 256)
+            entry = store(s, head(), body)
+            assert entry is not None and entry.path is not None
+            size = os.path.getsize(entry.path)
+            offset = int(where * size)
+            with open(entry.path, "r+b") as f:
+                f.seek(offset)
+                byte = f.read(1)[0]
+                f.seek(offset)
+                f.write(bytes([byte ^ xor]))
+            if restart:
+                s = makeStore()
+            entries = s.lookup("http://example.com/a")
+            if not entries:
+                return
+            opened = s.openBody(entries[0])
+            if opened is None:
+                return
+            sink = Sink()
+            opened.deliver(sink)
+            while sink.done is None and clock.getDelayedCalls():
+                clock.advance(0)
+            if sink.done:
+                self.assertEqual(sink.body, body)
+                self.assertEqual(entries[0].head, head())
+        finally:
+            shutil.rmtree(directory, True)
