@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from caplab.proxy.cache import rules
-from caplab.proxy.cache.rules import Decision, EntryRules, RequestRules
+from caplab.proxy.cache.rules import NO_REQUEST_RULES, Decision, EntryRules, RequestRules
 from caplab.proxy.cache.storage import EntryHead, IEntryWriter, IStore, StoredEntry
 from caplab.proxy.hooks import (
     Headers,
@@ -50,7 +50,14 @@ from caplab.proxy.hooks import (
 #: Stored fields not sent as they are on a hit (recomputed: age, framing).
 _NOT_REPLAYED = frozenset({b"age", b"content-length", b"transfer-encoding"})
 
-_CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
+_RANGE, _DIRECTIVES, _CONDITIONS = 1, 2, 4
+_FLAGS = {
+    b"range": _RANGE,
+    b"cache-control": _DIRECTIVES,
+    b"pragma": _DIRECTIVES,
+    b"if-none-match": _CONDITIONS,
+    b"if-modified-since": _CONDITIONS,
+}
 
 
 @dataclass(frozen=True)
@@ -248,14 +255,18 @@ class CachingFetcher:
             return self._passUnsafe(request, body)
         if (body is not None and body.length != 0) or request.bodyLength != 0:
             return self._passThrough(request, body, "bypass")
-        for name, _ in request.headers:
-            if name.lower() == b"range":
-                return self._passThrough(request, None, "bypass; detail=range")
-        return self._lookup(request, collapsed=False)
+        flags = _scan(request.headers)
+        if flags & _RANGE:
+            return self._passThrough(request, None, "bypass; detail=range")
+        return self._lookup(request, flags, collapsed=False)
 
-    def _lookup(self, request: UpstreamRequest, collapsed: bool) -> Deferred[UpstreamResponse]:
+    def _lookup(
+        self, request: UpstreamRequest, flags: int, collapsed: bool
+    ) -> Deferred[UpstreamResponse]:
         uri = request.target.uri
-        requestRules = RequestRules.fromHeaders(request.headers)
+        requestRules = (
+            RequestRules.fromHeaders(request.headers) if flags & _DIRECTIVES else NO_REQUEST_RULES
+        )
         entries = self.store.lookup(uri)
         entry = self._select(entries, request.headers) if entries else None
         now = self.clock.seconds()
@@ -301,7 +312,7 @@ class CachingFetcher:
         """
         A collapsed request whose wait ended: served from what is stored now, or forwarded.
         """
-        return self._lookup(request, collapsed=True)
+        return self._lookup(request, _scan(request.headers), collapsed=True)
 
     def _select(self, entries: list[StoredEntry], requestHeaders: Headers) -> StoredEntry | None:
         """
@@ -340,7 +351,9 @@ class CachingFetcher:
         client's own precondition says so, the head alone for HEAD.
         """
         age = (b"Age", b"%d" % int(derived.rules.freshness.currentAge(now)))
-        if _isConditional(request.headers) and rules.notModified(request.headers, derived.rules):
+        if _scan(request.headers) & _CONDITIONS and rules.notModified(
+            request.headers, derived.rules
+        ):
             self.store.touch(entry)
             return UpstreamResponse(
                 304, b"Not Modified", [*derived.notModifiedHeaders, age], _noBody, status
@@ -619,8 +632,13 @@ class CachingFetcher:
         d.addCallbacks(got, failed).addBoth(done)
 
 
-def _isConditional(headers: Headers) -> bool:
+def _scan(headers: Headers) -> int:
+    """
+    Which request fields the cache must look at (L{_RANGE}, L{_DIRECTIVES},
+    L{_CONDITIONS}), in one pass: most requests have none of them.
+    """
+    flags = 0
+    get = _FLAGS.get
     for name, _ in headers:
-        if name.lower() in _CONDITIONAL:
-            return True
-    return False
+        flags |= get(name.lower(), 0)
+    return flags
