@@ -727,6 +727,8 @@ class OptionsTests(SynchronousTestCase):
         from caplab.proxy.cache.options import CacheOptions
 
         class Options(CacheOptions, usage.Options):
+            optParameters = [["workers", None, 1, "", int]]
+
             def postOptions(self) -> None:
                 self.checkCacheOptions()
 
@@ -758,6 +760,9 @@ class OptionsTests(SynchronousTestCase):
             usage.UsageError, self.parse, "--cache-size", "1M", "--cache-max-object", "2M"
         )
         self.assertRaises(usage.UsageError, self.parse, "--no-cache", "--cache-dir", "x")
+        self.assertRaises(
+            usage.UsageError, self.parse, "--cache-dir", tempfile.gettempdir(), "--workers", "2"
+        )
         blocker = tempfile.mktemp()
         open(blocker, "w").close()
         self.addCleanup(os.unlink, blocker)

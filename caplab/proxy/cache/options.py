@@ -77,6 +77,10 @@ class CacheOptions:
         if config["cache-max-object"] > config["cache-size"]:
             raise usage.UsageError("--cache-max-object must not be larger than --cache-size")
         directory = config["cache-dir"]
+        if directory is not None and _get(config, "workers", 1) > 1:
+            # Each worker would index the directory on its own, evict the others' files
+            # and hold --cache-size of its own.
+            raise usage.UsageError("--cache-dir is one process's cache: not with --workers")
         if directory is not None:
             try:
                 os.makedirs(directory, exist_ok=True)
@@ -84,6 +88,13 @@ class CacheOptions:
                 raise usage.UsageError(f"--cache-dir {directory!r}: {e.strerror}") from None
             if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
                 raise usage.UsageError(f"--cache-dir {directory!r} is not writable")
+
+
+def _get(config: Any, key: str, default: Any) -> Any:
+    try:
+        return config[key]
+    except KeyError:
+        return default
 
 
 def cachingFetcher(config: Any, inner: IFetcher, reactor: Any) -> IFetcher:
