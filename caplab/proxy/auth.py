@@ -225,7 +225,23 @@ class HtpasswdAuthenticator:
         @return: a summary for the log.
         @raise AuthFileError: the file cannot be used; the old users stay.
         """
-        self.users = loadHtpasswd(self.path)
+        return self.use(self.load())
+
+    def load(self) -> dict[str, PasswordHash]:
+        """
+        Read the file (may run in a thread); change nothing.
+
+        @raise AuthFileError: the file cannot be used.
+        """
+        return loadHtpasswd(self.path)
+
+    def use(self, users: dict[str, PasswordHash]) -> str:
+        """
+        Use C{users} (from L{load}) from now on; remembered checks are forgotten.
+
+        @return: a summary for the log.
+        """
+        self.users = users
         self._cache.clear()
         return f"{len(self.users)} users"
 

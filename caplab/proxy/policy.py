@@ -300,7 +300,23 @@ class ReloadableHostPolicy:
         @return: a summary for the log (C{"12034 block rules, 3 allow rules"}).
         @raise PolicyFileError: a file is unreadable or broken; the old rules stay.
         """
-        self.current = HostPolicy.fromFiles(self.blockFiles, self.allowFiles, self.defaultDeny)
+        return self.use(self.load())
+
+    def load(self) -> HostPolicy:
+        """
+        Read the files (slow for long lists: may run in a thread); change nothing.
+
+        @raise PolicyFileError: a file is unreadable or broken.
+        """
+        return HostPolicy.fromFiles(self.blockFiles, self.allowFiles, self.defaultDeny)
+
+    def use(self, policy: HostPolicy) -> str:
+        """
+        Use C{policy} (from L{load}) from now on.
+
+        @return: a summary for the log.
+        """
+        self.current = policy
         return self.describe()
 
     def describe(self) -> str:

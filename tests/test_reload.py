@@ -1,0 +1,247 @@
+"""
+Tests for L{caplab.reload}: reloading lists and the auth file, on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from caplab.metrics import Metrics
+from caplab.proxy.auth import HtpasswdAuthenticator, basicCredentials
+from caplab.proxy.policy import ReloadableHostPolicy
+from caplab.reload import Reloader, SignalReloadService
+from tests.test_auth import SHA256, FakeReactor, FakeThreadPool
+from tests.test_policy import TempFiles
+
+
+def inline(f: Callable[[], Any]) -> Deferred[Any]:
+    return maybeDeferred(f)
+
+
+class ReloaderTests(TempFiles, SynchronousTestCase):
+    """
+    L{Reloader} reloads each file on its own; a broken one keeps its old rules.
+    """
+
+    def setUp(self) -> None:
+        self.blockFile = self.writeFile("block.txt", "a.example\n")
+        self.usersFile = self.writeFile("users", f"carol:{SHA256}\n")
+        self.policy = ReloadableHostPolicy([self.blockFile], [])
+        self.pool = FakeThreadPool()
+        self.authenticator = HtpasswdAuthenticator(
+            self.usersFile,
+            reactor=FakeReactor(),
+            threadPool=self.pool,  # type: ignore[arg-type]
+        )
+        self.metrics = Metrics()
+        self.reloader = Reloader(
+            [("block/allow lists", self.policy), ("auth file", self.authenticator)],
+            inline,
+            self.metrics,
+        )
+
+    def reloadCount(self, result: str) -> float:
+        value = self.metrics.registry.get_sample_value("caplab_reloads_total", {"result": result})
+        return value or 0.0
+
+    def test_reload(self) -> None:
+        """
+        New rules and users are in force after a reload; each is logged with a summary.
+        """
+        self.writeFile("block.txt", "b.example\nc.example\n")
+        self.writeFile("users", f"dave:{SHA256}\nerin:{SHA256}\n")
+        with capturedLogs() as events:
+            self.assertTrue(self.successResultOf(self.reloader.reload()))
+        self.assertIsNone(self.policy.check("a.example"))
+        self.assertIsNotNone(self.policy.check("c.example"))
+        self.assertEqual(sorted(self.authenticator.users), ["dave", "erin"])
+        summaries = [(e["what"], e["summary"]) for e in events if "summary" in e]
+        self.assertEqual(
+            summaries,
+            [("block/allow lists", "2 block rules, 0 allow rules"), ("auth file", "2 users")],
+        )
+        self.assertEqual(self.reloadCount("ok"), 1)
+
+    def test_brokenFileKeepsOldRules(self) -> None:
+        """
+        A broken list keeps the old list and logs why, naming file and line; the auth file is
+        still reloaded.
+        """
+        self.writeFile("block.txt", "b.example\nhttp://broken/\n")
+        self.writeFile("users", f"dave:{SHA256}\n")
+        with capturedLogs() as events:
+            self.assertFalse(self.successResultOf(self.reloader.reload()))
+        self.assertIsNotNone(self.policy.check("a.example"))
+        self.assertIsNone(self.policy.check("b.example"))
+        self.assertEqual(list(self.authenticator.users), ["dave"])
+        errors = [e for e in events if e["log_level"].name == "error"]
+        self.assertEqual(len(errors), 1)
+        self.assertEqual(errors[0]["what"], "block/allow lists")
+        self.assertIn(f"{self.blockFile}:2", errors[0]["reason"])
+        self.assertEqual(self.reloadCount("failed"), 1)
+
+    def test_missingAuthFile(self) -> None:
+        """
+        An auth file that went away keeps the old users (and the credentials they accept).
+        """
+        os.remove(self.usersFile)
+        with capturedLogs():
+            self.assertFalse(self.successResultOf(self.reloader.reload()))
+        d = self.authenticator.authenticate(basicCredentials("carol", "s3cret"))
+        self.pool.runAll()
+        self.assertEqual(self.successResultOf(d), "carol")
+
+    def test_unexpectedErrorLogged(self) -> None:
+        """
+        An unexpected exception while loading is logged with its traceback, and the others
+        are still reloaded.
+        """
+
+        class Exploding:
+            def load(self) -> Any:
+                raise ZeroDivisionError("boom")
+
+            def use(self, loaded: Any) -> str:
+                raise AssertionError("not reached")
+
+        reloader = Reloader([("bad", Exploding()), ("lists", self.policy)], inline)
+        with capturedLogs() as events:
+            self.assertFalse(self.successResultOf(reloader.reload()))
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertIn("lists", [e.get("what") for e in events if "summary" in e])
+
+    def test_loadedInThreadUsedAfter(self) -> None:
+        """
+        Files are read through C{runInThread}; the rules change only once that is done, and a
+        reload asked for meanwhile is folded into one more.
+        """
+        pending: list[tuple[Callable[[], Any], Deferred[Any]]] = []
+
+        def later(f: Callable[[], Any]) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            pending.append((f, d))
+            return d
+
+        reloader = Reloader([("lists", self.policy)], later)
+        self.writeFile("block.txt", "b.example\n")
+        with capturedLogs():
+            first = reloader.reload()
+            second = reloader.reload()
+            third = reloader.reload()
+            self.assertIs(second, first)
+            self.assertIs(third, first)
+            self.assertEqual(len(pending), 1)
+            self.assertIsNotNone(self.policy.check("a.example"))
+            f, d = pending.pop()
+            d.callback(f())
+            self.assertTrue(self.successResultOf(first))
+            self.assertIsNotNone(self.policy.check("b.example"))
+            self.assertEqual(len(pending), 1)  # the folded reload
+            f, d = pending.pop()
+            d.callback(f())
+        self.assertEqual(pending, [])
+        self.assertIsNone(reloader.reloading)
+
+
+class FakeSignals:
+    """
+    Records handlers instead of installing them.
+    """
+
+    def __init__(self) -> None:
+        self.handlers: dict[int, Any] = {signal.SIGHUP: "previous"}
+
+    def install(self, number: int, handler: Any) -> Any:
+        previous = self.handlers.get(number)
+        self.handlers[number] = handler
+        return previous
+
+
+class CallFromThreadRecorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
+        self.calls.append((f, args))
+
+
+class SignalServiceTests(SynchronousTestCase):
+    """
+    L{SignalReloadService} with fake signal installation.
+    """
+
+    def test_handlerOnlySchedules(self) -> None:
+        """
+        The handler installed at start only hands the reload to the reactor thread; the
+        previous handler is back after stop.
+        """
+        signals = FakeSignals()
+        reactor = CallFromThreadRecorder()
+        reloads: list[bool] = []
+
+        class CountingReloader:
+            def reload(self) -> None:
+                reloads.append(True)
+
+        service = SignalReloadService(
+            CountingReloader(),  # type: ignore[arg-type]
+            reactor,
+            installHandler=signals.install,
+        )
+        service.startService()
+        handler = signals.handlers[signal.SIGHUP]
+        handler(signal.SIGHUP, None)
+        self.assertEqual(reloads, [])
+        self.assertEqual(len(reactor.calls), 1)
+        f, args = reactor.calls[0]
+        with capturedLogs() as events:
+            f(*args)
+        self.assertEqual(reloads, [True])
+        self.assertEqual(events[0]["signal"], "SIGHUP")
+        service.stopService()
+        self.assertEqual(signals.handlers[signal.SIGHUP], "previous")
+
+
+class RealSignalTests(TempFiles, TestCase):
+    """
+    A real SIGHUP sent to this process reloads the lists through the running reactor.
+    """
+
+    timeout = 20
+
+    def test_sighup(self) -> None:
+        """
+        C{kill -HUP} reloads; the original handler is restored afterwards.
+        """
+        from twisted.internet import reactor
+
+        path = self.writeFile("block.txt", "a.example\n")
+        policy = ReloadableHostPolicy([path], [])
+        done: Deferred[bool] = Deferred()
+
+        class Notifying(Reloader):
+            def reload(self) -> Deferred[bool]:
+                d = super().reload()
+                d.addCallback(done.callback)
+                return d
+
+        original = signal.getsignal(signal.SIGHUP)
+        service = SignalReloadService(Notifying([("lists", policy)], inline), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.writeFile("block.txt", "b.example\n")
+        os.kill(os.getpid(), signal.SIGHUP)
+
+        def reloaded(ok: bool) -> None:
+            self.assertIsNotNone(policy.check("b.example"))
+            service.stopService()
+            self.assertEqual(signal.getsignal(signal.SIGHUP), original)
+
+        return done.addCallback(reloaded)
