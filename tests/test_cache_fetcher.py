@@ -592,6 +592,24 @@ class CollapsingTests(FetcherTestCase):
             self.assertEqual(waiter.status, "caplab; hit; ttl=60")
         self.assertEqual(len(self.origin.requests), 1)
 
+    def test_revalidationCollapsed(self) -> None:
+        """
+        Concurrent requests for a stale entry make one conditional request; its 304 serves
+        them all.
+        """
+        self.prime([(b"Cache-Control", b"max-age=10"), (b"ETag", b'"v"')])
+        self.clock.advance(20)
+        results = [self.fetch() for _ in range(3)]
+        self.assertEqual(len(self.origin.requests), 2)
+        self.origin.respond(
+            304,
+            [(b"ETag", b'"v"'), (b"Date", formatHTTPDate(self.clock.seconds()))],
+            b"",
+        )
+        self.assertEqual([r.read() for r in results], [b"hello"] * 3)
+        self.assertEqual(results[0].status, "caplab; fwd=stale; fwd-status=304")
+        self.assertEqual(results[1].status, "caplab; hit; ttl=10")
+
     def test_notStorableReleases(self) -> None:
         """
         When the response is not storable (C{private}), every waiter asks the origin itself.

@@ -306,7 +306,13 @@ class CachingFetcher:
         why = "request" if evaluation.ttl > 0 and not derived.rules.noCache else "stale"
         if request.method == b"HEAD" or not derived.rules.hasValidator:
             return self._forward(request, why)
-        return self._revalidate(entry, derived, request, requestRules, why)
+        if collapsed:
+            return self._revalidate(entry, derived, request, requestRules, why, None)
+        return self._collapse(
+            uri,
+            request,
+            lambda done: self._revalidate(entry, derived, request, requestRules, why, done),
+        )
 
     def _afterWait(self, request: UpstreamRequest) -> Deferred[UpstreamResponse]:
         """
@@ -383,7 +389,16 @@ class CachingFetcher:
 
     def _miss(self, request: UpstreamRequest, uri: str, why: str) -> Deferred[UpstreamResponse]:
         """
-        Forward a miss, or wait on the one already in flight for the URI.
+        Forward a miss, or wait on the origin request already in flight for the URI.
+        """
+        return self._collapse(uri, request, lambda done: self._forward(request, why, done))
+
+    def _collapse(
+        self, uri: str, request: UpstreamRequest, start: Any
+    ) -> Deferred[UpstreamResponse]:
+        """
+        Wait on the origin request in flight for C{uri}, or start one: C{start(done)} makes
+        it and calls C{done()} once its response is stored or known not to be.
         """
         flight = self._flights.get(uri)
         if flight is not None:
@@ -397,7 +412,8 @@ class CachingFetcher:
                 del self._flights[uri]
             flight.finish()
 
-        return self._forward(request, why, onDone=done)
+        result: Deferred[UpstreamResponse] = start(done)
+        return result
 
     def _forward(
         self, request: UpstreamRequest, why: str, onDone: Any = None
@@ -518,14 +534,21 @@ class CachingFetcher:
         request: UpstreamRequest,
         requestRules: RequestRules,
         why: str,
+        onDone: Any,
     ) -> Deferred[UpstreamResponse]:
         """
         Ask the origin whether the stored response is still good; answer from the cache on
         304, stale on an error where C{stale-if-error} allows, else relay (and store) what
         came.
+
+        @param onDone: called once the entry is refreshed, replaced, or neither will be.
         """
         requestTime = self.clock.seconds()
         d = self.inner.fetch(self._conditional(request, derived), None)
+
+        def finished() -> None:
+            if onDone is not None:
+                onDone()
 
         def got(response: UpstreamResponse) -> UpstreamResponse | Deferred[UpstreamResponse]:
             status = f"{self.name}; fwd={why}; fwd-status={response.code}"
@@ -538,16 +561,19 @@ class CachingFetcher:
                         refreshed, self._derived(refreshed), request, now, status
                     )
                     if fromStore is not None:
+                        finished()
                         return fromStore
-                return self._forward(request, why)
+                return self._forward(request, why, onDone)
             if response.code >= 500:
                 stale = self._staleOnError(entry, derived, request, requestRules, response.code)
                 if stale is not None:
+                    finished()
                     response.deliverBody(_Discard())  # type: ignore[operator]
                     return stale
-            return self._store(request, response, requestTime, status)
+            return self._store(request, response, requestTime, status, onDone)
 
         def failed(reason: Failure) -> UpstreamResponse | Failure:
+            finished()
             error = reason.value
             if isinstance(error, UpstreamError) and not reason.check(CancelledError):
                 code = error.code
