@@ -626,11 +626,13 @@ class DiskStore(_Index):
             self.log.warn("cache: cannot write in {dir}: {e}", dir=self.directory, e=e)
             return None
 
-    def _committed(self, head: EntryHead, path: str, bodyLength: int, size: int) -> StoredEntry:
+    def _committed(
+        self, head: EntryHead, path: str, bodyLength: int, size: int
+    ) -> StoredEntry | None:
         entry = StoredEntry(head=head, bodyLength=bodyLength, size=size, path=path)
         if size > self.maxSize:
             _unlink(path)
-            return entry
+            return None
         self._add(entry)
         return entry
 
