@@ -73,6 +73,37 @@ class RateHistory:
         ]
 
 
+def rateChart(history: RateHistory, width: int = 480, height: int = 120) -> str:
+    """
+    An inline SVG bar chart of C{history}'s request rate, for an HTML status page: one bar
+    per bucket, oldest left, scaled to the busiest bucket, with the peak rate as a label.
+
+    Everything in it is a number the code computed, so it needs no escaping.
+    """
+    series = history.series()
+    peak = max((rate for _, rate in series), default=0.0)
+    scale = (height - 20) / peak if peak > 0 else 0.0
+    barWidth = width / max(len(series), 1)
+    bars = []
+    for index, (_, rate) in enumerate(series):
+        barHeight = rate * scale
+        bars.append(
+            f'<rect x="{index * barWidth:.1f}" y="{height - barHeight:.1f}" '
+            f'width="{max(barWidth - 1, 1):.1f}" height="{barHeight:.1f}">'
+            f"<title>{rate:.2f} requests/s</title></rect>"
+        )
+    minutes = len(series) * history.interval / 60
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="rate-chart" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="requests per second over the last {minutes:g} minutes" '
+        f'data-peak="{peak:.3f}" data-buckets="{len(series)}">'
+        f'<g fill="#3a7bd5">{"".join(bars)}</g>'
+        f'<text x="2" y="12" font-size="11" font-family="sans-serif">peak {peak:.2f}/s, '
+        f"last {minutes:g} min</text></svg>"
+    )
+
+
 class Metrics:
     """
     caplab's metrics in one Prometheus registry.

@@ -18,6 +18,7 @@ from caplab.metrics import (
     adminResource,
     instrumentDatagramProtocol,
     instrumentTCPFactory,
+    rateChart,
 )
 from caplab.tcp import UppercaseFactory
 from caplab.udp import UppercaseDatagramProtocol
@@ -251,3 +252,35 @@ class RateHistoryTests(SynchronousTestCase):
         metrics = Metrics(now=clock.seconds)
         metrics.requestDone(b"GET", 200)
         self.assertEqual(metrics.history.series()[-1], (0.0, 0.1))
+
+
+class RateChartTests(SynchronousTestCase):
+    """
+    The status page's chart of the request rate.
+    """
+
+    def test_bars(self) -> None:
+        """
+        One bar per bucket, the busiest full height (less the label's room), an idle one
+        zero; the peak is labelled.
+        """
+        clock = Clock()
+        history = RateHistory(clock.seconds, interval=10, buckets=4)
+        history.record(10)
+        clock.advance(10)
+        history.record(20)
+        svg = rateChart(history, width=400, height=120)
+        self.assertTrue(svg.startswith("<svg "))
+        self.assertEqual(svg.count("<rect "), 4)
+        self.assertIn('data-peak="2.000"', svg)
+        self.assertIn('y="20.0" width="99.0" height="100.0"', svg)
+        self.assertIn('y="70.0" width="99.0" height="50.0"', svg)
+        self.assertIn("peak 2.00/s", svg)
+
+    def test_idle(self) -> None:
+        """
+        Without requests every bar is empty (no division by zero).
+        """
+        svg = rateChart(RateHistory(Clock().seconds))
+        self.assertEqual(svg.count('height="0.0"'), 60)
+        self.assertIn("last 10 min", svg)
