@@ -4,13 +4,26 @@ Tests for L{caplab.proxy.policy_options}: the policy options and the objects the
 
 from __future__ import annotations
 
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Site
 
+from caplab.listening import DatagramListener, StreamListener
 from caplab.proxy.hooks import Target
-from caplab.proxy.policy_options import PolicyOptions, policyComponents, reloadables
+from caplab.proxy.policy_options import (
+    PolicyOptions,
+    addPolicyServices,
+    policyComponents,
+    reloadables,
+)
 from caplab.proxy.upstream import NextHop
+from caplab.reload import SignalReloadService
+from caplab.tcp import UppercaseFactory
+from caplab.udp import UppercaseDatagramProtocol
 from tests.test_auth import HTPASSWD
 from tests.test_policy import TempFiles
 
@@ -138,3 +151,64 @@ class ComponentTests(TempFiles, SynchronousTestCase):
         self.assertEqual(
             [name for name, _ in reloadables(components)], ["block/allow lists", "auth file users"]
         )
+
+
+class ServiceTests(TempFiles, SynchronousTestCase):
+    """
+    L{addPolicyServices} adds the admin listener, the reload service and the counting.
+    """
+
+    def build(self, config: dict[str, object]) -> tuple[MultiService, MemoryReactorClock]:
+        reactor = MemoryReactorClock()
+        top = MultiService()
+        StreamListener(
+            "tcp", "tcp:0", serverFromString(reactor, "tcp:0"), UppercaseFactory(clock=reactor),
+            reactor,
+        ).setServiceParent(top)  # fmt: skip
+        DatagramListener(
+            "udp", 0, "127.0.0.1", UppercaseDatagramProtocol(clock=reactor), reactor
+        ).setServiceParent(top)
+        addPolicyServices(top, config, reactor)
+        return top, reactor
+
+    def test_nothingAsked(self) -> None:
+        """
+        Without options: no admin listener and no reload service, but the uppercase services
+        are counted.
+        """
+        config: dict[str, object] = {}
+        top, _ = self.build(config)
+        self.assertEqual([s.name for s in top], ["tcp", "udp"])
+        tcp = top.getServiceNamed("tcp")
+        assert isinstance(tcp, StreamListener)
+        tcp.factory.buildProtocol(None)
+        metrics = policyComponents(config, Clock()).metrics
+        self.assertEqual(metrics.registry.get_sample_value("caplab_tcp_connections_total"), 1)
+
+    def test_adminAndReload(self) -> None:
+        """
+        C{--admin-endpoint} adds a listener serving the metrics; lists add SIGHUP reloading.
+        """
+        block = self.writeFile("block", "a.example\n")
+        top, reactor = self.build(
+            {"admin-endpoint": "tcp:9100:interface=127.0.0.1", "block-list": [block]}
+        )
+        self.assertEqual([s.name for s in top], ["tcp", "udp", "admin", "reload"])
+        admin = top.getServiceNamed("admin")
+        assert isinstance(admin, StreamListener)
+        self.assertIsInstance(admin.factory, Site)
+        reload = top.getServiceNamed("reload")
+        assert isinstance(reload, SignalReloadService)
+        self.assertEqual([name for name, _ in reload.reloader.reloadables], ["block/allow lists"])
+
+    def test_workers(self) -> None:
+        """
+        C{--admin-endpoint} with several workers is refused (figures would be per worker).
+        """
+
+        class WithWorkers(Options):
+            optParameters = [["workers", None, 1, "", int]]
+
+        with self.assertRaises(usage.UsageError) as caught:
+            WithWorkers().parseOptions(["--workers", "2", "--admin-endpoint", "9100"])
+        self.assertIn("--workers 1", str(caught.exception))

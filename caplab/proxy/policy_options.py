@@ -11,18 +11,24 @@ them) share the same ones.
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
+from twisted.web.server import Site
 
-from caplab.metrics import Metrics
+from caplab.listening import DatagramListener, StreamListener
+from caplab.metrics import Metrics, adminResource, instrumentDatagramProtocol, instrumentTCPFactory
 from caplab.proxy.auth import AuthFileError, HtpasswdAuthenticator
 from caplab.proxy.pac import PacResource
 from caplab.proxy.policy import PolicyFileError, ReloadableHostPolicy, normaliseName
 from caplab.proxy.upstream import ParentProxy, UpstreamRouter, parseProxyURL
+from caplab.reload import Reloader, SignalReloadService
 
 #: The repeatable options and the list each appends to.
 _LISTS = ("block-list", "allow-list", "no-upstream-for", "pac-bypass")
@@ -145,6 +151,10 @@ class PolicyOptions:
                 except ValueError as e:
                     raise usage.UsageError(f"--{option}: {e}") from None
         description = config["admin-endpoint"]
+        if description is not None and config.get("workers", 1) > 1:
+            raise usage.UsageError(
+                "--admin-endpoint needs --workers 1: each worker process has figures of its own"
+            )
         if description is not None:
             from twisted.internet import reactor
 
@@ -235,3 +245,53 @@ def reloadables(components: PolicyComponents) -> list[tuple[str, Any]]:
             )
         )
     return found
+
+
+class _QuietSite(Site):
+    """
+    The admin site: no access-log line for each scrape.
+    """
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+def addPolicyServices(
+    top: MultiService,
+    config: MutableMapping[str, Any],
+    reactor: Any,
+    onListenFailure: Callable[[], None] | None = None,
+) -> PolicyComponents:
+    """
+    Add what the policy options ask for to the service tree C{top}: counting for the
+    uppercase services already in it, the C{--admin-endpoint} listener, and reloading on
+    C{SIGHUP} (if there is anything to reload).
+
+    @return: the components, as the proxy shares them.
+    """
+    components = policyComponents(config, reactor)
+    metrics = components.metrics
+    for service in top:
+        if isinstance(service, StreamListener) and service.label == "tcp":
+            instrumentTCPFactory(service.factory, metrics)
+        elif isinstance(service, DatagramListener) and service.label == "udp":
+            instrumentDatagramProtocol(service.protocol, metrics)
+    description = config.get("admin-endpoint")
+    if description:
+        site = _QuietSite(adminResource(metrics))
+        StreamListener(
+            "admin",
+            description,
+            serverFromString(reactor, description),
+            site,
+            reactor,
+            onListenFailure,
+        ).setServiceParent(top)
+    found = reloadables(components)
+    if found:
+
+        def runInThread(f: Callable[[], Any]) -> Deferred[Any]:
+            return deferToThreadPool(reactor, reactor.getThreadPool(), f)
+
+        SignalReloadService(Reloader(found, runInThread, metrics), reactor).setServiceParent(top)
+    return components
