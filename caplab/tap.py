@@ -19,6 +19,7 @@ from twisted.python import usage
 from caplab import __version__
 from caplab.listening import DatagramListener, StreamListener, exitWithFailureStatus
 from caplab.proxy.options import ProxyOptions
+from caplab.proxy.policy_options import PolicyOptions, addPolicyServices
 from caplab.tcp import UppercaseFactory
 from caplab.trace import Tracer, TracerService
 from caplab.udp import UppercaseDatagramProtocol
@@ -95,7 +96,7 @@ def tcpDescription(port: int, interface: str) -> str:
     return f"tcp:{port}:interface={interface}"
 
 
-class Options(ProxyOptions, WorkerOptions, usage.Options):
+class Options(ProxyOptions, PolicyOptions, WorkerOptions, usage.Options):
     """
     Options of C{twist caplab}.
     """
@@ -189,6 +190,7 @@ class Options(ProxyOptions, WorkerOptions, usage.Options):
                 "proxy-endpoint", self["proxy-endpoint"], self["proxy-port"]
             )
             self.checkProxyOptions()
+            self.checkPolicyOptions()
         self.checkWorkerOptions()
 
     def _checkEndpoint(self, option: str, description: str | None, port: int) -> str:
@@ -254,6 +256,7 @@ def makeService(
     if not config["no-proxy"]:
         _addProxy(listeners, config, reactor, tracer)
 
+    addPolicyServices(top, config, reactor, onListenFailure)
     return top
 
 

@@ -206,14 +206,15 @@ def policyComponents(config: MutableMapping[str, Any], reactor: Any) -> PolicyCo
     built = config.get(_KEY)
     if built is not None:
         return built
+    proxy = not config.get("no-proxy", False)
     blockFiles = list(config.get("block-list", []))
     allowFiles = list(config.get("allow-list", []))
     defaultDeny = bool(config.get("default-deny", False))
     hostPolicy = None
-    if blockFiles or allowFiles or defaultDeny:
+    if proxy and (blockFiles or allowFiles or defaultDeny):
         hostPolicy = ReloadableHostPolicy(blockFiles, allowFiles, defaultDeny)
     authenticator = None
-    if config.get("auth-file"):
+    if proxy and config.get("auth-file"):
         authenticator = HtpasswdAuthenticator(config["auth-file"], reactor=reactor)
     parent = None
     if config.get("upstream-proxy"):
@@ -279,6 +280,7 @@ def addPolicyServices(
     description = config.get("admin-endpoint")
     if description:
         site = _QuietSite(adminResource(metrics))
+        site.noisy = False
         StreamListener(
             "admin",
             description,
