@@ -20,6 +20,8 @@ from zope.interface import implementer
 from caplab.proxy.auth import basicCredentials
 from caplab.proxy.hooks import Target, UpstreamError, UpstreamRequest
 from caplab.proxy.upstream import (
+    ChainingConnector,
+    ChainingFetcher,
     ConnectThroughProxyEndpoint,
     NextHop,
     ParentProxy,
@@ -461,3 +463,120 @@ class LoopbackTests(TestCase):
         with self.assertRaises(UpstreamError) as caught:
             await endpoint.connect(Factory.forProtocol(Echoed))
         self.assertIn(f"cannot reach parent proxy 127.0.0.1:{port}", caught.exception.detail)
+
+
+class RecordingFetcher:
+    def __init__(self) -> None:
+        self.requests: list[UpstreamRequest] = []
+
+    def fetch(self, request: UpstreamRequest, body: object) -> Deferred[object]:
+        self.requests.append(request)
+        return Deferred()
+
+
+class ChainingFetcherTests(SynchronousTestCase):
+    """
+    L{ChainingFetcher} rewrites requests for the parent.
+    """
+
+    def test_viaParent(self) -> None:
+        """
+        A plain request for the parent goes out in absolute form with the parent's
+        credentials; host and port stay the origin's.
+        """
+        inner = RecordingFetcher()
+        fetcher = ChainingFetcher(inner, UpstreamRouter(PARENT, ["lan"]))
+        request = UpstreamRequest(
+            b"GET", Target("http", "a.example", 80, b"/p?q"), [(b"Host", b"a.example")]
+        )
+        fetcher.fetch(request, None)
+        [sent] = inner.requests
+        self.assertEqual(sent.target, Target("http", "a.example", 80, b"http://a.example/p?q"))
+        self.assertEqual(
+            sent.headers, [(b"Host", b"a.example"), (b"Proxy-Authorization", PARENT.authorization)]
+        )
+        self.assertEqual(request.target.path, b"/p?q")  # the original is left alone
+
+    def test_direct(self) -> None:
+        """
+        Requests reached directly (no parent, a bypass domain) are passed on unchanged.
+        """
+        inner = RecordingFetcher()
+        request = UpstreamRequest(b"GET", Target("http", "x.lan", 80, b"/"), [])
+        ChainingFetcher(inner, UpstreamRouter(PARENT, ["lan"])).fetch(request, None)
+        ChainingFetcher(inner, UpstreamRouter()).fetch(request, None)
+        self.assertEqual(inner.requests, [request, request])
+
+
+class RecordingConnector:
+    """
+    Stands in for C{EndpointConnector}: records the endpoints asked for.
+    """
+
+    trustRoot = None
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, int, bool]] = []
+        self.connected: list[Target] = []
+        self.resolve = {"x": "y"}
+
+    def endpoint(self, host: str, port: int, tls: bool = False) -> FakeEndpoint:
+        self.asked.append((host, port, tls))
+        return FakeEndpoint()
+
+    def connect(self, target: Target, protocol: Protocol) -> Deferred[object]:
+        self.connected.append(target)
+        return Deferred()
+
+
+class ChainingConnectorTests(SynchronousTestCase):
+    """
+    L{ChainingConnector} routes connections through the parent.
+    """
+
+    def setUp(self) -> None:
+        self.inner = RecordingConnector()
+        self.connector = ChainingConnector(self.inner, UpstreamRouter(PARENT, ["lan"]), Clock())
+
+    def test_tunnelEndpoint(self) -> None:
+        """
+        A tunnel's endpoint is a CONNECT through the parent's endpoint.
+        """
+        endpoint = self.connector.endpoint("a.example", 443)
+        assert isinstance(endpoint, ConnectThroughProxyEndpoint)
+        self.assertEqual(
+            (endpoint.host, endpoint.port, endpoint.parent), ("a.example", 443, PARENT)
+        )
+        self.assertEqual(self.inner.asked, [("parent.example", 3128, False)])
+
+    def test_directEndpoint(self) -> None:
+        """
+        A bypass domain's endpoint is the wrapped connector's.
+        """
+        self.assertIsInstance(self.connector.endpoint("nas.lan", 443), FakeEndpoint)
+        self.assertEqual(self.inner.asked, [("nas.lan", 443, False)])
+        self.assertEqual(self.connector.resolve, {"x": "y"})  # other attributes pass through
+
+    def test_plainToParent(self) -> None:
+        """
+        The forwarder's connection for an http target goes to the parent itself.
+        """
+        d = self.connector.connect(Target("http", "a.example", 80, b"/"), Protocol())
+        self.assertEqual(self.inner.asked, [("parent.example", 3128, False)])
+        self.successResultOf(d)
+
+    def test_httpsThroughParent(self) -> None:
+        """
+        The forwarder's connection for an https target is TLS inside a CONNECT tunnel.
+        """
+        endpoint = self.connector.endpoint("a.example", 443, tls=True)
+        self.assertEqual(type(endpoint).__name__, "_WrapperEndpoint")
+        self.assertEqual(self.inner.asked, [("parent.example", 3128, False)])
+
+    def test_directConnect(self) -> None:
+        """
+        A bypass domain's connection is the wrapped connector's.
+        """
+        target = Target("http", "nas.lan", 80, b"/")
+        self.connector.connect(target, Protocol())
+        self.assertEqual(self.inner.connected, [target])

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
@@ -41,7 +43,14 @@ from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
 from caplab.proxy.auth import basicCredentials
-from caplab.proxy.hooks import Headers, Target, UpstreamError, UpstreamRequest
+from caplab.proxy.hooks import (
+    Headers,
+    IFetcher,
+    IRequestBody,
+    Target,
+    UpstreamError,
+    UpstreamRequest,
+)
 from caplab.proxy.policy import HostList, PolicyFileError, normaliseHost
 
 #: The largest CONNECT response head accepted from a parent proxy.
@@ -384,3 +393,83 @@ class _ConnectProtocol(Protocol):
                     )
                 )
             )
+
+
+class ChainingFetcher:
+    """
+    An L{IFetcher} in front of the forwarder: a request whose next hop is the parent proxy
+    is sent in absolute form with the parent's credentials (the connection itself goes to the
+    parent through L{ChainingConnector}).
+
+    The absolute URI travels as the target's path, which is what the forwarder writes as the
+    request-target; host and port stay the origin's, so the cache and the connection pool key
+    on the origin as before.
+    """
+
+    def __init__(self, inner: IFetcher, router: UpstreamRouter) -> None:
+        self.inner = inner
+        self.router = router
+
+    def fetch(self, request: UpstreamRequest, body: IRequestBody | None) -> Deferred[Any]:
+        hop = self.router.nextHop(request.target)
+        if hop.proxy is None or request.target.scheme != "http":
+            return self.inner.fetch(request, body)
+        requestTarget, headers = self.router.requestHead(hop, request)
+        chained = replace(request, target=replace(request.target, path=requestTarget))
+        chained.headers = headers
+        return self.inner.fetch(chained, body)
+
+
+class ChainingConnector:
+    """
+    Wraps the proxy's connector (C{caplab.proxy.connect.EndpointConnector}) so that
+    connections whose next hop is the parent proxy go through it:
+
+        - C{connect(target, protocol)} (the forwarder): an C{http} target's connection goes
+          to the parent itself (the request is in absolute form, see L{ChainingFetcher}); an
+          C{https} target's goes through a CONNECT tunnel, with TLS to the origin inside;
+        - C{endpoint(host, port, tls)} (CONNECT tunnels): a CONNECT tunnel through the parent.
+
+    Targets reached directly are left to the wrapped connector.
+    """
+
+    def __init__(self, inner: Any, router: UpstreamRouter, clock: IReactorTime) -> None:
+        self.inner = inner
+        self.router = router
+        self.clock = clock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def endpoint(self, host: str, port: int, tls: bool = False) -> IStreamClientEndpoint:
+        """
+        The client endpoint for C{host:port}: a tunnel through the parent if it is the next
+        hop, else the wrapped connector's.
+        """
+        hop = self.router.nextHop(Target("https" if tls else "http", host, port, b""))
+        if hop.proxy is None:
+            return self.inner.endpoint(host, port, tls)
+        endpoint: IStreamClientEndpoint = ConnectThroughProxyEndpoint(
+            self.inner.endpoint(hop.host, hop.port), host, port, hop.proxy, self.clock
+        )
+        if tls:
+            from twisted.internet import ssl
+            from twisted.internet.endpoints import wrapClientTLS
+
+            trustRoot = getattr(self.inner, "trustRoot", None)
+            endpoint = wrapClientTLS(ssl.optionsForClientTLS(host, trustRoot=trustRoot), endpoint)
+        return endpoint
+
+    def connect(self, target: Target, protocol: Protocol) -> Deferred[Any]:
+        """
+        Connect C{protocol} for the forwarder: to the parent for plain C{http}, through it
+        for C{https}, or as the wrapped connector would.
+        """
+        hop = self.router.nextHop(target)
+        if hop.proxy is None:
+            return self.inner.connect(target, protocol)
+        if target.scheme == "http":
+            endpoint = self.inner.endpoint(hop.host, hop.port)
+        else:
+            endpoint = self.endpoint(target.host, target.port, tls=True)
+        return connectProtocol(endpoint, protocol)
