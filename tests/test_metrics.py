@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from caplab.metrics import (
+    LatencyFetcher,
     Metrics,
     MetricsResource,
     RateHistory,
@@ -284,3 +286,41 @@ class RateChartTests(SynchronousTestCase):
         svg = rateChart(RateHistory(Clock().seconds))
         self.assertEqual(svg.count('height="0.0"'), 60)
         self.assertIn("last 10 min", svg)
+
+
+class LatencyFetcherTests(SynchronousTestCase):
+    """
+    L{LatencyFetcher} times the upstream response head.
+    """
+
+    def test_timed(self) -> None:
+        """
+        The time from the request to the response head lands in the histogram; a failure is
+        passed on untimed.
+        """
+        clock = Clock()
+        metrics = Metrics()
+        pending: list[Deferred[object]] = []
+
+        class Inner:
+            def fetch(self, request: object, body: object) -> Deferred[object]:
+                d: Deferred[object] = Deferred()
+                pending.append(d)
+                return d
+
+        fetcher = LatencyFetcher(Inner(), metrics, clock)
+        d = fetcher.fetch("request", None)
+        clock.advance(0.3)
+        pending[0].callback("response")
+        self.assertEqual(self.successResultOf(d), "response")
+        failed = fetcher.fetch("request", None)
+        pending[1].errback(ValueError("no"))
+        self.failureResultOf(failed, ValueError)
+        found = samples(metrics)
+        self.assertEqual(found[("caplab_proxy_upstream_latency_seconds_count", ())], 1)
+        self.assertEqual(
+            found[("caplab_proxy_upstream_latency_seconds_bucket", (("le", "0.25"),))], 0
+        )
+        self.assertEqual(
+            found[("caplab_proxy_upstream_latency_seconds_bucket", (("le", "0.5"),))], 1
+        )
