@@ -227,6 +227,8 @@ def _networkError(error: OSError, what: str) -> ClientError:
         return ClientError(Status.REFUSED, f"{what}: connection refused")
     if isinstance(error, TimeoutError):
         return ClientError(Status.TIMEOUT, f"{what}: timed out")
+    if isinstance(error, ConnectionResetError):
+        return ClientError(Status.NETWORK, f"{what}: connection reset by the server")
     reason = error.strerror or str(error) or type(error).__name__
     return ClientError(Status.NETWORK, f"{what}: {reason}")
 
