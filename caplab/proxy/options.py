@@ -4,7 +4,43 @@ Command-line options of the web proxy, mixed into L{caplab.tap.Options}.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
+
+from twisted.python import usage
+
+from caplab.proxy.connect import parseResolve
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number of seconds") from None
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(f"{value!r} is not a number of seconds (0 or more)")
+    return number
+
+
+_seconds.coerceDoc = "Seconds, 0 or more; 0 switches the timeout off."  # type: ignore[attr-defined]
+
+
+def portList(value: str) -> frozenset[int]:
+    """
+    A comma-separated list of ports (C{443,8443}).
+    """
+    ports = set()
+    for item in value.split(","):
+        item = item.strip()
+        if not item.isdigit() or not 0 < int(item) < 65536:
+            raise ValueError(f"{item!r} in {value!r} is not a port (1-65535)")
+        ports.add(int(item))
+    if not ports:
+        raise ValueError("name at least one port")
+    return frozenset(ports)
+
+
+portList.coerceDoc = "Comma-separated ports, e.g. 443,8443."  # type: ignore[attr-defined]
 
 
 class ProxyOptions:
@@ -12,10 +48,99 @@ class ProxyOptions:
     The proxy's own options (where it listens is L{caplab.tap}'s business).
     """
 
-    optParameters: list[list[Any]] = []
-    optFlags: list[list[Any]] = []
+    optParameters: list[list[Any]] = [
+        [
+            "connect-ports",
+            None,
+            frozenset({443}),
+            "Ports CONNECT may tunnel to, comma-separated (default 443); others get 403.",
+            portList,
+        ],
+        [
+            "header-timeout",
+            None,
+            30.0,
+            "Seconds a client may take to send a request's whole header block (slow-loris "
+            "defence); 0: no limit.",
+            _seconds,
+        ],
+        [
+            "keep-alive-timeout",
+            None,
+            60.0,
+            "Seconds an idle client connection is kept open between requests; 0: forever.",
+            _seconds,
+        ],
+        [
+            "upstream-timeout",
+            None,
+            60.0,
+            "Seconds an origin may take to accept the connection and answer (504 after), or "
+            "stall in the middle of a body; 0: no limit.",
+            _seconds,
+        ],
+        [
+            "access-log",
+            None,
+            None,
+            "Write an access log in Combined Log Format to this file ('-': standard output).",
+        ],
+        [
+            "upstream-ca",
+            None,
+            None,
+            "PEM file of extra CA certificates to trust, besides the system's, when the proxy "
+            "fetches https:// URLs itself.",
+        ],
+    ]
+    optFlags: list[list[Any]] = [
+        [
+            "x-forwarded-for",
+            None,
+            "Tell origins the client's address in X-Forwarded-For (off: better privacy).",
+        ],
+    ]
+
+    def opt_allow(self, network: str) -> None:
+        """
+        Serve clients from this network (CIDR, e.g. 192.168.1.0/24 or 2001:db8::/32);
+        repeatable. Default: loopback only (127.0.0.0/8 and ::1).
+        """
+        try:
+            parsed = ipaddress.ip_network(network.strip(), strict=False)
+        except ValueError:
+            raise usage.UsageError(f"--allow {network!r} is not a network (CIDR)") from None
+        self.setdefault("allow", []).append(parsed)  # type: ignore[attr-defined]
+
+    def opt_resolve(self, entry: str) -> None:
+        """
+        HOST=ADDRESS: the proxy connects to ADDRESS for HOST instead of asking DNS (like
+        curl --resolve); repeatable.
+        """
+        try:
+            host, address = parseResolve(entry)
+        except ValueError as e:
+            raise usage.UsageError(f"--resolve {e}") from None
+        self.setdefault("resolve", {})[host] = address  # type: ignore[attr-defined]
 
     def checkProxyOptions(self) -> None:
         """
         Check the proxy options together; raise L{usage.UsageError} on a bad combination.
         """
+        config: Any = self
+        config.setdefault("allow", [])
+        config.setdefault("resolve", {})
+        caFile = config.get("upstream-ca")
+        if caFile is not None:
+            try:
+                with open(caFile, "rb") as f:
+                    if b"-----BEGIN CERTIFICATE-----" not in f.read():
+                        raise usage.UsageError(f"--upstream-ca {caFile!r} holds no PEM certificate")
+            except OSError as e:
+                raise usage.UsageError(f"--upstream-ca {caFile!r}: {e.strerror}") from None
+        accessLog = config.get("access-log")
+        if accessLog not in (None, "-"):
+            try:
+                open(accessLog, "a").close()
+            except OSError as e:
+                raise usage.UsageError(f"--access-log {accessLog!r}: {e.strerror}") from None

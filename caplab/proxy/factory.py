@@ -1,0 +1,147 @@
+"""
+The proxy's server factory: builds L{CaplabProxy} channels, enforces C{--max-connections},
+keeps the counters of the status page, sweeps header-block deadlines, writes the access log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+
+from caplab.proxy.accesslog import AccessLog
+from caplab.proxy.channel import CaplabProxy, ProxySettings
+
+log = Logger(namespace="caplab.proxy")
+
+
+class ProxyFactory(ServerFactory):
+    """
+    Makes proxy channels sharing one L{ProxySettings}.
+    """
+
+    protocol = CaplabProxy
+    noisy = False
+
+    def __init__(self, settings: ProxySettings, accessLog: AccessLog | None = None) -> None:
+        self.settings = settings
+        self.accessLog = accessLog
+        self.clock = settings.clock
+        self.started = self.clock.seconds()
+        self.channels: set[CaplabProxy] = set()
+        self.connectionsTotal = 0
+        self.refused = 0
+        self.requests = 0
+        self._sweep: Any = None
+
+    def startFactory(self) -> None:
+        if self.accessLog is not None:
+            self.accessLog.open()
+
+    def stopFactory(self) -> None:
+        if self._sweep is not None and self._sweep.active():
+            self._sweep.cancel()
+        self._sweep = None
+        if self.accessLog is not None:
+            self.accessLog.close()
+        fetcher = getattr(self.settings, "forwarder", None)
+        if fetcher is not None:
+            fetcher.closeIdle()
+
+    def buildProtocol(self, addr: IAddress | None) -> CaplabProxy | None:
+        if len(self.channels) >= self.settings.maxConnections:
+            self.refused += 1
+            log.warn(
+                "proxy connection from {peer} refused: {count} connections already "
+                "(--max-connections)",
+                peer=getattr(addr, "host", addr),
+                count=len(self.channels),
+            )
+            return None
+        channel = CaplabProxy(self.settings)
+        channel.factory = self
+        return channel
+
+    def channelOpened(self, channel: CaplabProxy) -> None:
+        self.channels.add(channel)
+        self.connectionsTotal += 1
+        metrics = self.settings.metrics
+        if metrics is not None:
+            metrics.connectionOpened()
+        if self._sweep is None and self.settings.headerTimeout:
+            self._sweep = self.clock.callLater(self._sweepPeriod(), self._sweepHeaders)
+
+    def channelClosed(self, channel: CaplabProxy) -> None:
+        if channel in self.channels:
+            self.channels.discard(channel)
+            metrics = self.settings.metrics
+            if metrics is not None:
+                metrics.connectionClosed()
+
+    def _sweepPeriod(self) -> float:
+        return max(min(self.settings.headerTimeout / 4, 1.0), 0.05)
+
+    def _sweepHeaders(self) -> None:
+        self._sweep = None
+        now = self.clock.seconds()
+        for channel in list(self.channels):
+            channel.checkHeaderDeadline(now)
+        if self.channels:
+            self._sweep = self.clock.callLater(self._sweepPeriod(), self._sweepHeaders)
+
+    def uptime(self) -> float:
+        return self.clock.seconds() - self.started
+
+    def counters(self) -> dict[str, int]:
+        """
+        What the status page shows.
+        """
+        tunnels = self.settings.tunnels
+        return {
+            "open connections": len(self.channels),
+            "connections since start": self.connectionsTotal,
+            "connections refused (--max-connections)": self.refused,
+            "requests since start": self.requests,
+            "open tunnels": getattr(tunnels, "open_", 0),
+            "tunnels since start": getattr(tunnels, "total", 0),
+        }
+
+    # Access log
+
+    def log(self, request: Any) -> None:
+        """
+        One access log line for a finished request or a closed tunnel.
+        """
+        metrics = self.settings.metrics
+        if metrics is not None:
+            metrics.requestDone(request.method, request.code)
+            metrics.bytesSent(request.sentLength)
+        accessLog = self.accessLog
+        if accessLog is None:
+            return
+        headers = request.requestHeaders
+        referer = headers.getRawHeaders(b"referer")
+        agent = headers.getRawHeaders(b"user-agent")
+        accessLog.record(
+            request.channel.clientHost if request.channel else "-",
+            request.user,
+            request.method,
+            request.uri,
+            request.clientproto,
+            request.code,
+            request.sentLength,
+            referer[0] if referer else None,
+            agent[0] if agent else None,
+            request.cacheStatus,
+        )
+
+    def logRefusal(self, channel: CaplabProxy, code: int, size: int) -> None:
+        """
+        The line for a request refused before it could be parsed (414, 431, 400, 408).
+        """
+        if self.accessLog is not None:
+            self.accessLog.record(
+                channel.clientHost, None, b"-", b"-", b"-", code, size, None, None
+            )

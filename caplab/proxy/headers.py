@@ -1,0 +1,130 @@
+"""
+RFC 9110 header rules for a forwarding proxy: hop-by-hop fields (section 7.6.1), C{Via}
+(7.6.3), C{Max-Forwards} (7.6.2) and the optional C{X-Forwarded-For}.
+
+Pure functions over header lists (L{caplab.proxy.hooks.Headers}): no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from caplab.proxy.hooks import Headers
+
+#: Fields that describe one connection, never forwarded (lower-case).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    }
+)
+
+#: Request fields the proxy writes itself: framing comes from the body it sends, the
+#: 100-continue exchange is answered by the proxy.
+_REQUEST_OWN = HOP_BY_HOP | {b"content-length", b"expect", b"host"}
+
+
+def _connectionTokens(fields: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in fields:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    tokens.discard(b"")
+    return frozenset(tokens)
+
+
+def endToEnd(fields: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes] = HOP_BY_HOP) -> Headers:
+    """
+    The fields of C{fields} that are end-to-end: without the hop-by-hop ones and without any
+    field that a C{Connection} field names. Order and repeated fields are kept.
+    """
+    fields = list(fields)
+    named = _connectionTokens(fields)
+    if named:
+        drop = drop | named
+    return [(name, value) for name, value in fields if name.lower() not in drop]
+
+
+def upstreamRequestHeaders(
+    fields: Iterable[tuple[bytes, bytes]],
+    host: bytes,
+    via: bytes,
+    forwardedFor: bytes | None = None,
+) -> Headers:
+    """
+    The header list to send upstream for a client's request header C{fields}: end-to-end
+    fields only, C{Host} set to the target's authority, C{Via} extended with C{via}, and
+    C{X-Forwarded-For} extended with C{forwardedFor} if that is given.
+
+    C{Content-Length}, C{Transfer-Encoding} and C{Expect} are left out: the forwarder frames
+    the body it sends itself.
+    """
+    fields = list(fields)
+    named = _connectionTokens(fields)
+    drop = _REQUEST_OWN | named if named else _REQUEST_OWN
+    out: Headers = [(b"Host", host)]
+    vias: list[bytes] = []
+    xff: list[bytes] = []
+    for name, value in fields:
+        lower = name.lower()
+        if lower in drop:
+            continue
+        if lower == b"via":
+            vias.append(value)
+        elif lower == b"x-forwarded-for" and forwardedFor is not None:
+            xff.append(value)
+        else:
+            out.append((name, value))
+    vias.append(via)
+    out.append((b"Via", b", ".join(vias)))
+    if forwardedFor is not None:
+        xff.append(forwardedFor)
+        out.append((b"X-Forwarded-For", b", ".join(xff)))
+    return out
+
+
+def viaValue(version: bytes, pseudonym: bytes) -> bytes:
+    """
+    This proxy's C{Via} entry for a message received with HTTP C{version} (C{b"HTTP/1.1"}).
+    """
+    return version.rpartition(b"/")[2] + b" " + pseudonym
+
+
+def maxForwards(fields: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """
+    The C{Max-Forwards} value of a request (None: absent or not a number).
+    """
+    for name, value in fields:
+        if name.lower() == b"max-forwards":
+            value = value.strip()
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def withMaxForwards(fields: Headers, remaining: int) -> Headers:
+    """
+    C{fields} with C{Max-Forwards} set to C{remaining}.
+    """
+    out = [(n, v) for n, v in fields if n.lower() != b"max-forwards"]
+    out.append((b"Max-Forwards", b"%d" % (remaining,)))
+    return out
+
+
+def loops(fields: Iterable[tuple[bytes, bytes]], pseudonym: bytes) -> bool:
+    """
+    Whether a request already passed through this proxy (its C{Via} names C{pseudonym}).
+    """
+    for name, value in fields:
+        if name.lower() == b"via" and pseudonym in value:
+            for entry in value.split(b","):
+                parts = entry.split()
+                if len(parts) >= 2 and parts[1] == pseudonym:
+                    return True
+    return False

@@ -1,0 +1,116 @@
+"""
+Builds the web proxy from parsed options: the one place the proxy's parts are wired.
+
+L{caplab.tap} calls L{makeProxyFactory} and listens with the factory.  Collaborators can be
+passed in (tests, or other parts of caplab): a fetcher chain, host policy, authenticator,
+metrics and connector; otherwise they are built from C{config}.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.internet.interfaces import IProtocolFactory
+
+from caplab.proxy.accesslog import AccessLog
+from caplab.proxy.channel import LOOPBACK, ProxySettings
+from caplab.proxy.connect import EndpointConnector
+from caplab.proxy.factory import ProxyFactory
+from caplab.proxy.forward import Forwarder
+from caplab.proxy.hooks import IAuthenticator, IFetcher, IHostPolicy
+from caplab.proxy.tunnel import TunnelOpener
+
+_UNSET: Any = object()
+
+
+def makeProxyFactory(
+    config: Mapping[str, Any],
+    reactor: Any,
+    *,
+    fetcher: IFetcher | Callable[[IFetcher], IFetcher] | None = None,
+    hostPolicy: IHostPolicy | None = _UNSET,
+    authenticator: IAuthenticator | None = _UNSET,
+    metrics: Any = _UNSET,
+    connector: Any = None,
+) -> IProtocolFactory:
+    """
+    The proxy's server factory for C{config}.
+
+    @param fetcher: the fetcher chain to use instead of the forwarder (an L{IFetcher}), or a
+        function that wraps the forwarder into one (e.g. a cache); by default the cache the
+        options describe (if caplab has one) around the forwarder.
+    @param hostPolicy: block/allow lists (default: from the policy options, if any).
+    @param authenticator: proxy authentication (default: from C{--auth-file}, if any).
+    @param metrics: an object with caplab's metrics methods, or None.
+    @param connector: how to reach origins (default: L{EndpointConnector} with C{--resolve}
+        and C{--upstream-ca}).
+    """
+    if connector is None:
+        connector = EndpointConnector(
+            reactor,
+            resolve=config.get("resolve") or {},
+            caFile=config.get("upstream-ca"),
+            connectTimeout=config.get("upstream-timeout", 60.0) or 30.0,
+        )
+    forwarder = Forwarder(reactor, connector, timeout=config.get("upstream-timeout", 60.0))
+    components = _policyComponents(config, reactor)
+    if hostPolicy is _UNSET:
+        hostPolicy = getattr(components, "hostPolicy", None)
+    if authenticator is _UNSET:
+        authenticator = getattr(components, "authenticator", None)
+    if metrics is _UNSET:
+        metrics = getattr(components, "metrics", None)
+    chain: IFetcher
+    if fetcher is None:
+        chain = _cached(config, forwarder, reactor)
+    elif callable(fetcher) and not hasattr(fetcher, "fetch"):
+        chain = fetcher(forwarder)
+    else:
+        chain = fetcher
+    settings = ProxySettings(
+        fetcher=chain,
+        clock=reactor,
+        hostPolicy=hostPolicy,
+        authenticator=authenticator,
+        metrics=metrics,
+        allow=tuple(config.get("allow") or LOOPBACK),
+        connectPorts=frozenset(config.get("connect-ports", frozenset({443}))),
+        forwardedFor=bool(config.get("x-forwarded-for", False)),
+        pseudonym=b"caplab-%d" % (os.getpid(),),
+        headerTimeout=config.get("header-timeout", 30.0),
+        idleTimeout=config.get("keep-alive-timeout", 60.0),
+        maxConnections=config.get("max-connections", 1000),
+    )
+    settings.forwarder = forwarder  # type: ignore[attr-defined]
+    accessLog = None
+    if config.get("access-log"):
+        accessLog = AccessLog(config["access-log"], reactor)
+    factory = ProxyFactory(settings, accessLog)
+    settings.tunnels = TunnelOpener(connector, factory, metrics)
+    return factory
+
+
+def _policyComponents(config: Mapping[str, Any], reactor: Any) -> Any:
+    """
+    The policy engineer's shared components (lists, auth, metrics), if caplab has them.
+    """
+    try:
+        from caplab.proxy.policy_options import policyComponents
+    except ImportError:
+        return None
+    if not isinstance(config, dict):
+        return None
+    return policyComponents(config, reactor)
+
+
+def _cached(config: Mapping[str, Any], forwarder: IFetcher, reactor: Any) -> IFetcher:
+    """
+    The forwarder wrapped in the cache the options describe (no options: no cache).
+    """
+    if "cache-size" not in config and "no-cache" not in config:
+        return forwarder
+    from caplab.proxy.cache.options import cachingFetcher
+
+    return cachingFetcher(config, forwarder, reactor)
