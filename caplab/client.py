@@ -417,13 +417,21 @@ class TCPStream:
         except OSError as e:
             raise _networkError(e, f"receiving from {self.where} over TCP") from None
         if not chunk:
-            if not halfClosed:
+            if halfClosed and (self.received or not self.sent):
+                return False
+            if not self.received:
+                # Every byte gets a reply; none at all is a server that did not serve us
+                # (over its connection cap, or not an uppercase service), not an answer.
                 raise ClientError(
                     Status.NETWORK,
-                    f"{self.where} closed the TCP connection before the end of the input "
-                    f"({self.sent} bytes sent, {self.received} received)",
+                    f"{self.where} closed the TCP connection without replying "
+                    f"({self.sent} bytes sent)",
                 )
-            return False
+            raise ClientError(
+                Status.NETWORK,
+                f"{self.where} closed the TCP connection before the end of the input "
+                f"({self.sent} bytes sent, {self.received} received)",
+            )
         self.received += len(chunk)
         self.last = chunk
         _write(self.output, chunk)

@@ -382,6 +382,23 @@ def test_streamServerClosesEarly() -> None:
     assert "closed the TCP connection before the end of the input" in error.message
 
 
+def test_streamClosedWithoutReply() -> None:
+    """
+    A server that takes the whole input and closes without a byte of reply did not serve
+    the client (over its connection cap, say): L{Status.NETWORK}, not an empty answer.
+    """
+
+    def swallow(conn: socket.socket) -> None:
+        while conn.recv(65536):
+            pass
+
+    with serverThread(swallow) as port:
+        error = raises(Status.NETWORK, lambda: streamThrough(port, data=b"hello"))
+        _, output = streamThrough(port, data=b"")
+    assert "closed the TCP connection without replying (5 bytes sent)" in error.message
+    assert output == b""
+
+
 def test_streamReset() -> None:
     """
     A connection reset in the middle of the stream: L{Status.NETWORK}, "connection reset".

@@ -415,6 +415,26 @@ def test_tcpSilentServer() -> None:
     assert b"stopped answering over TCP (nothing for 0.3 s)" in result.stderr
 
 
+def test_tcpServerAtCapacity() -> None:
+    """
+    A server over its connection cap closes the connection at once: status 6 and one line,
+    not an empty reply with status 0.
+    """
+    with runningCaplab(
+        "--no-proxy", "--no-udp", "--max-connections", "1", services=["tcp"]
+    ) as server:
+        port = server.port("tcp")
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as holder:
+            holder.sendall(b"x")
+            assert holder.recv(1) == b"X"  # accepted and counted
+            result = runClient("tcp", "127.0.0.1", str(port), "hello")
+    assert result.returncode == 6, result.stderr
+    assert result.stdout == b""
+    assert result.stderr.startswith(b"caplab-client: ")
+    assert result.stderr.count(b"\n") == 1
+    assert b"without replying" in result.stderr or b"reset" in result.stderr
+
+
 def test_badPort() -> None:
     """
     A port that is not one: the usage and status 2.
