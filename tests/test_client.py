@@ -29,7 +29,9 @@ from caplab.client import (
     UDPClient,
     connectTCP,
     interactive,
+    main,
     parseArguments,
+    run,
     udpLines,
 )
 from tests.support import WAIT
@@ -727,3 +729,51 @@ def test_udpLinesTooLong() -> None:
     assert exchange.sent == [b"fine"]
     assert stdout.getvalue() == b"FINE\n"
     assert "longer than one UDP datagram can carry" in error.message
+
+
+# --- run and main ----------------------------------------------------------------------
+
+
+class TerminalInput(io.BytesIO):
+    """
+    Input that says it is a terminal.
+    """
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_runPromptOnStderrWhenOutputRedirected() -> None:
+    """
+    Interactive, with the output redirected to a file: the prompts go to stderr, so the file
+    holds only the replies.
+    """
+    stdout, stderr = io.BytesIO(), io.BytesIO()
+    with udpServer(lambda data, n: data.upper()) as (port, _):
+        args = parseArguments(["udp", "127.0.0.1", str(port)])
+        run(args, TerminalInput(b"hi\nthere\n"), stdout, stderr)
+    assert stdout.getvalue() == b"HI\nTHERE\n"
+    assert stderr.getvalue() == b"Input lowercase sentence:" * 3 + b"\n"
+
+
+def test_runMessageOnTerminal() -> None:
+    """
+    A message given on the command line is sent even when stdin is a terminal: no prompt.
+    """
+    stdout, stderr = io.BytesIO(), io.BytesIO()
+    with serverThread(uppercaseEcho) as port:
+        args = parseArguments(["tcp", "127.0.0.1", str(port), "no", "prompt"])
+        run(args, TerminalInput(b"never read\n"), stdout, stderr)
+    assert (stdout.getvalue(), stderr.getvalue()) == (b"NO PROMPT\n", b"")
+
+
+def test_mainReportsOneLine(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    L{main} turns a failure into its exit status and one line on stderr, no traceback.
+    """
+    port = deadPort(socket.SOCK_STREAM)
+    assert main(["tcp", "127.0.0.1", str(port), "hello"]) == Status.REFUSED
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"caplab-client: cannot connect to 127.0.0.1 port {port} over TCP")
+    assert err.count("\n") == 1
