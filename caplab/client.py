@@ -364,6 +364,9 @@ class TCPStream:
             selector.unregister(self.inputFd)
 
     def _readInput(self) -> None:
+        """
+        Take the next chunk of input to send (only asked for once the previous one is sent).
+        """
         assert self.inputFd is not None
         try:
             chunk = os.read(self.inputFd, CHUNK)
@@ -377,6 +380,9 @@ class TCPStream:
             self.inputDone = True
 
     def _send(self) -> None:
+        """
+        Send what the socket takes of the pending chunk.
+        """
         try:
             count = self.sock.send(self.pending)
         except (BlockingIOError, InterruptedError):
@@ -393,6 +399,9 @@ class TCPStream:
         self.pending = self.pending[count:]
 
     def _shutdownWrite(self) -> None:
+        """
+        Tell the server the input has ended (TCP half-close), so it can finish and close.
+        """
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError as e:
@@ -544,16 +553,24 @@ class UDPClient:
 
     def _connectNext(self) -> None:
         """
-        Connect a new socket to the next address of the host.
+        Connect a new socket to the next address of the host that can be reached at all (a
+        UDP connect sends nothing; it fails only without a route, e.g. IPv6 switched off).
         """
         if self.sock is not None:
             self.sock.close()
-        family, kind, proto, _, address = self.addresses.pop(0)
-        self.sock = socket.socket(family, kind, proto)
-        try:
-            self.sock.connect(address)
-        except OSError as e:
-            raise _networkError(e, f"cannot reach {self.where} over UDP") from None
+            self.sock = None
+        while self.addresses:
+            family, kind, proto, _, address = self.addresses.pop(0)
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.connect(address)
+            except OSError as e:
+                sock.close()
+                if not self.addresses:
+                    raise _networkError(e, f"cannot reach {self.where} over UDP") from None
+                continue
+            self.sock = sock
+            return
 
     def close(self) -> None:
         if self.sock is not None:
@@ -585,6 +602,11 @@ class UDPClient:
                 self._connectNext()
 
     def _tryAll(self, datagram: bytes) -> bytes:
+        """
+        Send C{datagram} up to C{retries} times, C{timeout} apart, until a reply comes.
+
+        @raise ConnectionRefusedError: the current address refused (ICMP port unreachable).
+        """
         sock = self.sock
         assert sock is not None
         with selectors.PollSelector() as selector:
@@ -633,6 +655,10 @@ def _withNewline(reply: bytes) -> bytes:
 
 
 def _readLine(stdin: BinaryIO) -> bytes:
+    """
+    The next line of C{stdin}, but never more than one byte over a datagram's maximum (so
+    an endless line cannot fill the memory); C{b""} at the end of input.
+    """
     try:
         return stdin.readline(MAX_DATAGRAM + 1)
     except OSError as e:

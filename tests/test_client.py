@@ -667,6 +667,25 @@ def test_udpNextAddressAfterRefusal(monkeypatch: pytest.MonkeyPatch) -> None:
             udp.close()
 
 
+def test_udpSkipsUnreachableAddress(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    An address the socket cannot even be connected to (no route, here the broadcast address
+    without permission) is skipped; only when it is the last one is it an error.
+    """
+    with udpServer(lambda data, n: data.upper()) as (port, _):
+        broadcast = (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("255.255.255.255", port))
+        good = (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("127.0.0.1", port))
+        monkeypatch.setattr(client, "resolve", lambda host, port, kind: [broadcast, good])
+        udp = UDPClient("twice", port, WAIT, 3)
+        try:
+            assert udp.exchange(b"reached") == b"REACHED"
+        finally:
+            udp.close()
+        monkeypatch.setattr(client, "resolve", lambda host, port, kind: [broadcast])
+        error = raises(Status.NETWORK, lambda: UDPClient("once", port, WAIT, 3))
+    assert error.message == f"cannot reach once port {port} over UDP: Permission denied"
+
+
 # --- the line loops --------------------------------------------------------------------
 
 
