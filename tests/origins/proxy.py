@@ -24,17 +24,20 @@ from tests.origins import WAIT, LineProcess, OriginProcess
 from tests.support import CaplabProcess, runningCaplab
 from tests.tls import TEST_HOST
 
+#: A Combined Log Format line's request and status: C{"GET http://h/p HTTP/1.1" 200}.
+_ACCESS = re.compile(r'"[A-Z]+ \S+ HTTP/1\.[01]" \d{3} ')
+
 
 @dataclass
 class ProxyUnderTest:
     """
-    A running proxy: where it listens, its process, and its access log.
+    A running proxy: where it listens and its process, whose output (collected line by line)
+    includes the access log.
     """
 
     host: str
     port: int
     process: CaplabProcess | LineProcess
-    accessLog: Path
     peer: bool = False
 
     @property
@@ -48,13 +51,11 @@ class ProxyUnderTest:
 
     def accessLines(self) -> list[str]:
         """
-        The access log's complete lines so far.
+        The access log's lines so far.
         """
-        try:
-            text = self.accessLog.read_text("utf-8", "replace")
-        except FileNotFoundError:
-            return []
-        return text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
+        if self.peer:
+            return [line for line in self.process.output.splitlines() if "access_log" in line]
+        return [line for line in self.process.output.splitlines() if _ACCESS.search(line)]
 
     def waitForAccess(
         self, method: str, target: str, status: int | None = None, timeout: float = WAIT
@@ -62,35 +63,22 @@ class ProxyUnderTest:
         """
         Wait (bounded) until the access log has a Combined Log Format line for C{method
         target} (with C{status}, if given) and return it.
-
-        The log is a file written by another process, so this polls it every 20 ms until the
-        line appears or C{timeout} passes.
         """
         if self.peer:
             # proxy.py logs one line per connection (its last request), "- GET host:port/path
             # - 200 OK ...", so only the method and the authority can be looked for.
             authority = target.split("://", 1)[-1].split("/", 1)[0]
-            pattern = re.compile(rf"- {re.escape(method)} {re.escape(authority)}[/ ]")
+            pattern = rf"- {re.escape(method)} {re.escape(authority)}[/ ]"
         else:
-            pattern = re.compile(
+            pattern = (
                 rf'"{re.escape(method)} {re.escape(target)} HTTP/1\.[01]" '
                 + (str(status) if status is not None else r"\d{3}")
                 + r"\b"
             )
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.accessLines():
-                if pattern.search(line):
-                    return line
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"no access-log line for {method} {target} {status or ''} within "
-                    f"{timeout}s; access log:\n" + "\n".join(self.accessLines()[-50:])
-                )
-            time.sleep(0.02)
+        return self.process.waitForLine(pattern, timeout).string
 
 
-def proxyArguments(origin: OriginProcess, accessLog: Path, caCert: Path | None) -> list[str]:
+def proxyArguments(origin: OriginProcess, caCert: Path | None) -> list[str]:
     """
     The C{twist caplab} options that put the proxy in front of C{origin}.
     """
@@ -100,7 +88,7 @@ def proxyArguments(origin: OriginProcess, accessLog: Path, caCert: Path | None) 
         "--resolve",
         f"{TEST_HOST}=127.0.0.1",
         "--access-log",
-        str(accessLog),
+        "-",
     ]
     if "https" in origin.ports:
         arguments += ["--connect-ports", f"443,{origin.ports['https']}"]
@@ -116,23 +104,19 @@ def runningProxy(
     """
     Run C{twist caplab} with only its proxy, in front of C{origin}, plus C{extra} options.
     """
-    accessLog = workdir / "access.log"
     if os.environ.get("CAPLAB_TEST_PEER_PROXY"):
-        with _runningPeer(workdir, accessLog) as peer:
+        with _runningPeer(workdir) as peer:
             yield peer
         return
-    with runningCaplab(
-        *proxyArguments(origin, accessLog, caCert), *extra, services=("proxy",)
-    ) as caplab:
+    with runningCaplab(*proxyArguments(origin, caCert), *extra, services=("proxy",)) as caplab:
         host, port = caplab.addresses["proxy"]
-        yield ProxyUnderTest(host, port, caplab, accessLog)
+        yield ProxyUnderTest(host, port, caplab)
 
 
 @contextmanager
-def _runningPeer(workdir: Path, accessLog: Path) -> Iterator[ProxyUnderTest]:
+def _runningPeer(workdir: Path) -> Iterator[ProxyUnderTest]:
     """
-    proxy.py on a free port, resolving the test host with L{tests.origins.peer_plugin}; its
-    log (access lines included) goes to C{accessLog}.
+    proxy.py on a free port, resolving the test host with L{tests.origins.peer_plugin}.
     """
     portFile = workdir / "peer.port"
     argv = [
@@ -140,7 +124,6 @@ def _runningPeer(workdir: Path, accessLog: Path) -> Iterator[ProxyUnderTest]:
         "--hostname=127.0.0.1",
         "--port=0",
         f"--port-file={portFile}",
-        f"--log-file={accessLog}",
         "--num-acceptors=1",
         "--plugins=tests.origins.peer_plugin.ResolveTestHost",
     ]
@@ -151,6 +134,6 @@ def _runningPeer(workdir: Path, accessLog: Path) -> Iterator[ProxyUnderTest]:
             assert time.monotonic() < deadline, f"proxy.py did not start:\n{peer.output}"
             assert peer.process.poll() is None, f"proxy.py exited:\n{peer.output}"
             time.sleep(0.02)
-        yield ProxyUnderTest("127.0.0.1", int(portFile.read_text()), peer, accessLog, peer=True)
+        yield ProxyUnderTest("127.0.0.1", int(portFile.read_text()), peer, peer=True)
     finally:
         peer.stop()

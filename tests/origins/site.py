@@ -339,7 +339,13 @@ class OriginResource(Resource):
         request.notifyFinish().addErrback(lambda _: None)
         request.write(b"x" * half)
         assert request.channel is not None
-        request.channel.transport.loseConnection()  # type: ignore[union-attr]
+        transport = request.channel.transport
+        assert transport is not None
+        # The channel is the transport's producer; were it left registered, a close requested
+        # while the send buffer is full (a proxy reading slowly) would wait for a write that
+        # never comes, and the origin would stall instead of dying.
+        transport.unregisterProducer()  # type: ignore[attr-defined]
+        transport.loseConnection()
         return server.NOT_DONE_YET
 
     def route_cache(self, request: server.Request, rest: bytes) -> bytes:

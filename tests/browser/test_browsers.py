@@ -1,0 +1,142 @@
+"""
+Real browsers browse through the real C{twist caplab} proxy: headless Chromium and Firefox ESR
+each load a page with a stylesheet, an image and a script over plain HTTP and over HTTPS
+(CONNECT), from a local origin whose host name (C{origin.caplab.test}) only the proxy can
+resolve, so nothing the browser shows could have come any other way.
+
+Chromium's rendered DOM carries the text the page's script wrote after checking the stylesheet
+was applied and the image decoded; Firefox's screenshot is checked to be a PNG, and the script's
+findings reach the origin's log through its beacon request. The proxy's access log must show
+each request (HTTP) or the tunnel (HTTPS).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.browser.browsers import chromium, countPixels, firefox, pngSize
+from tests.conftest import requireProgram
+from tests.origins import OriginProcess, runningOrigin
+from tests.origins.proxy import ProxyUnderTest, runningProxy
+from tests.origins.site import IMAGE_RGB, PAGE_OK
+from tests.tls import TEST_HOST, TestPKI, makePKI
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+#: The page's subresources, as the origin sees them requested.
+SUBRESOURCES = ("style.css", "image.png", "script.js")
+
+#: What the script reports through its beacon when every subresource arrived.
+BEACON = "beacon?style=applied&image=16x16"
+
+_tokens = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    return makePKI(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def origin(pki: TestPKI) -> Iterator[OriginProcess]:
+    with runningOrigin(pki.caCert.parent) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    origin: OriginProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyUnderTest]:
+    with runningProxy(origin, tmp_path_factory.mktemp("proxy")) as running:
+        yield running
+
+
+def pageURL(origin: OriginProcess, scheme: str, browser: str) -> tuple[str, str]:
+    """
+    A page URL whose requests are this run's alone: C{/run/TOKEN/page.html}; and its base.
+    """
+    base = f"/run/{browser}-{scheme}-{next(_tokens)}/"
+    return origin.url(base + "page.html", scheme), base
+
+
+def assertPageLoadedThroughProxy(
+    origin: OriginProcess, proxy: ProxyUnderTest, scheme: str, base: str
+) -> None:
+    """
+    The origin received the page, its subresources and the beacon saying the script found the
+    stylesheet applied and the image decoded, all over C{scheme} for the test host (which only
+    the proxy resolves); the proxy logged every request, or for HTTPS, the tunnel.
+    """
+    for name in ("page.html", *SUBRESOURCES, BEACON):
+        request = origin.waitForRequest(base + name, scheme)
+        assert dict(request["headers"])["host"] == f"{TEST_HOST}:{origin.ports[scheme]}"
+    if scheme == "http":
+        for name in ("page.html", *SUBRESOURCES, BEACON):
+            proxy.waitForAccess("GET", origin.url(base + name, scheme), 200)
+    else:
+        proxy.waitForAccess("CONNECT", f"{TEST_HOST}:{origin.ports['https']}", 200)
+
+
+def test_testHostUnreachableWithoutProxy(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    Without the proxy Chromium cannot even resolve the test host, so whatever the other tests
+    see rendered came through the proxy.
+    """
+    requireProgram("chromium")
+    url, base = pageURL(origin, "http", "direct")
+    run = chromium(url, None, tmp_path)
+    assert PAGE_OK not in run.stdout
+    assert "ERR_NAME_NOT_RESOLVED" in run.stderr, run.describe()
+    assert not [r for r in origin.requests() if r["path"].startswith(base)]
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_chromiumRendersPageThroughProxy(
+    scheme: str, pki: TestPKI, origin: OriginProcess, proxy: ProxyUnderTest, tmp_path: Path
+) -> None:
+    """
+    Headless Chromium, sent to the proxy by a PAC file for the test host only, renders the
+    page with its stylesheet, image and script; for HTTPS it trusts only the throw-away CA
+    (no certificate errors switched off).
+    """
+    requireProgram("chromium")
+    if scheme == "https":
+        requireProgram("certutil")
+    url, base = pageURL(origin, scheme, "chromium")
+
+    run = chromium(url, proxy.address, tmp_path, pki.caCert if scheme == "https" else None)
+
+    assert run.returncode == 0, run.describe()
+    assert f'<p id="result">{PAGE_OK}</p>' in run.stdout, run.describe()
+    assertPageLoadedThroughProxy(origin, proxy, scheme, base)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_firefoxRendersPageThroughProxy(
+    scheme: str, pki: TestPKI, origin: OriginProcess, proxy: ProxyUnderTest, tmp_path: Path
+) -> None:
+    """
+    Headless Firefox ESR, with the proxy set by hand in a fresh profile (the throw-away CA
+    imported into it for HTTPS), loads the page and takes a screenshot that shows the 16x16
+    image; the script ran and found the stylesheet and image, as its beacon tells the origin.
+    """
+    requireProgram("firefox-esr")
+    if scheme == "https":
+        requireProgram("certutil")
+    url, base = pageURL(origin, scheme, "firefox")
+    screenshot = tmp_path / "page.png"
+
+    run = firefox(
+        url, proxy.address, tmp_path, screenshot, pki.caCert if scheme == "https" else None
+    )
+
+    assert run.returncode == 0, run.describe()
+    assert screenshot.exists(), run.describe()
+    width, height = pngSize(screenshot)
+    assert width >= 100 and height >= 100, (width, height)
+    assert countPixels(screenshot, IMAGE_RGB) == 16 * 16, "the image is not on the screenshot"
+    assertPageLoadedThroughProxy(origin, proxy, scheme, base)

@@ -1,0 +1,349 @@
+"""
+A real client nobody here wrote, C{curl -x}, and Python's own C{http.client}, through the real
+C{twist caplab} proxy to a local test origin (L{tests.origins}): methods, bodies both ways,
+a 200 MiB download in bounded memory, CONNECT to a TLS origin, the error statuses, and 200
+clients at once.
+
+The origin's host name (C{origin.caplab.test}) resolves only inside the proxy
+(C{--resolve}), so every answer checked here came through it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import requireProgram
+from tests.origins import WAIT, OriginProcess, runningOrigin
+from tests.origins.proxy import ProxyUnderTest, runningProxy
+from tests.origins.site import pattern, patternDigest
+from tests.tls import TEST_HOST, TestPKI, makePKI
+
+pytestmark = pytest.mark.e2e
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    return makePKI(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def origin(pki: TestPKI) -> Iterator[OriginProcess]:
+    with runningOrigin(pki.caCert.parent) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    origin: OriginProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyUnderTest]:
+    with runningProxy(origin, tmp_path_factory.mktemp("proxy")) as running:
+        yield running
+
+
+def curl(
+    proxy: ProxyUnderTest, *args: str, input: bytes | None = None, timeout: float = WAIT
+) -> subprocess.CompletedProcess[bytes]:
+    """
+    Run C{curl -sS -x PROXY ARGS} (bounded by C{timeout}); stdout holds the body.
+    """
+    requireProgram("curl")
+    return subprocess.run(
+        ["curl", "-sS", "--max-time", str(timeout), "-x", f"http://{proxy.address}", *args],
+        input=input,
+        capture_output=True,
+        timeout=timeout + 5,
+    )
+
+
+def statusOf(result: subprocess.CompletedProcess[bytes]) -> int:
+    """
+    The status curl printed last with C{-w '\\n%{http_code}'}.
+    """
+    return int(result.stdout.rsplit(b"\n", 1)[-1])
+
+
+def test_get(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
+    """
+    A GET through the proxy gets the origin's body, and the proxy logs it.
+    """
+    url = origin.url("/hello/curl-get")
+    result = curl(proxy, url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"hello curl-get\n"
+    proxy.waitForAccess("GET", url, 200)
+
+
+def test_postBody(origin: OriginProcess, proxy: ProxyUnderTest, tmp_path: Path) -> None:
+    """
+    A 1 MiB POST body (Content-Length) reaches the origin whole and unchanged.
+    """
+    body = tmp_path / "body"
+    body.write_bytes(b"".join(pattern(MiB)))
+    result = curl(proxy, "--data-binary", f"@{body}", origin.url("/upload"))
+    assert result.returncode == 0, result.stderr
+    received = json.loads(result.stdout)
+    assert received["method"] == "POST"
+    assert (received["bodyLength"], received["bodySHA256"]) == (MiB, patternDigest(MiB))
+    assert dict(received["headers"])["content-length"] == str(MiB)
+
+
+def test_head(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
+    """
+    HEAD returns the origin's headers (its Content-Length) and no body; the connection stays
+    usable, so a GET on the same connection gets its full body.
+    """
+    url = origin.url("/bytes/1000")
+    result = curl(proxy, "-I", url, "--next", "-x", f"http://{proxy.address}", url)
+    assert result.returncode == 0, result.stderr
+    head, _, body = result.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"\r\ncontent-length: 1000" in head.lower()
+    assert body == b"".join(pattern(1000))
+
+
+def test_chunkedUpload(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
+    """
+    C{curl -T -} with C{Transfer-Encoding: chunked} (and curl's C{Expect: 100-continue})
+    uploads 3 MiB of unknown length; the origin receives exactly those bytes.
+    """
+    size = 3 * MiB
+    result = curl(
+        proxy,
+        "-T",
+        "-",
+        "-H",
+        "Transfer-Encoding: chunked",
+        origin.url("/upload"),
+        input=b"".join(pattern(size)),
+    )
+    assert result.returncode == 0, result.stderr
+    received = json.loads(result.stdout)
+    assert received["method"] == "PUT"
+    assert (received["bodyLength"], received["bodySHA256"]) == (size, patternDigest(size))
+
+
+def test_chunkedResponse(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
+    """
+    A chunked response arrives de-chunked once, not double-chunked.
+    """
+    result = curl(proxy, origin.url("/chunked?parts=5"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"".join(b"part %d\n" % index for index in range(5))
+
+
+def test_hopByHopHeadersRemovedAndViaAdded(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
+    """
+    The origin sees none of the hop-by-hop headers curl sent (C{Connection} and the header it
+    names, C{Keep-Alive}, C{TE}, C{Proxy-Authorization}), both values of a repeated header,
+    and a C{Via} added by the proxy.
+    """
+    result = curl(
+        proxy,
+        "-H",
+        "Connection: X-Hop",
+        "-H",
+        "X-Hop: secret",
+        "-H",
+        "Keep-Alive: timeout=5",
+        "-H",
+        "TE: trailers",
+        "-H",
+        "Proxy-Authorization: Basic dXNlcjpwYXNz",
+        "-H",
+        "X-Twice: one",
+        "-H",
+        "X-Twice: two",
+        origin.url("/echo"),
+    )
+    assert result.returncode == 0, result.stderr
+    headers = json.loads(result.stdout)["headers"]
+    names = [name for name, _ in headers]
+    for hop in ("connection", "x-hop", "keep-alive", "te", "proxy-authorization"):
+        assert hop not in names, headers
+    assert [value for name, value in headers if name == "x-twice"] == ["one", "two"]
+    assert "via" in names, headers
+
+
+def vmHWM(pid: int) -> int:
+    """
+    The peak resident set size of process C{pid}, in bytes.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def test_largeDownloadStreamsInBoundedMemory(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
+    """
+    200 MiB read by a client slower than the origin arrive complete and unchanged (size and
+    SHA-256), and the proxy's peak memory grows by less than 64 MiB: it streams with
+    back-pressure instead of buffering what the client has not read yet.
+    """
+    requireProgram("curl")
+    size = 200 * MiB
+    before = vmHWM(proxy.pid)
+    curlProcess = subprocess.Popen(
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "120",
+            "--limit-rate",
+            "60M",
+            "-x",
+            f"http://{proxy.address}",
+            origin.url(f"/bytes/{size}"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    digest, received = hashlib.sha256(), 0
+    try:
+        assert curlProcess.stdout is not None
+        for block in iter(lambda: curlProcess.stdout.read(MiB), b""):  # type: ignore[union-attr]
+            digest.update(block)
+            received += len(block)
+        assert curlProcess.wait(timeout=WAIT) == 0, curlProcess.stderr
+    finally:
+        if curlProcess.poll() is None:
+            curlProcess.kill()
+            curlProcess.wait(timeout=WAIT)
+        curlProcess.stdout.close()  # type: ignore[union-attr]
+        curlProcess.stderr.close()  # type: ignore[union-attr]
+    assert received == size
+    assert digest.hexdigest() == patternDigest(size)
+    growth = vmHWM(proxy.pid) - before
+    assert growth < 64 * MiB, f"proxy peak RSS grew by {growth / MiB:.0f} MiB"
+
+
+def test_connectToTLSOrigin(origin: OriginProcess, proxy: ProxyUnderTest, pki: TestPKI) -> None:
+    """
+    curl tunnels through CONNECT to the TLS origin and verifies its certificate against the
+    throw-away CA (the proxy relays the handshake untouched); the tunnel is logged.
+    """
+    url = origin.url("/hello/tunnel", "https")
+    result = curl(proxy, "--cacert", str(pki.caCert), url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"hello tunnel\n"
+    assert origin.waitForRequest("/hello/tunnel", "https")
+    proxy.waitForAccess("CONNECT", f"{TEST_HOST}:{origin.ports['https']}", 200)
+
+
+@pytest.fixture
+def refusedPort() -> Iterator[int]:
+    """
+    A loopback port held bound but not listening: connecting to it is refused.
+    """
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
+def test_originRefused502(proxy: ProxyUnderTest, refusedPort: int) -> None:
+    """
+    An origin that refuses the connection is a 502 with an HTML page.
+    """
+    result = curl(proxy, "-w", "\n%{http_code} %{content_type}", f"http://127.0.0.1:{refusedPort}/")
+    code, contentType = result.stdout.rsplit(b"\n", 1)[-1].split(b" ", 1)
+    assert (int(code), contentType.split(b";")[0]) == (502, b"text/html")
+
+
+def test_unknownHost502(proxy: ProxyUnderTest) -> None:
+    """
+    A host name that does not resolve (C{.invalid} never does) is a 502.
+    """
+    result = curl(proxy, "-w", "\n%{http_code}", "http://no-such-host.invalid/")
+    assert statusOf(result) == 502, result
+
+
+def test_unsupportedScheme501(proxy: ProxyUnderTest) -> None:
+    """
+    C{ftp://} through an HTTP proxy (curl sends C{GET ftp://...}) is a 501.
+    """
+    result = curl(proxy, "-w", "\n%{http_code}", f"ftp://{TEST_HOST}/file")
+    assert statusOf(result) == 501, result
+
+
+def test_connectToPortNotAllowed403(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
+    """
+    CONNECT to a port outside C{--connect-ports} (the origin's plain HTTP port) is a 403.
+    """
+    result = curl(proxy, "-p", "-w", "\n%{http_connect}", origin.url("/hello/no-tunnel"))
+    assert result.returncode != 0
+    assert statusOf(result) == 403, result
+    assert not [r for r in origin.requests() if r["path"] == "/hello/no-tunnel"]
+
+
+def test_stalledOrigin504(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    With C{--upstream-timeout 1}, an origin that accepts the request but never answers gets
+    the client a 504 after about a second.
+    """
+    with runningProxy(origin, tmp_path, "--upstream-timeout", "1") as proxy:
+        started = time.monotonic()
+        result = curl(proxy, "-w", "\n%{http_code}", origin.url("/stall"))
+        elapsed = time.monotonic() - started
+    assert statusOf(result) == 504, result
+    assert 0.9 <= elapsed < 10, elapsed
+
+
+def test_originDiesMidBody(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
+    """
+    When the origin closes after 1 MB of its announced 2 MB, curl sees a cut-off transfer at
+    once (exit 18, well before any timeout), never a complete-looking response.
+    """
+    started = time.monotonic()
+    result = curl(proxy, origin.url("/die?after=1000000"))
+    assert result.returncode == 18, (result.returncode, result.stderr)
+    assert len(result.stdout) == 1000000
+    assert time.monotonic() - started < 5
+
+
+def test_200ConcurrentClients(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
+    """
+    200 clients (threads, one connection each, started together) all get their own body.
+    """
+    clients = 200
+    start = threading.Barrier(clients, timeout=WAIT)
+    results: dict[int, object] = {}
+
+    def client(index: int) -> None:
+        connection = http.client.HTTPConnection(proxy.host, proxy.port, timeout=WAIT)
+        try:
+            start.wait()
+            connection.request("GET", origin.url(f"/hello/client-{index}"))
+            response = connection.getresponse()
+            results[index] = (response.status, response.read())
+        except Exception as error:
+            results[index] = error
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 3 * WAIT
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not [thread for thread in threads if thread.is_alive()], "clients still waiting"
+    wrong = {
+        index: outcome
+        for index, outcome in results.items()
+        if outcome != (200, b"hello client-%d\n" % index)
+    }
+    assert len(results) == clients and not wrong, wrong
+    counts = origin.stats()
+    assert all(counts[f"/hello/client-{index}"] == 1 for index in range(clients))
