@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from caplab.proxy.auth import basicCredentials
-from caplab.proxy.hooks import Target, UpstreamError, UpstreamRequest
+from caplab.proxy.hooks import Target, UpstreamError, UpstreamRequest, UpstreamResponse
 from caplab.proxy.upstream import (
     ChainingConnector,
     ChainingFetcher,
@@ -468,10 +468,13 @@ class LoopbackTests(TestCase):
 class RecordingFetcher:
     def __init__(self) -> None:
         self.requests: list[UpstreamRequest] = []
+        self.pending: list[Deferred[object]] = []
 
     def fetch(self, request: UpstreamRequest, body: object) -> Deferred[object]:
         self.requests.append(request)
-        return Deferred()
+        d: Deferred[object] = Deferred()
+        self.pending.append(d)
+        return d
 
 
 class ChainingFetcherTests(SynchronousTestCase):
@@ -496,6 +499,25 @@ class ChainingFetcherTests(SynchronousTestCase):
             sent.headers, [(b"Host", b"a.example"), (b"Proxy-Authorization", PARENT.authorization)]
         )
         self.assertEqual(request.target.path, b"/p?q")  # the original is left alone
+
+    def test_parentRefusesCredentials(self) -> None:
+        """
+        A 407 from the parent is about this proxy's credentials: the client gets a 502
+        naming the parent, and the 407's body is thrown away.
+        """
+        delivered: list[object] = []
+        inner = RecordingFetcher()
+        fetcher = ChainingFetcher(inner, UpstreamRouter(PARENT))
+        d = fetcher.fetch(UpstreamRequest(b"GET", Target("http", "a", 80, b"/"), []), None)
+        inner.pending[0].callback(UpstreamResponse(407, b"Proxy Auth", [], delivered.append))
+        error = self.failureResultOf(d, UpstreamError).value
+        self.assertEqual(error.code, 502)
+        self.assertIn("parent proxy parent.example:3128 refused", error.detail)
+        self.assertEqual(len(delivered), 1)
+        response = UpstreamResponse(200, b"OK", [], delivered.append)
+        d = fetcher.fetch(UpstreamRequest(b"GET", Target("http", "a", 80, b"/"), []), None)
+        inner.pending[1].callback(response)
+        self.assertIs(self.successResultOf(d), response)
 
     def test_direct(self) -> None:
         """

@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory
 
+from caplab.metrics import LatencyFetcher
 from caplab.proxy.accesslog import AccessLog
 from caplab.proxy.channel import LOOPBACK, ProxySettings
 from caplab.proxy.connect import EndpointConnector
@@ -21,6 +22,7 @@ from caplab.proxy.factory import ProxyFactory
 from caplab.proxy.forward import Forwarder
 from caplab.proxy.hooks import IAuthenticator, IFetcher, IHostPolicy
 from caplab.proxy.tunnel import TunnelOpener
+from caplab.proxy.upstream import ChainingConnector, ChainingFetcher
 
 _UNSET: Any = object()
 
@@ -54,8 +56,15 @@ def makeProxyFactory(
             caFile=config.get("upstream-ca"),
             connectTimeout=config.get("upstream-timeout", 60.0) or 30.0,
         )
-    forwarder = Forwarder(reactor, connector, timeout=config.get("upstream-timeout", 60.0))
     components = _policyComponents(config, reactor)
+    if components is not None and components.parent is not None:
+        connector = ChainingConnector(connector, components.router, reactor)
+    forwarder = Forwarder(reactor, connector, timeout=config.get("upstream-timeout", 60.0))
+    upstream: IFetcher = forwarder
+    if components is not None:
+        upstream = LatencyFetcher(
+            ChainingFetcher(forwarder, components.router), components.metrics, reactor
+        )
     if hostPolicy is _UNSET:
         hostPolicy = getattr(components, "hostPolicy", None)
     if authenticator is _UNSET:
@@ -64,9 +73,9 @@ def makeProxyFactory(
         metrics = getattr(components, "metrics", None)
     chain: IFetcher
     if fetcher is None:
-        chain = _cached(config, forwarder, reactor)
+        chain = _cached(config, upstream, reactor)
     elif callable(fetcher) and not hasattr(fetcher, "fetch"):
-        chain = fetcher(forwarder)
+        chain = fetcher(upstream)
     else:
         chain = fetcher
     settings = ProxySettings(
@@ -83,6 +92,8 @@ def makeProxyFactory(
         idleTimeout=config.get("keep-alive-timeout", 60.0),
         maxConnections=config.get("max-connections", 1000),
     )
+    if components is not None:
+        settings.statusResources[b"/proxy.pac"] = components.pac
     settings.forwarder = forwarder  # type: ignore[attr-defined]
     accessLog = None
     if config.get("access-log"):

@@ -50,6 +50,7 @@ from caplab.proxy.hooks import (
     Target,
     UpstreamError,
     UpstreamRequest,
+    UpstreamResponse,
 )
 from caplab.proxy.policy import HostList, PolicyFileError, normaliseHost
 
@@ -417,7 +418,37 @@ class ChainingFetcher:
         requestTarget, headers = self.router.requestHead(hop, request)
         chained = replace(request, target=replace(request.target, path=requestTarget))
         chained.headers = headers
-        return self.inner.fetch(chained, body)
+        parent = hop.proxy
+
+        def refused(response: UpstreamResponse) -> UpstreamResponse:
+            # The parent's 407 is about this proxy's credentials, not the client's: passing
+            # it on would ask the client for credentials that are never forwarded.
+            if response.code != 407:
+                return response
+            deliver: Any = response.deliverBody
+            deliver(_Discard())
+            raise UpstreamError(
+                502,
+                "Bad Gateway",
+                f"parent proxy {parent.address} refused this proxy's credentials (407)",
+            )
+
+        return self.inner.fetch(chained, body).addCallback(refused)
+
+
+class _Discard:
+    """
+    An C{IBodySink} that throws the body away.
+    """
+
+    def bodyStarted(self, producer: Any) -> None:
+        pass
+
+    def bodyData(self, data: bytes) -> None:
+        pass
+
+    def bodyDone(self, complete: bool) -> None:
+        pass
 
 
 class ChainingConnector:
