@@ -44,6 +44,7 @@ from caplab.proxy.hooks import (
     UpstreamResponse,
 )
 from caplab.proxy.pages import errorPage, reason, statusPage
+from caplab.proxy.sendnow import sendNow
 from caplab.proxy.target import TargetError, parseAuthority, parseTarget
 
 log = Logger(namespace="caplab.proxy")
@@ -112,6 +113,7 @@ class CaplabProxyRequest(ProxyRequest):
     _upstream: IPushProducer | None = None
     _target: Target | None = None
     _tunnel: Any = None
+    _head: bytes | None = None
 
     def __init__(self, channel: CaplabProxy, queued: object = _QUEUED_SENTINEL) -> None:
         super().__init__(channel, queued, channel.settings.clock)
@@ -207,7 +209,7 @@ class CaplabProxyRequest(ProxyRequest):
                 508, "Loop Detected", "this request has passed through this proxy before"
             )
             return True
-        host = self.channel.transport.getHost()
+        host = self.channel.localAddress
         if getattr(host, "port", None) == target.port and _isLocal(target.host, host):
             self.respondError(
                 508,
@@ -382,18 +384,20 @@ class CaplabProxyRequest(ProxyRequest):
         self.code = code
         self.code_message = response.phrase
         headers = response.headers
-        noBody = self.method == b"HEAD" or code in (204, 304) or 100 <= code < 200
+        lines = [b"HTTP/1.1 %d " % code, response.phrase, b"\r\n"]
+        hasLength = False
+        for name, value in headers:
+            if not hasLength and len(name) == 14 and name.lower() == b"content-length":
+                hasLength = True
+            lines += (name, b": ", value, b"\r\n")
         chunked = False
-        if not noBody and not any(n.lower() == b"content-length" for n, _ in headers):
+        if not hasLength and not (self.method == b"HEAD" or code in (204, 304)):
             if self.clientproto == b"HTTP/1.1":
                 chunked = True
             else:
                 self.channel.persistent = False
         if not self._bodyDone:
             self.channel.persistent = False
-        lines = [b"HTTP/1.1 %d " % code, response.phrase, b"\r\n"]
-        for name, value in headers:
-            lines += (name, b": ", value, b"\r\n")
         if response.cacheStatus is not None:
             lines += (b"Cache-Status: ", response.cacheStatus.encode("latin-1"), b"\r\n")
         lines += (b"Via: ", viaValue(b"HTTP/1.1", self.settings.pseudonym), b"\r\n")
@@ -404,8 +408,13 @@ class CaplabProxyRequest(ProxyRequest):
         lines.append(b"\r\n")
         self.startedWriting = 1
         self.chunked = chunked
-        self.channel.transport.write(b"".join(lines))
+        # The head waits for the first piece of body (usually already here) so that both
+        # leave in one send.
+        self._head = b"".join(lines)
         response.deliverBody(self)  # type: ignore[operator]
+        if self._head is not None and not self._disconnected:
+            head, self._head = self._head, None
+            sendNow(self.channel.transport, head)
 
     def _fetchFailed(self, reason: Failure) -> None:
         self._fetching = None
@@ -431,10 +440,18 @@ class CaplabProxyRequest(ProxyRequest):
         if self._disconnected:
             return
         self.sentLength += len(data)
-        if self.chunked:
-            self.channel.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
-        else:
-            self.channel.transport.write(data)
+        head = self._head
+        if head is not None:
+            self._head = None
+            if self.chunked:
+                data = b"".join((head, b"%x\r\n" % len(data), data, b"\r\n"))
+            elif len(data) <= 65536:
+                data = head + data
+            else:
+                sendNow(self.channel.transport, head)
+        elif self.chunked:
+            data = b"".join((b"%x\r\n" % len(data), data, b"\r\n"))
+        sendNow(self.channel.transport, data)
 
     def bodyDone(self, complete: bool) -> None:
         if self._upstream is not None:
@@ -443,6 +460,15 @@ class CaplabProxyRequest(ProxyRequest):
                 self.channel.unregisterProducer()
         if self._disconnected or self.finished:
             return
+        head, self._head = self._head, None
+        if complete:
+            if self.chunked:
+                self.chunked = 0
+                head = head + b"0\r\n\r\n" if head is not None else b"0\r\n\r\n"
+            if head is not None:
+                sendNow(self.channel.transport, head)
+        elif head is not None:
+            sendNow(self.channel.transport, head)
         if not complete:
             log.info("{uri}: the origin closed mid-body; aborting the client", uri=self.uri)
             # Close without completing the framing: the client sees a cut-off body
@@ -476,7 +502,7 @@ class CaplabProxyRequest(ProxyRequest):
             lines.append(body)
             self.sentLength = len(body)
         self.startedWriting = 1
-        self.channel.transport.write(b"".join(lines))
+        sendNow(self.channel.transport, b"".join(lines))
         self.finish()
 
     def respondError(
@@ -548,6 +574,8 @@ class CaplabProxy(Proxy):
     transport: Any
     clientAllowed = True
     clientHost = "-"
+    peerAddress: Any = None
+    localAddress: Any = None
     _tunnel: Any = None
     _headStarted: float | None = None
     _closing = False
@@ -563,7 +591,8 @@ class CaplabProxy(Proxy):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        peer = self.transport.getPeer()
+        self.peerAddress = peer = self.transport.getPeer()
+        self.localAddress = self.transport.getHost()
         self.clientHost = getattr(peer, "host", "-")
         self.clientAllowed = self.settings.allowed(self.clientHost)
         self.factory.channelOpened(self)
@@ -573,6 +602,35 @@ class CaplabProxy(Proxy):
         if self._tunnel is not None:
             self._tunnel.clientLost()
         super().connectionLost(reason)
+
+    def getPeer(self) -> Any:
+        """
+        The client's address (looked up once per connection, not once per request).
+        """
+        return self.peerAddress
+
+    def getHost(self) -> Any:
+        return self.localAddress
+
+    def allContentReceived(self) -> None:
+        if not self.requests or self.requests[-1].finished:
+            # Answered before its body was in (an error): the connection is closing.
+            self._closing = True
+            return
+        # HTTPChannel switches the idle timeout off while a request is in flight and on
+        # again afterwards, a timer cancelled and created per request; instead the timer
+        # stays and L{timeoutConnection} ignores it while a request is in flight.
+        timeOut, self.timeOut = self.timeOut, None
+        try:
+            super().allContentReceived()
+        finally:
+            self.timeOut = timeOut
+
+    def timeoutConnection(self) -> None:
+        if self._handlingRequest and self.requests:
+            self.setTimeout(self.timeOut)  # busy, not idle: look again later
+            return
+        super().timeoutConnection()
 
     def dataReceived(self, data: bytes) -> None:
         tunnel = self._tunnel
@@ -635,13 +693,6 @@ class CaplabProxy(Proxy):
         if self._closing:
             return
         super().rawDataReceived(data)
-
-    def allContentReceived(self) -> None:
-        if not self.requests or self.requests[-1].finished:
-            # Answered before its body was in (an error): the connection is closing.
-            self._closing = True
-            return
-        super().allContentReceived()
 
     def requestDone(self, request: Any) -> None:
         super().requestDone(request)

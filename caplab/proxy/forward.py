@@ -37,6 +37,7 @@ from caplab.proxy.hooks import (
     UpstreamRequest,
     UpstreamResponse,
 )
+from caplab.proxy.sendnow import sendNow
 
 log = Logger()
 
@@ -221,7 +222,7 @@ class UpstreamConnection(Protocol):
         self._keepAlive = True
         self._active = True
         self._startTimer()
-        self.transport.write(transfer.head)
+        sendNow(self.transport, transfer.head)
         body = transfer.body
         if body is not None:
             body.startStreaming(_BodyWriter(self, transfer, body.length is None))
@@ -400,6 +401,15 @@ class UpstreamConnection(Protocol):
         response = UpstreamResponse(code, phrase, headers, self._deliverBodyFor(transfer))
         transfer.response = response
         transfer.pending = []
+        if state == _LENGTH and rest:
+            # Body bytes that came with the head: handed over with it, so that a small
+            # response is relayed in one go.
+            piece = rest[: self._remaining]
+            rest = rest[len(piece) :]
+            self._remaining -= len(piece)
+            transfer.pending.append(piece)
+            if not self._remaining:
+                state = self._state = _DONE
         d = transfer.deferred
         transfer.deferred = None
         if d is not None:
