@@ -311,6 +311,33 @@ def instrumentTCPFactory(factory: Any, metrics: Metrics) -> Any:
     return factory
 
 
+def countReceivedBytes(factory: Any, metrics: Metrics) -> Any:
+    """
+    Count every byte the connections of C{factory} receive (request heads, bodies and tunnel
+    data alike) in C{metrics}' received bytes, without a wrapping protocol in the data path:
+    each protocol's C{dataReceived} is wrapped as it is built.
+
+    @return: C{factory}.
+    """
+    build = factory.buildProtocol
+    counter = metrics.received
+
+    def buildProtocol(addr: Any) -> Any:
+        protocol = build(addr)
+        if protocol is not None:
+            received = protocol.dataReceived
+
+            def dataReceived(data: bytes) -> None:
+                counter.inc(len(data))
+                received(data)
+
+            protocol.dataReceived = dataReceived
+        return protocol
+
+    factory.buildProtocol = buildProtocol
+    return factory
+
+
 def instrumentDatagramProtocol(protocol: Any, metrics: Metrics) -> Any:
     """
     Count the datagrams C{protocol} receives in C{metrics}.

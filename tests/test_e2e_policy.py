@@ -248,7 +248,7 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_metrics(origin: OriginProcess, tmp_path: Path) -> None:
     """
     C{/metrics} on the admin endpoint, parsed by prometheus-client, counts requests by method
-    and status, blocked requests, bytes, and the uppercase services' traffic.
+    and status, blocked requests, bytes both ways and upstream latency.
     """
     block = tmp_path / "block.txt"
     block.write_text("caplab.test\n")
@@ -270,6 +270,8 @@ def test_metrics(origin: OriginProcess, tmp_path: Path) -> None:
         blocked = ("caplab_proxy_blocked_requests_total", (("method", "other"),))
         assert samples[blocked] == 1
         assert samples[("caplab_proxy_sent_bytes_total", ())] > 0
+        assert samples[("caplab_proxy_received_bytes_total", ())] > 4 * len("GET http://")
+        assert samples[("caplab_proxy_active_connections", ())] >= 0
         assert samples[("caplab_proxy_upstream_latency_seconds_count", ())] >= 3
 
 

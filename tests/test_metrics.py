@@ -18,6 +18,7 @@ from caplab.metrics import (
     MetricsResource,
     RateHistory,
     adminResource,
+    countReceivedBytes,
     instrumentDatagramProtocol,
     instrumentTCPFactory,
     rateChart,
@@ -169,6 +170,20 @@ class UppercaseServiceTests(SynchronousTestCase):
         self.assertEqual(found[("caplab_tcp_active_connections", ())], 1)
         protocol.connectionLost(None)
         self.assertEqual(samples(metrics)[("caplab_tcp_active_connections", ())], 0)
+
+    def test_receivedBytes(self) -> None:
+        """
+        Every byte a connection receives is counted, and still reaches the protocol.
+        """
+        metrics = Metrics()
+        factory = countReceivedBytes(UppercaseFactory(clock=Clock()), metrics)
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"abc")
+        protocol.dataReceived(b"de")
+        self.assertEqual(transport.value(), b"ABCDE")
+        self.assertEqual(samples(metrics)[("caplab_proxy_received_bytes_total", ())], 5)
 
     def test_udp(self) -> None:
         """

@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory
 
-from caplab.metrics import LatencyFetcher
+from caplab.metrics import LatencyFetcher, countReceivedBytes
 from caplab.proxy.accesslog import AccessLog
 from caplab.proxy.channel import LOOPBACK, ProxySettings
 from caplab.proxy.connect import EndpointConnector
@@ -99,6 +99,8 @@ def makeProxyFactory(
     if config.get("access-log"):
         accessLog = AccessLog(config["access-log"], reactor)
     factory = ProxyFactory(settings, accessLog)
+    if components is not None and metrics is components.metrics:
+        countReceivedBytes(factory, metrics)
     settings.tunnels = TunnelOpener(connector, factory, metrics)
     return factory
 
