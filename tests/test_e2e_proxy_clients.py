@@ -46,9 +46,13 @@ def origin(pki: TestPKI) -> Iterator[OriginProcess]:
 
 @pytest.fixture(scope="module")
 def proxy(
-    origin: OriginProcess, tmp_path_factory: pytest.TempPathFactory
+    origin: OriginProcess, pki: TestPKI, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyUnderTest]:
-    with runningProxy(origin, tmp_path_factory.mktemp("proxy")) as running:
+    """
+    The proxy in front of the origin, trusting the throw-away CA for https:// URLs it fetches
+    itself (C{--upstream-ca}).
+    """
+    with runningProxy(origin, tmp_path_factory.mktemp("proxy"), caCert=pki.caCert) as running:
         yield running
 
 
@@ -83,6 +87,21 @@ def test_get(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"hello curl-get\n"
     proxy.waitForAccess("GET", url, 200)
+
+
+def test_keepAliveBothSides(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
+    """
+    curl sends two requests on one connection to the proxy (the second makes no new
+    connection), and the proxy sends both to the origin on one pooled connection.
+    """
+    first, second = origin.url("/hello/keep-1"), origin.url("/hello/keep-2")
+    result = curl(proxy, "-w", "[%{num_connects}]\n", first, second)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"hello keep-1\n[1]\nhello keep-2\n[0]\n"
+    ports = {
+        r["peer"] for r in origin.requests() if r["path"] in ("/hello/keep-1", "/hello/keep-2")
+    }
+    assert len(ports) == 1, ports
 
 
 def test_postBody(origin: OriginProcess, proxy: ProxyUnderTest, tmp_path: Path) -> None:
@@ -240,6 +259,41 @@ def test_connectToTLSOrigin(origin: OriginProcess, proxy: ProxyUnderTest, pki: T
     assert result.stdout == b"hello tunnel\n"
     assert origin.waitForRequest("/hello/tunnel", "https")
     proxy.waitForAccess("CONNECT", f"{TEST_HOST}:{origin.ports['https']}", 200)
+
+
+def absoluteGet(proxy: ProxyUnderTest, url: str) -> tuple[int, bytes]:
+    """
+    C{GET URL} in absolute form to the proxy (as clients that do not tunnel send https://).
+    """
+    connection = http.client.HTTPConnection(proxy.host, proxy.port, timeout=WAIT)
+    try:
+        connection.request("GET", url)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_absoluteHTTPSURLFetchedOverTLS(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
+    """
+    An C{https://} URL in absolute form is fetched by the proxy itself over TLS, the origin's
+    certificate verified against C{--upstream-ca}.
+    """
+    status, body = absoluteGet(proxy, origin.url("/hello/absolute-tls", "https"))
+    assert (status, body) == (200, b"hello absolute-tls\n")
+    assert origin.waitForRequest("/hello/absolute-tls", "https")
+
+
+def test_absoluteHTTPSURLUntrusted502(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    Without C{--upstream-ca} the throw-away CA is not trusted: a 502 page that says the
+    certificate could not be verified, and the origin never sees the request.
+    """
+    with runningProxy(origin, tmp_path) as untrusting:
+        status, body = absoluteGet(untrusting, origin.url("/hello/untrusted", "https"))
+    assert status == 502
+    assert b"certificate" in body and b"verif" in body, body
+    assert not [r for r in origin.requests() if r["path"] == "/hello/untrusted"]
 
 
 @pytest.fixture

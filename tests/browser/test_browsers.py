@@ -13,17 +13,17 @@ each request (HTTP) or the tunnel (HTTPS).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import socket
 from pathlib import Path
 
 import pytest
 
 from tests.browser.browsers import chromium, countPixels, firefox, pngSize
 from tests.conftest import requireProgram
-from tests.origins import OriginProcess, runningOrigin
-from tests.origins.proxy import ProxyUnderTest, runningProxy
+from tests.origins import OriginProcess
+from tests.origins.proxy import ProxyUnderTest
 from tests.origins.site import IMAGE_RGB, PAGE_OK
-from tests.tls import TEST_HOST, TestPKI, makePKI
+from tests.tls import TEST_HOST, TestPKI
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -34,25 +34,6 @@ SUBRESOURCES = ("style.css", "image.png", "script.js")
 BEACON = "beacon?style=applied&image=16x16"
 
 _tokens = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
-    return makePKI(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def origin(pki: TestPKI) -> Iterator[OriginProcess]:
-    with runningOrigin(pki.caCert.parent) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def proxy(
-    origin: OriginProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ProxyUnderTest]:
-    with runningProxy(origin, tmp_path_factory.mktemp("proxy")) as running:
-        yield running
 
 
 def pageURL(origin: OriginProcess, scheme: str, browser: str) -> tuple[str, str]:
@@ -140,3 +121,30 @@ def test_firefoxRendersPageThroughProxy(
     assert width >= 100 and height >= 100, (width, height)
     assert countPixels(screenshot, IMAGE_RGB) == 16 * 16, "the image is not on the screenshot"
     assertPageLoadedThroughProxy(origin, proxy, scheme, base)
+
+
+def test_chromiumShowsProxyErrorPage(
+    origin: OriginProcess, proxy: ProxyUnderTest, tmp_path: Path
+) -> None:
+    """
+    When the origin refuses the connection, Chromium renders the proxy's 502 page with the
+    reason.
+    """
+    requireProgram("chromium")
+    with socket.socket() as held:  # bound, not listening: connections to it are refused
+        held.bind(("127.0.0.1", 0))
+        url = f"http://{TEST_HOST}:{held.getsockname()[1]}/"
+        run = chromium(url, proxy.address, tmp_path)
+    assert "<h1>502 Bad Gateway</h1>" in run.stdout, run.describe()
+    assert "refused the connection" in run.stdout, run.describe()
+    proxy.waitForAccess("GET", url, 502)
+
+
+def test_chromiumShowsProxyStatusPage(proxy: ProxyUnderTest, tmp_path: Path) -> None:
+    """
+    Opening the proxy's own address in a browser (no proxy configured) shows its status page.
+    """
+    requireProgram("chromium")
+    run = chromium(f"http://{proxy.address}/", None, tmp_path)
+    assert "<h1>caplab proxy</h1>" in run.stdout, run.describe()
+    assert "requests since start" in run.stdout, run.describe()
