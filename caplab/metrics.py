@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from html import escape
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -371,6 +372,96 @@ class MetricsResource(Resource):
         request.setHeader(b"content-type", contentType.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
         return encoder(self.registry)
+
+    render_HEAD = render_GET
+
+
+#: The figures of the stats page: (label, metric sample name), in order.
+STATS_FIGURES = (
+    ("open client connections", "caplab_proxy_active_connections"),
+    ("open CONNECT tunnels", "caplab_proxy_active_tunnels"),
+    ("bytes received from clients", "caplab_proxy_received_bytes_total"),
+    ("bytes sent to clients", "caplab_proxy_sent_bytes_total"),
+    ("requests blocked by the lists", "caplab_proxy_blocked_requests_total"),
+    ("requests answered 407", "caplab_proxy_auth_failures_total"),
+    ("cache hits", "caplab_cache_hits_total"),
+    ("cache misses", "caplab_cache_misses_total"),
+    ("bytes in the cache", "caplab_cache_stored_bytes"),
+    ("uppercase TCP connections", "caplab_tcp_connections_total"),
+    ("uppercase UDP datagrams", "caplab_udp_datagrams_total"),
+)
+
+
+def _sums(metrics: Metrics) -> dict[str, float]:
+    """
+    Each sample name's value, summed over its labels.
+    """
+    sums: dict[str, float] = {}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+    return sums
+
+
+def statsPage(metrics: Metrics) -> bytes:
+    """
+    An HTML page of the metrics for a person: the request rate over the last minutes as a
+    chart, requests by method and status, and the other figures (refreshes every 10 s).
+    """
+    sums = _sums(metrics)
+    byStatus = []
+    for family in metrics.registry.collect():
+        if family.name == "caplab_proxy_requests":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    labels = sample.labels
+                    byStatus.append((labels["method"], labels["code"], int(sample.value)))
+    byStatus.sort()
+    requestRows = (
+        "".join(
+            f"<tr><td>{escape(method)}</td><td>{escape(code)}</td><td>{count}</td></tr>\n"
+            for method, code, count in byStatus
+        )
+        or '<tr><td colspan="3">none yet</td></tr>\n'
+    )
+    figureRows = "".join(
+        f"<tr><th>{escape(label)}</th><td>{int(sums.get(name, 0))}</td></tr>\n"
+        for label, name in STATS_FIGURES
+    )
+    count = sums.get("caplab_proxy_upstream_latency_seconds_count", 0.0)
+    total = sums.get("caplab_proxy_upstream_latency_seconds_sum", 0.0)
+    latency = f"{1000 * total / count:.1f} ms" if count else "no upstream requests yet"
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        '<meta http-equiv="refresh" content="10"><title>caplab proxy figures</title>'
+        "<style>body{font-family:sans-serif} td,th{padding:2px 8px;text-align:left}</style>"
+        "</head>\n<body><h1>caplab proxy figures</h1>\n"
+        f"<h2>Requests per second</h2>\n{rateChart(metrics.history)}\n"
+        "<h2>Requests by method and status</h2>\n"
+        f'<table id="requests"><tr><th>method</th><th>status</th><th>requests</th></tr>\n'
+        f"{requestRows}</table>\n"
+        f'<h2>Figures</h2>\n<table id="figures">\n{figureRows}'
+        f"<tr><th>mean upstream latency</th><td>{latency}</td></tr>\n</table>\n"
+        '<p><a href="/">status</a> · <a href="/proxy.pac">PAC file</a></p>\n'
+        "</body></html>\n"
+    ).encode()
+
+
+class StatsResource(Resource):
+    """
+    The stats page (L{statsPage}) on the proxy's own port (C{/stats}).
+    """
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return statsPage(self.metrics)
 
     render_HEAD = render_GET
 

@@ -11,6 +11,7 @@ so every answer checked here came through it.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import urllib.request
@@ -291,3 +292,31 @@ def test_pac(origin: OriginProcess, tmp_path: Path) -> None:
             script = response.read().decode()
         assert f'"PROXY {proxy.address}"' in script
         assert '"intranet.example"' in script
+
+
+@pytest.mark.browser
+def test_statsPageInChromium(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    The proxy's stats page, loaded by headless Chromium from the proxy's own port, shows the
+    request-rate chart with a bar for the requests just made, and the figures.
+    """
+    requireProgram("chromium")
+    from tests.browser.browsers import _baseEnvironment, runBounded
+
+    with runningProxy(origin, tmp_path) as proxy:
+        for _ in range(5):
+            assert codes(curl(proxy.address, origin.url("/hello/chart")))[0] == 200
+        run = runBounded(
+            [
+                "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                f"--user-data-dir={tmp_path / 'profile'}", "--disable-background-networking",
+                "--no-proxy-server", "--dump-dom", f"http://{proxy.address}/stats",
+            ],
+            _baseEnvironment(tmp_path / "home"),
+        )  # fmt: skip
+    dom = run.stdout
+    assert "caplab proxy figures" in dom, run.describe()
+    assert dom.count("<rect ") == 60, run.describe()
+    peak = re.search(r'data-peak="([0-9.]+)"', dom)
+    assert peak is not None and float(peak.group(1)) >= 0.5, run.describe()
+    assert "<td>GET</td><td>200</td><td>5</td>" in dom, run.describe()

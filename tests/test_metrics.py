@@ -22,6 +22,7 @@ from caplab.metrics import (
     instrumentDatagramProtocol,
     instrumentTCPFactory,
     rateChart,
+    statsPage,
 )
 from caplab.tcp import UppercaseFactory
 from caplab.udp import UppercaseDatagramProtocol
@@ -339,3 +340,35 @@ class LatencyFetcherTests(SynchronousTestCase):
         self.assertEqual(
             found[("caplab_proxy_upstream_latency_seconds_bucket", (("le", "0.5"),))], 1
         )
+
+
+class StatsPageTests(SynchronousTestCase):
+    """
+    The stats page for a person.
+    """
+
+    def test_content(self) -> None:
+        """
+        The page has the chart, requests by method and status, and the figures.
+        """
+        clock = Clock()
+        metrics = Metrics(now=clock.seconds)
+        metrics.requestDone(b"GET", 200)
+        metrics.requestDone(b"GET", 200)
+        metrics.requestDone(b"CONNECT", 403)
+        metrics.requestBlocked(b"CONNECT")
+        metrics.upstreamLatency(0.02)
+        page = statsPage(metrics).decode()
+        self.assertIn('<svg xmlns="http://www.w3.org/2000/svg" class="rate-chart"', page)
+        self.assertIn("<tr><td>GET</td><td>200</td><td>2</td></tr>", page)
+        self.assertIn("<tr><td>CONNECT</td><td>403</td><td>1</td></tr>", page)
+        self.assertIn("<tr><th>requests blocked by the lists</th><td>1</td></tr>", page)
+        self.assertIn("<tr><th>mean upstream latency</th><td>20.0 ms</td></tr>", page)
+
+    def test_empty(self) -> None:
+        """
+        Before any request the page says so.
+        """
+        page = statsPage(Metrics()).decode()
+        self.assertIn("none yet", page)
+        self.assertIn("no upstream requests yet", page)

@@ -42,5 +42,7 @@ def statusPage(version: str, uptime: float, counters: dict[str, int]) -> bytes:
         f"<p>Version {escape(version)}, up {hours}:{minutes:02d}:{secs:02d} "
         f"({uptime:.0f} seconds).</p>\n<table>\n{rows}</table>\n"
         "<p>This is an HTTP forward proxy: point your browser or <code>curl -x</code> at "
-        "this address to use it.</p>\n</body></html>\n"
+        "this address to use it.</p>\n"
+        '<p><a href="/stats">Request rate and figures</a> · '
+        '<a href="/proxy.pac">PAC file</a></p>\n</body></html>\n'
     ).encode()

@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory
 
-from caplab.metrics import LatencyFetcher, countReceivedBytes
+from caplab.metrics import LatencyFetcher, StatsResource, countReceivedBytes
 from caplab.proxy.accesslog import AccessLog
 from caplab.proxy.channel import LOOPBACK, ProxySettings
 from caplab.proxy.connect import EndpointConnector
@@ -94,6 +94,7 @@ def makeProxyFactory(
     )
     if components is not None:
         settings.statusResources[b"/proxy.pac"] = components.pac
+        settings.statusResources[b"/stats"] = StatsResource(components.metrics)
     settings.forwarder = forwarder  # type: ignore[attr-defined]
     accessLog = None
     if config.get("access-log"):
