@@ -89,18 +89,19 @@ def test_get(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
     proxy.waitForAccess("GET", url, 200)
 
 
-def test_keepAliveBothSides(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
+def test_keepAliveBothSides(origin: OriginProcess, tmp_path: Path) -> None:
     """
     curl sends two requests on one connection to the proxy (the second makes no new
-    connection), and the proxy sends both to the origin on one pooled connection.
+    connection), and the proxy sends both to the origin on one pooled connection (a fresh
+    proxy, so that no idle connection of another test is in its pool).
     """
     first, second = origin.url("/hello/keep-1"), origin.url("/hello/keep-2")
-    result = curl(proxy, "-w", "[%{num_connects}]\n", first, second)
+    with runningProxy(origin, tmp_path) as fresh:
+        result = curl(fresh, "-w", "[%{num_connects}]\n", first, second)
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"hello keep-1\n[1]\nhello keep-2\n[0]\n"
-    ports = {
-        r["peer"] for r in origin.requests() if r["path"] in ("/hello/keep-1", "/hello/keep-2")
-    }
+    paths = ("/hello/keep-1", "/hello/keep-2")
+    ports = {r["peer"] for r in origin.requests() if r["path"] in paths}
     assert len(ports) == 1, ports
 
 
