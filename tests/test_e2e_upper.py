@@ -475,3 +475,70 @@ def test_usageErrorNoTraceback() -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stdout + result.stderr
     assert "99999" in result.stdout + result.stderr
+
+
+def test_ipv6Interface() -> None:
+    """
+    With C{--interface ::1} both services listen on IPv6 loopback and answer there.
+    """
+    with runningCaplab("--no-proxy", "--interface", "::1") as process:
+        assert process.addresses["tcp"][0] == "::1"
+        assert process.addresses["udp"][0] == "::1"
+        with socket.create_connection(("::1", process.port("tcp")), timeout=WAIT) as conn:
+            conn.sendall(b"over ipv6")
+            conn.shutdown(socket.SHUT_WR)
+            assert readAll(conn) == b"OVER IPV6"
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(WAIT)
+            sock.sendto(b"v6 datagram", ("::1", process.port("udp")))
+            assert sock.recvfrom(100)[0] == b"V6 DATAGRAM"
+
+
+def test_unixSocket(tmp_path: Path) -> None:
+    """
+    C{--tcp-endpoint unix:PATH} serves the TCP service on a UNIX socket, half-close
+    included.
+    """
+    path = tmp_path / "caplab.sock"
+    with runningCaplab(
+        "--no-proxy", "--no-udp", "--tcp-endpoint", f"unix:{path}", services=["tcp"]
+    ) as process:
+        process.waitForLine(rf"caplab tcp listening on unix:{path}")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(WAIT)
+            conn.connect(str(path))
+            conn.sendall(b"over a unix socket")
+            conn.shutdown(socket.SHUT_WR)
+            assert readAll(conn) == b"OVER A UNIX SOCKET"
+
+
+def test_tls(tmp_path: Path) -> None:
+    """
+    With an C{ssl:} endpoint the TCP service speaks TLS; a multi-MB stream read
+    concurrently comes back uppercased (back-pressure through the TLS layer).
+    """
+    import ssl
+
+    from tests.tls import makePKI
+
+    pki = makePKI(tmp_path / "pki")
+    endpoint = f"ssl:0:interface=127.0.0.1:privateKey={pki.serverKey}:certKey={pki.serverCert}"
+    data = b"secret lab sentence, &*! " * 200_000
+    context = ssl.create_default_context(cafile=str(pki.caCert))
+    with runningCaplab(
+        "--no-proxy", "--no-udp", "--tcp-endpoint", endpoint, services=["tcp"]
+    ) as process:
+        raw = socket.create_connection(("127.0.0.1", process.port("tcp")), timeout=WAIT)
+        with context.wrap_socket(raw, server_hostname="localhost") as conn:
+            # One thread (an SSL connection is not shared between threads): send a chunk,
+            # then take whatever has come back, so that neither side waits on the other.
+            received = bytearray()
+            for offset in range(0, len(data), 65536):
+                conn.sendall(data[offset : offset + 65536])
+                while conn.pending() or select.select([conn], [], [], 0)[0]:
+                    received += conn.recv(65536)
+            while len(received) < len(data):
+                chunk = conn.recv(65536)
+                assert chunk, "the TLS stream ended early"
+                received += chunk
+        assert bytes(received) == data.upper()
