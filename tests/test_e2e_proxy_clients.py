@@ -355,6 +355,27 @@ def test_stalledOrigin504(origin: OriginProcess, tmp_path: Path) -> None:
     assert 0.9 <= elapsed < 10, elapsed
 
 
+def test_slowClientIsNotAStalledOrigin(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    With C{--upstream-timeout 1}, a client that stops reading for 2.5 s in the middle of a
+    32 MiB body (so back-pressure holds the origin back) still gets the whole body: only an
+    origin that stalls on its own counts as stalled.
+    """
+    size = 32 * MiB
+    with runningProxy(origin, tmp_path, "--upstream-timeout", "1") as proxy:
+        connection = http.client.HTTPConnection(proxy.host, proxy.port, timeout=WAIT)
+        try:
+            connection.request("GET", origin.url(f"/bytes/{size}"))
+            response = connection.getresponse()
+            digest = hashlib.sha256(response.read(MiB))
+            time.sleep(2.5)  # the scenario itself: a client that does not read for a while
+            rest = response.read()
+        finally:
+            connection.close()
+    digest.update(rest)
+    assert (MiB + len(rest), digest.hexdigest()) == (size, patternDigest(size))
+
+
 def test_originDiesMidBody(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
     """
     When the origin closes after 1 MB of its announced 2 MB, curl sees a cut-off transfer at
