@@ -18,6 +18,7 @@ from twisted.python import usage
 
 from caplab import __version__
 from caplab.listening import DatagramListener, StreamListener, exitWithFailureStatus
+from caplab.proxy.cache.options import CacheOptions
 from caplab.proxy.options import ProxyOptions
 from caplab.proxy.policy_options import PolicyOptions, addPolicyServices
 from caplab.tcp import UppercaseFactory
@@ -80,6 +81,19 @@ def listenAddress(value: str) -> str:
         raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
 
 
+def traceFile(value: str) -> str:
+    """
+    A file the trace can be appended to (created if need be), checked now so that a bad
+    path is a usage error rather than a traceback at start-up.
+    """
+    try:
+        with open(value, "a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        raise ValueError(f"cannot write to {value!r}: {e.strerror or e}") from None
+    return value
+
+
 def isLoopback(interface: str) -> bool:
     """
     Whether only this machine can reach C{interface}.
@@ -96,7 +110,7 @@ def tcpDescription(port: int, interface: str) -> str:
     return f"tcp:{port}:interface={interface}"
 
 
-class Options(ProxyOptions, PolicyOptions, WorkerOptions, usage.Options):
+class Options(ProxyOptions, PolicyOptions, CacheOptions, WorkerOptions, usage.Options):
     """
     Options of C{twist caplab}.
     """
@@ -155,6 +169,7 @@ class Options(ProxyOptions, PolicyOptions, WorkerOptions, usage.Options):
             None,
             "Record every byte each service sends and receives, per connection, in this "
             "file (the lab's Wireshark 'Follow stream' view).",
+            traceFile,
         ],
     ]
 
@@ -191,6 +206,7 @@ class Options(ProxyOptions, PolicyOptions, WorkerOptions, usage.Options):
             )
             self.checkProxyOptions()
             self.checkPolicyOptions()
+            self.checkCacheOptions()
         self.checkWorkerOptions()
 
     def _checkEndpoint(self, option: str, description: str | None, port: int) -> str:

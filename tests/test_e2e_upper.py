@@ -462,19 +462,28 @@ def test_portInUse(service: str) -> None:
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_usageErrorNoTraceback() -> None:
+@pytest.mark.parametrize(
+    "args, shown",
+    [
+        (["--tcp-port", "99999"], "'99999' is not a port number"),
+        (["--tcp-endpoint", "ssl:0:privateKey=/nonexistent.pem"], "--tcp-endpoint"),
+        (["--trace", "/nonexistent/trace.txt"], "cannot write to '/nonexistent/trace.txt'"),
+    ],
+)
+def test_usageErrorNoTraceback(args: list[str], shown: str) -> None:
     """
-    A bad option ends C{twist caplab} with a usage message, not a traceback.
+    A bad option ends C{twist caplab} with status 64 (EX_USAGE) and a message, not a
+    traceback.
     """
     result = subprocess.run(
-        [*twistCommand(), "caplab", "--tcp-port", "99999"],
+        [*twistCommand(), "caplab", *args],
         capture_output=True,
         text=True,
         timeout=WAIT,
     )
-    assert result.returncode != 0
+    assert result.returncode == 64
     assert "Traceback" not in result.stdout + result.stderr
-    assert "99999" in result.stdout + result.stderr
+    assert shown in result.stdout + result.stderr
 
 
 def test_ipv6Interface() -> None:

@@ -95,6 +95,8 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         ["--max-connections", "many"],
         ["--no-tcp", "--no-udp", "--no-proxy"],
         ["--no-such-option"],
+        ["--trace", "/nonexistent/directory/trace.txt"],
+        ["--trace", "/"],
     ],
 )
 def test_usageErrors(args: list[str]) -> None:
@@ -113,6 +115,18 @@ def test_endpointErrorNamesOption() -> None:
     """
     with pytest.raises(usage.UsageError, match=r"^--tcp-endpoint 'nosuchtype:1': "):
         parse("--tcp-endpoint", "nosuchtype:1")
+
+
+def test_traceFileCheckedEarly(tmp_path: Path) -> None:
+    """
+    A C{--trace} file that cannot be written is a usage error naming the file, found while
+    parsing rather than as a traceback when the services start; a good one is created.
+    """
+    with pytest.raises(usage.UsageError, match="cannot write to '/nonexistent/t': No such"):
+        parse("--trace", "/nonexistent/t")
+    path = tmp_path / "trace.txt"
+    assert parse("--trace", str(path))["trace"] == str(path)
+    assert path.exists()
 
 
 def test_nothingToRun() -> None:
