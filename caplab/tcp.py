@@ -70,6 +70,11 @@ class UppercaseProtocol(Protocol, TimeoutMixin):
         self._close()
 
     def _close(self) -> None:
+        """
+        Stop producing and close once everything written has been sent (once only).
+        """
+        if self._closing:
+            return
         self._closing = True
         self.transport.unregisterProducer()
         self.transport.loseConnection()

@@ -156,6 +156,19 @@ def test_halfCloseWithNothingPending() -> None:
     assert transport.disconnecting
 
 
+def test_halfCloseAfterIdleClose() -> None:
+    """
+    A half-close arriving after the idle timeout started closing the connection does not
+    close it twice (the producer is unregistered once).
+    """
+    clock = Clock()
+    protocol, transport = connect(UppercaseFactory(idleTimeout=5, clock=clock))
+    clock.advance(5)
+    assert transport.disconnecting
+    protocol.readConnectionLost()  # StringTransport raises on a second unregisterProducer
+    assert transport.producer is None
+
+
 def test_writeConnectionLostIgnored() -> None:
     """
     C{writeConnectionLost} (the service never half-closes itself) changes nothing.
