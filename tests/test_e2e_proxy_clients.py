@@ -2,7 +2,8 @@
 A real client nobody here wrote, C{curl -x}, and Python's own C{http.client}, through the real
 C{twist caplab} proxy to a local test origin (L{tests.origins}): methods, bodies both ways,
 a 200 MiB download in bounded memory, CONNECT to a TLS origin, the error statuses, and 200
-clients at once.
+clients at once. (GET and a small POST, https:// in absolute form, the status page and the
+limits are in L{tests.test_e2e_proxy}.)
 
 The origin's host name (C{origin.caplab.test}) resolves only inside the proxy
 (C{--resolve}), so every answer checked here came through it.
@@ -46,13 +47,9 @@ def origin(pki: TestPKI) -> Iterator[OriginProcess]:
 
 @pytest.fixture(scope="module")
 def proxy(
-    origin: OriginProcess, pki: TestPKI, tmp_path_factory: pytest.TempPathFactory
+    origin: OriginProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyUnderTest]:
-    """
-    The proxy in front of the origin, trusting the throw-away CA for https:// URLs it fetches
-    itself (C{--upstream-ca}).
-    """
-    with runningProxy(origin, tmp_path_factory.mktemp("proxy"), caCert=pki.caCert) as running:
+    with runningProxy(origin, tmp_path_factory.mktemp("proxy")) as running:
         yield running
 
 
@@ -76,17 +73,6 @@ def statusOf(result: subprocess.CompletedProcess[bytes]) -> int:
     The status curl printed last with C{-w '\\n%{http_code}'}.
     """
     return int(result.stdout.rsplit(b"\n", 1)[-1])
-
-
-def test_get(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
-    """
-    A GET through the proxy gets the origin's body, and the proxy logs it.
-    """
-    url = origin.url("/hello/curl-get")
-    result = curl(proxy, url)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == b"hello curl-get\n"
-    proxy.waitForAccess("GET", url, 200)
 
 
 def test_keepAliveBothSides(origin: OriginProcess, tmp_path: Path) -> None:
@@ -260,41 +246,6 @@ def test_connectToTLSOrigin(origin: OriginProcess, proxy: ProxyUnderTest, pki: T
     assert result.stdout == b"hello tunnel\n"
     assert origin.waitForRequest("/hello/tunnel", "https")
     proxy.waitForAccess("CONNECT", f"{TEST_HOST}:{origin.ports['https']}", 200)
-
-
-def absoluteGet(proxy: ProxyUnderTest, url: str) -> tuple[int, bytes]:
-    """
-    C{GET URL} in absolute form to the proxy (as clients that do not tunnel send https://).
-    """
-    connection = http.client.HTTPConnection(proxy.host, proxy.port, timeout=WAIT)
-    try:
-        connection.request("GET", url)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
-def test_absoluteHTTPSURLFetchedOverTLS(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
-    """
-    An C{https://} URL in absolute form is fetched by the proxy itself over TLS, the origin's
-    certificate verified against C{--upstream-ca}.
-    """
-    status, body = absoluteGet(proxy, origin.url("/hello/absolute-tls", "https"))
-    assert (status, body) == (200, b"hello absolute-tls\n")
-    assert origin.waitForRequest("/hello/absolute-tls", "https")
-
-
-def test_absoluteHTTPSURLUntrusted502(origin: OriginProcess, tmp_path: Path) -> None:
-    """
-    Without C{--upstream-ca} the throw-away CA is not trusted: a 502 page that says the
-    certificate could not be verified, and the origin never sees the request.
-    """
-    with runningProxy(origin, tmp_path) as untrusting:
-        status, body = absoluteGet(untrusting, origin.url("/hello/untrusted", "https"))
-    assert status == 502
-    assert b"certificate" in body and b"verif" in body, body
-    assert not [r for r in origin.requests() if r["path"] == "/hello/untrusted"]
 
 
 @pytest.fixture
