@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
@@ -530,6 +532,14 @@ class ChainingFetcherTests(SynchronousTestCase):
         self.assertEqual(inner.requests, [request, request])
 
 
+class FailingEndpoint:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+        return fail(self.error)
+
+
 class RecordingConnector:
     """
     Stands in for C{EndpointConnector}: records the endpoints asked for.
@@ -549,6 +559,15 @@ class RecordingConnector:
     def connect(self, target: Target, protocol: Protocol) -> Deferred[object]:
         self.connected.append(target)
         return Deferred()
+
+
+class FailingConnector(RecordingConnector):
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def endpoint(self, host: str, port: int, tls: bool = False) -> Any:
+        return FailingEndpoint(self.error)
 
 
 class ChainingConnectorTests(SynchronousTestCase):
@@ -594,6 +613,19 @@ class ChainingConnectorTests(SynchronousTestCase):
         endpoint = self.connector.endpoint("a.example", 443, tls=True)
         self.assertEqual(type(endpoint).__name__, "_WrapperEndpoint")
         self.assertEqual(self.inner.asked, [("parent.example", 3128, False)])
+
+    def test_parentUnreachable(self) -> None:
+        """
+        A failed connection to the parent is an error naming the parent (504 for a
+        timeout), not the origin.
+        """
+        for error, code in [(ConnectionRefusedError(), 502), (ConnectTimeoutError(), 504)]:
+            inner = FailingConnector(error)
+            connector = ChainingConnector(inner, UpstreamRouter(PARENT), Clock())
+            d = connector.connect(Target("http", "a.example", 80, b"/"), Protocol())
+            failure = self.failureResultOf(d, UpstreamError).value
+            self.assertEqual(failure.code, code)
+            self.assertIn("parent proxy parent.example:3128", failure.detail)
 
     def test_directConnect(self) -> None:
         """

@@ -28,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionDone
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -184,6 +185,22 @@ def authority(host: str, port: int) -> bytes:
     return f"{host}:{port}".encode("ascii")
 
 
+def unreachableParent(parent: ParentProxy, reason: Failure) -> UpstreamError:
+    """
+    The L{UpstreamError} for a connection to C{parent} that failed for C{reason}: 504 for a
+    timeout, else 502; it names the parent (never its credentials).
+    """
+    if reason.check(ConnectTimeoutError):
+        return UpstreamError(
+            504, "Gateway Timeout", f"connecting to parent proxy {parent.address} timed out"
+        )
+    return UpstreamError(
+        502,
+        "Bad Gateway",
+        f"cannot reach parent proxy {parent.address}: {reason.getErrorMessage()}",
+    )
+
+
 @implementer(IStreamClientEndpoint)
 class ConnectThroughProxyEndpoint:
     """
@@ -227,16 +244,10 @@ class ConnectThroughProxyEndpoint:
         def failed(reason: Failure) -> None:
             if established.called:
                 return
-            if reason.check(CancelledError):
+            if reason.check(CancelledError, UpstreamError):
                 established.errback(reason)
                 return
-            established.errback(
-                UpstreamError(
-                    502,
-                    "Bad Gateway",
-                    f"cannot reach parent proxy {self.parent.address}: {reason.getErrorMessage()}",
-                )
-            )
+            established.errback(unreachableParent(self.parent, reason))
 
         connecting.addCallbacks(connected.append, failed)
         return established
@@ -499,8 +510,14 @@ class ChainingConnector:
         hop = self.router.nextHop(target)
         if hop.proxy is None:
             return self.inner.connect(target, protocol)
-        if target.scheme == "http":
-            endpoint = self.inner.endpoint(hop.host, hop.port)
-        else:
-            endpoint = self.endpoint(target.host, target.port, tls=True)
-        return connectProtocol(endpoint, protocol)
+        if target.scheme != "http":
+            return connectProtocol(self.endpoint(target.host, target.port, tls=True), protocol)
+        parent = hop.proxy
+
+        def failed(reason: Failure) -> Failure:
+            if reason.check(CancelledError, UpstreamError):
+                return reason
+            raise unreachableParent(parent, reason)
+
+        endpoint = self.inner.endpoint(hop.host, hop.port)
+        return connectProtocol(endpoint, protocol).addErrback(failed)
