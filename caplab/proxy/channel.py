@@ -652,7 +652,7 @@ class CaplabProxy(Proxy):
         elif line and self._receivedHeaderSize + len(line) > self.totalHeadersSize:
             self.refuse(431, "Request Header Fields Too Large", "the header block is too large")
             return
-        elif line and self._receivedHeaderCount >= self.maxHeaders:
+        elif line and self._receivedHeaderCount + 1 >= self.maxHeaders:
             self.refuse(431, "Request Header Fields Too Large", "too many header fields")
             return
         super().lineReceived(line)

@@ -318,6 +318,8 @@ class UpstreamConnection(Protocol):
         self.transport.loseConnection()
 
     def _parseHead(self, transfer: _Transfer) -> None:
+        rest = b""
+        lines: list[bytes] = []
         while True:
             buffer = self._buffer
             end = buffer.find(b"\r\n\r\n")
@@ -691,13 +693,19 @@ class Forwarder:
         connection = UpstreamConnection(self, key, target)
         transfer.connection = connection
 
+        timer: IDelayedCall | None = None
+
         def connected(_: object) -> None:
+            if timer is not None and timer.active():
+                timer.cancel()
             if transfer.deferred is None or transfer.deferred.called:
                 connection.transport.loseConnection()
                 return
             connection.send(transfer)
 
         def failed(reason: Failure) -> None:
+            if timer is not None and timer.active():
+                timer.cancel()
             d = transfer.deferred
             if d is None or d.called or reason.check(CancelledError):
                 return
@@ -708,6 +716,23 @@ class Forwarder:
 
         self.connectionsOpened += 1
         attempt = transfer.attempt = self.connector.connect(target, connection)
+
+        def timedOut() -> None:
+            d = transfer.deferred
+            if d is None or d.called:
+                return
+            transfer.deferred = None
+            attempt.cancel()
+            d.errback(
+                UpstreamError(
+                    504,
+                    "Gateway Timeout",
+                    f"connecting to {target.authority} took more than {self.timeout:g} seconds",
+                )
+            )
+
+        if self.timeout and not attempt.called:
+            timer = self.clock.callLater(self.timeout, timedOut)
         attempt.addCallbacks(connected, failed)
 
     def _cancel(self, transfer: _Transfer) -> None:

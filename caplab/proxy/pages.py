@@ -5,6 +5,7 @@ The proxy's own pages: small HTML error pages that say why, and the status page.
 from __future__ import annotations
 
 from html import escape
+from http import HTTPStatus
 
 from twisted.web.http import RESPONSES
 
@@ -13,7 +14,13 @@ def reason(code: int) -> bytes:
     """
     The standard reason phrase of C{code}.
     """
-    return RESPONSES.get(code, b"Unknown")
+    phrase = RESPONSES.get(code)
+    if phrase is None:
+        try:
+            phrase = HTTPStatus(code).phrase.encode("ascii")
+        except ValueError:
+            phrase = b"Unknown"
+    return phrase
 
 
 def errorPage(code: int, title: str, detail: str) -> bytes:
