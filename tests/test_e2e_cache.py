@@ -1,0 +1,235 @@
+"""
+The cache end to end: the real C{twist caplab} proxy in front of the local test origin
+(L{tests.origins}), which counts its requests, so a test sees whether a response really came
+from the cache.
+
+Each test uses paths of its own (C{/run/TOKEN/...}), so the tests share one proxy and one
+origin and do not see each other's entries.
+"""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import requireProgram
+from tests.origins import WAIT, OriginProcess, runningOrigin
+from tests.origins.proxy import ProxyUnderTest, runningProxy
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def origin() -> Iterator[OriginProcess]:
+    with runningOrigin() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    origin: OriginProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyUnderTest]:
+    with runningProxy(origin, tmp_path_factory.mktemp("proxy")) as running:
+        yield running
+
+
+def unique(route: str) -> str:
+    """
+    A path for C{route} that no other test uses.
+    """
+    return f"/run/{uuid.uuid4().hex[:12]}/{route}"
+
+
+class Response:
+    def __init__(self, status: int, headers: http.client.HTTPMessage, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def cacheStatus(self) -> str:
+        return self.headers.get("Cache-Status", "")
+
+
+def fetch(
+    proxy: ProxyUnderTest,
+    origin: OriginProcess,
+    path: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> Response:
+    """
+    One request through the proxy, in absolute form, on a connection of its own.
+    """
+    connection = http.client.HTTPConnection(proxy.host, proxy.port, timeout=WAIT)
+    try:
+        connection.request(method, origin.url(path), body=body, headers=headers or {})
+        response = connection.getresponse()
+        return Response(response.status, response.headers, response.read())
+    finally:
+        connection.close()
+
+
+def originRequests(origin: OriginProcess, path: str) -> list[dict[str, object]]:
+    return [r for r in origin.requests() if r["path"] == path]
+
+
+def header(request: dict[str, object], name: str) -> str | None:
+    for key, value in request["headers"]:  # type: ignore[attr-defined]
+        if key == name:
+            return str(value)
+    return None
+
+
+def test_hitSkipsOrigin(proxy: ProxyUnderTest, origin: OriginProcess) -> None:
+    """
+    The second GET of a fresh response is served by the cache: the origin is asked once,
+    C{Cache-Status} says miss then hit, and the access log records both.
+    """
+    path = unique("cache/max-age=60")
+    first = fetch(proxy, origin, path)
+    second = fetch(proxy, origin, path)
+    assert first.body == second.body
+    assert first.body.endswith(b"request 1\n")
+    assert first.cacheStatus == "caplab; fwd=miss; stored"
+    assert second.cacheStatus.startswith("caplab; hit")
+    assert int(second.headers["Age"]) >= 0
+    assert origin.stats()[path] == 1
+    line = proxy.waitForAccess("GET", origin.url(path), 200)
+    assert line.endswith('"caplab; fwd=miss; stored"')
+    deadline = time.monotonic() + WAIT
+    while not any(
+        origin.url(path) in line and '"caplab; hit; ttl=' in line for line in proxy.accessLines()
+    ):
+        assert time.monotonic() < deadline, "no access-log line for the hit"
+        time.sleep(0.02)  # the log is another process's file: polled, bounded
+
+
+def test_head(proxy: ProxyUnderTest, origin: OriginProcess) -> None:
+    """
+    HEAD is answered from a stored GET.
+    """
+    path = unique("cache/max-age=60")
+    body = fetch(proxy, origin, path).body
+    head = fetch(proxy, origin, path, method="HEAD")
+    assert head.status == 200
+    assert head.body == b""
+    assert head.headers["Content-Length"] == str(len(body))
+    assert head.cacheStatus.startswith("caplab; hit")
+    assert origin.stats()[path] == 1
+
+
+def test_revalidation(proxy: ProxyUnderTest, origin: OriginProcess) -> None:
+    """
+    A stale response is revalidated with the stored validators; the origin's 304 lets
+    the cache answer with the stored body.
+    """
+    path = unique("validate")
+    first = fetch(proxy, origin, path)
+    second = fetch(proxy, origin, path)
+    assert first.body == second.body == b"validated body, request 1\n"
+    assert second.cacheStatus == "caplab; fwd=stale; fwd-status=304"
+    requests = originRequests(origin, path)
+    assert len(requests) == 2
+    assert header(requests[0], "if-none-match") is None
+    assert header(requests[1], "if-none-match") == '"caplab-v1"'
+    assert header(requests[1], "if-modified-since") == first.headers["Last-Modified"]
+
+
+def test_clientConditional(proxy: ProxyUnderTest, origin: OriginProcess) -> None:
+    """
+    A client's own conditional request is answered 304 when the stored response matches.
+    """
+    path = unique("validate")
+    fetch(proxy, origin, path)
+    again = fetch(proxy, origin, path, headers={"If-None-Match": '"caplab-v1"'})
+    assert again.status == 304
+    assert again.body == b""
+
+
+@pytest.mark.parametrize("directives", ["private,max-age=60", "no-store", "max-age=0"])
+def test_notShared(proxy: ProxyUnderTest, origin: OriginProcess, directives: str) -> None:
+    """
+    C{private}, C{no-store} and stale-at-once responses never reach another client: every
+    request goes to the origin.
+    """
+    path = unique(f"cache/{directives}")
+    bodies = [fetch(proxy, origin, path).body for _ in range(2)]
+    assert bodies[0].endswith(b"request 1\n")
+    assert bodies[1].endswith(b"request 2\n")
+    assert origin.stats()[path] == 2
+
+
+def test_vary(proxy: ProxyUnderTest, origin: OriginProcess) -> None:
+    """
+    Variants are stored side by side and served to the matching requests only.
+    """
+    path = unique("vary/Accept-Language")
+    english = fetch(proxy, origin, path, headers={"Accept-Language": "en"})
+    french = fetch(proxy, origin, path, headers={"Accept-Language": "fr"})
+    assert b"en request 1" in english.body and b"fr request 2" in french.body
+    assert fetch(proxy, origin, path, headers={"Accept-Language": "en"}).body == english.body
+    assert fetch(proxy, origin, path, headers={"Accept-Language": "fr"}).body == french.body
+    assert origin.stats()[path] == 2
+
+
+def test_postInvalidates(proxy: ProxyUnderTest, origin: OriginProcess) -> None:
+    """
+    A successful POST to a URI removes its stored response.
+    """
+    path = unique("cache/max-age=60")
+    fetch(proxy, origin, path)
+    fetch(proxy, origin, path, method="POST", body=b"change")
+    after = fetch(proxy, origin, path)
+    assert after.body.endswith(b"request 3\n")
+    assert after.cacheStatus == "caplab; fwd=miss; stored"
+
+
+def test_curlMaxAgeZero(proxy: ProxyUnderTest, origin: OriginProcess) -> None:
+    """
+    C{curl -x} with C{Cache-Control: max-age=0} makes the cache ask the origin again, and
+    the fresh answer replaces the stored one.
+    """
+    requireProgram("curl")
+    url = origin.url(unique("cache/max-age=60"))
+
+    def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["curl", "-sS", "--max-time", str(WAIT), "-x", f"http://{proxy.address}", *args, url],
+            capture_output=True,
+            timeout=WAIT + 5,
+            check=True,
+        )
+
+    assert curl().stdout.endswith(b"request 1\n")
+    assert curl().stdout.endswith(b"request 1\n")
+    reload = curl("-H", "Cache-Control: max-age=0", "-D", "-")
+    assert reload.stdout.endswith(b"request 2\n")
+    assert b"cache-status: caplab; fwd=request; stored" in reload.stdout.lower()
+    assert curl().stdout.endswith(b"request 2\n")
+
+
+def test_restartKeepsDiskCache(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    With C{--cache-dir}, a fresh entry stored before a restart is served after it.
+    """
+    path = unique("cache/max-age=600")
+    cacheDir = tmp_path / "cache"
+    with runningProxy(origin, tmp_path, "--cache-dir", str(cacheDir)) as first:
+        stored = fetch(first, origin, path)
+        assert stored.cacheStatus == "caplab; fwd=miss; stored"
+        # the entry is committed (renamed into place) in a thread: wait for its file
+        assert fetch(first, origin, path).cacheStatus.startswith("caplab; hit")
+    assert list(cacheDir.glob("*.entry"))
+    with runningProxy(origin, tmp_path, "--cache-dir", str(cacheDir)) as second:
+        again = fetch(second, origin, path)
+    assert again.body == stored.body
+    assert again.cacheStatus.startswith("caplab; hit")
+    assert origin.stats()[path] == 1
