@@ -320,3 +320,41 @@ def test_statsPageInChromium(origin: OriginProcess, tmp_path: Path) -> None:
     peak = re.search(r'data-peak="([0-9.]+)"', dom)
     assert peak is not None and float(peak.group(1)) >= 0.5, run.describe()
     assert "<td>GET</td><td>200</td><td>5</td>" in dom, run.describe()
+
+
+@pytest.mark.browser
+def test_pacInChromium(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    Headless Chromium configured with the proxy's C{/proxy.pac} URL loads a page through the
+    proxy; with the page's domain in C{--pac-bypass} it goes DIRECT instead (and, the test
+    host resolving only inside the proxy, gets nothing).
+    """
+    requireProgram("chromium")
+    from tests.browser.browsers import _baseEnvironment, runBounded
+
+    def load(proxy: str, url: str, workdir: Path) -> str:
+        run = runBounded(
+            [
+                "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                f"--user-data-dir={workdir / 'profile'}", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-extensions",
+                f"--proxy-pac-url=http://{proxy}/proxy.pac", "--proxy-bypass-list=<-loopback>",
+                "--dump-dom", url,
+            ],
+            _baseEnvironment(workdir / "home"),
+        )  # fmt: skip
+        return run.stdout
+
+    through = tmp_path / "through"
+    through.mkdir()
+    with runningProxy(origin, through, "--pac-bypass", "intranet.example") as proxy:
+        dom = load(proxy.address, origin.url("/hello/pac"), through)
+        assert "hello pac" in dom, dom
+        proxy.waitForAccess("GET", origin.url("/hello/pac"), 200)
+
+    direct = tmp_path / "direct"
+    direct.mkdir()
+    with runningProxy(origin, direct, "--pac-bypass", "caplab.test") as proxy:
+        dom = load(proxy.address, origin.url("/hello/direct"), direct)
+        assert "hello direct" not in dom, dom
+        assert not any("/hello/direct" in line for line in proxy.accessLines())
