@@ -73,7 +73,7 @@ def makeProxyFactory(
         metrics = getattr(components, "metrics", None)
     chain: IFetcher
     if fetcher is None:
-        chain = _cached(config, upstream, reactor)
+        chain = _cached(config, upstream, reactor, metrics)
     elif callable(fetcher) and not hasattr(fetcher, "fetch"):
         chain = fetcher(upstream)
     else:
@@ -119,7 +119,9 @@ def _policyComponents(config: Mapping[str, Any], reactor: Any) -> Any:
     return policyComponents(config, reactor)
 
 
-def _cached(config: Mapping[str, Any], forwarder: IFetcher, reactor: Any) -> IFetcher:
+def _cached(
+    config: Mapping[str, Any], forwarder: IFetcher, reactor: Any, metrics: Any = None
+) -> IFetcher:
     """
     The forwarder wrapped in the cache the options describe (no options: no cache).
     """
@@ -127,4 +129,4 @@ def _cached(config: Mapping[str, Any], forwarder: IFetcher, reactor: Any) -> IFe
         return forwarder
     from caplab.proxy.cache.options import cachingFetcher
 
-    return cachingFetcher(config, forwarder, reactor)
+    return cachingFetcher(config, forwarder, reactor, metrics)

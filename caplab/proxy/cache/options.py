@@ -97,12 +97,13 @@ def _get(config: Any, key: str, default: Any) -> Any:
         return default
 
 
-def cachingFetcher(config: Any, inner: IFetcher, reactor: Any) -> IFetcher:
+def cachingFetcher(config: Any, inner: IFetcher, reactor: Any, metrics: Any = None) -> IFetcher:
     """
     C{inner} wrapped in the cache the options describe (C{inner} itself with C{--no-cache}).
 
     @param config: parsed options (a L{CacheOptions}, or a mapping with its keys; missing
         keys take the defaults).
+    @param metrics: where the cache counts hits, misses and stored bytes (or None).
     """
     from caplab.proxy.cache.fetcher import CachingFetcher
     from caplab.proxy.cache.storage import DiskStore, IStore, MemoryStore
@@ -125,4 +126,4 @@ def cachingFetcher(config: Any, inner: IFetcher, reactor: Any) -> IFetcher:
         )
     else:
         store = MemoryStore(size, maxObject, callLater=reactor.callLater)
-    return CachingFetcher(inner, store, reactor)
+    return CachingFetcher(inner, store, reactor, metrics=metrics)
