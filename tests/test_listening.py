@@ -208,3 +208,19 @@ def test_exitWithFailureStatusOnce(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(listening.os, "_exit", exits.append)
     listening._exitCannotListen()
     assert exits == [EXIT_CANNOT_LISTEN] == [69]
+
+
+def test_describeAddress() -> None:
+    """
+    Addresses are written as C{host:port}, C{[v6]:port} or C{unix:path}.
+    """
+    from twisted.internet.address import UNIXAddress
+
+    from caplab.address import describeAddress, hostPort
+
+    assert describeAddress(IPv4Address("TCP", "127.0.0.1", 12000)) == "127.0.0.1:12000"
+    assert describeAddress(IPv6Address("UDP", "::1", 12005)) == "[::1]:12005"
+    assert describeAddress(UNIXAddress(b"/run/caplab.sock")) == "unix:/run/caplab.sock"
+    assert describeAddress(UNIXAddress("/run/c.sock")) == "unix:/run/c.sock"
+    assert describeAddress(None) == "None"
+    assert hostPort("fe80::1%eth0", 80) == "[fe80::1%eth0]:80"
