@@ -358,3 +358,33 @@ def test_pacInChromium(origin: OriginProcess, tmp_path: Path) -> None:
         dom = load(proxy.address, origin.url("/hello/direct"), direct)
         assert "hello direct" not in dom, dom
         assert not any("/hello/direct" in line for line in proxy.accessLines())
+
+
+def test_reloadWithWorkers(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    With C{--workers 2}, SIGHUP to the supervisor reloads the lists in every worker.
+    """
+    block = tmp_path / "block.txt"
+    block.write_text("ads.example\n")
+    process = CaplabProcess(
+        [
+            "--workers", "2", "--no-tcp", "--no-udp", "--proxy-port", "0",
+            "--resolve", f"{TEST_HOST}=127.0.0.1", "--block-list", str(block),
+        ]
+    ).start()  # fmt: skip
+    try:
+        for index in (1, 2):
+            process.waitForLine(rf"\[worker {index} pid \d+\] caplab proxy listening on ")
+        address = f"127.0.0.1:{process.port('proxy')}"
+        assert codes(curl(address, origin.url("/hello/workers")))[0] == 200
+        start = len(process.lines)
+        block.write_text(f"{TEST_HOST}\n")
+        process.process.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        for index in (1, 2):
+            process.waitForLine(
+                rf"\[worker {index} pid \d+\] .*caplab reloaded block/allow lists", start=start
+            )
+        for _ in range(6):  # new connections, spread over both workers
+            assert codes(curl(address, origin.url("/hello/workers")))[0] == 403
+    finally:
+        process.stop()
