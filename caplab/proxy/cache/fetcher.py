@@ -291,6 +291,7 @@ class CachingFetcher:
                 request,
                 now,
                 f"{self.name}; hit; ttl={int(evaluation.ttl)}{detail}",
+                bool(flags & _CONDITIONS),
             )
             if response is not None:
                 if self.metrics is not None:
@@ -351,15 +352,18 @@ class CachingFetcher:
         request: UpstreamRequest,
         now: float,
         status: str,
+        conditional: bool | None = None,
     ) -> UpstreamResponse | None:
         """
         A response from the store (None if its body is gone or damaged): a 304 if the
         client's own precondition says so, the head alone for HEAD.
+
+        @param conditional: whether the request has preconditions (None: look).
         """
         age = (b"Age", b"%d" % int(derived.rules.freshness.currentAge(now)))
-        if _scan(request.headers) & _CONDITIONS and rules.notModified(
-            request.headers, derived.rules
-        ):
+        if conditional is None:
+            conditional = bool(_scan(request.headers) & _CONDITIONS)
+        if conditional and rules.notModified(request.headers, derived.rules):
             self.store.touch(entry)
             return UpstreamResponse(
                 304, b"Not Modified", [*derived.notModifiedHeaders, age], _noBody, status
