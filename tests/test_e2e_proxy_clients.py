@@ -339,6 +339,136 @@ def test_originDiesMidBody(origin: OriginProcess, proxy: ProxyUnderTest) -> None
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.parametrize(
+    "path, read",
+    [("/stall?for=client-gone", 0), (f"/bytes/{1024 * MiB}?for=client-gone", MiB)],
+    ids=["waiting-for-head", "mid-body"],
+)
+def test_clientGoneCancelsUpstream(
+    origin: OriginProcess, proxy: ProxyUnderTest, path: str, read: int
+) -> None:
+    """
+    A client that goes away, while the origin has not answered yet or in the middle of a
+    1 GiB body, makes the proxy drop the upstream request at once: the origin sees its
+    connection lost within seconds (the upstream timeout is 60 s, and 1 GiB is never sent).
+    """
+    with socket.create_connection((proxy.host, proxy.port), timeout=WAIT) as client:
+        client.sendall(f"GET {origin.url(path)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        origin.waitForRequest(path)
+        received = 0
+        while received < read:
+            data = client.recv(65536)
+            assert data, "the proxy closed the connection"
+            received += len(data)
+    ended = origin.waitForEnd(path, timeout=5)
+    assert ended["complete"] is False
+
+
+def test_largeChunkedUploadStreamsInBoundedMemory(
+    origin: OriginProcess, proxy: ProxyUnderTest
+) -> None:
+    """
+    200 MiB uploaded by C{curl -T -} (chunked, length unknown) reach the origin complete and
+    unchanged, and the proxy's peak memory grows by less than 64 MiB: the request body is
+    streamed, not collected first.
+    """
+    requireProgram("curl")
+    size = 200 * MiB
+    before = vmHWM(proxy.pid)
+    upload = subprocess.Popen(
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "120",
+            "-x",
+            f"http://{proxy.address}",
+            "-T",
+            "-",
+            "-H",
+            "Transfer-Encoding: chunked",
+            origin.url("/upload"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+    def feed() -> None:
+        assert upload.stdin is not None
+        try:
+            for block in pattern(size):
+                upload.stdin.write(block)
+        finally:
+            upload.stdin.close()
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        assert upload.stdout is not None and upload.stderr is not None
+        stdout = upload.stdout.read()  # curl's --max-time bounds this
+        stderr = upload.stderr.read()
+        upload.wait(timeout=WAIT)
+    finally:
+        if upload.poll() is None:
+            upload.kill()
+            upload.wait(timeout=WAIT)
+        upload.stdout.close()  # type: ignore[union-attr]
+        upload.stderr.close()  # type: ignore[union-attr]
+    feeder.join(WAIT)
+    assert upload.returncode == 0, stderr
+    received = json.loads(stdout)
+    assert (received["bodyLength"], received["bodySHA256"]) == (size, patternDigest(size))
+    growth = vmHWM(proxy.pid) - before
+    assert growth < 64 * MiB, f"proxy peak RSS grew by {growth / MiB:.0f} MiB"
+
+
+def test_largeTunnelDownloadInBoundedMemory(
+    origin: OriginProcess, proxy: ProxyUnderTest, pki: TestPKI
+) -> None:
+    """
+    100 MiB through a CONNECT tunnel to the TLS origin, read by a client slower than the
+    origin, arrive unchanged, and the proxy's peak memory grows by less than 64 MiB: the
+    tunnel relays with back-pressure.
+    """
+    requireProgram("curl")
+    size = 100 * MiB
+    before = vmHWM(proxy.pid)
+    download = subprocess.Popen(
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "120",
+            "--limit-rate",
+            "40M",
+            "--cacert",
+            str(pki.caCert),
+            "-x",
+            f"http://{proxy.address}",
+            origin.url(f"/bytes/{size}", "https"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    digest, received = hashlib.sha256(), 0
+    try:
+        assert download.stdout is not None
+        for block in iter(lambda: download.stdout.read(MiB), b""):  # type: ignore[union-attr]
+            digest.update(block)
+            received += len(block)
+        assert download.wait(timeout=WAIT) == 0, download.stderr
+    finally:
+        if download.poll() is None:
+            download.kill()
+            download.wait(timeout=WAIT)
+        download.stdout.close()  # type: ignore[union-attr]
+        download.stderr.close()  # type: ignore[union-attr]
+    assert (received, digest.hexdigest()) == (size, patternDigest(size))
+    growth = vmHWM(proxy.pid) - before
+    assert growth < 64 * MiB, f"proxy peak RSS grew by {growth / MiB:.0f} MiB"
+
+
 def test_200ConcurrentClients(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
     """
     200 clients (threads, one connection each, started together) all get their own body.

@@ -178,6 +178,22 @@ class OriginProcess(LineProcess):
 
         return self.waitFor(test, f"a request for {path}", timeout)
 
+    def waitForEnd(self, path: str, timeout: float = WAIT) -> dict[str, Any]:
+        """
+        Wait until the response to the first request for C{path} (path or whole URI) has
+        ended, and return that event (its C{complete} is False if the connection was lost).
+        """
+
+        def test(lines: list[str]) -> dict[str, Any] | None:
+            for line in lines:
+                if line.startswith('{"event": "ended"'):
+                    event = json.loads(line)
+                    if path in (event["path"], event["uri"]):
+                        return event
+            return None
+
+        return self.waitFor(test, f"the end of the response to {path}", timeout)
+
     def waitForCount(self, path: str, count: int, timeout: float = WAIT) -> None:
         """
         Wait until the origin has logged C{count} requests for C{path} (the path alone).

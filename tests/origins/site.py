@@ -27,7 +27,8 @@ Routes (all under one leaf resource, dispatched on the first path segment):
   - C{/status/CODE}: an empty response with that status.
   - C{/_stats}: JSON of request counts per path (itself not counted).
 
-Every request is logged as a JSON line (L{RequestLog}) when it arrives.
+Every request is logged as a JSON line (L{RequestLog}) when it arrives, and again when its
+response ends (C{"complete": false} when the connection was lost before the end).
 """
 
 from __future__ import annotations
@@ -180,6 +181,26 @@ class RequestLog:
                     "uri": request.uri.decode("latin-1"),
                     "path": path,
                     "headers": _headerLines(request),
+                    "peer": getattr(request.getClientAddress(), "port", None),
+                }
+            )
+        )
+        request.notifyFinish().addCallbacks(
+            lambda _: self._ended(request, path, True), lambda _: self._ended(request, path, False)
+        )
+
+    def _ended(self, request: server.Request, path: str, complete: bool) -> None:
+        """
+        Log that a response ended: C{complete} False when the connection was lost first (the
+        client, here a proxy, went away).
+        """
+        self._write(
+            json.dumps(
+                {
+                    "event": "ended",
+                    "uri": request.uri.decode("latin-1"),
+                    "path": path,
+                    "complete": complete,
                     "peer": getattr(request.getClientAddress(), "port", None),
                 }
             )
