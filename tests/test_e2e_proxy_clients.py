@@ -248,6 +248,21 @@ def test_connectToTLSOrigin(origin: OriginProcess, proxy: ProxyUnderTest, pki: T
     proxy.waitForAccess("CONNECT", f"{TEST_HOST}:{origin.ports['https']}", 200)
 
 
+def test_ipv6Literals(pki: TestPKI, tmp_path: Path) -> None:
+    """
+    An origin on C{::1} is reached by IPv6 literal, C{http://[::1]:PORT/} in absolute form
+    and C{CONNECT [::1]:PORT} (curl verifying the certificate's C{::1} address).
+    """
+    with runningOrigin(pki.caCert.parent, "::1") as v6, runningProxy(v6, tmp_path) as proxy:
+        plain = curl(proxy, f"http://[::1]:{v6.ports['http']}/hello/v6")
+        tunnelled = curl(
+            proxy, "--cacert", str(pki.caCert), f"https://[::1]:{v6.ports['https']}/hello/v6tls"
+        )
+        proxy.waitForAccess("CONNECT", f"[::1]:{v6.ports['https']}", 200)
+    assert (plain.returncode, plain.stdout) == (0, b"hello v6\n"), plain.stderr
+    assert (tunnelled.returncode, tunnelled.stdout) == (0, b"hello v6tls\n"), tunnelled.stderr
+
+
 @pytest.fixture
 def refusedPort() -> Iterator[int]:
     """

@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 TEST_HOST = "origin.caplab.test"
 
 #: Names every test server certificate is valid for.
-SERVER_NAMES = (TEST_HOST, "localhost", "127.0.0.1")
+SERVER_NAMES = (TEST_HOST, "localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)

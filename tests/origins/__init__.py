@@ -128,8 +128,8 @@ class OriginProcess(LineProcess):
     @ivar ports: scheme (C{http}, C{https}) -> port on 127.0.0.1.
     """
 
-    def __init__(self, tlsDir: Path | None = None) -> None:
-        argv = [sys.executable, "-m", "tests.origins"]
+    def __init__(self, tlsDir: Path | None = None, interface: str = "127.0.0.1") -> None:
+        argv = [sys.executable, "-m", "tests.origins", "--interface", interface]
         if tlsDir is not None:
             argv += ["--tls-dir", str(tlsDir)]
         super().__init__(argv, cwd=_ROOT)
@@ -218,12 +218,14 @@ class OriginProcess(LineProcess):
 
 
 @contextmanager
-def runningOrigin(tlsDir: Path | None = None) -> Iterator[OriginProcess]:
+def runningOrigin(
+    tlsDir: Path | None = None, interface: str = "127.0.0.1"
+) -> Iterator[OriginProcess]:
     """
-    Run the test origin (plain HTTP, plus HTTPS when C{tlsDir} holds L{tests.tls.makePKI}
-    output) until the block ends.
+    Run the test origin on C{interface} (plain HTTP, plus HTTPS when C{tlsDir} holds
+    L{tests.tls.makePKI} output) until the block ends.
     """
-    origin = OriginProcess(tlsDir)
+    origin = OriginProcess(tlsDir, interface)
     try:
         yield origin
     finally:
