@@ -220,6 +220,12 @@ class Options(ProxyOptions, PolicyOptions, CacheOptions, WorkerOptions, usage.Op
 
         try:
             serverFromString(reactor, description)
+        except IndexError:
+            # systemd:...:index=N without a socket N handed over (LISTEN_FDS)
+            raise usage.UsageError(
+                f"--{option} {description!r}: no such socket was passed to this process "
+                "(systemd socket activation sets LISTEN_FDS)"
+            ) from None
         except Exception as e:  # ValueError, OSError, OpenSSL errors: all mean "bad option"
             raise usage.UsageError(f"--{option} {description!r}: {e}") from None
         return description

@@ -129,6 +129,16 @@ def test_traceFileCheckedEarly(tmp_path: Path) -> None:
     assert path.exists()
 
 
+def test_systemdWithoutSocket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A C{systemd:} endpoint in a process that was handed no socket says so.
+    """
+    monkeypatch.delenv("LISTEN_FDS", raising=False)
+    monkeypatch.delenv("LISTEN_PID", raising=False)
+    with pytest.raises(usage.UsageError, match="no such socket was passed to this process"):
+        parse("--tcp-endpoint", "systemd:domain=INET:index=0")
+
+
 def test_nothingToRun() -> None:
     """
     Switching every service off is refused with a message that says so.
