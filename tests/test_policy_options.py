@@ -117,6 +117,17 @@ class ComponentTests(TempFiles, SynchronousTestCase):
     L{policyComponents} builds the objects once.
     """
 
+    def test_listsLoadedOnce(self) -> None:
+        """
+        The lists the option check loaded are the ones the proxy uses (not read twice).
+        """
+        block = self.writeFile("block", "a.example\n")
+        options = parse("--block-list", block)
+        checked = options["_caplab.checkedHostPolicy"]
+        components = policyComponents(options, Clock())
+        self.assertIs(components.hostPolicy, checked)
+        self.assertNotIn("_caplab.checkedHostPolicy", options)
+
     def test_none(self) -> None:
         """
         Without options: no policy, no authenticator, direct routing, nothing to reload.

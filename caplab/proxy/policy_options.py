@@ -129,9 +129,13 @@ class PolicyOptions:
         if config["default-deny"] and not config["allow-list"]:
             raise usage.UsageError("--default-deny without an --allow-list blocks every host")
         try:
-            ReloadableHostPolicy(config["block-list"], config["allow-list"])
+            checked = ReloadableHostPolicy(
+                config["block-list"], config["allow-list"], config["default-deny"]
+            )
         except PolicyFileError as e:
             raise usage.UsageError(f"--block-list/--allow-list: {e}") from None
+        if config["block-list"] or config["allow-list"]:
+            config[_CHECKED] = checked  # loaded once: policyComponents takes it over
         if config["auth-file"] is not None:
             try:
                 HtpasswdAuthenticator(config["auth-file"], reactor=_NoReactor())
@@ -192,6 +196,7 @@ class PolicyComponents:
 
 
 _KEY = "_caplab.policyComponents"
+_CHECKED = "_caplab.checkedHostPolicy"
 
 
 def policyComponents(config: MutableMapping[str, Any], reactor: Any) -> PolicyComponents:
@@ -211,8 +216,17 @@ def policyComponents(config: MutableMapping[str, Any], reactor: Any) -> PolicyCo
     allowFiles = list(config.get("allow-list", []))
     defaultDeny = bool(config.get("default-deny", False))
     hostPolicy = None
+    checked = config.pop(_CHECKED, None)
     if proxy and (blockFiles or allowFiles or defaultDeny):
-        hostPolicy = ReloadableHostPolicy(blockFiles, allowFiles, defaultDeny)
+        if (
+            isinstance(checked, ReloadableHostPolicy)
+            and checked.blockFiles == blockFiles
+            and checked.allowFiles == allowFiles
+            and checked.defaultDeny == defaultDeny
+        ):
+            hostPolicy = checked
+        else:
+            hostPolicy = ReloadableHostPolicy(blockFiles, allowFiles, defaultDeny)
     authenticator = None
     if proxy and config.get("auth-file"):
         authenticator = HtpasswdAuthenticator(config["auth-file"], reactor=reactor)
