@@ -357,6 +357,41 @@ class HitMissTests(FetcherTestCase):
         self.assertEqual(result.failure.value.code, 504)
         self.assertEqual(self.origin.requests, [])
 
+    def test_rangeFromStore(self) -> None:
+        """
+        A single range of a fresh stored 200 is answered 206 from the cache.
+        """
+        self.prime([(b"Cache-Control", b"max-age=60")], b"0123456789")
+        for value, body, contentRange in [
+            (b"bytes=2-4", b"234", b"bytes 2-4/10"),
+            (b"bytes=7-", b"789", b"bytes 7-9/10"),
+            (b"bytes=-2", b"89", b"bytes 8-9/10"),
+        ]:
+            result = self.fetch(get((b"Range", value)))
+            self.assertEqual((result.code, result.read()), (206, body))
+            self.assertEqual(result.header(b"content-range"), contentRange)
+            self.assertEqual(result.header(b"content-length"), b"%d" % len(body))
+            self.assertTrue(result.sink.done)
+            self.assertEqual(result.status, "caplab; hit; ttl=60; detail=range")
+        self.assertEqual(len(self.origin.requests), 1)
+
+    def test_rangeNotFromStore(self) -> None:
+        """
+        With If-Range, several ranges, a stale entry, or nothing stored, the range request
+        goes to the origin.
+        """
+        self.prime([(b"Cache-Control", b"max-age=60")], b"0123456789")
+        for headers in [
+            [(b"Range", b"bytes=0-1"), (b"If-Range", b'"x"')],
+            [(b"Range", b"bytes=0-1,4-5")],
+            [(b"Range", b"bytes=20-")],
+        ]:
+            self.fetch(get(*headers))
+        self.assertEqual(len(self.origin.requests), 4)
+        self.clock.advance(100)
+        self.fetch(get((b"Range", b"bytes=0-1")))
+        self.assertEqual(len(self.origin.requests), 5)
+
     def test_range(self) -> None:
         """
         A Range request passes through and its 206 is not stored.
@@ -718,6 +753,22 @@ class DiskFetcherTests(FetcherTestCase):
             runInThread=lambda f: succeed(f()),
         )
         self.cache = CachingFetcher(self.origin, self.store, self.clock)
+
+    def test_rangeFromDisk(self) -> None:
+        """
+        A range in the middle of a multi-block file is cut out of it.
+        """
+        body = bytes(range(256)) * 1000
+        self.prime([(b"Cache-Control", b"max-age=60")], body)
+        partial = self.fetch(get((b"Range", b"bytes=70000-140000")))
+        partial.response.deliverBody(partial.sink)  # type: ignore[union-attr, operator]
+        while partial.sink.done is None and self.clock.getDelayedCalls():
+            self.clock.advance(0)
+        self.assertEqual(partial.code, 206)
+        self.assertEqual(
+            (b"".join(partial.sink.data), partial.sink.done), (body[70000:140001], True)
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_hitFromDisk(self) -> None:
         """

@@ -538,3 +538,34 @@ class InvalidationTests(SynchronousTestCase):
         self.assertEqual(rules.invalidatedURIs(b"DELETE", URI, 500, []), [])
         self.assertEqual(rules.invalidatedURIs(b"DELETE", URI, 404, []), [])
         self.assertEqual(rules.invalidatedURIs(b"PATCH", URI, 302, []), [URI])
+
+
+class ByteRangeTests(SynchronousTestCase):
+    """
+    L{rules.byteRange}: the single ranges a cache answers itself.
+    """
+
+    def test_forms(self) -> None:
+        """
+        First-last (clipped to the body), open-ended and suffix ranges.
+        """
+        self.assertEqual(rules.byteRange(b"bytes=1-3", 10), (1, 4))
+        self.assertEqual(rules.byteRange(b"bytes=5-100", 10), (5, 10))
+        self.assertEqual(rules.byteRange(b"bytes=7-", 10), (7, 10))
+        self.assertEqual(rules.byteRange(b"bytes=-3", 10), (7, 10))
+        self.assertEqual(rules.byteRange(b"bytes=-30", 10), (0, 10))
+
+    def test_leftToOrigin(self) -> None:
+        """
+        Several ranges, other units, bad or unsatisfiable ranges are not answered.
+        """
+        for value in (
+            b"bytes=0-1,3-4",
+            b"items=0-1",
+            b"bytes=5-2",
+            b"bytes=10-",
+            b"bytes=-0",
+            b"bytes=x",
+        ):
+            self.assertIsNone(rules.byteRange(value, 10), value)
+        self.assertIsNone(rules.byteRange(b"bytes=0-1", 0))

@@ -216,6 +216,19 @@ def test_curlMaxAgeZero(proxy: ProxyUnderTest, origin: OriginProcess) -> None:
     assert curl().stdout.endswith(b"request 2\n")
 
 
+def test_rangeFromCache(proxy: ProxyUnderTest, origin: OriginProcess) -> None:
+    """
+    A range of a stored response is answered 206 by the cache.
+    """
+    path = unique("cache/max-age=60")
+    whole = fetch(proxy, origin, path).body
+    partial = fetch(proxy, origin, path, headers={"Range": "bytes=2-7"})
+    assert partial.status == 206
+    assert partial.body == whole[2:8]
+    assert partial.headers["Content-Range"] == f"bytes 2-7/{len(whole)}"
+    assert origin.stats()[path] == 1
+
+
 def test_restartKeepsDiskCache(origin: OriginProcess, tmp_path: Path) -> None:
     """
     With C{--cache-dir}, a fresh entry stored before a restart is served after it.

@@ -693,3 +693,28 @@ def normalizeURI(uri: str) -> str:
     path = parts.path or "/"
     query = f"?{parts.query}" if parts.query else ""
     return f"{scheme}://{authority}{path}{query}"
+
+
+_RANGE = re.compile(rb"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+
+
+def byteRange(value: bytes, length: int) -> tuple[int, int] | None:
+    """
+    The one byte range a C{Range} field asks of a body of C{length} bytes, as
+    C{(start, stop)} (stop exclusive), or None when the cache should leave the request to
+    the origin: several ranges, another unit, a malformed or unsatisfiable range (RFC 9110
+    section 14.1.2).
+    """
+    match = _RANGE.match(value)
+    if match is None or length == 0:
+        return None
+    first, last = match.groups()
+    if first:
+        start = int(first)
+        stop = min(int(last) + 1, length) if last else length
+        if start >= length or (last and int(last) < start):
+            return None
+        return start, stop
+    if not last or int(last) == 0:
+        return None
+    return max(0, length - int(last)), length
