@@ -388,3 +388,22 @@ def test_reloadWithWorkers(origin: OriginProcess, tmp_path: Path) -> None:
             assert codes(curl(address, origin.url("/hello/workers")))[0] == 403
     finally:
         process.stop()
+
+
+def test_brokenListAtStart(tmp_path: Path) -> None:
+    """
+    A list with a line that is not a rule stops C{twist caplab} at once with a usage error
+    naming the file and line (no traceback).
+    """
+    block = tmp_path / "block.txt"
+    block.write_text("ads.example\nhttps://tracker.example/pixel\n")
+    process = CaplabProcess(
+        ["--no-tcp", "--no-udp", "--proxy-port", "0", "--block-list", str(block)]
+    )
+    process.start()
+    try:
+        assert process.wait() != 0
+    finally:
+        process.stop()
+    assert f"{block}:2" in process.output, process.output
+    assert "Traceback" not in process.output, process.output
