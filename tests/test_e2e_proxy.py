@@ -6,9 +6,11 @@ clients, in front of the local test origin (L{tests.origins}) whose host name
 
 from __future__ import annotations
 
+import http.server
 import json
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from tests.conftest import requireProgram
 from tests.origins import WAIT, OriginProcess, runningOrigin
 from tests.origins.proxy import ProxyUnderTest, runningProxy
+from tests.support import runningCaplab
 from tests.tls import TEST_HOST, TestPKI, makePKI
 
 pytestmark = pytest.mark.e2e
@@ -204,3 +207,147 @@ def test_limits(proxy: ProxyUnderTest) -> None:
     bigHeaders = b"GET http://" + TEST_HOST.encode() + b"/ HTTP/1.1\r\n"
     bigHeaders += b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(80)) + b"\r\n"
     assert rawExchange(proxy, bigHeaders).startswith(b"HTTP/1.1 431 ")
+
+
+def test_xForwardedForOnlyWhenAsked(
+    origin: OriginProcess, proxy: ProxyUnderTest, tmp_path: Path
+) -> None:
+    """
+    By default the origin is not told the client's address; with C{--x-forwarded-for} it
+    is.
+    """
+
+    def forwardedFor(p: ProxyUnderTest) -> list[str]:
+        result = curl(p, origin.url("/echo"))
+        headers = json.loads(result.stdout)["headers"]
+        return [value for name, value in headers if name == "x-forwarded-for"]
+
+    assert forwardedFor(proxy) == []
+    with runningProxy(origin, tmp_path, "--x-forwarded-for") as telling:
+        assert forwardedFor(telling) == ["127.0.0.1"]
+
+
+class _V6Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"v6 {self.path}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _V6Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def test_ipv6(tmp_path: Path) -> None:
+    """
+    A proxy listening on C{::1} forwards to an IPv6 literal origin (C{http://[::1]:port/}).
+    """
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    server = _V6Server(("::1", 0), _V6Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        log = tmp_path / "access.log"
+        with runningCaplab(
+            "--no-tcp", "--no-udp", "--proxy-endpoint", "tcp6:0:interface=\\:\\:1",
+            "--access-log", str(log), services=("proxy",),
+        ) as caplab:  # fmt: skip
+            host, proxyPort = caplab.addresses["proxy"]
+            assert host == "::1"
+            result = subprocess.run(
+                ["curl", "-sS", "--max-time", str(WAIT), "-x", f"http://[::1]:{proxyPort}",
+                 f"http://[::1]:{port}/six"],
+                capture_output=True, timeout=WAIT + 5,
+            )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.stdout == b"v6 /six\n", result.stderr
+    assert f'"GET http://[::1]:{port}/six HTTP/1.1" 200' in log.read_text()
+
+
+def vmRSS(pid: int) -> int:
+    """
+    The resident set size of process C{pid} now, in bytes.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_uploadBackPressure() -> None:
+    """
+    A 256 MiB upload to an origin that stops reading: the client is held back (it gets only
+    a few MiB into the sockets and the proxy) and the proxy's memory stays flat; once the
+    origin reads, every byte arrives and the response comes back.
+    """
+    MiB = 1 << 20
+    size = 256 * MiB
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(WAIT)
+    originPort = listener.getsockname()[1]
+    sent = [0]
+    reply: list[bytes] = []
+
+    with runningCaplab("--no-tcp", "--no-udp", "--no-cache", services=("proxy",)) as caplab:
+        host, port = caplab.addresses["proxy"]
+        assert caplab.process is not None
+        baseline = vmRSS(caplab.process.pid)
+
+        def upload() -> None:
+            with socket.create_connection((host, port), timeout=3 * WAIT) as s:
+                s.sendall(
+                    b"POST http://127.0.0.1:%d/up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                    % (originPort, size)
+                )
+                block = b"u" * MiB
+                for _ in range(size // MiB):
+                    s.sendall(block)
+                    sent[0] += MiB
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                reply.append(data)
+
+        client = threading.Thread(target=upload, daemon=True)
+        client.start()
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(WAIT)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += connection.recv(65536)
+            # Wait (bounded) until the client can send no more: the proxy holds it back.
+            deadline = time.monotonic() + WAIT
+            last, stableSince = -1, time.monotonic()
+            while time.monotonic() < deadline:
+                if sent[0] != last:
+                    last, stableSince = sent[0], time.monotonic()
+                elif time.monotonic() - stableSince > 1.0:
+                    break
+                time.sleep(0.05)
+            held = sent[0]
+            growth = vmRSS(caplab.process.pid) - baseline
+            received = len(head) - head.index(b"\r\n\r\n") - 4
+            while received < size:
+                chunk = connection.recv(1 << 20)
+                assert chunk, "proxy closed the upstream connection early"
+                received += len(chunk)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            client.join(WAIT)
+    listener.close()
+    assert held < 64 * MiB, f"the client sent {held / MiB:.0f} MiB to a stalled upload"
+    assert growth < 48 * MiB, f"proxy RSS grew by {growth / MiB:.0f} MiB"
+    assert received == size
+    assert reply and reply[0].startswith(b"HTTP/1.1 200 "), reply

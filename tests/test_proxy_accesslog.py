@@ -4,6 +4,9 @@ Tests for L{caplab.proxy.accesslog}.
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -21,7 +24,9 @@ class AccessLogTests(SynchronousTestCase):
         quoted where needed, then the cache status if there is one; it reaches the file
         within the flush delay.
         """
-        path = self.mktemp()
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = os.path.join(directory.name, "access.log")
         clock = Clock()
         clock.advance(1795507200)  # 2026-11-24T08:00:00Z
         log = AccessLog(path, clock, flushDelay=0.2)

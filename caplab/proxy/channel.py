@@ -284,7 +284,11 @@ class CaplabProxyRequest(ProxyRequest):
                 fields = withMaxForwards(fields, remaining - 1)
         forwardedFor = self.channel.clientHost.encode() if settings.forwardedFor else None
         headers = upstreamRequestHeaders(
-            fields, target.authority.encode("ascii"), via, forwardedFor
+            fields,
+            target.authority.encode("ascii"),
+            via,
+            forwardedFor,
+            self.requestHeaders.getRawHeaders(b"connection", ()),
         )
         body = self._body
         upstream = UpstreamRequest(method, target, headers, body.length if body else 0)

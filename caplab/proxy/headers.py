@@ -57,6 +57,7 @@ def upstreamRequestHeaders(
     host: bytes,
     via: bytes,
     forwardedFor: bytes | None = None,
+    connection: Iterable[bytes] | None = None,
 ) -> Headers:
     """
     The header list to send upstream for a client's request header C{fields}: end-to-end
@@ -65,9 +66,15 @@ def upstreamRequestHeaders(
 
     C{Content-Length}, C{Transfer-Encoding} and C{Expect} are left out: the forwarder frames
     the body it sends itself.
+
+    @param connection: the values of the C{Connection} fields, if the caller has them at
+        hand (else C{fields} are searched for them).
     """
-    fields = list(fields)
-    named = _connectionTokens(fields)
+    if connection is None:
+        fields = list(fields)
+        named = _connectionTokens(fields)
+    else:
+        named = _connectionTokens((b"connection", value) for value in connection)
     drop = _REQUEST_OWN | named if named else _REQUEST_OWN
     out: Headers = [(b"Host", host)]
     vias: list[bytes] = []
