@@ -454,3 +454,20 @@ class CorruptionPropertyTests(SynchronousTestCase):
                 self.assertEqual(entries[0].head, head())
         finally:
             shutil.rmtree(directory, True)
+
+
+class BlocksTests(SynchronousTestCase):
+    """
+    Streamed bytes are cut into full blocks plus a rest, whatever the pieces.
+    """
+
+    @settings(max_examples=50, deadline=None)
+    @given(st.lists(st.integers(0, 3 * BLOCK), max_size=8))
+    def test_blocks(self, sizes: list[int]) -> None:
+        from caplab.proxy.cache.storage import _Blocks
+
+        blocks = _Blocks()
+        data = [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+        out = [block for piece in data for block in blocks.add(piece)]
+        self.assertTrue(all(len(block) == BLOCK for block in out))
+        self.assertEqual(b"".join(out) + (blocks.rest() or b""), b"".join(data))

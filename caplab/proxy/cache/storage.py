@@ -472,14 +472,18 @@ class _Blocks:
         Add C{data}; yield every block that is now full.
         """
         self.total += len(data)
-        self.pending.append(data)
-        self.pendingLength += len(data)
-        while self.pendingLength >= BLOCK:
-            joined = b"".join(self.pending)
-            block, rest = joined[:BLOCK], joined[BLOCK:]
-            self.pending = [rest] if rest else []
-            self.pendingLength = len(rest)
-            yield block
+        if self.pendingLength + len(data) < BLOCK:
+            self.pending.append(data)
+            self.pendingLength += len(data)
+            return
+        joined = b"".join([*self.pending, data]) if self.pending else data
+        offset = 0
+        while len(joined) - offset >= BLOCK:
+            yield joined[offset : offset + BLOCK]
+            offset += BLOCK
+        rest = joined[offset:]
+        self.pending = [rest] if rest else []
+        self.pendingLength = len(rest)
 
     def rest(self) -> bytes | None:
         if not self.pendingLength:
