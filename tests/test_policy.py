@@ -23,7 +23,12 @@ from caplab.proxy.policy import (
     normaliseName,
 )
 
-labels = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=10)
+#: Host name labels; each starts with a letter, so no name is an IPv4 address.
+labels = st.builds(
+    str.__add__,
+    st.sampled_from("abcdefghijklmnopqrstuvwxyz"),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", max_size=9),
+)
 names = st.lists(labels, min_size=1, max_size=5).map(".".join)
 
 
@@ -79,6 +84,45 @@ class DomainRuleTests(SynchronousTestCase):
         """
         verdict = policyOf(rule).check(f"{prefix}.{rule}")
         self.assertEqual(verdict, Verdict(rule=rule, source="block.txt:1"))
+
+    @given(rule=names, host=names)
+    def test_wildcardBlocksExactlySubdomains(self, rule: str, host: str) -> None:
+        """
+        C{*.rule} blocks a host exactly when it ends with C{"." + rule}.
+        """
+        policy = policyOf(f"*.{rule}")
+        self.assertEqual(policy.check(host) is not None, host.endswith("." + rule))
+
+    @given(
+        blocks=st.lists(st.tuples(st.booleans(), names), max_size=6),
+        allows=st.lists(st.tuples(st.booleans(), names), max_size=6),
+        host=names,
+        defaultDeny=st.booleans(),
+    )
+    def test_sameAsNaiveMatcher(
+        self,
+        blocks: list[tuple[bool, str]],
+        allows: list[tuple[bool, str]],
+        host: str,
+        defaultDeny: bool,
+    ) -> None:
+        """
+        The suffix-dict matcher decides as a naive scan over every rule would: allowed if
+        any allow rule matches, else blocked if any block rule matches or under default
+        deny.
+        """
+
+        def text(rules: list[tuple[bool, str]]) -> str:
+            return "".join(("*." if wild else "") + name + "\n" for wild, name in rules)
+
+        def matches(rules: list[tuple[bool, str]]) -> bool:
+            return any(
+                host.endswith("." + name) or (not wild and host == name) for wild, name in rules
+            )
+
+        policy = policyOf(text(blocks), text(allows), defaultDeny)
+        expected = not matches(allows) and (matches(blocks) or defaultDeny)
+        self.assertEqual(policy.check(host) is not None, expected)
 
     def test_notASuffixString(self) -> None:
         """
