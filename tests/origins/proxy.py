@@ -58,11 +58,17 @@ class ProxyUnderTest:
         return [line for line in self.process.output.splitlines() if _ACCESS.search(line)]
 
     def waitForAccess(
-        self, method: str, target: str, status: int | None = None, timeout: float = WAIT
+        self,
+        method: str,
+        target: str,
+        status: int | None = None,
+        timeout: float = WAIT,
+        cacheStatus: str | None = None,
     ) -> str:
         """
         Wait (bounded) until the access log has a Combined Log Format line for C{method
-        target} (with C{status}, if given) and return it.
+        target} (with C{status}, if given, and a C{Cache-Status} field matching the regular
+        expression C{cacheStatus}, if given) and return it.
         """
         if self.peer:
             # proxy.py logs one line per connection (its last request), "- GET host:port/path
@@ -74,6 +80,7 @@ class ProxyUnderTest:
                 rf'"{re.escape(method)} {re.escape(target)} HTTP/1\.[01]" '
                 + (str(status) if status is not None else r"\d{3}")
                 + r"\b"
+                + (rf'.* "[^"]*{cacheStatus}[^"]*"$' if cacheStatus is not None else "")
             )
         return self.process.waitForLine(pattern, timeout).string
 
