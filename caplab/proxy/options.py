@@ -52,8 +52,8 @@ class ProxyOptions:
         [
             "connect-ports",
             None,
-            frozenset({443}),
-            "Ports CONNECT may tunnel to, comma-separated (default 443); others get 403.",
+            "443",
+            "Ports CONNECT may tunnel to; CONNECT to any other port gets 403.",
             portList,
         ],
         [
@@ -102,10 +102,6 @@ class ProxyOptions:
     ]
 
     def opt_allow(self, network: str) -> None:
-        """
-        Serve clients from this network (CIDR, e.g. 192.168.1.0/24 or 2001:db8::/32);
-        repeatable. Default: loopback only (127.0.0.0/8 and ::1).
-        """
         try:
             parsed = ipaddress.ip_network(network.strip(), strict=False)
         except ValueError:
@@ -113,15 +109,21 @@ class ProxyOptions:
         self.setdefault("allow", []).append(parsed)  # type: ignore[attr-defined]
 
     def opt_resolve(self, entry: str) -> None:
-        """
-        HOST=ADDRESS: the proxy connects to ADDRESS for HOST instead of asking DNS (like
-        curl --resolve); repeatable.
-        """
         try:
             host, address = parseResolve(entry)
         except ValueError as e:
             raise usage.UsageError(f"--resolve {e}") from None
         self.setdefault("resolve", {})[host] = address  # type: ignore[attr-defined]
+
+    # --help shows these; set here so that they are one line each.
+    opt_allow.__doc__ = (
+        "Serve clients from this network (CIDR, e.g. 192.168.1.0/24 or 2001:db8::/32); "
+        "repeatable. Default: loopback only (127.0.0.0/8 and ::1)."
+    )
+    opt_resolve.__doc__ = (
+        "HOST=ADDRESS: connect to ADDRESS for HOST instead of asking DNS (like curl "
+        "--resolve); repeatable."
+    )
 
     def checkProxyOptions(self) -> None:
         """
@@ -130,6 +132,11 @@ class ProxyOptions:
         config: Any = self
         config.setdefault("allow", [])
         config.setdefault("resolve", {})
+        if isinstance(config.get("connect-ports"), str):
+            try:
+                config["connect-ports"] = portList(config["connect-ports"])
+            except ValueError as e:
+                raise usage.UsageError(f"--connect-ports: {e}") from None
         caFile = config.get("upstream-ca")
         if caFile is not None:
             try:

@@ -21,6 +21,7 @@ from caplab.proxy.connect import EndpointConnector
 from caplab.proxy.factory import ProxyFactory
 from caplab.proxy.forward import Forwarder
 from caplab.proxy.hooks import IAuthenticator, IFetcher, IHostPolicy
+from caplab.proxy.options import portList
 from caplab.proxy.tunnel import TunnelOpener
 from caplab.proxy.upstream import ChainingConnector, ChainingFetcher
 
@@ -78,6 +79,9 @@ def makeProxyFactory(
         chain = fetcher(upstream)
     else:
         chain = fetcher
+    connectPorts = config.get("connect-ports", "443")
+    if isinstance(connectPorts, str):
+        connectPorts = portList(connectPorts)
     settings = ProxySettings(
         fetcher=chain,
         clock=reactor,
@@ -85,7 +89,7 @@ def makeProxyFactory(
         authenticator=authenticator,
         metrics=metrics,
         allow=tuple(config.get("allow") or LOOPBACK),
-        connectPorts=frozenset(config.get("connect-ports", frozenset({443}))),
+        connectPorts=frozenset(connectPorts),
         forwardedFor=bool(config.get("x-forwarded-for", False)),
         pseudonym=b"caplab-%d" % (os.getpid(),),
         headerTimeout=config.get("header-timeout", 30.0),
