@@ -111,14 +111,19 @@ class UppercaseFactory(Factory):
 
     @ivar unicode: full Unicode uppercasing instead of the lab's ASCII-only rule.
     @ivar idleTimeout: seconds without input before a connection is closed (None: never).
-    @ivar maxConnections: connections over this number are closed at once and logged.
+    @ivar maxConnections: connections over this number are closed at once and logged (at
+        most one line per L{refusalLogInterval} seconds, so that a flood of connections
+        does not flood the log too; each line counts the refusals so far).
     @ivar clock: schedules idle timeouts (the global reactor unless given).
     @ivar active: connections open now.
+    @ivar refused: connections refused so far.
     """
 
     protocol = UppercaseProtocol  # type: ignore[assignment]
     noisy = False
     log = Logger()
+    #: Seconds between two log lines about refused connections.
+    refusalLogInterval = 1.0
 
     def __init__(
         self,
@@ -136,15 +141,26 @@ class UppercaseFactory(Factory):
         self.idleTimeout = idleTimeout
         self.maxConnections = maxConnections
         self.active = 0
+        self.refused = 0
+        self._nextRefusalLog = float("-inf")
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         if self.active >= self.maxConnections:
-            self.log.warn(
-                "caplab tcp refusing connection from {peer}: {active} connections open "
-                "(--max-connections {limit})",
-                peer=describeAddress(addr),
-                active=self.active,
-                limit=self.maxConnections,
-            )
+            self._refuse(addr)
             return None
         return super().buildProtocol(addr)  # type: ignore[return-value]
+
+    def _refuse(self, addr: IAddress | None) -> None:
+        self.refused += 1
+        now = self.clock.seconds()
+        if now < self._nextRefusalLog:
+            return
+        self._nextRefusalLog = now + self.refusalLogInterval
+        self.log.warn(
+            "caplab tcp refusing connection from {peer}: {active} connections open "
+            "(--max-connections {limit}; {refused} refused so far)",
+            peer=describeAddress(addr),
+            active=self.active,
+            limit=self.maxConnections,
+            refused=self.refused,
+        )

@@ -333,11 +333,30 @@ def test_maxConnections() -> None:
     warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
     assert warnings == [
         "caplab tcp refusing connection from 127.0.0.1:50000: 2 connections open "
-        "(--max-connections 2)"
+        "(--max-connections 2; 1 refused so far)"
     ]
     close(*first)
     assert factory.active == 1
     assert isinstance(factory.buildProtocol(PEER), UppercaseProtocol)
+
+
+def test_refusalLogRateLimited() -> None:
+    """
+    A flood of connections over the cap logs at most one line per C{refusalLogInterval}
+    seconds, and the next line counts every refusal.
+    """
+    clock = Clock()
+    factory = UppercaseFactory(maxConnections=1, clock=clock)
+    connect(factory)
+    with capturedLogs() as events:
+        for _ in range(500):
+            assert factory.buildProtocol(PEER) is None
+        clock.advance(factory.refusalLogInterval)
+        assert factory.buildProtocol(PEER) is None
+    warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert len(warnings) == 2
+    assert warnings[1].endswith("(--max-connections 1; 501 refused so far)")
+    assert factory.refused == 501
 
 
 def test_activeCountsConnections() -> None:
