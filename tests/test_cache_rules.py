@@ -4,6 +4,8 @@ Tests for L{caplab.proxy.cache.rules}: RFC 9111 shared-cache rules, pure functio
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from caplab.proxy.cache import rules
@@ -569,3 +571,65 @@ class ByteRangeTests(SynchronousTestCase):
         ):
             self.assertIsNone(rules.byteRange(value, 10), value)
         self.assertIsNone(rules.byteRange(b"bytes=0-1", 0))
+
+
+DIRECTIVES = st.lists(
+    st.sampled_from(
+        [
+            "public",
+            "private",
+            "no-store",
+            "no-cache",
+            "must-revalidate",
+            "proxy-revalidate",
+            "max-age=60",
+            "max-age=0",
+            "s-maxage=30",
+            "immutable",
+            "stale-while-revalidate=10",
+        ]
+    ),
+    max_size=5,
+)
+
+
+class StorabilityPropertyTests(SynchronousTestCase):
+    """
+    Whatever the mix of directives, what must never be shared is never stored.
+    """
+
+    @settings(max_examples=300, deadline=None)
+    @given(directives=DIRECTIVES, authorization=st.booleans(), requestNoStore=st.booleans())
+    def test_neverShared(
+        self, directives: list[str], authorization: bool, requestNoStore: bool
+    ) -> None:
+        responseHeaders = [(b"ETag", b'"x"')]
+        if directives:
+            responseHeaders.append((b"Cache-Control", ", ".join(directives).encode()))
+        requestHeaders = []
+        if authorization:
+            requestHeaders.append((b"Authorization", b"Basic eDp5"))
+        if requestNoStore:
+            requestHeaders.append((b"Cache-Control", b"no-store"))
+        ok = rules.storable(b"GET", URI, requestHeaders, 200, responseHeaders, NOW).ok
+        if "no-store" in directives or "private" in directives or requestNoStore:
+            self.assertFalse(ok)
+        if authorization and not {"public", "s-maxage=30", "must-revalidate"} & set(directives):
+            self.assertFalse(ok)
+
+    @settings(max_examples=300, deadline=None)
+    @given(directives=DIRECTIVES, later=st.floats(0, 200), earlier=st.floats(0, 1))
+    def test_freshnessMonotonic(self, directives: list[str], later: float, earlier: float) -> None:
+        """
+        A response that may be served without the origin at some time may be at every
+        earlier time; one with no-cache never is.
+        """
+        headers = [(b"Date", formatHTTPDate(NOW))]
+        if directives:
+            headers.append((b"Cache-Control", ", ".join(directives).encode()))
+        rule = entry(headers)
+        decision = evaluate(rule, request(), NOW + later).decision
+        if decision is Decision.FRESH:
+            self.assertIs(evaluate(rule, request(), NOW + later * earlier).decision, Decision.FRESH)
+        if "no-cache" in directives:
+            self.assertIs(decision, Decision.REVALIDATE)
