@@ -325,14 +325,30 @@ def countReceivedBytes(factory: Any, metrics: Metrics) -> Any:
 
     def buildProtocol(addr: Any) -> Any:
         protocol = build(addr)
-        if protocol is not None:
-            received = protocol.dataReceived
+        if protocol is None:
+            return protocol
+        received = protocol.dataReceived
+        replaying = [0]
 
-            def dataReceived(data: bytes) -> None:
+        def dataReceived(data: bytes) -> None:
+            if not replaying[0]:
                 counter.inc(len(data))
-                received(data)
+            received(data)
 
-            protocol.dataReceived = dataReceived
+        protocol.dataReceived = dataReceived
+        setLineMode = getattr(protocol, "setLineMode", None)
+        if setLineMode is not None:
+            # A LineReceiver (HTTPChannel) hands bytes it buffered back to its own
+            # dataReceived when it returns to line mode: they were counted on arrival.
+
+            def replayingSetLineMode(extra: bytes = b"") -> Any:
+                replaying[0] += 1
+                try:
+                    return setLineMode(extra)
+                finally:
+                    replaying[0] -= 1
+
+            protocol.setLineMode = replayingSetLineMode
         return protocol
 
     factory.buildProtocol = buildProtocol

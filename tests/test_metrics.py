@@ -7,8 +7,10 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport, StringTransport
+from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -185,6 +187,34 @@ class UppercaseServiceTests(SynchronousTestCase):
         protocol.dataReceived(b"de")
         self.assertEqual(transport.value(), b"ABCDE")
         self.assertEqual(samples(metrics)[("caplab_proxy_received_bytes_total", ())], 5)
+
+    def test_replayedBytesCountedOnce(self) -> None:
+        """
+        Bytes a line receiver buffers and hands back to itself (as HTTPChannel does with
+        pipelined requests) are counted once, when they arrive.
+        """
+
+        class Pipelining(LineReceiver):
+            def __init__(self) -> None:
+                self.lines: list[bytes] = []
+                self.buffered = b""
+
+            def lineReceived(self, line: bytes) -> None:
+                self.lines.append(line)
+                self.setRawMode()
+
+            def rawDataReceived(self, data: bytes) -> None:
+                self.buffered += data
+
+        metrics = Metrics()
+        factory = countReceivedBytes(Factory.forProtocol(Pipelining), metrics)
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(b"one\r\ntwo\r\nthree\r\n")
+        self.assertEqual(protocol.lines, [b"one"])
+        protocol.setLineMode(protocol.buffered)
+        self.assertEqual(protocol.lines, [b"one", b"two"])
+        self.assertEqual(samples(metrics)[("caplab_proxy_received_bytes_total", ())], 17)
 
     def test_udp(self) -> None:
         """
