@@ -86,6 +86,9 @@ class HtpasswdTests(SynchronousTestCase):
         for stored in users.values():
             self.assertTrue(stored.verify(b"s3cret"))
             self.assertFalse(stored.verify(b"s3creT"))
+        for prefix in ("$2a$", "$2b$"):
+            [other] = parseHtpasswd([f"dave:{BCRYPT.replace('$2y$', prefix)}"], "u").values()
+            self.assertTrue(other.verify(b"s3cret"))
 
     def test_hashNotInRepr(self) -> None:
         """
@@ -104,6 +107,7 @@ class HtpasswdTests(SynchronousTestCase):
             ("alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "{SHA}"),
             ("alice:plaintext", "unsupported hash"),
             ("alice:$2y$04$short", "malformed bcrypt"),
+            ("alice:" + BCRYPT.replace("$2y$", "$2x$"), "malformed bcrypt"),
             ("alice:$6$rounds=10$salt$" + SHA512[20:], "malformed sha512-crypt"),
             ("alice:$6$saltsalt$", "malformed sha512-crypt"),
             ("alice:$5$salt$x", "malformed sha256-crypt"),
