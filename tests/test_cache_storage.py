@@ -396,6 +396,7 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
         oldPath = entry.path
         newHead = head()
         newHead.headers = [(b"Cache-Control", b"max-age=600")]
+        newHead.responseTime += 100
         s.refresh(entry, newHead)
         self.assertNotEqual(entry.path, oldPath)
         self.assertEqual(len(self.files()), 1)
@@ -403,6 +404,44 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
         [loaded] = again.lookup("http://example.com/a")
         self.assertEqual(loaded.head.headers, [(b"Cache-Control", b"max-age=600")])
         self.assertEqual(read(again, loaded, self.clock).body, b"body" * 30_000)
+
+    def test_servedWhileRewriting(self) -> None:
+        """
+        While a refreshed entry's file is being rewritten, the old file still serves it.
+        """
+        pending: list[tuple[Callable[[], Any], Deferred[Any]]] = []
+
+        def later(function: Callable[[], Any]) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            pending.append((function, d))
+            return d
+
+        s = DiskStore(self.directory, callLater=self.clock.callLater, runInThread=synchronously)
+        entry = store(s, head(), b"body" * 1000)
+        s.runInThread = later
+        newHead = head()
+        newHead.headers = [(b"Cache-Control", b"max-age=600"), (b"X-Longer", b"x" * 50)]
+        newHead.responseTime += 100
+        s.refresh(entry, newHead)
+        self.assertEqual(read(s, entry, self.clock).body, b"body" * 1000)
+        function, d = pending.pop()
+        d.callback(function())
+        self.assertEqual(read(s, entry, self.clock).body, b"body" * 1000)
+        self.assertEqual(len(self.files()), 1)
+
+    def test_rewriteThrottled(self) -> None:
+        """
+        A refresh soon after the file was written updates only the index.
+        """
+        s = self.makeStore()
+        entry = store(s, head(), b"body")
+        path = entry.path
+        newHead = head()
+        newHead.headers = [(b"Cache-Control", b"max-age=600")]
+        newHead.responseTime += 5
+        s.refresh(entry, newHead)
+        self.assertEqual(entry.path, path)
+        self.assertEqual(s.lookup("http://example.com/a")[0].head.headers, newHead.headers)
 
 
 class CorruptionPropertyTests(SynchronousTestCase):

@@ -60,6 +60,9 @@ TURN = 1 << 20
 #: Accounting overhead of one entry beyond its header and body bytes.
 ENTRY_OVERHEAD = 256
 
+#: Seconds of response time between two rewrites of a refreshed entry's file.
+REWRITE_INTERVAL = 60.0
+
 _MAGIC = b"CAPLABC1"
 _TRAILER = struct.Struct(">II8s")
 _BLOCK_HEAD = struct.Struct(">I")
@@ -158,6 +161,12 @@ class StoredEntry:
     derived: Any = None
     #: False once removed, evicted or replaced.
     live: bool = True
+    #: The size of its file (disk store only), checked when it is opened.
+    fileSize: int = 0
+    #: The response time of the head its file holds (disk store only).
+    persisted: float = 0.0
+    #: Whether its file is being rewritten (disk store only).
+    rewriting: bool = False
 
 
 class IBody(Protocol):
@@ -599,7 +608,14 @@ class DiskStore(_Index):
                 self.log.warn("cache: dropping damaged file {path}: {e}", path=path, e=e)
                 _unlink(path)
                 continue
-            entry = StoredEntry(head=head, bodyLength=bodyLength, size=size, path=path)
+            entry = StoredEntry(
+                head=head,
+                bodyLength=bodyLength,
+                size=size,
+                path=path,
+                fileSize=size,
+                persisted=head.responseTime,
+            )
             found.append((os.stat(path).st_mtime, entry))
         found.sort(key=lambda pair: (pair[0], pair[1].head.responseTime))
         for _, entry in found:
@@ -613,7 +629,7 @@ class DiskStore(_Index):
         if not entry.live or entry.path is None:
             return None
         try:
-            body = _DiskBody(entry.path, entry.bodyLength, entry.size, self.callLater)
+            body = _DiskBody(entry.path, entry.bodyLength, entry.fileSize, self.callLater)
         except (OSError, CorruptEntry) as e:
             self.log.warn("cache: dropping damaged file {path}: {e}", path=entry.path, e=e)
             self.remove(entry)
@@ -633,7 +649,14 @@ class DiskStore(_Index):
     def _committed(
         self, head: EntryHead, path: str, bodyLength: int, size: int
     ) -> StoredEntry | None:
-        entry = StoredEntry(head=head, bodyLength=bodyLength, size=size, path=path)
+        entry = StoredEntry(
+            head=head,
+            bodyLength=bodyLength,
+            size=size,
+            path=path,
+            fileSize=size,
+            persisted=head.responseTime,
+        )
         if size > self.maxSize:
             _unlink(path)
             return None
@@ -644,10 +667,18 @@ class DiskStore(_Index):
         """
         Update the index now and rewrite the file (same body, new header record) in a
         thread; the new file replaces the old one atomically.
+
+        The file matters only after a restart (an older head there makes the entry stale
+        sooner, so it is revalidated): it is rewritten at most once per
+        L{REWRITE_INTERVAL} seconds of response time, one rewrite at a time, so that an
+        entry revalidated on every request does not copy its body every time.
         """
         if not entry.live or entry.path is None:
             return entry
         self._rekey(entry, head)
+        if entry.rewriting or head.responseTime - entry.persisted < REWRITE_INTERVAL:
+            return entry
+        entry.rewriting = True
         oldPath = entry.path
         newPath = self._fileName(head)
         record = head.toJSON(entry.bodyLength)
@@ -659,8 +690,11 @@ class DiskStore(_Index):
                 return _atomicWrite(newPath, _copyBody(source, bodyRegion), record)
 
         def done(size: int) -> None:
+            entry.rewriting = False
             if entry.live and entry.path == oldPath:
                 entry.path = newPath
+                entry.fileSize = size
+                entry.persisted = head.responseTime
                 self.size += size - entry.size
                 entry.size = size
                 _unlink(oldPath)
@@ -669,6 +703,7 @@ class DiskStore(_Index):
                 _unlink(newPath)
 
         def failed(reason: Any) -> None:
+            entry.rewriting = False
             self.log.warn("cache: could not rewrite {path}: {e}", path=oldPath, e=reason.value)
             _unlink(newPath + ".tmp")
 
