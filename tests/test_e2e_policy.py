@@ -407,3 +407,20 @@ def test_brokenListAtStart(tmp_path: Path) -> None:
         process.stop()
     assert f"{block}:2" in process.output, process.output
     assert "Traceback" not in process.output, process.output
+
+
+def test_noUpstreamFor(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    C{--no-upstream-for} reaches its domain directly: with a parent that is not there, the
+    origin still answers, while other hosts get a 502 naming the parent.
+    """
+    with runningProxy(
+        origin, tmp_path,
+        "--upstream-proxy", "http://127.0.0.1:9", "--no-upstream-for", "caplab.test",
+    ) as proxy:  # fmt: skip
+        direct = curl(proxy.address, origin.url("/hello/direct"))
+        assert codes(direct)[0] == 200, direct
+        assert body(direct) == b"hello direct\n"
+        chained = curl(proxy.address, "http://elsewhere.example/")
+        assert codes(chained)[0] == 502, chained
+        assert "parent proxy 127.0.0.1:9" in body(chained).decode()
