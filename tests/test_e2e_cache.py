@@ -246,3 +246,17 @@ def test_restartKeepsDiskCache(origin: OriginProcess, tmp_path: Path) -> None:
     assert again.body == stored.body
     assert again.cacheStatus.startswith("caplab; hit")
     assert origin.stats()[path] == 1
+
+
+def test_diskRevalidation(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    With C{--cache-dir}, a response revalidated on every request (C{max-age=0,
+    must-revalidate}) is served from its file after each 304.
+    """
+    path = unique("validate")
+    with runningProxy(origin, tmp_path, "--cache-dir", str(tmp_path / "cache")) as proxy:
+        responses = [fetch(proxy, origin, path) for _ in range(3)]
+    assert {r.body for r in responses} == {b"validated body, request 1\n"}
+    assert [r.cacheStatus for r in responses[1:]] == ["caplab; fwd=stale; fwd-status=304"] * 2
+    requests = originRequests(origin, path)
+    assert [header(r, "if-none-match") for r in requests] == [None, '"caplab-v1"', '"caplab-v1"']
