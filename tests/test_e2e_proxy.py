@@ -351,3 +351,24 @@ def test_uploadBackPressure() -> None:
     assert growth < 48 * MiB, f"proxy RSS grew by {growth / MiB:.0f} MiB"
     assert received == size
     assert reply and reply[0].startswith(b"HTTP/1.1 200 "), reply
+
+
+def test_servedAmongSlowClients(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
+    """
+    While 300 connections sit with half a header block each (slow-loris), a normal client
+    is still served promptly.
+    """
+    slow = []
+    try:
+        for _ in range(300):
+            s = socket.create_connection((proxy.host, proxy.port), timeout=WAIT)
+            s.sendall(b"GET " + origin.url("/hello/slow").encode() + b" HTTP/1.1\r\nX-A: b\r\n")
+            slow.append(s)
+        started = time.monotonic()
+        result = curl(proxy, origin.url("/hello/among-slow"))
+        elapsed = time.monotonic() - started
+    finally:
+        for s in slow:
+            s.close()
+    assert result.stdout == b"hello among-slow\n", result.stderr
+    assert elapsed < 5, elapsed

@@ -618,3 +618,23 @@ class ConnectTests(Harness):
         self.assertTrue(transport.disconnecting)
         [line] = self.logged
         self.assertEqual(line[2:6], (b"CONNECT", b"[::1]:443", b"HTTP/1.1", 200))
+
+
+class LongUploadTests(Harness):
+    """
+    A long upload is a request in progress, not a slow header block nor an idle connection.
+    """
+
+    def test_uploadOutlastsTimeouts(self) -> None:
+        """
+        A body that keeps streaming (or is held back by the origin) for longer than the
+        header and idle timeouts is not cut off.
+        """
+        channel, transport = self.connect(headerTimeout=10, idleTimeout=5)
+        channel.dataReceived(b"PUT http://h/ HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n")
+        for _ in range(30):
+            self.clock.advance(1)
+            channel.dataReceived(b"x")
+        self.clock.advance(20)  # paused by a slow origin
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(transport.value(), b"")

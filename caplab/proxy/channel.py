@@ -118,6 +118,7 @@ class CaplabProxyRequest(ProxyRequest):
     def __init__(self, channel: CaplabProxy, queued: object = _QUEUED_SENTINEL) -> None:
         super().__init__(channel, queued, channel.settings.clock)
         self.settings = channel.settings
+        self.clientHost = channel.clientHost
 
     # Called by the channel
 
@@ -582,6 +583,7 @@ class CaplabProxy(Proxy):
     localAddress: Any = None
     _tunnel: Any = None
     _headStarted: float | None = None
+    _inBody = False
     _closing = False
 
     def __init__(self, settings: ProxySettings) -> None:
@@ -624,6 +626,7 @@ class CaplabProxy(Proxy):
         # HTTPChannel switches the idle timeout off while a request is in flight and on
         # again afterwards, a timer cancelled and created per request; instead the timer
         # stays and L{timeoutConnection} ignores it while a request is in flight.
+        self._inBody = False
         timeOut, self.timeOut = self.timeOut, None
         try:
             super().allContentReceived()
@@ -631,7 +634,7 @@ class CaplabProxy(Proxy):
             self.timeOut = timeOut
 
     def timeoutConnection(self) -> None:
-        if self._handlingRequest and self.requests:
+        if self.requests and (self._handlingRequest or self._inBody):
             self.setTimeout(self.timeOut)  # busy, not idle: look again later
             return
         super().timeoutConnection()
@@ -643,7 +646,7 @@ class CaplabProxy(Proxy):
             return
         if self._closing:
             return
-        if self._headStarted is None and not self._handlingRequest:
+        if self._headStarted is None and not (self._handlingRequest or self._inBody):
             self._headStarted = self.settings.clock.seconds()
         super().dataReceived(data)
 
@@ -691,6 +694,7 @@ class CaplabProxy(Proxy):
         self._headStarted = None
         super().allHeadersReceived()
         if self.length != 0 and self.requests:
+            self._inBody = True
             self.requests[-1].startEarly(self._command, self._path, self._version)
 
     def rawDataReceived(self, data: bytes) -> None:

@@ -125,7 +125,7 @@ class ProxyFactory(ServerFactory):
         referer = headers.getRawHeaders(b"referer")
         agent = headers.getRawHeaders(b"user-agent")
         accessLog.record(
-            request.channel.clientHost if request.channel else "-",
+            request.clientHost,
             request.user,
             request.method,
             request.uri,
