@@ -105,6 +105,21 @@ def test_postBody(origin: OriginProcess, proxy: ProxyUnderTest, tmp_path: Path) 
     assert dict(received["headers"])["content-length"] == str(MiB)
 
 
+def test_expect100Continue(origin: OriginProcess, proxy: ProxyUnderTest, tmp_path: Path) -> None:
+    """
+    curl's upload with C{Expect: 100-continue} gets its C{100 Continue} (instead of sending
+    the body blind after a second's wait), and the body arrives whole.
+    """
+    body = tmp_path / "body"
+    body.write_bytes(b"".join(pattern(MiB)))
+    result = curl(proxy, "-v", "-T", str(body), origin.url("/upload"))
+    assert result.returncode == 0, result.stderr
+    assert b"> Expect: 100-continue" in result.stderr
+    assert b"< HTTP/1.1 100 Continue" in result.stderr, result.stderr
+    received = json.loads(result.stdout)
+    assert (received["bodyLength"], received["bodySHA256"]) == (MiB, patternDigest(MiB))
+
+
 def test_head(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
     """
     HEAD returns the origin's headers (its Content-Length) and no body; the connection stays
