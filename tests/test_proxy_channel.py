@@ -638,3 +638,31 @@ class LongUploadTests(Harness):
         self.clock.advance(20)  # paused by a slow origin
         self.assertFalse(transport.disconnecting)
         self.assertEqual(transport.value(), b"")
+
+
+class SlowReaderTests(Harness):
+    """
+    Back-pressure already in force when a response starts.
+    """
+
+    def test_producerPausedAtOnce(self) -> None:
+        """
+        A response whose client is not reading (the transport has paused the channel) has
+        its upstream producer paused as soon as the body starts.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n")
+        channel.pauseProducing()
+        sinks: list[Any] = []
+        self.fetcher.calls[0][2].callback(UpstreamResponse(200, b"OK", [], sinks.append))
+        producer = Producer()
+        sinks[0].bodyStarted(producer)
+        self.assertEqual(producer.state, "paused")
+
+    def test_connectWithBody400(self) -> None:
+        """
+        A CONNECT request with a body is a 400.
+        """
+        channel, transport = self.connect(tunnels=object())
+        channel.dataReceived(b"CONNECT h:443 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "))

@@ -390,3 +390,30 @@ class ForwarderTests(SynchronousTestCase):
         body.sink.bodyData(b"abc")
         body.sink.bodyDone(False)
         self.assertTrue(protocol.transport.disconnecting)
+
+
+class PoolReuseTests(SynchronousTestCase):
+    """
+    A connection goes back to the pool in a usable state.
+    """
+
+    def test_releasedUnpaused(self) -> None:
+        """
+        A connection whose last body piece was held back by a slow client is resumed when
+        its response completes, so the next request on it gets its answer.
+        """
+        clock = Clock()
+        connector = FakeConnector()
+        forwarder = Forwarder(clock, connector, timeout=10)
+        d = forwarder.fetch(request(), None)
+        protocol = connector.protocols[0]
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+        sink = Sink()
+        self.successResultOf(d).deliverBody(sink)
+        assert sink.producer is not None
+        sink.producer.pauseProducing()
+        protocol.dataReceived(b"body")
+        self.assertEqual(sink.done, True)
+        self.assertEqual(protocol.transport.producerState, "producing")
+        forwarder.fetch(request(), None)
+        self.assertEqual(len(connector.protocols), 1)

@@ -137,6 +137,9 @@ class CaplabProxyRequest(ProxyRequest):
         self.path = uri
         self._body = StreamedBody(self.channel.transport, self._bodyLength)
         self._started = True
+        if command == b"CONNECT":
+            self.respondError(400, "Bad Request", "a CONNECT request has no body")
+            return
         self._begin()
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -440,6 +443,8 @@ class CaplabProxyRequest(ProxyRequest):
             return
         self._upstream = producer
         self.channel.registerProducer(producer, True)
+        if self.channel._waitingForTransport:
+            producer.pauseProducing()  # the client is not reading yet
 
     def bodyData(self, data: bytes) -> None:
         if self._disconnected:

@@ -532,6 +532,10 @@ class UpstreamConnection(Protocol):
         self._active = False
         self._state = _DONE
         self.transfer = None
+        if self._paused and self.connected:
+            # The client held the last piece back; the next exchange starts unpaused.
+            self._paused = False
+            self.transport.resumeProducing()
         if not transfer.bodySent:
             self._keepAlive = False
         if self._keepAlive and self.connected:
