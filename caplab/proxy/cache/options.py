@@ -9,9 +9,12 @@ import os
 import re
 from typing import Any
 
+from twisted.logger import Logger
 from twisted.python import usage
 
 from caplab.proxy.hooks import IFetcher
+
+log = Logger(namespace="caplab.cache")
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -117,13 +120,22 @@ def cachingFetcher(config: Any, inner: IFetcher, reactor: Any, metrics: Any = No
     if directory:
         from twisted.internet.threads import deferToThreadPool
 
-        store = DiskStore(
+        disk = DiskStore(
             directory,
             size,
             maxObject,
             callLater=reactor.callLater,
             runInThread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
         )
+        log.info(
+            "caplab cache in {directory}: {count} entries, {size} of {maxSize} bytes",
+            directory=directory,
+            count=len(disk),
+            size=disk.size,
+            maxSize=size,
+        )
+        store = disk
     else:
         store = MemoryStore(size, maxObject, callLater=reactor.callLater)
+        log.info("caplab cache in memory: up to {maxSize} bytes", maxSize=size)
     return CachingFetcher(inner, store, reactor, metrics=metrics)
