@@ -530,6 +530,17 @@ class RevalidationTests(FetcherTestCase):
         self.fetch(get((b"Cache-Control", b"max-stale")))
         self.assertEqual(len(self.origin.requests), 2)
 
+    def test_mustRevalidateOriginDown(self) -> None:
+        """
+        A stale C{must-revalidate} response is not served when the origin cannot be
+        reached: the client gets the error.
+        """
+        self.prime([(b"Cache-Control", b"max-age=10, must-revalidate"), (b"ETag", b'"v"')])
+        self.clock.advance(20)
+        result = self.fetch(get((b"Cache-Control", b"max-stale, stale-if-error=600")))
+        self.origin.pending.pop().errback(UpstreamError(504, "Timeout", "slow"))
+        self.assertEqual(result.failure.value.code, 504)
+
     def test_staleWhileRevalidate(self) -> None:
         """
         Within C{stale-while-revalidate} the stale response is served at once and one
