@@ -261,3 +261,14 @@ def test_diskRevalidation(origin: OriginProcess, tmp_path: Path) -> None:
     assert [r.cacheStatus for r in responses[1:]] == ["caplab; fwd=stale; fwd-status=304"] * 2
     requests = originRequests(origin, path)
     assert [header(r, "if-none-match") for r in requests] == [None, '"caplab-v1"', '"caplab-v1"']
+
+
+def test_noCache(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    With C{--no-cache} every request reaches the origin and no C{Cache-Status} is sent.
+    """
+    path = unique("cache/max-age=60")
+    with runningProxy(origin, tmp_path, "--no-cache") as proxy:
+        responses = [fetch(proxy, origin, path) for _ in range(2)]
+    assert [r.cacheStatus for r in responses] == ["", ""]
+    assert origin.stats()[path] == 2
