@@ -340,6 +340,8 @@ class CachingFetcher:
                 if evaluation.decision is Decision.STALE_REVALIDATE:
                     self._revalidateInBackground(entry, derived, request)
                 return succeed(response)
+            if collapsed:
+                return self._forward(request, "miss; collapsed")
             return self._miss(request, uri, "miss")
         if requestRules.onlyIfCached:
             return self._notCached()
@@ -537,9 +539,13 @@ class CachingFetcher:
         """
         responseTime = self.clock.seconds()
         uri = request.target.uri
-        decision = rules.storable(
-            request.method, uri, request.headers, response.code, response.headers, responseTime
-        )
+        try:
+            decision = rules.storable(
+                request.method, uri, request.headers, response.code, response.headers, responseTime
+            )
+        except Exception:
+            self.log.failure("cache: deciding whether to store {uri}", uri=uri)
+            decision = rules.Storability(False, "error", [])
         writer = None
         expected: int | None = None
         if decision.ok:
