@@ -89,6 +89,54 @@ def _tlsFailure(reason: Failure, target: Target) -> UpstreamError | None:
     return None
 
 
+ParsedFields = tuple[Headers, "int | None", bool, list[bytes]]
+
+
+def parseFields(block: bytes) -> ParsedFields | str:
+    """
+    The header fields of a response head (C{block}: the field lines, each ending in CRLF):
+    the end-to-end fields in order, the body length (None: not given), whether the body is
+    chunked (the last coding counts), and the C{Connection} tokens (lower-case).
+
+    Hop-by-hop fields, and those C{Connection} names, are left out; obsolete line folding is
+    joined; a duplicate identical C{Content-Length} is dropped.  Returns a description of
+    the problem instead if the block is malformed (no colon, a blank before the colon, a bad
+    or conflicting C{Content-Length}).
+    """
+    headers: Headers = []
+    length: int | None = None
+    chunked = False
+    tokens: list[bytes] = []
+    for line in block.split(b"\r\n")[:-1]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name[-1:] in b" \t":
+            if line[:1] in b" \t" and headers:
+                # obsolete line folding
+                prev = headers[-1]
+                headers[-1] = (prev[0], prev[1] + b" " + line.strip())
+                continue
+            return "a malformed header field"
+        value = value.strip()
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == b"transfer-encoding":
+                chunked = value.lower().endswith(b"chunked")
+            elif lower == b"connection":
+                tokens.extend(t.strip().lower() for t in value.split(b","))
+            continue
+        if lower == b"content-length":
+            if not value.isdigit() or (length is not None and int(value) != length):
+                return "a bad Content-Length"
+            if length is not None:
+                continue
+            length = int(value)
+        headers.append((name, value))
+    if tokens:
+        named = set(tokens)
+        headers = [(n, v) for n, v in headers if n.lower() not in named]
+    return headers, length, chunked, tokens
+
+
 class Connector:
     """
     Opens connections to origins: C{connect(target, protocol)} returns a Deferred that fires
@@ -319,7 +367,7 @@ class UpstreamConnection(Protocol):
 
     def _parseHead(self, transfer: _Transfer) -> None:
         rest = b""
-        lines: list[bytes] = []
+        fieldBlock = b""
         while True:
             buffer = self._buffer
             end = buffer.find(b"\r\n\r\n")
@@ -330,8 +378,11 @@ class UpstreamConnection(Protocol):
             head = buffer[:end]
             rest = buffer[end + 4 :]
             self._buffer = b""
-            lines = head.split(b"\r\n")
-            status = lines[0]
+            statusEnd = head.find(b"\r\n")
+            if statusEnd < 0:
+                status, fieldBlock = head, b""
+            else:
+                status, fieldBlock = head[:statusEnd], head[statusEnd + 2 :] + b"\r\n"
             if not status.startswith(b"HTTP/1."):
                 self._fail(transfer, "a malformed status line")
                 return
@@ -349,41 +400,13 @@ class UpstreamConnection(Protocol):
                 self._buffer = rest  # interim response: skip it
                 continue
             break
-        headers: Headers = []
-        length: int | None = None
-        chunked = False
-        connectionTokens: list[bytes] = []
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name[-1:] in b" \t":
-                if line[:1] in b" \t" and headers:
-                    # obsolete line folding
-                    prev = headers[-1]
-                    headers[-1] = (prev[0], prev[1] + b" " + line.strip())
-                    continue
-                self._fail(transfer, "a malformed header field")
-                return
-            value = value.strip()
-            lower = name.lower()
-            if lower in HOP_BY_HOP:
-                if lower == b"transfer-encoding":
-                    chunked = value.lower().endswith(b"chunked")
-                elif lower == b"connection":
-                    connectionTokens.extend(t.strip().lower() for t in value.split(b","))
-                continue
-            if lower == b"content-length":
-                if not value.isdigit() or (length is not None and int(value) != length):
-                    self._fail(transfer, "a bad Content-Length")
-                    return
-                if length is not None:
-                    continue
-                length = int(value)
-            headers.append((name, value))
-        if connectionTokens:
-            if b"close" in connectionTokens:
-                self._keepAlive = False
-            drop = set(connectionTokens)
-            headers = [(n, v) for n, v in headers if n.lower() not in drop]
+        parsed = parseFields(fieldBlock)
+        if isinstance(parsed, str):
+            self._fail(transfer, parsed)
+            return
+        headers, length, chunked, connectionTokens = parsed
+        if connectionTokens and b"close" in connectionTokens:
+            self._keepAlive = False
         if version == b"1.0" and b"keep-alive" not in connectionTokens:
             self._keepAlive = False
         if transfer.request.method == b"HEAD" or code in _NO_BODY_CODES:
