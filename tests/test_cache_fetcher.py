@@ -16,9 +16,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from caplab.proxy.cache.disk import DiskStore
 from caplab.proxy.cache.fetcher import CachingFetcher
 from caplab.proxy.cache.rules import formatHTTPDate
-from caplab.proxy.cache.storage import DiskStore, MemoryStore
+from caplab.proxy.cache.storage import MemoryStore
 from caplab.proxy.hooks import (
     Headers,
     Target,

@@ -17,10 +17,10 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from caplab.proxy.cache.disk import DiskStore
 from caplab.proxy.cache.storage import (
     BLOCK,
     TURN,
-    DiskStore,
     EntryHead,
     IStore,
     MemoryStore,
@@ -503,9 +503,9 @@ class BlocksTests(SynchronousTestCase):
     @settings(max_examples=50, deadline=None)
     @given(st.lists(st.integers(0, 3 * BLOCK), max_size=8))
     def test_blocks(self, sizes: list[int]) -> None:
-        from caplab.proxy.cache.storage import _Blocks
+        from caplab.proxy.cache.storage import Blocks
 
-        blocks = _Blocks()
+        blocks = Blocks()
         data = [bytes([i % 251]) * size for i, size in enumerate(sizes)]
         out = [block for piece in data for block in blocks.add(piece)]
         self.assertTrue(all(len(block) == BLOCK for block in out))

@@ -108,8 +108,9 @@ def cachingFetcher(config: Any, inner: IFetcher, reactor: Any, metrics: Any = No
         keys take the defaults).
     @param metrics: where the cache counts hits, misses and stored bytes (or None).
     """
+    from caplab.proxy.cache.disk import DiskStore
     from caplab.proxy.cache.fetcher import CachingFetcher
-    from caplab.proxy.cache.storage import DiskStore, IStore, MemoryStore
+    from caplab.proxy.cache.storage import IStore, MemoryStore
 
     if config.get("no-cache", False):
         return inner

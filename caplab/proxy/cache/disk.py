@@ -1,0 +1,451 @@
+"""
+The disk store: L{DiskStore} keeps the cache in files under C{--cache-dir}, bounded in
+bytes, across restarts.
+
+Disk I/O and the reactor
+========================
+
+L{DiskStore} writes each body block (at most L{BLOCK} bytes) to its temporary file when the
+block is full: a small write that lands in the page cache, done inline.  The slow part of an
+atomic write, C{fsync} and the renames, runs in a thread (C{runInThread}, by default the
+reactor's thread pool), as does the rewrite of a file whose header fields a 304 refreshed.
+Serving a disk hit reads one block per step and verifies it before it is passed on (a block
+is L{BLOCK} bytes, read inline, normally from the page cache), pausing with the consumer.
+The index is rebuilt when the store is created (before the reactor runs) by reading only the
+small trailer and header record of each file.
+
+File format: body blocks C{[u32 length][data][u32 crc32]}, then the header record (JSON),
+then a trailer C{[u32 length of header record][u32 crc32 of it][8-byte magic]}.  A file whose
+trailer, header record or any block fails its check, or whose size is not what the trailer
+says, is dropped (deleted) and never served; a block is checked before its bytes are sent, and
+an object of one block (up to 64 KiB) is checked whole before its response head is returned.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from hashlib import sha256
+from typing import Any, BinaryIO, TypeVar
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+
+from caplab.proxy.cache.storage import (
+    BLOCK,
+    Blocks,
+    ChunkProducer,
+    CorruptEntry,
+    EntryHead,
+    IBody,
+    IEntryWriter,
+    NoProducer,
+    StoredEntry,
+    StoreIndex,
+)
+from caplab.proxy.hooks import IBodySink
+
+T = TypeVar("T")
+
+#: Seconds of response time between two rewrites of a refreshed entry's file.
+REWRITE_INTERVAL = 60.0
+
+_MAGIC = b"CAPLABC1"
+_TRAILER = struct.Struct(">II8s")
+_BLOCK_HEAD = struct.Struct(">I")
+_CRC = struct.Struct(">I")
+
+
+def deferToReactorThread(function: Callable[[], T]) -> Deferred[T]:
+    """
+    Run C{function} in the reactor's thread pool.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.threads import deferToThreadPool
+
+    return deferToThreadPool(reactor, reactor.getThreadPool(), function)  # type: ignore[arg-type, attr-defined]
+
+
+class DiskStore(StoreIndex):
+    """
+    Entries in files under C{directory}, bounded in bytes, kept across restarts.
+
+    @param runInThread: runs a blocking function (fsync, rename, rewrite) off the reactor
+        thread and returns a Deferred of its result.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        maxSize: int = 64 << 20,
+        maxObjectSize: int = 8 << 20,
+        callLater: Callable[..., IDelayedCall] | None = None,
+        runInThread: Callable[[Callable[[], Any]], Deferred[Any]] = deferToReactorThread,
+    ) -> None:
+        super().__init__(maxSize, maxObjectSize)
+        if callLater is None:
+            from twisted.internet import reactor
+
+            callLater = reactor.callLater
+        self.callLater = callLater
+        self.directory = os.path.abspath(directory)
+        self.runInThread = runInThread
+        self._counter = 0
+        os.makedirs(self.directory, exist_ok=True)
+        self._load()
+
+    def _fileName(self, head: EntryHead) -> str:
+        self._counter += 1
+        digest = sha256(head.key.encode("utf-8")).hexdigest()[:32]
+        unique = f"{os.getpid()}-{self._counter}-{os.urandom(4).hex()}"
+        return os.path.join(self.directory, f"{digest}-{unique}.entry")
+
+    def _load(self) -> None:
+        """
+        Rebuild the index from the files in the directory, oldest first; drop temporary
+        files of interrupted writes and every file that fails a check.
+        """
+        found: list[tuple[float, StoredEntry]] = []
+        for name in os.listdir(self.directory):
+            path = os.path.join(self.directory, name)
+            if name.endswith(".tmp"):
+                _unlink(path)
+                continue
+            if not name.endswith(".entry"):
+                continue
+            try:
+                head, bodyLength, size = readHead(path)
+            except (OSError, CorruptEntry, ValueError, KeyError, TypeError) as e:
+                self.log.warn("cache: dropping damaged file {path}: {e}", path=path, e=e)
+                _unlink(path)
+                continue
+            entry = StoredEntry(
+                head=head,
+                bodyLength=bodyLength,
+                size=size,
+                path=path,
+                fileSize=size,
+                persisted=head.responseTime,
+            )
+            found.append((os.stat(path).st_mtime, entry))
+        found.sort(key=lambda pair: (pair[0], pair[1].head.responseTime))
+        for _, entry in found:
+            self._add(entry)
+
+    def _discard(self, entry: StoredEntry) -> None:
+        if entry.path is not None:
+            _unlink(entry.path)
+
+    def openBody(self, entry: StoredEntry) -> IBody | None:
+        if not entry.live or entry.path is None:
+            return None
+        try:
+            body = _DiskBody(entry.path, entry.bodyLength, entry.fileSize, self.callLater)
+        except (OSError, CorruptEntry) as e:
+            self.log.warn("cache: dropping damaged file {path}: {e}", path=entry.path, e=e)
+            self.remove(entry)
+            return None
+        body.onCorrupt = lambda: self.remove(entry)
+        return body
+
+    def writer(self, head: EntryHead) -> IEntryWriter | None:
+        if self.maxObjectSize <= 0:
+            return None
+        try:
+            return _DiskWriter(self, head, self._fileName(head))
+        except OSError as e:
+            self.log.warn("cache: cannot write in {dir}: {e}", dir=self.directory, e=e)
+            return None
+
+    def _committed(
+        self, head: EntryHead, path: str, bodyLength: int, size: int
+    ) -> StoredEntry | None:
+        entry = StoredEntry(
+            head=head,
+            bodyLength=bodyLength,
+            size=size,
+            path=path,
+            fileSize=size,
+            persisted=head.responseTime,
+        )
+        if size > self.maxSize:
+            _unlink(path)
+            return None
+        self._add(entry)
+        return entry
+
+    def refresh(self, entry: StoredEntry, head: EntryHead) -> StoredEntry:
+        """
+        Update the index now and rewrite the file (same body, new header record) in a
+        thread; the new file replaces the old one atomically.
+
+        The file matters only after a restart (an older head there makes the entry stale
+        sooner, so it is revalidated): it is rewritten at most once per
+        L{REWRITE_INTERVAL} seconds of response time, one rewrite at a time, so that an
+        entry revalidated on every request does not copy its body every time.
+        """
+        if not entry.live or entry.path is None:
+            return entry
+        self._rekey(entry, head)
+        if entry.rewriting or head.responseTime - entry.persisted < REWRITE_INTERVAL:
+            return entry
+        entry.rewriting = True
+        oldPath = entry.path
+        newPath = self._fileName(head)
+        record = head.toJSON(entry.bodyLength)
+
+        def rewrite() -> int:
+            with open(oldPath, "rb") as source:
+                bodyRegion = os.fstat(source.fileno()).st_size - _bodyEnd(source)
+                source.seek(0)
+                return _atomicWrite(newPath, _copyBody(source, bodyRegion), record)
+
+        def done(size: int) -> None:
+            entry.rewriting = False
+            if entry.live and entry.path == oldPath:
+                entry.path = newPath
+                entry.fileSize = size
+                entry.persisted = head.responseTime
+                self.size += size - entry.size
+                entry.size = size
+                _unlink(oldPath)
+                self._evict()
+            else:
+                _unlink(newPath)
+
+        def failed(reason: Any) -> None:
+            entry.rewriting = False
+            self.log.warn("cache: could not rewrite {path}: {e}", path=oldPath, e=reason.value)
+            _unlink(newPath + ".tmp")
+
+        self.runInThread(rewrite).addCallbacks(done, failed)
+        return entry
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _bodyEnd(f: BinaryIO) -> int:
+    """
+    How many bytes at the end of the open file C{f} are header record and trailer.
+    """
+    f.seek(-_TRAILER.size, os.SEEK_END)
+    length, _, magic = _TRAILER.unpack(f.read(_TRAILER.size))
+    if magic != _MAGIC:
+        raise CorruptEntry("bad trailer")
+    return int(length) + _TRAILER.size
+
+
+def _copyBody(source: BinaryIO, length: int) -> Iterator[bytes]:
+    remaining = length
+    while remaining > 0:
+        data = source.read(min(remaining, 1 << 20))
+        if not data:
+            raise CorruptEntry("truncated body")
+        remaining -= len(data)
+        yield data
+
+
+def _atomicWrite(path: str, body: Iterator[bytes], record: bytes) -> int:
+    """
+    Write framed body bytes (already framed) and C{record} to C{path} atomically: a
+    temporary file, fsync, rename, fsync of the directory.  The size of the new file.
+    """
+    temporary = path + ".tmp"
+    with open(temporary, "wb") as f:
+        for data in body:
+            f.write(data)
+        f.write(record)
+        f.write(_TRAILER.pack(len(record), zlib.crc32(record), _MAGIC))
+        f.flush()
+        os.fsync(f.fileno())
+        size = f.tell()
+    os.rename(temporary, path)
+    _fsyncDirectory(os.path.dirname(path))
+    return size
+
+
+def _fsyncDirectory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def readHead(path: str) -> tuple[EntryHead, int, int]:
+    """
+    The header record of the file at C{path}, checked: (head, body length, file size).
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < _TRAILER.size:
+            raise CorruptEntry("truncated")
+        f.seek(size - _TRAILER.size)
+        length, crc, magic = _TRAILER.unpack(f.read(_TRAILER.size))
+        if magic != _MAGIC or length > size - _TRAILER.size:
+            raise CorruptEntry("bad trailer")
+        f.seek(size - _TRAILER.size - length)
+        record = f.read(length)
+        if len(record) != length or zlib.crc32(record) != crc:
+            raise CorruptEntry("bad header record")
+    head, bodyLength = EntryHead.fromJSON(record)
+    blocks = -(-bodyLength // BLOCK)
+    expected = bodyLength + blocks * (_BLOCK_HEAD.size + _CRC.size) + length + _TRAILER.size
+    if expected != size:
+        raise CorruptEntry(f"size {size}, expected {expected}")
+    return head, bodyLength, size
+
+
+def frameBlock(block: bytes) -> bytes:
+    return _BLOCK_HEAD.pack(len(block)) + block + _CRC.pack(zlib.crc32(block))
+
+
+class _DiskWriter:
+    """
+    Writes framed blocks to a temporary file as they fill; commit finishes it in a thread.
+    """
+
+    def __init__(self, store: DiskStore, head: EntryHead, path: str) -> None:
+        self._store = store
+        self._head = head
+        self._path = path
+        self._temporary = path + ".tmp"
+        self._file: BinaryIO | None = open(self._temporary, "wb")
+        self._blocks = Blocks()
+
+    def write(self, data: bytes) -> bool:
+        if self._file is None:
+            return False
+        if self._blocks.total + len(data) > self._store.maxObjectSize:
+            self.abort()
+            return False
+        try:
+            for block in self._blocks.add(data):
+                self._file.write(frameBlock(block))
+        except OSError as e:
+            self._store.log.warn("cache: write failed: {e}", e=e)
+            self.abort()
+            return False
+        return True
+
+    def commit(self) -> Deferred[StoredEntry | None]:
+        f = self._file
+        if f is None:
+            return succeed(None)
+        self._file = None
+        rest = self._blocks.rest()
+        bodyLength = self._blocks.total
+        record = self._head.toJSON(bodyLength)
+        temporary, path = self._temporary, self._path
+
+        def finish() -> int:
+            try:
+                if rest is not None:
+                    f.write(frameBlock(rest))
+                f.write(record)
+                f.write(_TRAILER.pack(len(record), zlib.crc32(record), _MAGIC))
+                f.flush()
+                os.fsync(f.fileno())
+                size = f.tell()
+            finally:
+                f.close()
+            os.rename(temporary, path)
+            _fsyncDirectory(os.path.dirname(path))
+            return size
+
+        def done(size: int) -> StoredEntry | None:
+            return self._store._committed(self._head, path, bodyLength, size)
+
+        def failed(reason: Any) -> None:
+            self._store.log.warn(
+                "cache: could not store {uri}: {e}", uri=self._head.uri, e=reason.value
+            )
+            _unlink(temporary)
+            return None
+
+        return self._store.runInThread(finish).addCallbacks(done, failed)
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            _unlink(self._temporary)
+
+
+class _DiskBody:
+    """
+    A stored body read block by block from its file; each block is checked before it is
+    passed on.  The first block is read and checked when the body is opened.
+    """
+
+    onCorrupt: Callable[[], None] | None = None
+
+    def __init__(
+        self, path: str, bodyLength: int, size: int, callLater: Callable[..., IDelayedCall]
+    ) -> None:
+        self._file: BinaryIO | None = open(path, "rb")
+        self._callLater = callLater
+        try:
+            if os.fstat(self._file.fileno()).st_size != size:
+                raise CorruptEntry("size changed")
+            self._remaining = bodyLength
+            self._first = self._readBlock() if bodyLength else None
+        except BaseException:
+            self.close()
+            raise
+
+    def _readBlock(self) -> bytes:
+        assert self._file is not None
+        header = self._file.read(_BLOCK_HEAD.size)
+        if len(header) != _BLOCK_HEAD.size:
+            raise CorruptEntry("truncated block")
+        (length,) = _BLOCK_HEAD.unpack(header)
+        if length > BLOCK or length > self._remaining or length == 0:
+            raise CorruptEntry("bad block length")
+        data = self._file.read(length)
+        crc = self._file.read(_CRC.size)
+        if len(data) != length or len(crc) != _CRC.size or _CRC.unpack(crc)[0] != zlib.crc32(data):
+            raise CorruptEntry("bad block checksum")
+        self._remaining -= length
+        return data
+
+    def _blocks(self) -> Iterator[bytes]:
+        try:
+            if self._first is not None:
+                first, self._first = self._first, None
+                yield first
+            while self._remaining > 0:
+                try:
+                    yield self._readBlock()
+                except (OSError, CorruptEntry) as e:
+                    if self.onCorrupt is not None:
+                        self.onCorrupt()
+                    raise CorruptEntry(str(e)) from e
+        finally:
+            self.close()
+
+    def deliver(self, sink: IBodySink) -> None:
+        if self._remaining == 0:
+            first, self._first = self._first, None
+            self.close()
+            sink.bodyStarted(NoProducer())
+            if first is not None:
+                sink.bodyData(first)
+            sink.bodyDone(True)
+            return
+        ChunkProducer(self._blocks(), sink, self._callLater, self._done).start()
+
+    def _done(self, complete: bool) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
