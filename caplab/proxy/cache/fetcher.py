@@ -16,7 +16,7 @@ whose secondary key (C{Vary}) matches, and asks L{caplab.proxy.cache.rules.evalu
     or does not come, each goes to the origin itself.
 
 A storable response is streamed to the client and written to the store at the same time
-(L{_TeeSink}); only a body that ended properly, with the announced length, is committed.
+(L{TeeSink}); only a body that ended properly, with the announced length, is committed.
 
 Other methods pass through; a successful unsafe one invalidates the URIs RFC 9111 section
 4.4 names.  Every response carries an RFC 9211 C{Cache-Status} value in
@@ -29,14 +29,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from caplab.proxy.cache import rules
+from caplab.proxy.cache.collapsing import Flight, Waiter
 from caplab.proxy.cache.rules import NO_REQUEST_RULES, Decision, EntryRules, RequestRules
-from caplab.proxy.cache.storage import EntryHead, IEntryWriter, IStore, StoredEntry
+from caplab.proxy.cache.sinks import Discard, SliceSink, TeeSink, noBody
+from caplab.proxy.cache.storage import EntryHead, IStore, StoredEntry
 from caplab.proxy.hooks import (
     Headers,
     IBodySink,
@@ -72,184 +73,6 @@ class _Derived:
     notModifiedHeaders: Headers
 
 
-@implementer(IPushProducer)
-class _NoProducer:
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
-def _noBody(sink: IBodySink) -> None:
-    sink.bodyStarted(_NoProducer())
-    sink.bodyDone(True)
-
-
-class _Discard:
-    """
-    An L{IBodySink} that throws the body away (a 304's, a background revalidation's).
-    """
-
-    def bodyStarted(self, producer: IPushProducer) -> None:
-        pass
-
-    def bodyData(self, data: bytes) -> None:
-        pass
-
-    def bodyDone(self, complete: bool) -> None:
-        pass
-
-
-class _TeeSink:
-    """
-    Passes a streaming body on to the client's sink and writes it to the store; commits
-    only a body that ended properly with the announced length.
-    """
-
-    def __init__(
-        self,
-        sink: IBodySink,
-        writer: IEntryWriter,
-        expectedLength: int | None,
-        onDone: Any,
-    ) -> None:
-        self._sink = sink
-        self._writer: IEntryWriter | None = writer
-        self._expected = expectedLength
-        self._length = 0
-        self._onDone = onDone
-
-    def bodyStarted(self, producer: IPushProducer) -> None:
-        self._sink.bodyStarted(producer)
-
-    def bodyData(self, data: bytes) -> None:
-        self._length += len(data)
-        if self._writer is not None and not self._writer.write(data):
-            self._writer = None
-        self._sink.bodyData(data)
-
-    def bodyDone(self, complete: bool) -> None:
-        writer, self._writer = self._writer, None
-        whole = complete and (self._expected is None or self._expected == self._length)
-        if writer is None:
-            self._onDone(None)
-        elif whole:
-            writer.commit().addBoth(self._onDone)
-        else:
-            writer.abort()
-            self._onDone(None)
-        self._sink.bodyDone(complete)
-
-
-class _SliceSink:
-    """
-    Passes on only bytes C{start} to C{stop} of a body, and ends it there.
-    """
-
-    def __init__(self, sink: IBodySink, start: int, stop: int) -> None:
-        self._sink = sink
-        self._start = start
-        self._stop = stop
-        self._position = 0
-        self._done = False
-        self._producer: IPushProducer | None = None
-
-    def bodyStarted(self, producer: IPushProducer) -> None:
-        self._producer = producer
-        self._sink.bodyStarted(producer)
-
-    def bodyData(self, data: bytes) -> None:
-        if self._done:
-            return
-        begin = self._position
-        self._position += len(data)
-        if self._position > self._start:
-            piece = data[max(0, self._start - begin) : self._stop - begin]
-            if piece:
-                self._sink.bodyData(piece)
-        if self._position >= self._stop:
-            self._done = True
-            if self._producer is not None:
-                self._producer.stopProducing()
-            self._sink.bodyDone(True)
-
-    def bodyDone(self, complete: bool) -> None:
-        if not self._done:
-            self._done = True
-            self._sink.bodyDone(complete)
-
-
-class _Flight:
-    """
-    An origin request for a URI that other requests for it wait on.
-    """
-
-    def __init__(self) -> None:
-        self.waiters: list[_Waiter] = []
-        self.finished = False
-
-    def finish(self) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        waiters, self.waiters = self.waiters, []
-        for waiter in waiters:
-            waiter.wake()
-
-
-class _Waiter:
-    """
-    A request waiting on a L{_Flight}: when it ends (or after the timeout) the request is
-    looked up again and, if still a miss, sent to the origin.
-    """
-
-    def __init__(
-        self, fetcher: CachingFetcher, request: UpstreamRequest, flight: _Flight, timeout: float
-    ) -> None:
-        self.fetcher = fetcher
-        self.request = request
-        self.flight = flight
-        self.result: Deferred[UpstreamResponse] = Deferred(self._cancel)
-        self.inner: Deferred[UpstreamResponse] | None = None
-        self.woken = False
-        self.timer: IDelayedCall | None = fetcher.clock.callLater(timeout, self.wake)
-
-    def wake(self) -> None:
-        if self.woken:
-            return
-        self.woken = True
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
-        if self in self.flight.waiters:
-            self.flight.waiters.remove(self)
-        self.inner = self.fetcher._afterWait(self.request)
-        self.inner.addBoth(self._deliver)
-
-    def _deliver(self, result: Any) -> None:
-        if self.result.called:
-            return None
-        if isinstance(result, Failure):
-            self.result.errback(result)
-        else:
-            self.result.callback(result)
-        return None
-
-    def _cancel(self, _: Deferred[UpstreamResponse]) -> None:
-        if not self.woken:
-            self.woken = True
-            if self.timer is not None and self.timer.active():
-                self.timer.cancel()
-            if self in self.flight.waiters:
-                self.flight.waiters.remove(self)
-        elif self.inner is not None:
-            self.inner.cancel()
-
-
 class CachingFetcher:
     """
     An RFC 9111 shared cache in front of C{inner}.
@@ -280,7 +103,7 @@ class CachingFetcher:
         self.collapseTimeout = collapseTimeout
         self.name = name
         self.metrics = metrics
-        self._flights: dict[str, _Flight] = {}
+        self._flights: dict[str, Flight] = {}
         self._revalidating: set[str] = set()
 
     # The request path
@@ -409,14 +232,14 @@ class CachingFetcher:
         if conditional and rules.notModified(request.headers, derived.rules):
             self.store.touch(entry)
             return UpstreamResponse(
-                304, b"Not Modified", [*derived.notModifiedHeaders, age], _noBody, status
+                304, b"Not Modified", [*derived.notModifiedHeaders, age], noBody, status
             )
         if request.method == b"HEAD":
             if not entry.live:
                 return None
             self.store.touch(entry)
             return UpstreamResponse(
-                entry.head.code, entry.head.phrase, [*derived.headers, age], _noBody, status
+                entry.head.code, entry.head.phrase, [*derived.headers, age], noBody, status
             )
         body = self.store.openBody(entry)
         if body is None:
@@ -459,7 +282,7 @@ class CachingFetcher:
         ]
 
         def deliver(sink: IBodySink) -> None:
-            body.deliver(_SliceSink(sink, start, stop))
+            body.deliver(SliceSink(sink, start, stop))
 
         return UpstreamResponse(
             206,
@@ -492,10 +315,10 @@ class CachingFetcher:
         """
         flight = self._flights.get(uri)
         if flight is not None:
-            waiter = _Waiter(self, request, flight, self.collapseTimeout)
+            waiter = Waiter(self.clock, self._afterWait, request, flight, self.collapseTimeout)
             flight.waiters.append(waiter)
             return waiter.result
-        flight = self._flights[uri] = _Flight()
+        flight = self._flights[uri] = Flight()
 
         def done() -> None:
             if self._flights.get(uri) is flight:
@@ -579,7 +402,7 @@ class CachingFetcher:
                 self.metrics.cacheStoredBytes(getattr(self.store, "size", 0))
 
         def tee(sink: IBodySink) -> None:
-            deliverBody(_TeeSink(sink, writer, expected, finished))  # type: ignore[operator]
+            deliverBody(TeeSink(sink, writer, expected, finished))  # type: ignore[operator]
 
         response.deliverBody = tee
         return response
@@ -647,7 +470,7 @@ class CachingFetcher:
         def got(response: UpstreamResponse) -> UpstreamResponse | Deferred[UpstreamResponse]:
             status = f"{self.name}; fwd={why}; fwd-status={response.code}"
             if response.code == 304:
-                response.deliverBody(_Discard())  # type: ignore[operator]
+                response.deliverBody(Discard())  # type: ignore[operator]
                 refreshed = self._refresh(entry, derived, response, requestTime)
                 if refreshed is not None:
                     now = self.clock.seconds()
@@ -662,7 +485,7 @@ class CachingFetcher:
                 stale = self._staleOnError(entry, derived, request, requestRules, response.code)
                 if stale is not None:
                     finished()
-                    response.deliverBody(_Discard())  # type: ignore[operator]
+                    response.deliverBody(Discard())  # type: ignore[operator]
                     return stale
             return self._store(request, response, requestTime, status, onDone)
 
@@ -733,10 +556,10 @@ class CachingFetcher:
         def got(response: UpstreamResponse) -> None:
             if response.code == 304:
                 self._refresh(entry, derived, response, requestTime)
-                response.deliverBody(_Discard())  # type: ignore[operator]
+                response.deliverBody(Discard())  # type: ignore[operator]
                 return
             stored = self._store(plain, response, requestTime, "")
-            stored.deliverBody(_Discard())  # type: ignore[operator]
+            stored.deliverBody(Discard())  # type: ignore[operator]
 
         def failed(reason: Failure) -> None:
             self.log.info(
