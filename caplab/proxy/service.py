@@ -75,10 +75,10 @@ def makeProxyFactory(
     chain: IFetcher
     if fetcher is None:
         chain = _cached(config, upstream, reactor, metrics)
-    elif callable(fetcher) and not hasattr(fetcher, "fetch"):
-        chain = fetcher(upstream)
-    else:
+    elif hasattr(fetcher, "fetch") and not isinstance(fetcher, type):
         chain = fetcher
+    else:
+        chain = fetcher(upstream)
     connectPorts = config.get("connect-ports", "443")
     if isinstance(connectPorts, str):
         connectPorts = portList(connectPorts)
