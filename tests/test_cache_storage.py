@@ -298,6 +298,25 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
         self.assertEqual(entry.head, head(variant=b"text/html"))
         self.assertEqual(read(again, entry, self.clock).body, body)
 
+    def test_othersLeftAlone(self) -> None:
+        """
+        Files that are not the store's are neither loaded nor deleted; a new directory is
+        private to its user.
+        """
+        fresh = os.path.join(self.directory, "fresh")
+        DiskStore(fresh, callLater=self.clock.callLater, runInThread=synchronously)
+        self.assertEqual(os.stat(fresh).st_mode & 0o777, 0o700)
+        os.rmdir(fresh)
+        s = self.makeStore()
+        for name in ("notes.txt", "notes.tmp"):
+            with open(os.path.join(self.directory, name), "w") as f:
+                f.write("mine")
+        store(s, head(), b"x")
+        self.makeStore()
+        self.assertEqual(len([n for n in self.files() if n.endswith(".entry")]), 1)
+        self.assertIn("notes.tmp", self.files())
+        self.assertIn("notes.txt", self.files())
+
     def test_atomic(self) -> None:
         """
         Until commit only a temporary file exists, which a restart deletes; an abort

@@ -93,7 +93,7 @@ class DiskStore(StoreIndex):
         self.directory = os.path.abspath(directory)
         self.runInThread = runInThread
         self._counter = 0
-        os.makedirs(self.directory, exist_ok=True)
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
         self._load()
 
     def _fileName(self, head: EntryHead) -> str:
@@ -110,7 +110,7 @@ class DiskStore(StoreIndex):
         found: list[tuple[float, StoredEntry]] = []
         for name in os.listdir(self.directory):
             path = os.path.join(self.directory, name)
-            if name.endswith(".tmp"):
+            if name.endswith(".entry.tmp"):
                 _unlink(path)
                 continue
             if not name.endswith(".entry"):

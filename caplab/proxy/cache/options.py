@@ -86,7 +86,7 @@ class CacheOptions:
             raise usage.UsageError("--cache-dir is one process's cache: not with --workers")
         if directory is not None:
             try:
-                os.makedirs(directory, exist_ok=True)
+                os.makedirs(directory, mode=0o700, exist_ok=True)
             except OSError as e:
                 raise usage.UsageError(f"--cache-dir {directory!r}: {e.strerror}") from None
             if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
