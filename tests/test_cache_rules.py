@@ -242,6 +242,10 @@ class StorabilityTests(SynchronousTestCase):
         self.assertFalse(self.check([]).ok)
         self.assertFalse(self.check([(b"Cache-Control", b"max-age=0")]).ok)
         self.assertTrue(self.check([(b"Cache-Control", b"max-age=0"), (b"ETag", b'"a"')]).ok)
+        self.assertFalse(self.check([(b"Cache-Control", b"no-cache, max-age=60")]).ok)
+        self.assertTrue(
+            self.check([(b"Cache-Control", b"no-cache, max-age=60"), (b"ETag", b'"a"')]).ok
+        )
 
     def test_setCookie(self) -> None:
         """

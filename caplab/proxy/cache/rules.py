@@ -329,13 +329,15 @@ def storable(
         # origin says explicitly that shared caches may (or strips it: private="set-cookie").
         return Storability(False, "set-cookie", [])
     lifetime, _ = freshnessLifetime(code, responseHeaders, now)
-    if (
-        lifetime <= 0
-        and firstHeader(responseHeaders, b"etag") is None
+    noValidator = (
+        firstHeader(responseHeaders, b"etag") is None
         and firstHeader(responseHeaders, b"last-modified") is None
-        and cc.stale_while_revalidate is None
-        and cc.stale_if_error is None
+    )
+    if noValidator and (
+        cc.no_cache is True
+        or (lifetime <= 0 and cc.stale_while_revalidate is None and cc.stale_if_error is None)
     ):
+        # stale at once (or always to be revalidated) and nothing to revalidate it with
         return Storability(False, "never reusable", [])
     return Storability(
         True, "", [(n, v) for n, v in responseHeaders if n.decode("latin-1").lower() in kept]
