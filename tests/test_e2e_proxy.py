@@ -372,3 +372,48 @@ def test_servedAmongSlowClients(origin: OriginProcess, proxy: ProxyUnderTest) ->
             s.close()
     assert result.stdout == b"hello among-slow\n", result.stderr
     assert elapsed < 5, elapsed
+
+
+def test_maxForwardsZeroAnsweredByProxy(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
+    """
+    C{OPTIONS} with C{Max-Forwards: 0} is answered by the proxy itself; the origin never
+    sees it.
+    """
+    result = curl(
+        proxy, "-X", "OPTIONS", "-H", "Max-Forwards: 0", "-D", "-", "-o", "/dev/null",
+        origin.url("/hello/max-forwards"),
+    )  # fmt: skip
+    assert result.stdout.startswith(b"HTTP/1.1 200 "), result.stdout
+    assert b"\r\nAllow: " in result.stdout
+    assert not [r for r in origin.requests() if r["path"] == "/hello/max-forwards"]
+
+
+def test_maxConnections(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    With C{--max-connections 2}, a third connection is closed at once (and logged) while two
+    are open; once one closes, new clients are served again.
+    """
+    with runningProxy(origin, tmp_path, "--max-connections", "2") as proxy:
+        held = [socket.create_connection((proxy.host, proxy.port), timeout=WAIT) for _ in range(2)]
+        try:
+            # The two are accepted: each answers a request.
+            for s in held:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: proxy\r\n\r\n")
+                assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+            with socket.create_connection((proxy.host, proxy.port), timeout=WAIT) as third:
+                third.sendall(b"GET / HTTP/1.1\r\nHost: proxy\r\n\r\n")
+                try:
+                    assert third.recv(65536) == b""
+                except ConnectionResetError:
+                    pass
+            proxy.process.waitForLine("refused")  # type: ignore[union-attr]
+        finally:
+            held.pop().close()
+        deadline = time.monotonic() + WAIT
+        while True:
+            result = curl(proxy, "-w", "\n%{http_code}", origin.url("/hello/after-cap"))
+            if result.stdout.startswith(b"hello after-cap"):
+                break
+            assert time.monotonic() < deadline, result
+        for s in held:
+            s.close()

@@ -469,3 +469,36 @@ class ParseFieldsTests(SynchronousTestCase):
         """
         for block in (b"nocolon\r\n", b"X-A : 1\r\n", b"Content-Length: -1\r\n"):
             self.assertIsInstance(parseFields(block), str, block)
+
+
+class StallTests(SynchronousTestCase):
+    """
+    An origin that stops sending in the middle of a body.
+    """
+
+    def test_stalledMidBodyAborted(self) -> None:
+        """
+        No body bytes for the upstream timeout: the exchange is aborted and the body ends
+        incomplete; a client that is merely slow (the sink paused us) is no stall.
+        """
+        clock = Clock()
+        connector = FakeConnector()
+        forwarder = Forwarder(clock, connector, timeout=10)
+        d = forwarder.fetch(request(), None)
+        protocol = connector.protocols[0]
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        sink = Sink()
+        self.successResultOf(d).deliverBody(sink)
+        assert sink.producer is not None
+        sink.producer.pauseProducing()
+        clock.advance(30)
+        self.assertFalse(protocol.transport.disconnecting)
+        sink.producer.resumeProducing()
+        clock.advance(5)
+        protocol.dataReceived(b"more")
+        clock.advance(9)
+        self.assertFalse(protocol.transport.disconnecting)
+        clock.advance(12)
+        self.assertTrue(protocol.transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(sink.done, False)
