@@ -165,6 +165,20 @@ def test_chunkedResponse(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
     assert result.stdout == b"".join(b"part %d\n" % index for index in range(5))
 
 
+def test_http10Client(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
+    """
+    An HTTP/1.0 client (C{curl -0}) gets a chunked origin response as plain bytes (it cannot
+    read chunked framing), ended by the close, and a Content-Length response unchanged.
+    """
+    size = 300000
+    chunked = curl(proxy, "-0", "-i", origin.url(f"/bytes/{size}?chunked=1"))
+    sized = curl(proxy, "-0", origin.url(f"/bytes/{size}"))
+    assert chunked.returncode == 0 and sized.returncode == 0, (chunked.stderr, sized.stderr)
+    head, _, body = chunked.stdout.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower(), head
+    assert body == sized.stdout == b"".join(pattern(size))
+
+
 def test_hopByHopHeadersRemovedAndViaAdded(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
     """
     The origin sees none of the hop-by-hop headers curl sent (C{Connection} and the header it

@@ -123,6 +123,22 @@ def test_firefoxRendersPageThroughProxy(
     assertPageLoadedThroughProxy(origin, proxy, scheme, base)
 
 
+def test_chromiumHTTPSTunnelIsNotIntercepted(
+    origin: OriginProcess, proxy: ProxyUnderTest, tmp_path: Path
+) -> None:
+    """
+    Without the throw-away CA, Chromium refuses the origin's certificate through the tunnel:
+    the proxy relays the origin's own TLS, it does not terminate or replace it.
+    """
+    requireProgram("chromium")
+    url, base = pageURL(origin, "https", "chromium-untrusting")
+    run = chromium(url, proxy.address, tmp_path)
+    assert "ERR_CERT_AUTHORITY_INVALID" in run.stderr, run.describe()
+    assert PAGE_OK not in run.stdout
+    assert not [r for r in origin.requests() if r["path"].startswith(base)]
+    proxy.waitForAccess("CONNECT", f"{TEST_HOST}:{origin.ports['https']}", 200)
+
+
 def test_chromiumShowsProxyErrorPage(
     origin: OriginProcess, proxy: ProxyUnderTest, tmp_path: Path
 ) -> None:
