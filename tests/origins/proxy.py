@@ -127,7 +127,7 @@ def _runningPeer(workdir: Path) -> Iterator[ProxyUnderTest]:
     """
     portFile = workdir / "peer.port"
     argv = [
-        *[str(Path(sys.executable).with_name("proxy"))],
+        str(Path(sys.executable).with_name("proxy")),
         "--hostname=127.0.0.1",
         "--port=0",
         f"--port-file={portFile}",
