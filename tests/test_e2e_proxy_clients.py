@@ -165,6 +165,26 @@ def test_chunkedResponse(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
     assert result.stdout == b"".join(b"part %d\n" % index for index in range(5))
 
 
+def test_slowOriginRelayedAsItComes(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
+    """
+    An origin that sends a line, then another a second later, then ends: the client has the
+    first line well before the origin is done (the proxy relays, it does not collect).
+    """
+    connection = http.client.HTTPConnection(proxy.host, proxy.port, timeout=WAIT)
+    try:
+        started = time.monotonic()
+        connection.request("GET", origin.url("/drip?parts=2&interval=1&for=relay"))
+        response = connection.getresponse()
+        first = response.readline()
+        firstAfter = time.monotonic() - started
+        rest = response.read()
+        doneAfter = time.monotonic() - started
+    finally:
+        connection.close()
+    assert (first, rest) == (b"drip 0\n", b"drip 1\n")
+    assert firstAfter < 0.9 and doneAfter >= 1.9, (firstAfter, doneAfter)
+
+
 def test_http10Client(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
     """
     An HTTP/1.0 client (C{curl -0}) gets a chunked origin response as plain bytes (it cannot
