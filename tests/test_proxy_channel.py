@@ -666,3 +666,24 @@ class SlowReaderTests(Harness):
         channel, transport = self.connect(tunnels=object())
         channel.dataReceived(b"CONNECT h:443 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "))
+
+
+class CookieTests(Harness):
+    """
+    Cookies pass through.
+    """
+
+    def test_cookiesForwardedNotParsed(self) -> None:
+        """
+        C{Cookie} fields reach the origin unchanged (all of them), and the proxy does not
+        parse them for itself.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(
+            b"GET http://h/ HTTP/1.1\r\nHost: h\r\nCookie: a=1; b=2\r\nCookie: c=3\r\n\r\n"
+        )
+        [(request, _, _)] = self.fetcher.calls
+        self.assertEqual(
+            [v for n, v in request.headers if n.lower() == b"cookie"], [b"a=1; b=2", b"c=3"]
+        )
+        self.assertEqual(channel.requests[0].received_cookies, {})

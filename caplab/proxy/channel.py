@@ -122,6 +122,11 @@ class CaplabProxyRequest(ProxyRequest):
 
     # Called by the channel
 
+    def parseCookies(self) -> None:
+        """
+        Nothing: cookies are the origin's business, passed on untouched, not parsed here.
+        """
+
     def gotLength(self, length: int | None) -> None:
         """
         The header block is complete: remember the body length; a body is streamed, not
