@@ -502,3 +502,32 @@ class StallTests(SynchronousTestCase):
         self.assertTrue(protocol.transport.disconnecting)
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(sink.done, False)
+
+
+class NoDelayTests(SynchronousTestCase):
+    """
+    Upstream connections send small writes at once.
+    """
+
+    def test_nagleOff(self) -> None:
+        """
+        An upstream TCP connection has Nagle's algorithm switched off, so that a request
+        body written after its head is not held back waiting for an acknowledgement (a
+        40 ms stall per POST with delayed ACKs).
+        """
+
+        class TCPTransport(StringTransport):
+            noDelay = False
+
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                self.noDelay = enabled
+
+        class Connector(FakeConnector):
+            def connect(self, target: Target, protocol: Protocol) -> Deferred[Any]:
+                protocol.makeConnection(TCPTransport())
+                self.protocols.append(protocol)
+                return succeed(protocol)
+
+        connector = Connector()
+        Forwarder(Clock(), connector).fetch(request(), None)
+        self.assertTrue(connector.protocols[0].transport.noDelay)

@@ -137,6 +137,19 @@ def parseFields(block: bytes) -> ParsedFields | str:
     return headers, length, chunked, tokens
 
 
+def noDelay(transport: Any) -> None:
+    """
+    Switch Nagle's algorithm off on C{transport}, if it is TCP: a request head and its body
+    go out in separate writes, and the second must not wait for the first's acknowledgement.
+    """
+    setTcpNoDelay = getattr(transport, "setTcpNoDelay", None)
+    if setTcpNoDelay is not None:
+        try:
+            setTcpNoDelay(True)
+        except OSError:
+            pass
+
+
 class Connector:
     """
     Opens connections to origins: C{connect(target, protocol)} returns a Deferred that fires
@@ -219,6 +232,7 @@ class UpstreamConnection(Protocol):
 
     def connectionMade(self) -> None:
         self.connected = True
+        noDelay(self.transport)
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:  # noqa: B008
         self.connected = False

@@ -13,7 +13,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from caplab.proxy.forward import describeConnectFailure
+from caplab.proxy.forward import describeConnectFailure, noDelay
 from caplab.proxy.hooks import Target
 
 log = Logger(namespace="caplab.proxy.tunnel")
@@ -22,6 +22,9 @@ log = Logger(namespace="caplab.proxy.tunnel")
 class _OriginSide(Protocol):
     def __init__(self, tunnel: Tunnel) -> None:
         self.tunnel = tunnel
+
+    def connectionMade(self) -> None:
+        noDelay(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         self.tunnel.fromOrigin(data)
