@@ -16,7 +16,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from caplab.proxy.forward import Forwarder, parseFields
+from caplab.proxy.forward import Forwarder
+from caplab.proxy.headers import parseFields
 from caplab.proxy.hooks import Target, UpstreamError, UpstreamRequest, UpstreamResponse
 
 TARGET = Target("http", "origin.test", 8000, b"/path?q=1")

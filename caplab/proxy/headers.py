@@ -135,3 +135,51 @@ def loops(fields: Iterable[tuple[bytes, bytes]], pseudonym: bytes) -> bool:
                 if len(parts) >= 2 and parts[1] == pseudonym:
                     return True
     return False
+
+
+ParsedFields = tuple[Headers, "int | None", bool, list[bytes]]
+
+
+def parseFields(block: bytes) -> ParsedFields | str:
+    """
+    The header fields of a response head (C{block}: the field lines, each ending in CRLF):
+    the end-to-end fields in order, the body length (None: not given), whether the body is
+    chunked (the last coding counts), and the C{Connection} tokens (lower-case).
+
+    Hop-by-hop fields, and those C{Connection} names, are left out; obsolete line folding is
+    joined; a duplicate identical C{Content-Length} is dropped.  Returns a description of
+    the problem instead if the block is malformed (no colon, a blank before the colon, a bad
+    or conflicting C{Content-Length}).
+    """
+    headers: Headers = []
+    length: int | None = None
+    chunked = False
+    tokens: list[bytes] = []
+    for line in block.split(b"\r\n")[:-1]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name[-1:] in b" \t":
+            if line[:1] in b" \t" and headers:
+                # obsolete line folding
+                prev = headers[-1]
+                headers[-1] = (prev[0], prev[1] + b" " + line.strip())
+                continue
+            return "a malformed header field"
+        value = value.strip()
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == b"transfer-encoding":
+                chunked = value.lower().endswith(b"chunked")
+            elif lower == b"connection":
+                tokens.extend(t.strip().lower() for t in value.split(b","))
+            continue
+        if lower == b"content-length":
+            if not value.isdigit() or (length is not None and int(value) != length):
+                return "a bad Content-Length"
+            if length is not None:
+                continue
+            length = int(value)
+        headers.append((name, value))
+    if tokens:
+        named = set(tokens)
+        headers = [(n, v) for n, v in headers if n.lower() not in named]
+    return headers, length, chunked, tokens

@@ -13,8 +13,9 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from caplab.proxy.forward import describeConnectFailure, noDelay
+from caplab.proxy.errors import describeConnectFailure
 from caplab.proxy.hooks import Target
+from caplab.proxy.origin import noDelay
 
 log = Logger(namespace="caplab.proxy.tunnel")
 
