@@ -417,3 +417,32 @@ def test_maxConnections(origin: OriginProcess, tmp_path: Path) -> None:
             assert time.monotonic() < deadline, result
         for s in held:
             s.close()
+
+
+def test_clientGoneCancelsUpstream() -> None:
+    """
+    A client that goes away while the origin is still thinking makes the proxy drop the
+    upstream connection at once: the origin sees it close.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(WAIT)
+    originPort = listener.getsockname()[1]
+    with runningCaplab("--no-tcp", "--no-udp", "--no-cache", services=("proxy",)) as caplab:
+        host, port = caplab.addresses["proxy"]
+        client = socket.create_connection((host, port), timeout=WAIT)
+        client.sendall(b"GET http://127.0.0.1:%d/slow HTTP/1.1\r\nHost: x\r\n\r\n" % originPort)
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(WAIT)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += connection.recv(65536)
+            assert head.startswith(b"GET /slow HTTP/1.1\r\n")
+            client.close()
+            started = time.monotonic()
+            try:
+                assert connection.recv(65536) == b""
+            except ConnectionResetError:
+                pass
+            assert time.monotonic() - started < 5
+    listener.close()
