@@ -207,6 +207,27 @@ def test_limits(proxy: ProxyUnderTest) -> None:
     bigHeaders = b"GET http://" + TEST_HOST.encode() + b"/ HTTP/1.1\r\n"
     bigHeaders += b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(80)) + b"\r\n"
     assert rawExchange(proxy, bigHeaders).startswith(b"HTTP/1.1 431 ")
+    assert rawExchange(proxy, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+
+
+def test_idleKeepAliveClosed(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    With C{--keep-alive-timeout 1}, a client connection left idle after its response is
+    closed by the proxy about a second later.
+    """
+    with runningProxy(origin, tmp_path, "--keep-alive-timeout", "1") as proxy:
+        with socket.create_connection((proxy.host, proxy.port), timeout=WAIT) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: proxy\r\n\r\n")
+            reply = s.recv(65536)
+            started = time.monotonic()
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+            elapsed = time.monotonic() - started
+    assert reply.startswith(b"HTTP/1.1 200 ")
+    assert 0.5 <= elapsed < 5, elapsed
 
 
 def test_xForwardedForOnlyWhenAsked(
