@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -687,3 +688,26 @@ class CookieTests(Harness):
             [v for n, v in request.headers if n.lower() == b"cookie"], [b"a=1; b=2", b"c=3"]
         )
         self.assertEqual(channel.requests[0].received_cookies, {})
+
+
+class InternalErrorTests(Harness):
+    """
+    A bug while relaying is logged and answered, never left hanging.
+    """
+
+    def test_brokenResponse500(self) -> None:
+        """
+        A response the proxy cannot relay (here: its body delivery raises) is a logged
+        error and a 500 page for the client.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n")
+
+        def broken(sink: Any) -> None:
+            raise RuntimeError("bug")
+
+        with capturedLogs() as events:
+            self.fetcher.calls[0][2].callback(UpstreamResponse(200, b"OK", [], broken))
+        self.assertTrue(any(e.get("log_failure") is not None for e in events))
+        self.flushLoggedErrors(RuntimeError)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 500 "), transport.value())

@@ -263,6 +263,7 @@ class CaplabProxyRequest(ProxyRequest):
             return
         self._fetching = d
         d.addCallbacks(self._gotResponse, self._fetchFailed)
+        d.addErrback(self._internalError)
 
     def _answerMaxForwards(self, fields: Headers) -> None:
         """
@@ -393,6 +394,28 @@ class CaplabProxyRequest(ProxyRequest):
             return
         log.failure("fetching {uri}", reason, uri=self.uri)
         self.respondError(502, "Bad Gateway", "the proxy could not fetch this page")
+
+    def _internalError(self, reason: Failure) -> None:
+        """
+        A bug while relaying: log it, and give the client a 500 if nothing was sent yet,
+        else close its connection (never a response that looks complete).
+        """
+        log.failure("relaying {uri}", reason, uri=self.uri)
+        if self._upstream is not None:
+            producer, self._upstream = self._upstream, None
+            producer.stopProducing()
+            if not self._disconnected:
+                self.channel.unregisterProducer()
+        if self._disconnected or self.finished:
+            return
+        if self._head is not None:  # a head not sent yet: replace it
+            self._head = None
+            self.startedWriting = self.chunked = 0
+        if not self.startedWriting:
+            self.respondError(500, "Internal Server Error", "the proxy failed (see its log)")
+        else:
+            self.channel.persistent = False
+            self.channel.transport.loseConnection()
 
     # IBodySink: the response body
 
