@@ -711,3 +711,46 @@ class InternalErrorTests(Harness):
         self.assertTrue(any(e.get("log_failure") is not None for e in events))
         self.flushLoggedErrors(RuntimeError)
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 500 "), transport.value())
+
+
+class TunnelIdleTests(Harness):
+    """
+    Tunnels that relay nothing are not kept forever.
+    """
+
+    def test_idleTunnelClosed(self) -> None:
+        """
+        A tunnel with traffic stays open past the tunnel idle timeout; one silent for
+        longer is closed on both sides.
+        """
+        from twisted.internet.protocol import Protocol
+
+        from caplab.proxy.tunnel import TunnelOpener
+
+        attempts: list[tuple[Any, Deferred[Any]]] = []
+
+        class Endpoint:
+            def connect(self, factory: Any) -> Deferred[Any]:
+                d: Deferred[Any] = Deferred()
+                attempts.append((factory, d))
+                return d
+
+        class Connector:
+            def endpoint(self, host: str, port: int) -> Any:
+                return Endpoint()
+
+        channel, transport = self.connect(tunnelIdleTimeout=100, headerTimeout=0)
+        self.factory.settings.tunnels = TunnelOpener(Connector(), self.factory)
+        channel.dataReceived(b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n")
+        factory, d = attempts[0]
+        origin: Protocol = factory.buildProtocol(None)
+        originTransport = StringTransport()
+        origin.makeConnection(originTransport)
+        d.callback(origin)
+        for _ in range(3):
+            self.clock.advance(60)
+            channel.dataReceived(b"ping")
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(102)
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(originTransport.disconnecting)

@@ -48,6 +48,7 @@ class ProxySettings:
     forwardedFor: bool = False
     pseudonym: bytes = b"caplab"
     headerTimeout: float = 30.0
+    tunnelIdleTimeout: float = 600.0
     idleTimeout: float = 60.0
     maxConnections: int = 1000
     maxRequestLine: int = 8192
@@ -207,10 +208,23 @@ class CaplabProxy(Proxy):
         if not self.persistent:
             self._closing = True
 
-    def checkHeaderDeadline(self, now: float) -> None:
+    def checkDeadlines(self, now: float) -> None:
         """
-        Close the connection if a request's header block has taken too long (slow-loris).
+        Close the connection if a request's header block has taken too long (slow-loris), or
+        if its CONNECT tunnel has relayed nothing for C{tunnelIdleTimeout} seconds.
         """
+        tunnel = self._tunnel
+        if tunnel is not None:
+            limit = self.settings.tunnelIdleTimeout
+            if limit and now - tunnel.lastActivity > limit:
+                log.info(
+                    "{client}: tunnel to {target} idle for {timeout} s; closing",
+                    client=self.clientHost,
+                    target=tunnel.target.authority,
+                    timeout=limit,
+                )
+                tunnel.close()
+            return
         started = self._headStarted
         if started is not None and now - started > self.settings.headerTimeout:
             self._headStarted = None

@@ -70,7 +70,7 @@ class ProxyFactory(ServerFactory):
         metrics = self.settings.metrics
         if metrics is not None:
             metrics.connectionOpened()
-        if self._sweep is None and self.settings.headerTimeout:
+        if self._sweep is None and (self.settings.headerTimeout or self.settings.tunnelIdleTimeout):
             self._sweep = self.clock.callLater(self._sweepPeriod(), self._sweepHeaders)
 
     def channelClosed(self, channel: CaplabProxy) -> None:
@@ -81,13 +81,13 @@ class ProxyFactory(ServerFactory):
                 metrics.connectionClosed()
 
     def _sweepPeriod(self) -> float:
-        return max(min(self.settings.headerTimeout / 4, 1.0), 0.05)
+        return max(min((self.settings.headerTimeout or 4) / 4, 1.0), 0.05)
 
     def _sweepHeaders(self) -> None:
         self._sweep = None
         now = self.clock.seconds()
         for channel in list(self.channels):
-            channel.checkHeaderDeadline(now)
+            channel.checkDeadlines(now)
         if self.channels:
             self._sweep = self.clock.callLater(self._sweepPeriod(), self._sweepHeaders)
 

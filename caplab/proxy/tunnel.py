@@ -49,6 +49,8 @@ class Tunnel:
         self.received = 0
         self.established = False
         self.closed = False
+        self.clock = opener.clock
+        self.lastActivity = self.clock.seconds() if self.clock is not None else 0.0
 
     def connected(self, origin: _OriginSide) -> None:
         request = self.request
@@ -80,13 +82,27 @@ class Tunnel:
     def fromClient(self, data: bytes) -> None:
         if self.origin is not None and self.origin.transport is not None:
             self.sent += len(data)
+            if self.clock is not None:
+                self.lastActivity = self.clock.seconds()
             self.origin.transport.write(data)
 
     def fromOrigin(self, data: bytes) -> None:
         request = self.request
         if not request._disconnected:
             self.received += len(data)
+            if self.clock is not None:
+                self.lastActivity = self.clock.seconds()
             request.channel.transport.write(data)
+
+    def close(self) -> None:
+        """
+        End the tunnel from the proxy's side (idle too long): both connections close.
+        """
+        request = self.request
+        if self.origin is not None and self.origin.transport is not None:
+            self.origin.transport.loseConnection()
+        if not request._disconnected:
+            request.channel.transport.loseConnection()
 
     def clientLost(self) -> None:
         if self.closed:
@@ -124,6 +140,7 @@ class TunnelOpener:
         self.connector = connector
         self.factory = factory
         self.metrics = metrics
+        self.clock = getattr(factory, "clock", None)
         self.open_ = 0
         self.total = 0
 
