@@ -10,6 +10,8 @@ import shutil
 import tempfile
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
@@ -887,3 +889,88 @@ class MetricsTests(FetcherTestCase):
         self.assertEqual(metrics.cacheMisses._value.get(), 1)
         self.assertEqual(metrics.cacheHits._value.get(), 1)
         self.assertEqual(metrics.cacheBytes._value.get(), self.store.size)
+
+
+class ModelTests(SynchronousTestCase):
+    """
+    Random sequences of requests, origin answers and passing time: the cache never shares
+    what it must not and never mixes variants.
+    """
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from([0, 1, 30, 120]),
+                st.sampled_from(
+                    [
+                        b"max-age=60",
+                        b"private, max-age=60",
+                        b"no-store",
+                        b"no-cache",
+                        b"max-age=10, must-revalidate",
+                        b"s-maxage=60",
+                    ]
+                ),
+                st.booleans(),
+                st.sampled_from([b"text/html", b"application/json"]),
+                st.sampled_from([None, b"no-cache", b"max-age=0", b"max-stale"]),
+            ),
+            min_size=1,
+            max_size=25,
+        )
+    )
+    def test_model(self, steps: list[tuple[int, bytes, bool, bytes, bytes | None]]) -> None:
+        clock = Clock()
+        clock.advance(NOW)
+        produced: dict[bytes, tuple[bytes, bool, bytes]] = {}
+        served: dict[bytes, int] = {}
+        answer: dict[str, Any] = {}
+
+        class Origin:
+            def fetch(self, request: UpstreamRequest, body: Any) -> Deferred[UpstreamResponse]:
+                token = b"body-%d" % len(produced)
+                accept = dict((n.lower(), v) for n, v in request.headers).get(b"accept", b"")
+                produced[token] = (answer["cc"], answer["vary"], accept)
+                headers = [
+                    (b"Cache-Control", answer["cc"]),
+                    (b"Date", formatHTTPDate(clock.seconds())),
+                    (b"ETag", b'"%s"' % token),
+                    (b"Content-Length", b"%d" % len(token)),
+                ]
+                if answer["vary"]:
+                    headers.append((b"Vary", b"Accept"))
+
+                def deliver(sink: Any) -> None:
+                    sink.bodyStarted(OriginProducer())
+                    sink.bodyData(token)
+                    sink.bodyDone(True)
+
+                return succeed(UpstreamResponse(200, b"OK", headers, deliver))
+
+        store = MemoryStore(1 << 20, 1 << 18, callLater=clock.callLater)
+        cache = CachingFetcher(Origin(), store, clock)
+        for advance, cc, vary, accept, directive in steps:
+            clock.advance(advance)
+            answer.update(cc=cc, vary=vary)
+            headers = [(b"Accept", accept)]
+            if directive is not None:
+                headers.append((b"Cache-Control", directive))
+            result = Result(cache.fetch(get(*headers), None))
+            body = result.read()
+            self.assertEqual(result.code, 200, result.status)
+            served[body] = served.get(body, 0) + 1
+            origCC, origVary, origAccept = produced[body]
+            if b"private" in origCC or b"no-store" in origCC:
+                self.assertEqual(served[body], 1, "a private or no-store response was shared")
+            if origVary:
+                self.assertEqual(origAccept, accept, "a variant reached the wrong request")
+            status = result.status or ""
+            if status.startswith("caplab; hit"):
+                ttl = int(status.split("ttl=")[1].split(";")[0])
+                self.assertNotIn(b"no-cache", origCC, "no-cache served without revalidation")
+                self.assertNotIn(directive, (b"no-cache", b"max-age=0"), status)
+                if ttl < 0:
+                    self.assertEqual(directive, b"max-stale", status)
+                    self.assertNotIn(b"must-revalidate", origCC, status)
+                    self.assertNotIn(b"s-maxage", origCC, status)
