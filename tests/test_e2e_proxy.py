@@ -467,3 +467,19 @@ def test_clientGoneCancelsUpstream() -> None:
                 pass
             assert time.monotonic() - started < 5
     listener.close()
+
+
+def test_internationalHostName(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    curl asks for an international host name in its IDNA form (the one DNS knows, here
+    given with C{--resolve}); the proxy reaches that host and tells the origin that name.
+    """
+    port = origin.ports["http"]
+    with runningProxy(
+        origin, tmp_path, "--resolve", "xn--bcher-kva.caplab.test=127.0.0.1"
+    ) as proxy:
+        result = curl(proxy, f"http://bücher.caplab.test:{port}/echo")
+        proxy.waitForAccess("GET", f"http://xn--bcher-kva.caplab.test:{port}/echo", 200)
+    assert result.returncode == 0, result.stderr
+    headers = dict(json.loads(result.stdout)["headers"])
+    assert headers["host"] == f"xn--bcher-kva.caplab.test:{port}"
