@@ -10,6 +10,7 @@ no L{twisted.web.http_headers.Headers} objects, and the response parsed from one
 from __future__ import annotations
 
 from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -32,16 +33,15 @@ log = Logger()
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 
 
-class Connector:
+class Connector(TypingProtocol):
     """
     Opens connections to origins: C{connect(target, protocol)} returns a Deferred that fires
     once the protocol is connected (TLS for C{https} targets).
 
-    The default is built in L{caplab.proxy.connect}; tests give a fake.
+    The default is L{caplab.proxy.connect.EndpointConnector}; tests give a fake.
     """
 
-    def connect(self, target: Target, protocol: Protocol) -> Deferred[Any]:  # pragma: no cover
-        raise NotImplementedError
+    def connect(self, target: Target, protocol: Protocol) -> Deferred[Any]: ...
 
 
 class Forwarder:
