@@ -17,11 +17,10 @@ from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
-    connectProtocol,
     wrapClientTLS,
 )
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from caplab.proxy.hooks import Target
@@ -114,7 +113,29 @@ class EndpointConnector:
         Connect C{protocol} to C{target} (TLS for https).
         """
         endpoint = self.endpoint(target.host, target.port, target.scheme == "https")
-        return connectProtocol(endpoint, protocol)
+        return connectQuietly(endpoint, protocol)
+
+
+class _OneShotFactory(Factory):
+    """
+    Hands out one protocol instance, silently.
+    """
+
+    noisy = False
+
+    def __init__(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return self._protocol
+
+
+def connectQuietly(endpoint: Any, protocol: Protocol) -> Deferred[Any]:
+    """
+    L{twisted.internet.endpoints.connectProtocol} without its two log lines ("Starting
+    factory ...", "Stopping factory ...") for every upstream connection.
+    """
+    return endpoint.connect(_OneShotFactory(protocol))
 
 
 def _isIPv4(text: str) -> bool:

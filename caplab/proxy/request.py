@@ -462,7 +462,10 @@ class CaplabProxyRequest(ProxyRequest):
         elif head is not None:
             sendNow(self.channel.transport, head)
         if not complete:
-            log.info("{uri}: the origin closed mid-body; aborting the client", uri=self.uri)
+            log.info(
+                "{uri}: the origin closed mid-body; aborting the client",
+                uri=self.uri.decode("latin-1"),
+            )
             # Close without completing the framing: the client sees a cut-off body
             # (short of its Content-Length, or without the last chunk), never a whole one.
             self.channel.persistent = False
@@ -506,8 +509,8 @@ class CaplabProxyRequest(ProxyRequest):
         if code >= 500:
             log.info(
                 "{method} {uri}: {code} {detail}",
-                method=self.method,
-                uri=self.uri,
+                method=self.method.decode("latin-1"),
+                uri=self.uri.decode("latin-1"),
                 code=code,
                 detail=detail,
             )

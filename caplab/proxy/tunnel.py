@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.endpoints import connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from caplab.proxy.connect import connectQuietly
 from caplab.proxy.errors import describeConnectFailure
 from caplab.proxy.hooks import Target
 from caplab.proxy.origin import noDelay
@@ -150,7 +150,7 @@ class TunnelOpener:
         """
         tunnel = Tunnel(self, request, host, port)
         endpoint = self.connector.endpoint(host, port)
-        tunnel.attempt = connectProtocol(endpoint, _OriginSide(tunnel))
+        tunnel.attempt = connectQuietly(endpoint, _OriginSide(tunnel))
         tunnel.attempt.addCallbacks(tunnel.connected, tunnel.failed)
         return tunnel
 

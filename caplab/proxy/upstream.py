@@ -26,7 +26,6 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import (
@@ -44,6 +43,7 @@ from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
 from caplab.proxy.auth import basicCredentials
+from caplab.proxy.connect import connectQuietly
 from caplab.proxy.hooks import (
     Headers,
     IFetcher,
@@ -511,7 +511,7 @@ class ChainingConnector:
         if hop.proxy is None:
             return self.inner.connect(target, protocol)
         if target.scheme != "http":
-            return connectProtocol(self.endpoint(target.host, target.port, tls=True), protocol)
+            return connectQuietly(self.endpoint(target.host, target.port, tls=True), protocol)
         parent = hop.proxy
 
         def failed(reason: Failure) -> Failure:
@@ -520,4 +520,4 @@ class ChainingConnector:
             raise unreachableParent(parent, reason)
 
         endpoint = self.inner.endpoint(hop.host, hop.port)
-        return connectProtocol(endpoint, protocol).addErrback(failed)
+        return connectQuietly(endpoint, protocol).addErrback(failed)
