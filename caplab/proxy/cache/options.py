@@ -63,6 +63,13 @@ class CacheOptions:
             "Keep the cache in this directory (created if needed) instead of memory, so it "
             "survives restarts.",
         ],
+        [
+            "cache-redis",
+            None,
+            None,
+            "Share the cache through Redis at redis://HOST[:PORT][/DB] with every caplab that "
+            "names it (each keeps a near cache of --cache-size in memory).",
+        ],
     ]
     optFlags: list[list[Any]] = [
         ["no-cache", None, "Do not cache: every request goes to the origin."],
@@ -74,9 +81,19 @@ class CacheOptions:
         """
         config: Any = self
         if config["no-cache"]:
-            if config["cache-dir"] is not None:
-                raise usage.UsageError("--no-cache and --cache-dir contradict each other")
+            for option in ("cache-dir", "cache-redis"):
+                if config[option] is not None:
+                    raise usage.UsageError(f"--no-cache and --{option} contradict each other")
             return
+        if config["cache-redis"] is not None:
+            from caplab.proxy.cache.redisstore import parseRedisURL
+
+            if config["cache-dir"] is not None:
+                raise usage.UsageError("--cache-dir and --cache-redis: choose one store")
+            try:
+                parseRedisURL(config["cache-redis"])
+            except ValueError as e:
+                raise usage.UsageError(f"--cache-redis: {e}") from None
         if config["cache-max-object"] > config["cache-size"]:
             raise usage.UsageError("--cache-max-object must not be larger than --cache-size")
         directory = config["cache-dir"]
@@ -118,6 +135,18 @@ def cachingFetcher(config: Any, inner: IFetcher, reactor: Any, metrics: Any = No
     maxObject = config.get("cache-max-object", 8 << 20)
     directory = config.get("cache-dir")
     store: IStore
+    if config.get("cache-redis"):
+        from caplab.proxy.cache.redisstore import PrimingFetcher, RedisStore, connectRedis
+
+        client, where = connectRedis(config["cache-redis"], reactor)
+        shared = RedisStore(client, reactor, size, maxObject, where=where)
+        log.info(
+            "caplab cache shared through Redis at {where}, near cache up to {maxSize} bytes",
+            where=where,
+            maxSize=size,
+        )
+        caching = CachingFetcher(inner, shared, reactor, metrics=metrics)
+        return PrimingFetcher(caching, shared, lambda request: request.target.uri)
     if directory:
         from twisted.internet.threads import deferToThreadPool
 
