@@ -19,15 +19,28 @@ scraper asks for it in C{Accept}), on the C{--admin-endpoint} listener.
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from html import escape
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.utils import floatToGoString
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import Request, Site
 
 #: The request methods counted by name; any other is counted as C{OTHER} (bounded labels).
 KNOWN_METHODS = frozenset(
@@ -36,6 +49,52 @@ KNOWN_METHODS = frozenset(
 
 #: Upstream latency buckets, in seconds: loopback milliseconds up to a slow origin's 30 s.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+#: L{Metrics}' default for C{shared}: ask prometheus-client.
+_FROM_PROMETHEUS: Any = object()
+
+
+#: prometheus-client's environment variable naming the directory of multiprocess mode.
+MULTIPROCESS_ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Label of each method named in L{KNOWN_METHODS}, as bytes and as text, any case seen.
+_METHOD_LABELS: dict[bytes | str, str] = {}
+for _name in KNOWN_METHODS:
+    _METHOD_LABELS[_name] = _METHOD_LABELS[_name.encode("ascii")] = _name
+
+
+def methodLabel(method: bytes | str) -> str:
+    """
+    The C{method} label of a request method: its upper-case name if it is one of
+    L{KNOWN_METHODS}, else C{OTHER}.
+    """
+    label = _METHOD_LABELS.get(method)
+    if label is not None:
+        return label
+    if isinstance(method, bytes):
+        method = method.decode("latin-1")
+    method = method.upper()
+    return method if method in KNOWN_METHODS else "OTHER"
+
+
+def sharedDirectory() -> str | None:
+    """
+    The directory where this process's prometheus-client values live (multiprocess mode,
+    chosen when prometheus-client was first imported), or None when they live in memory.
+    """
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        return None
+    return os.environ.get(MULTIPROCESS_ENVIRONMENT) or None
+
+
+def readDirectory(path: str) -> list[Metric]:
+    """
+    The metric families of every process's files in a multiprocess directory, merged:
+    counters and histograms summed over all processes (dead ones too, so nothing counted is
+    lost when a worker is restarted), C{livesum} gauges over the live ones.
+    """
+    files = glob.glob(os.path.join(path, "*.db"))
+    return list(MultiProcessCollector.merge(files, accumulate=True))
 
 
 class RateHistory:
@@ -53,20 +112,33 @@ class RateHistory:
         self.interval = interval
         self.buckets = buckets
         self._counts: dict[int, int] = {}
+        # The bucket being filled, kept apart so that recording in it is one comparison.
+        self._slot: int | None = None
+        self._current = 0
 
     def record(self, count: int = 1) -> None:
         slot = int(self.now() // self.interval)
-        self._counts[slot] = self._counts.get(slot, 0) + count
+        if slot == self._slot:
+            self._current += count
+            return
+        self._settle()
+        self._slot = slot
+        self._current = self._counts.pop(slot, 0) + count
         if len(self._counts) > self.buckets * 2:
             oldest = slot - self.buckets
             for key in [key for key in self._counts if key <= oldest]:
                 del self._counts[key]
+
+    def _settle(self) -> None:
+        if self._slot is not None and self._current:
+            self._counts[self._slot] = self._current
 
     def series(self) -> list[tuple[float, float]]:
         """
         (bucket start time, requests per second) for each of the last L{buckets} buckets,
         oldest first, the current (incomplete) bucket last.
         """
+        self._settle()
         current = int(self.now() // self.interval)
         return [
             (slot * self.interval, self._counts.get(slot, 0) / self.interval)
@@ -109,40 +181,50 @@ class Metrics:
     """
     caplab's metrics in one Prometheus registry.
 
+    The figures the proxy updates for every request and every read (requests, bytes,
+    connections, tunnels, upstream latency) are plain numbers in this object, exported by a
+    collector at scrape time: no label lookup, lock or callback per request.  When this
+    process's prometheus-client values live in a multiprocess directory (a C{--workers}
+    worker, see L{MetricsDirectory}), they are prometheus-client metrics instead, so that
+    they reach the directory at once and the parent can add up every worker's.
+
     @ivar registry: the registry L{adminResource} exposes.
     @ivar history: the recent request rate, for a status page.
+    @ivar shared: the multiprocess directory this process's metrics are written to, or
+        None (single process: they live in memory).
     """
 
     def __init__(
         self,
         registry: CollectorRegistry | None = None,
         now: Callable[[], float] = time.time,
+        shared: str | None = _FROM_PROMETHEUS,
     ) -> None:
+        """
+        @param shared: the multiprocess directory; by default the one prometheus-client
+            writes to (L{sharedDirectory}).
+        """
         self.registry = registry if registry is not None else CollectorRegistry()
         self.history = RateHistory(now)
+        self.shared = sharedDirectory() if shared is _FROM_PROMETHEUS else shared
+        self.created = time.time()
+        # The hot figures, single-process.
+        self.requestCounts: dict[tuple[str, int], int] = {}
+        self._requestCreated: dict[tuple[str, int], float] = {}
+        self.receivedTotal = 0
+        self.sentTotal = 0
+        self.openConnections = 0
+        self.connectionsTotal = 0
+        self.refusedTotal = 0
+        self.openTunnels = 0
+        self.tunnelsTotal = 0
+        self.latencyCounts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latencySum = 0.0
         r = self.registry
-        self.requests = Counter(
-            "caplab_proxy_requests",
-            "Proxy requests answered, by method and response status code.",
-            ["method", "code"],
-            registry=r,
-        )
-        self.received = Counter(
-            "caplab_proxy_received_bytes",
-            "Bytes received from proxy clients (request heads, bodies, tunnel data).",
-            registry=r,
-        )
-        self.sent = Counter(
-            "caplab_proxy_sent_bytes",
-            "Bytes sent to proxy clients (response heads, bodies, tunnel data).",
-            registry=r,
-        )
-        self.activeConnections = Gauge(
-            "caplab_proxy_active_connections", "Open client connections of the proxy.", registry=r
-        )
-        self.activeTunnels = Gauge(
-            "caplab_proxy_active_tunnels", "Open CONNECT tunnels of the proxy.", registry=r
-        )
+        if self.shared is None:
+            r.register(_HotFigures(self))
+        else:
+            self._declareHotFigures(r)
         self.blocked = Counter(
             "caplab_proxy_blocked_requests",
             "Requests refused by the block/allow lists (plain and CONNECT).",
@@ -154,13 +236,6 @@ class Metrics:
             "Requests answered 407 because credentials were missing or wrong.",
             registry=r,
         )
-        self.latency = Histogram(
-            "caplab_proxy_upstream_latency_seconds",
-            "Time from starting an upstream request (or tunnel) to its response head "
-            "(or established connection).",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
         self.cacheHits = Counter(
             "caplab_cache_hits", "Responses served from the cache.", registry=r
         )
@@ -168,7 +243,10 @@ class Metrics:
             "caplab_cache_misses", "Cacheable requests the cache could not answer.", registry=r
         )
         self.cacheBytes = Gauge(
-            "caplab_cache_stored_bytes", "Bytes of responses held in the cache.", registry=r
+            "caplab_cache_stored_bytes",
+            "Bytes of responses held in the cache.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.tcpConnections = Counter(
             "caplab_tcp_connections",
@@ -179,6 +257,7 @@ class Metrics:
             "caplab_tcp_active_connections",
             "Open connections of the uppercase TCP service.",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.udpDatagrams = Counter(
             "caplab_udp_datagrams",
@@ -192,37 +271,104 @@ class Metrics:
             registry=r,
         )
 
+    def _declareHotFigures(self, r: CollectorRegistry) -> None:
+        """
+        The hot figures as prometheus-client metrics (multiprocess mode).
+        """
+        self.requests = Counter(*_HELP["requests"], labelnames=["method", "code"], registry=r)
+        self._requestChildren: dict[tuple[str, int], Any] = {}
+        self.received = Counter(*_HELP["received"], registry=r)
+        self.sent = Counter(*_HELP["sent"], registry=r)
+        self.activeConnections = Gauge(
+            *_HELP["activeConnections"], registry=r, multiprocess_mode="livesum"
+        )
+        self.connections = Counter(*_HELP["connections"], registry=r)
+        self.refused = Counter(*_HELP["refused"], registry=r)
+        self.activeTunnels = Gauge(*_HELP["activeTunnels"], registry=r, multiprocess_mode="livesum")
+        self.tunnels = Counter(*_HELP["tunnels"], registry=r)
+        self.latency = Histogram(*_HELP["latency"], buckets=LATENCY_BUCKETS, registry=r)
+
+    def families(self) -> Iterable[Metric]:
+        """
+        The metric families of the whole server: this process's registry, or with
+        C{--workers} every worker's figures from the shared directory.
+        """
+        if self.shared is not None:
+            return readDirectory(self.shared)
+        return self.registry.collect()
+
     # The proxy.
 
     def requestDone(self, method: bytes | str, code: int) -> None:
         """
         A proxy request was answered with status C{code}.
         """
-        if isinstance(method, bytes):
-            method = method.decode("latin-1")
-        method = method.upper()
-        if method not in KNOWN_METHODS:
-            method = "OTHER"
-        self.requests.labels(method=method, code=str(int(code))).inc()
+        label = _METHOD_LABELS.get(method)
+        if label is None:
+            label = methodLabel(method)
+        key = (label, code)
+        if self.shared is None:
+            counts = self.requestCounts
+            if key in counts:
+                counts[key] += 1
+            else:
+                counts[key] = 1
+                self._requestCreated[key] = time.time()
+        else:
+            child = self._requestChildren.get(key)
+            if child is None:
+                child = self._requestChildren[key] = self.requests.labels(label, str(int(code)))
+            child.inc()
         self.history.record()
 
     def bytesReceived(self, count: int) -> None:
-        self.received.inc(count)
+        if self.shared is None:
+            self.receivedTotal += count
+        else:
+            self.received.inc(count)
 
     def bytesSent(self, count: int) -> None:
-        self.sent.inc(count)
+        if self.shared is None:
+            self.sentTotal += count
+        else:
+            self.sent.inc(count)
 
     def connectionOpened(self) -> None:
-        self.activeConnections.inc()
+        if self.shared is None:
+            self.openConnections += 1
+            self.connectionsTotal += 1
+        else:
+            self.activeConnections.inc()
+            self.connections.inc()
 
     def connectionClosed(self) -> None:
-        self.activeConnections.dec()
+        if self.shared is None:
+            self.openConnections -= 1
+        else:
+            self.activeConnections.dec()
+
+    def connectionRefused(self) -> None:
+        """
+        A client connection was refused (C{--max-connections}).
+        """
+        if self.shared is None:
+            self.refusedTotal += 1
+        else:
+            self.refused.inc()
 
     def tunnelOpened(self) -> None:
-        self.activeTunnels.inc()
+        if self.shared is None:
+            self.openTunnels += 1
+            self.tunnelsTotal += 1
+        else:
+            self.activeTunnels.inc()
+            self.tunnels.inc()
 
     def tunnelClosed(self) -> None:
-        self.activeTunnels.dec()
+        if self.shared is None:
+            self.openTunnels -= 1
+        else:
+            self.activeTunnels.dec()
 
     def requestBlocked(self, method: bytes | str = "GET") -> None:
         """
@@ -239,7 +385,14 @@ class Metrics:
         """
         An upstream response head (or tunnel connection) came after C{seconds}.
         """
-        self.latency.observe(max(0.0, seconds))
+        if seconds < 0.0:
+            seconds = 0.0
+        if self.shared is None:
+            # Bucket i counts observations <= LATENCY_BUCKETS[i]; the last one, the rest.
+            self.latencyCounts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self.latencySum += seconds
+        else:
+            self.latency.observe(seconds)
 
     # The cache.
 
@@ -261,6 +414,79 @@ class Metrics:
         self.reloads.labels(result="ok" if ok else "failed").inc()
 
 
+#: Name and help of each hot figure (both ways of keeping it use the same).
+_HELP: dict[str, tuple[str, str]] = {
+    "requests": (
+        "caplab_proxy_requests",
+        "Proxy requests answered, by method and response status code.",
+    ),
+    "received": (
+        "caplab_proxy_received_bytes",
+        "Bytes received from proxy clients (request heads, bodies, tunnel data).",
+    ),
+    "sent": (
+        "caplab_proxy_sent_bytes",
+        "Bytes sent to proxy clients (response heads, bodies, tunnel data).",
+    ),
+    "activeConnections": (
+        "caplab_proxy_active_connections",
+        "Open client connections of the proxy.",
+    ),
+    "connections": ("caplab_proxy_connections", "Client connections the proxy accepted."),
+    "refused": (
+        "caplab_proxy_refused_connections",
+        "Client connections the proxy refused (--max-connections).",
+    ),
+    "activeTunnels": ("caplab_proxy_active_tunnels", "Open CONNECT tunnels of the proxy."),
+    "tunnels": ("caplab_proxy_tunnels", "CONNECT tunnels the proxy opened."),
+    "latency": (
+        "caplab_proxy_upstream_latency_seconds",
+        "Time from starting an upstream request (or tunnel) to its response head "
+        "(or established connection).",
+    ),
+}
+
+
+class _HotFigures:
+    """
+    The collector of a single process's hot figures, read from L{Metrics} at scrape time.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        m = self.metrics
+        requests = CounterMetricFamily(*_HELP["requests"], labels=["method", "code"])
+        for (method, code), count in list(m.requestCounts.items()):
+            requests.add_metric(
+                [method, str(int(code))], count, created=m._requestCreated.get((method, code))
+            )
+        yield requests
+        yield self._counter("received", m.receivedTotal)
+        yield self._counter("sent", m.sentTotal)
+        yield GaugeMetricFamily(*_HELP["activeConnections"], value=m.openConnections)
+        yield self._counter("connections", m.connectionsTotal)
+        yield self._counter("refused", m.refusedTotal)
+        yield GaugeMetricFamily(*_HELP["activeTunnels"], value=m.openTunnels)
+        yield self._counter("tunnels", m.tunnelsTotal)
+        cumulative = 0
+        buckets = []
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), m.latencyCounts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        latency = HistogramMetricFamily(*_HELP["latency"])
+        latency.add_metric([], buckets, m.latencySum, timestamp=None)
+        latency.add_sample(latency.name + "_created", {}, m.created)
+        yield latency
+
+    def _counter(self, key: str, value: int) -> CounterMetricFamily:
+        return CounterMetricFamily(*_HELP[key], value=value, created=self.metrics.created)
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()
+
+
 class LatencyFetcher:
     """
     An C{IFetcher} that times its inner fetcher: from the request to the response head, in
@@ -275,17 +501,14 @@ class LatencyFetcher:
         """
         self.inner = inner
         self.metrics = metrics
-        self.clock = clock
+        self.seconds = clock.seconds
 
     def fetch(self, request: Any, body: Any) -> Any:
-        started = self.clock.seconds()
-        d = self.inner.fetch(request, body)
+        return self.inner.fetch(request, body).addCallback(self._done, self.seconds())
 
-        def done(response: Any) -> Any:
-            self.metrics.upstreamLatency(self.clock.seconds() - started)
-            return response
-
-        return d.addCallback(done)
+    def _done(self, response: Any, started: float) -> Any:
+        self.metrics.upstreamLatency(self.seconds() - started)
+        return response
 
 
 def instrumentTCPFactory(factory: Any, metrics: Metrics) -> Any:
@@ -294,21 +517,34 @@ def instrumentTCPFactory(factory: Any, metrics: Metrics) -> Any:
     from its C{active} attribute (if it has one) at scrape time.
 
     The factory and its protocols are left as they are (no wrapping protocol in the data
-    path): only the factory's C{buildProtocol} is wrapped.
+    path): only the factory's C{buildProtocol} is wrapped.  With a multiprocess directory,
+    where nothing can be read at scrape time, each protocol's C{connectionLost} is wrapped
+    too, to count open connections down as they close.
 
     @return: C{factory}.
     """
     build = factory.buildProtocol
+    live = metrics.shared is not None
+    active = metrics.tcpActive
 
     def buildProtocol(addr: Any) -> Any:
         protocol = build(addr)
         if protocol is not None:
             metrics.tcpConnections.inc()
+            if live:
+                active.inc()
+                lost = protocol.connectionLost
+
+                def connectionLost(reason: Any = None) -> Any:
+                    active.dec()
+                    return lost(reason)
+
+                protocol.connectionLost = connectionLost
         return protocol
 
     factory.buildProtocol = buildProtocol
-    if hasattr(factory, "active"):
-        metrics.tcpActive.set_function(lambda: float(factory.active))
+    if not live and hasattr(factory, "active"):
+        active.set_function(lambda: float(factory.active))
     return factory
 
 
@@ -316,24 +552,35 @@ def countReceivedBytes(factory: Any, metrics: Metrics) -> Any:
     """
     Count every byte the connections of C{factory} receive (request heads, bodies and tunnel
     data alike) in C{metrics}' received bytes, without a wrapping protocol in the data path:
-    each protocol's C{dataReceived} is wrapped as it is built.
+    each protocol's C{dataReceived} is wrapped as it is built.  A connection the factory
+    refuses (C{buildProtocol} returns None) is counted as refused.
 
     @return: C{factory}.
     """
     build = factory.buildProtocol
-    counter = metrics.received
+    shared = metrics.shared is not None
 
     def buildProtocol(addr: Any) -> Any:
         protocol = build(addr)
         if protocol is None:
+            metrics.connectionRefused()
             return protocol
         received = protocol.dataReceived
         replaying = [0]
 
-        def dataReceived(data: bytes) -> None:
-            if not replaying[0]:
-                counter.inc(len(data))
-            received(data)
+        if shared:
+
+            def dataReceived(data: bytes) -> None:
+                if not replaying[0]:
+                    metrics.bytesReceived(len(data))
+                received(data)
+
+        else:
+
+            def dataReceived(data: bytes) -> None:
+                if not replaying[0]:
+                    metrics.receivedTotal += len(data)
+                received(data)
 
         protocol.dataReceived = dataReceived
         setLineMode = getattr(protocol, "setLineMode", None)
@@ -408,25 +655,29 @@ STATS_FIGURES = (
 )
 
 
-def _sums(metrics: Metrics) -> dict[str, float]:
+def sums(families: Iterable[Metric]) -> dict[str, float]:
     """
     Each sample name's value, summed over its labels.
     """
-    sums: dict[str, float] = {}
-    for family in metrics.registry.collect():
+    found: dict[str, float] = {}
+    for family in families:
         for sample in family.samples:
-            sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
-    return sums
+            found[sample.name] = found.get(sample.name, 0.0) + sample.value
+    return found
 
 
-def statsPage(metrics: Metrics) -> bytes:
+def statsPage(metrics: Metrics, answeredBy: str | None = None) -> bytes:
     """
     An HTML page of the metrics for a person: the request rate over the last minutes as a
     chart, requests by method and status, and the other figures (refreshes every 10 s).
+
+    @param answeredBy: with C{--workers}, which worker answers (say, C{"worker 1 (pid
+        123) of 2"}): the figures are the whole server's, the chart is that worker's.
     """
-    sums = _sums(metrics)
+    families = list(metrics.families())
+    totals = sums(families)
     byStatus = []
-    for family in metrics.registry.collect():
+    for family in families:
         if family.name == "caplab_proxy_requests":
             for sample in family.samples:
                 if sample.name.endswith("_total"):
@@ -441,18 +692,20 @@ def statsPage(metrics: Metrics) -> bytes:
         or '<tr><td colspan="3">none yet</td></tr>\n'
     )
     figureRows = "".join(
-        f"<tr><th>{escape(label)}</th><td>{int(sums.get(name, 0))}</td></tr>\n"
+        f"<tr><th>{escape(label)}</th><td>{int(totals.get(name, 0))}</td></tr>\n"
         for label, name in STATS_FIGURES
     )
-    count = sums.get("caplab_proxy_upstream_latency_seconds_count", 0.0)
-    total = sums.get("caplab_proxy_upstream_latency_seconds_sum", 0.0)
+    count = totals.get("caplab_proxy_upstream_latency_seconds_count", 0.0)
+    total = totals.get("caplab_proxy_upstream_latency_seconds_sum", 0.0)
     latency = f"{1000 * total / count:.1f} ms" if count else "no upstream requests yet"
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         '<meta http-equiv="refresh" content="10"><title>caplab proxy figures</title>'
         "<style>body{font-family:sans-serif} td,th{padding:2px 8px;text-align:left}</style>"
         "</head>\n<body><h1>caplab proxy figures</h1>\n"
-        f"<h2>Requests per second</h2>\n{rateChart(metrics.history)}\n"
+        f"{_answeredBy(answeredBy)}"
+        f"<h2>Requests per second{' (this worker)' if answeredBy else ''}</h2>\n"
+        f"{rateChart(metrics.history)}\n"
         "<h2>Requests by method and status</h2>\n"
         f'<table id="requests"><tr><th>method</th><th>status</th><th>requests</th></tr>\n'
         f"{requestRows}</table>\n"
@@ -463,6 +716,15 @@ def statsPage(metrics: Metrics) -> bytes:
     ).encode()
 
 
+def _answeredBy(answeredBy: str | None) -> str:
+    if not answeredBy:
+        return ""
+    return (
+        f'<p id="answered-by">Answered by {escape(answeredBy)}; the figures are the whole '
+        "server's (every worker's).</p>\n"
+    )
+
+
 class StatsResource(Resource):
     """
     The stats page (L{statsPage}) on the proxy's own port (C{/stats}).
@@ -470,14 +732,15 @@ class StatsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, answeredBy: str | None = None) -> None:
         super().__init__()
         self.metrics = metrics
+        self.answeredBy = answeredBy
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
-        return statsPage(self.metrics)
+        return statsPage(self.metrics, self.answeredBy)
 
     render_HEAD = render_GET
 
@@ -501,10 +764,82 @@ class _AdminRoot(Resource):
         return super().getChild(path, request)
 
 
-def adminResource(metrics: Metrics) -> Resource:
+def adminResource(metrics: Metrics | CollectorRegistry) -> Resource:
     """
     The admin site's root: C{/} and C{/metrics}.
+
+    @param metrics: the metrics to serve, or a registry (the C{--workers} parent's, see
+        L{MetricsDirectory}).
     """
+    registry = metrics.registry if isinstance(metrics, Metrics) else metrics
     root = _AdminRoot()
-    root.putChild(b"metrics", MetricsResource(metrics.registry))
+    root.putChild(b"metrics", MetricsResource(registry))
     return root
+
+
+class AdminSite(Site):
+    """
+    The admin site: no access-log line for each scrape.
+    """
+
+    noisy = False
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+class MetricsDirectory:
+    """
+    In the C{--workers} parent: the private directory where the workers' prometheus-client
+    values live (its multiprocess mode), and the collector that adds them up.
+
+    The parent creates it before the first worker starts and hands it to every worker in
+    C{PROMETHEUS_MULTIPROC_DIR} (L{environment}), which prometheus-client reads when the
+    worker first imports it; when a worker ends, its live gauges are dropped
+    (L{processEnded}); the directory is removed when the server stops (L{remove}).
+
+    @ivar path: the directory, or None before L{create} and after L{remove}.
+    """
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+
+    def create(self) -> str:
+        self.remove()
+        self.path = tempfile.mkdtemp(prefix="caplab-metrics-")  # mode 0700
+        return self.path
+
+    def environment(self) -> dict[str, str]:
+        """
+        What to add to a worker's environment.
+        """
+        return {MULTIPROCESS_ENVIRONMENT: self.path} if self.path is not None else {}
+
+    def processEnded(self, pid: int | None) -> None:
+        """
+        Worker C{pid} has ended: its open connections and tunnels no longer count (its
+        counters and histograms still do).
+        """
+        if self.path is not None and pid is not None:
+            mark_process_dead(pid, self.path)
+
+    def remove(self) -> None:
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None
+
+    def registry(self) -> CollectorRegistry:
+        """
+        A registry of the whole server's figures, read from the directory at each scrape.
+        """
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        return registry
+
+    def collect(self) -> Iterable[Metric]:
+        if self.path is None or not os.path.isdir(self.path):
+            return []
+        return readDirectory(self.path)
+
+    def describe(self) -> Iterable[Metric]:
+        return []

@@ -17,7 +17,10 @@ The parent supervises:
     running after that is killed;
   - C{SIGHUP} is passed on to every worker (they reload their lists);
   - the workers log JSON to the parent, which re-publishes each event with
-    C{worker N pid P} as its system, in the parent's own log format.
+    C{worker N pid P} as its system, in the parent's own log format;
+  - the workers keep their metrics in a private directory of the parent's (prometheus-client's
+    multiprocess mode, L{caplab.metrics.MetricsDirectory}), so that the parent's
+    C{--admin-endpoint} and every worker's status pages show the whole server's figures.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
@@ -42,7 +46,8 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from caplab.address import hostPort
-from caplab.listening import reportListenFailure
+from caplab.listening import StreamListener, reportListenFailure
+from caplab.metrics import AdminSite, MetricsDirectory, adminResource
 from caplab.wrapping import HalfCloseWrapper
 
 #: The environment variable through which the parent tells a worker which sockets it got.
@@ -220,8 +225,14 @@ class WorkerSupervisor(Service):
         onListenFailure: Callable[[], None] | None = None,
         publish: Callable[[dict[str, Any]], None] = globalLogPublisher,
         handleHangup: bool = False,
+        metricsDirectory: MetricsDirectory | None = None,
     ) -> None:
+        """
+        @param metricsDirectory: where the workers keep their metrics (created when the
+            service starts, removed when it has stopped), or None.
+        """
         self.handleHangup = handleHangup
+        self.metricsDirectory = metricsDirectory
         self.reactor = reactor
         self.count = count
         self.argv = list(argv)
@@ -255,6 +266,11 @@ class WorkerSupervisor(Service):
                 address=_socketAddress(shared.socket),
                 count=self.count,
             )
+        if self.metricsDirectory is not None:
+            self.log.info(
+                "caplab workers keep their metrics in {directory}",
+                directory=self.metricsDirectory.create(),
+            )
         for index in range(1, self.count + 1):
             self.startWorker(index)
         if self.handleHangup:
@@ -277,6 +293,8 @@ class WorkerSupervisor(Service):
         environ[WORKER_ENVIRONMENT] = json.dumps(
             {"index": index, "sockets": [shared.describe() for shared in self.sockets]}
         )
+        if self.metricsDirectory is not None:
+            environ.update(self.metricsDirectory.environment())
         childFDs: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
         for shared in self.sockets:
             childFDs[shared.childFD] = shared.socket.fileno()
@@ -312,6 +330,8 @@ class WorkerSupervisor(Service):
         self.publish(event)
 
     def workerEnded(self, worker: WorkerProcess, reason: Failure) -> None:
+        if self.metricsDirectory is not None:
+            self.metricsDirectory.processEnded(worker.pid)
         if self.workers.get(worker.index) is worker:
             del self.workers[worker.index]
         if self.stopping:
@@ -367,6 +387,8 @@ class WorkerSupervisor(Service):
             for shared in self.sockets:
                 shared.socket.close()
             self.sockets = []
+            if self.metricsDirectory is not None:
+                self.metricsDirectory.remove()
             return result
 
         return ended.addBoth(closeSockets)
@@ -402,6 +424,7 @@ def supervisorFromConfig(
         return shared
 
     top = MultiService()
+    directory = MetricsDirectory()
     WorkerSupervisor(
         reactor,
         config["workers"],
@@ -410,7 +433,19 @@ def supervisorFromConfig(
         config["worker-grace"],
         onListenFailure=onListenFailure,
         handleHangup=True,
+        metricsDirectory=directory,
     ).setServiceParent(top)
+    description = config.get("admin-endpoint")
+    if description:
+        # The workers leave --admin-endpoint to the parent (see addPolicyServices).
+        StreamListener(
+            "admin",
+            description,
+            serverFromString(reactor, description),
+            AdminSite(adminResource(directory.registry())),
+            reactor,
+            onListenFailure,
+        ).setServiceParent(top)
     return top
 
 

@@ -4,6 +4,10 @@ Tests for L{caplab.metrics}: the metrics, the uppercase services' counters and C
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
+from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -15,8 +19,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from caplab.metrics import (
+    MULTIPROCESS_ENVIRONMENT,
     LatencyFetcher,
     Metrics,
+    MetricsDirectory,
     MetricsResource,
     RateHistory,
     adminResource,
@@ -28,6 +34,8 @@ from caplab.metrics import (
 )
 from caplab.tcp import UppercaseFactory
 from caplab.udp import UppercaseDatagramProtocol
+from caplab.workers import WorkerSupervisor
+from tests.test_workers import FakeProcessReactor, ended
 
 
 def scrape(metrics: Metrics, accept: bytes | None = None) -> tuple[str, DummyRequest]:
@@ -402,3 +410,232 @@ class StatsPageTests(SynchronousTestCase):
         page = statsPage(Metrics()).decode()
         self.assertIn("none yet", page)
         self.assertIn("no upstream requests yet", page)
+
+
+class HotFigureTests(SynchronousTestCase):
+    """
+    The figures kept as plain numbers in a single process, exported at scrape time.
+    """
+
+    def test_connectionsAndTunnels(self) -> None:
+        """
+        Connections and tunnels are counted since start as well as while open, and a refused
+        connection is counted.
+        """
+        metrics = Metrics()
+        for _ in range(3):
+            metrics.connectionOpened()
+        metrics.connectionClosed()
+        metrics.tunnelOpened()
+        metrics.tunnelClosed()
+        metrics.connectionRefused()
+        found = samples(metrics)
+        self.assertEqual(found[("caplab_proxy_active_connections", ())], 2)
+        self.assertEqual(found[("caplab_proxy_connections_total", ())], 3)
+        self.assertEqual(found[("caplab_proxy_active_tunnels", ())], 0)
+        self.assertEqual(found[("caplab_proxy_tunnels_total", ())], 1)
+        self.assertEqual(found[("caplab_proxy_refused_connections_total", ())], 1)
+
+    def test_latencyBucketBounds(self) -> None:
+        """
+        An observation equal to a bucket's bound is in that bucket (C{le}); one past the last
+        bound only in C{+Inf}; a negative one counts as 0.
+        """
+        metrics = Metrics()
+        for seconds in (0.005, 0.0051, 31.0, -1.0):
+            metrics.upstreamLatency(seconds)
+        found = samples(metrics)
+
+        def bucket(le: str) -> float:
+            return found[("caplab_proxy_upstream_latency_seconds_bucket", (("le", le),))]
+
+        self.assertEqual(bucket("0.005"), 2)
+        self.assertEqual(bucket("0.01"), 3)
+        self.assertEqual(bucket("30.0"), 3)
+        self.assertEqual(bucket("+Inf"), 4)
+        self.assertEqual(found[("caplab_proxy_upstream_latency_seconds_count", ())], 4)
+        self.assertAlmostEqual(
+            found[("caplab_proxy_upstream_latency_seconds_sum", ())], 0.005 + 0.0051 + 31.0
+        )
+
+    def test_refusedConnectionCounted(self) -> None:
+        """
+        L{countReceivedBytes} counts a connection its factory refuses.
+        """
+        metrics = Metrics()
+        factory = countReceivedBytes(UppercaseFactory(maxConnections=0, clock=Clock()), metrics)
+        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000)))
+        self.assertEqual(samples(metrics)[("caplab_proxy_refused_connections_total", ())], 1)
+
+
+class SharedDirectoryTests(SynchronousTestCase):
+    """
+    With C{--workers}: each worker's figures in a multiprocess directory, added up.
+
+    Two "workers" are simulated in this process by giving prometheus-client's multiprocess
+    values a process identifier of their own while each one's L{Metrics} is in use.
+    """
+
+    def setUp(self) -> None:
+        self.directory = MetricsDirectory()
+        self.path = self.directory.create()
+        self.addCleanup(self.directory.remove)
+        self.addCleanup(values.close_all_multiprocess_files)
+        self.patch(os, "environ", {**os.environ, MULTIPROCESS_ENVIRONMENT: self.path})
+
+    def inWorker(self, pid: int, work: Callable[[Metrics], object]) -> Metrics:
+        """
+        Run C{work} with a L{Metrics} of worker C{pid}, as that worker.
+        """
+        original = values.ValueClass
+        values.ValueClass = values.MultiProcessValue(lambda: pid)
+        try:
+            metrics = Metrics(shared=self.path)
+            work(metrics)
+        finally:
+            values.ValueClass = original
+        return metrics
+
+    def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        request = DummyRequest([b"metrics"])
+        body = adminResource(self.directory.registry()).getChildWithDefault(b"metrics", request)
+        text = body.render(request).decode()
+        found = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return found
+
+    def work(self, metrics: Metrics) -> None:
+        metrics.connectionOpened()
+        metrics.requestDone(b"GET", 200)
+        metrics.requestDone(b"GET", 200)
+        metrics.requestDone(b"BREW", 501)
+        metrics.bytesReceived(10)
+        metrics.bytesSent(100)
+        metrics.upstreamLatency(0.02)
+        metrics.cacheHit()
+        metrics.cacheStoredBytes(1000)
+
+    def test_directory(self) -> None:
+        """
+        The directory is private, and goes with L{MetricsDirectory.remove}.
+        """
+        self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o700)
+        self.assertEqual(self.directory.environment(), {MULTIPROCESS_ENVIRONMENT: self.path})
+        self.directory.remove()
+        self.assertFalse(os.path.exists(self.path))
+        self.assertEqual(self.directory.environment(), {})
+        self.assertEqual(list(self.directory.collect()), [])
+
+    def test_wholeServer(self) -> None:
+        """
+        The parent's C{/metrics} adds up the workers: counters, histograms, open connections
+        and cache bytes alike.
+        """
+        self.inWorker(101, self.work)
+        self.inWorker(102, self.work)
+        found = self.scrape()
+        get200 = ("caplab_proxy_requests_total", (("code", "200"), ("method", "GET")))
+        self.assertEqual(found[get200], 4)
+        other = ("caplab_proxy_requests_total", (("code", "501"), ("method", "OTHER")))
+        self.assertEqual(found[other], 2)
+        self.assertEqual(found[("caplab_proxy_received_bytes_total", ())], 20)
+        self.assertEqual(found[("caplab_proxy_sent_bytes_total", ())], 200)
+        self.assertEqual(found[("caplab_proxy_active_connections", ())], 2)
+        self.assertEqual(found[("caplab_proxy_connections_total", ())], 2)
+        self.assertEqual(found[("caplab_proxy_upstream_latency_seconds_count", ())], 2)
+        self.assertEqual(found[("caplab_cache_hits_total", ())], 2)
+        self.assertEqual(found[("caplab_cache_stored_bytes", ())], 2000)
+
+    def test_deadWorker(self) -> None:
+        """
+        When a worker has ended, what it counted still counts, its open connections no more.
+        """
+        self.inWorker(101, self.work)
+        self.inWorker(102, self.work)
+        self.directory.processEnded(101)
+        found = self.scrape()
+        self.assertEqual(found[("caplab_proxy_active_connections", ())], 1)
+        self.assertEqual(found[("caplab_cache_stored_bytes", ())], 1000)
+        self.assertEqual(found[("caplab_proxy_connections_total", ())], 2)
+        get200 = ("caplab_proxy_requests_total", (("code", "200"), ("method", "GET")))
+        self.assertEqual(found[get200], 4)
+
+    def test_statsPage(self) -> None:
+        """
+        A worker's stats page shows the whole server's figures and says which worker
+        answered.
+        """
+        self.inWorker(101, self.work)
+        metrics = self.inWorker(102, self.work)
+        page = statsPage(metrics, "worker 2 (pid 102) of 2").decode()
+        self.assertIn("Answered by worker 2 (pid 102) of 2", page)
+        self.assertIn("<tr><td>GET</td><td>200</td><td>4</td></tr>", page)
+        self.assertIn("<tr><th>cache hits</th><td>2</td></tr>", page)
+        self.assertIn("<tr><th>open client connections</th><td>2</td></tr>", page)
+
+    def test_tcpOpenConnections(self) -> None:
+        """
+        The uppercase TCP service's open connections are counted up and down as they come
+        and go (nothing can be read from the factory at scrape time).
+        """
+        protocols = []
+
+        def work(metrics: Metrics) -> None:
+            factory = instrumentTCPFactory(UppercaseFactory(clock=Clock()), metrics)
+            for port in (40000, 40001):
+                protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
+                protocol.makeConnection(StringTransport())
+                protocols.append(protocol)
+            protocols[0].connectionLost(None)
+
+        self.inWorker(101, work)
+        found = self.scrape()
+        self.assertEqual(found[("caplab_tcp_active_connections", ())], 1)
+        self.assertEqual(found[("caplab_tcp_connections_total", ())], 2)
+
+
+class SupervisorDirectoryTests(SynchronousTestCase):
+    """
+    The C{--workers} supervisor gives its workers the metrics directory and cleans up.
+    """
+
+    def test_lifecycle(self) -> None:
+        """
+        The directory is created before the first worker starts and named in each worker's
+        environment; a worker's end drops its live gauges; it is removed once all have
+        stopped.
+        """
+        reactor = FakeProcessReactor()
+        directory = MetricsDirectory()
+        supervisor = WorkerSupervisor(
+            reactor,
+            2,
+            [],
+            lambda: [],
+            grace=1.0,
+            environ={},
+            publish=lambda event: None,
+            metricsDirectory=directory,
+        )
+        supervisor.startService()
+        path = directory.path
+        assert path is not None
+        self.assertEqual(
+            [each["env"][MULTIPROCESS_ENVIRONMENT] for each in reactor.spawned], [path, path]
+        )
+        first = reactor.spawned[0]
+        live = os.path.join(path, f"gauge_livesum_{first['transport'].pid}.db")
+        kept = os.path.join(path, f"counter_{first['transport'].pid}.db")
+        for name in (live, kept):
+            open(name, "wb").close()
+        first["protocol"].processEnded(ended())
+        self.assertFalse(os.path.exists(live))
+        self.assertTrue(os.path.exists(kept))
+        stopped = supervisor.stopService()
+        for each in reactor.spawned[1:]:
+            each["protocol"].processEnded(ended(0))
+        self.successResultOf(stopped)
+        self.assertFalse(os.path.exists(path))
+        self.assertIsNone(directory.path)

@@ -20,15 +20,21 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
-from twisted.web.server import Site
 
 from caplab.listening import DatagramListener, StreamListener
-from caplab.metrics import Metrics, adminResource, instrumentDatagramProtocol, instrumentTCPFactory
+from caplab.metrics import (
+    AdminSite,
+    Metrics,
+    adminResource,
+    instrumentDatagramProtocol,
+    instrumentTCPFactory,
+)
 from caplab.proxy.auth import AuthFileError, HtpasswdAuthenticator
 from caplab.proxy.pac import PacResource
 from caplab.proxy.policy import PolicyFileError, ReloadableHostPolicy, normaliseName
 from caplab.proxy.upstream import ParentProxy, UpstreamRouter, parseProxyURL
 from caplab.reload import Reloader, SignalReloadService
+from caplab.workers import WORKER_ENVIRONMENT
 
 #: The repeatable options and the list each appends to.
 _LISTS = ("block-list", "allow-list", "no-upstream-for", "pac-bypass")
@@ -155,10 +161,6 @@ class PolicyOptions:
                 except ValueError as e:
                     raise usage.UsageError(f"--{option}: {e}") from None
         description = config["admin-endpoint"]
-        if description is not None and config.get("workers", 1) > 1:
-            raise usage.UsageError(
-                "--admin-endpoint needs --workers 1: each worker process has figures of its own"
-            )
         if description is not None:
             from twisted.internet import reactor
 
@@ -262,15 +264,6 @@ def reloadables(components: PolicyComponents) -> list[tuple[str, Any]]:
     return found
 
 
-class _QuietSite(Site):
-    """
-    The admin site: no access-log line for each scrape.
-    """
-
-    def log(self, request: Any) -> None:
-        pass
-
-
 def addPolicyServices(
     top: MultiService,
     config: MutableMapping[str, Any],
@@ -292,9 +285,10 @@ def addPolicyServices(
         elif isinstance(service, DatagramListener) and service.label == "udp":
             instrumentDatagramProtocol(service.protocol, metrics)
     description = config.get("admin-endpoint")
-    if description:
-        site = _QuietSite(adminResource(metrics))
-        site.noisy = False
+    # A --workers worker leaves the admin endpoint to the parent, which adds up every
+    # worker's figures (caplab.workers.supervisorFromConfig).
+    if description and WORKER_ENVIRONMENT not in os.environ:
+        site = AdminSite(adminResource(metrics))
         StreamListener(
             "admin",
             description,
