@@ -1,6 +1,7 @@
 """
 End-to-end tests of C{twist caplab --workers 2}: two processes answer on one port, a killed
-worker comes back, and SIGTERM lets an open connection finish before everything stops.
+worker comes back, SIGTERM lets an open connection finish before everything stops, and the
+metrics are the whole server's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import WAIT, CaplabProcess
 
@@ -127,3 +129,76 @@ def test_sigtermLetsOpenConnectionsFinish(workers: CaplabProcess) -> None:
     assert "KILL" not in workers.output
     with pytest.raises(OSError):
         exchange(port)
+
+
+def proxyGet(proxyPort: int, target: str) -> tuple[int, bytes]:
+    """
+    One C{GET} through the proxy (absolute or origin form), on a connection of its own that
+    is read to its end, so that the proxy is done with the request (and has counted it).
+    """
+    with socket.create_connection(("127.0.0.1", proxyPort), timeout=WAIT) as conn:
+        conn.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+        )
+        response = conn.makefile("rb").read()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_metricsOfTheWholeServer() -> None:
+    """
+    With C{--workers 2 --admin-endpoint}, the parent's C{/metrics} counts the requests both
+    workers answered, and a worker's status and stats pages show the whole server's figures
+    and say which worker answered.  The metrics directory goes when the server stops.
+    """
+    process = CaplabProcess(
+        [
+            "--workers", "2", "--no-tcp", "--no-udp", "--proxy-port", "0",
+            "--admin-endpoint", "tcp:0:interface=127.0.0.1",
+        ]
+    ).start()  # fmt: skip
+    try:
+        process.waitListening("proxy", "admin")
+        directory = process.waitForLine(r"caplab workers keep their metrics in (\S+)").group(1)
+        for index in (1, 2):
+            process.waitForLine(rf"\[worker {index} pid \d+\] caplab proxy listening on ")
+        proxyPort, adminPort = process.port("proxy"), process.port("admin")
+        pids = workerPids(process)
+        origin = f"http://127.0.0.1:{adminPort}/"
+        sent = 0
+        for frozenIndex, answering in ((1, 2), (2, 1)):
+            os.kill(pids[frozenIndex], signal.SIGSTOP)
+            try:
+                for _ in range(3):
+                    code, body = proxyGet(proxyPort, origin)
+                    sent += 1
+                    assert code == 200 and b"caplab admin" in body
+                code, page = proxyGet(proxyPort, "/")
+                sent += 1
+                assert code == 200
+                assert f"worker {answering} (pid {pids[answering]}) of 2".encode() in page
+            finally:
+                os.kill(pids[frozenIndex], signal.SIGCONT)
+
+        code, stats = proxyGet(proxyPort, "/stats")
+        assert code == 200
+        assert b"the figures are the whole server's" in stats
+        # Every request so far was a GET answered 200, by one worker or the other.
+        assert f"<tr><td>GET</td><td>200</td><td>{sent}</td></tr>".encode() in stats, stats
+        sent += 1
+
+        with socket.create_connection(("127.0.0.1", adminPort), timeout=WAIT) as conn:
+            conn.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            text = conn.makefile("rb").read().partition(b"\r\n\r\n")[2].decode()
+        counted = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "caplab_proxy_requests_total":
+                    assert sample.labels == {"method": "GET", "code": "200"}, sample
+                    counted += sample.value
+        assert counted == sent
+        assert os.path.isdir(directory)
+    finally:
+        process.stop()
+    assert not os.path.exists(directory)
+    assert "Traceback" not in process.output

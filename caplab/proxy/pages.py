@@ -4,6 +4,7 @@ The proxy's own pages: small HTML error pages that say why, and the status page.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from html import escape
 from http import HTTPStatus
 
@@ -34,12 +35,13 @@ def errorPage(code: int, title: str, detail: str) -> bytes:
     ).encode()
 
 
-def statusPage(version: str, uptime: float, counters: dict[str, int]) -> bytes:
+def statusPage(version: str, uptime: float, counters: Mapping[str, int | str]) -> bytes:
     """
     The page a browser gets for C{http://proxy:port/}: version, uptime and counters.
     """
     rows = "".join(
-        f"<tr><th>{escape(name)}</th><td>{value}</td></tr>\n" for name, value in counters.items()
+        f"<tr><th>{escape(name)}</th><td>{escape(str(value))}</td></tr>\n"
+        for name, value in counters.items()
     )
     hours, rest = divmod(int(uptime), 3600)
     minutes, secs = divmod(rest, 60)

@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory
 
-from caplab.metrics import LatencyFetcher, StatsResource, countReceivedBytes
+from caplab.metrics import LatencyFetcher, StatsResource, countReceivedBytes, sums
 from caplab.proxy.accesslog import AccessLog
 from caplab.proxy.channel import LOOPBACK, ProxySettings
 from caplab.proxy.connect import EndpointConnector
@@ -96,18 +96,65 @@ def makeProxyFactory(
         idleTimeout=config.get("keep-alive-timeout", 60.0),
         maxConnections=config.get("max-connections", 1000),
     )
+    answeredBy = None
+    if components is not None and components.metrics.shared is not None:
+        answeredBy = _worker(config)
     if components is not None:
         settings.statusResources[b"/proxy.pac"] = components.pac
-        settings.statusResources[b"/stats"] = StatsResource(components.metrics)
+        settings.statusResources[b"/stats"] = StatsResource(components.metrics, answeredBy)
     settings.forwarder = forwarder  # type: ignore[attr-defined]
     accessLog = None
     if config.get("access-log"):
         accessLog = AccessLog(config["access-log"], reactor)
-    factory = ProxyFactory(settings, accessLog)
+    if answeredBy is not None:
+        factory: ProxyFactory = WorkerProxyFactory(settings, accessLog, answeredBy)
+    else:
+        factory = ProxyFactory(settings, accessLog)
     if components is not None and metrics is components.metrics:
         countReceivedBytes(factory, metrics)
     settings.tunnels = TunnelOpener(connector, factory, metrics)
     return factory
+
+
+def _worker(config: Mapping[str, Any]) -> str:
+    """
+    Which C{--workers} worker this process is, for a person: C{"worker 1 (pid 123) of 2"}.
+    """
+    from caplab.workers import InheritedSockets
+
+    inherited = InheritedSockets.fromEnvironment()
+    index = inherited.index if inherited is not None else "?"
+    return f"worker {index} (pid {os.getpid()}) of {config.get('workers', '?')}"
+
+
+class WorkerProxyFactory(ProxyFactory):
+    """
+    The proxy's factory in a C{--workers} worker: its status page shows the whole server's
+    figures (every worker's, from the metrics directory), and says which worker answered.
+    """
+
+    def __init__(self, settings: ProxySettings, accessLog: AccessLog | None, worker: str) -> None:
+        super().__init__(settings, accessLog)
+        self.worker = worker
+
+    def counters(self) -> dict[str, int]:
+        totals = sums(self.settings.metrics.families())
+
+        def total(name: str) -> int:
+            return int(totals.get(name, 0))
+
+        figures: dict[str, Any] = {
+            "answered by": self.worker,
+            "open connections": total("caplab_proxy_active_connections"),
+            "connections since start": total("caplab_proxy_connections_total"),
+            "connections refused (--max-connections)": total(
+                "caplab_proxy_refused_connections_total"
+            ),
+            "requests since start": total("caplab_proxy_requests_total"),
+            "open tunnels": total("caplab_proxy_active_tunnels"),
+            "tunnels since start": total("caplab_proxy_tunnels_total"),
+        }
+        return figures
 
 
 def _policyComponents(config: Mapping[str, Any], reactor: Any) -> Any:
