@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 
 import pytest
+
+from tests.origins import OriginProcess, runningOrigin
+from tests.origins.proxy import ProxyUnderTest, runningProxy
+from tests.tls import TestPKI, makePKI
 
 
 def requireProgram(name: str) -> str:
@@ -25,3 +30,31 @@ def requireProgram(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    """
+    A throw-away CA and server certificate for the test origin, one per test module.
+    """
+    return makePKI(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def origin(pki: TestPKI) -> Iterator[OriginProcess]:
+    """
+    The local test origin (L{tests.origins}) on HTTP and HTTPS, one per test module.
+    """
+    with runningOrigin(pki.caCert.parent) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    origin: OriginProcess, pki: TestPKI, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyUnderTest]:
+    """
+    The real C{twist caplab} proxy in front of L{origin}, trusting the test CA upstream.
+    """
+    with runningProxy(origin, tmp_path_factory.mktemp("proxy"), caCert=pki.caCert) as running:
+        yield running

@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,27 +22,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from caplab.proxy.auth import basicCredentials
 from tests.conftest import requireProgram
-from tests.origins import WAIT, OriginProcess, runningOrigin
+from tests.origins import WAIT, OriginProcess
 from tests.origins.proxy import runningProxy
 from tests.support import CaplabProcess, runningCaplab
 from tests.test_auth import BCRYPT
-from tests.tls import TEST_HOST, TestPKI, makePKI
+from tests.tls import TEST_HOST, TestPKI
 
 pytestmark = pytest.mark.e2e
 
 #: A host under the test domain that no list allows (never resolved: blocked first).
 OTHER_HOST = "other.caplab.test"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
-    return makePKI(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def origin(pki: TestPKI) -> Iterator[OriginProcess]:
-    with runningOrigin(pki.caCert.parent) as running:
-        yield running
 
 
 def curl(proxy: str, *args: str, timeout: float = WAIT) -> subprocess.CompletedProcess[bytes]:

@@ -12,37 +12,17 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import requireProgram
-from tests.origins import WAIT, OriginProcess, runningOrigin
+from tests.origins import WAIT, OriginProcess
 from tests.origins.proxy import ProxyUnderTest, runningProxy
 from tests.support import runningCaplab
-from tests.tls import TEST_HOST, TestPKI, makePKI
+from tests.tls import TEST_HOST
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
-    return makePKI(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def origin(pki: TestPKI) -> Iterator[OriginProcess]:
-    with runningOrigin(pki.caCert.parent) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def proxy(
-    origin: OriginProcess, pki: TestPKI, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ProxyUnderTest]:
-    with runningProxy(origin, tmp_path_factory.mktemp("proxy"), caCert=pki.caCert) as running:
-        yield running
 
 
 def curl(

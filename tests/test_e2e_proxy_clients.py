@@ -28,30 +28,11 @@ from tests.conftest import requireProgram
 from tests.origins import WAIT, OriginProcess, runningOrigin
 from tests.origins.proxy import ProxyUnderTest, runningProxy
 from tests.origins.site import pattern, patternDigest
-from tests.tls import TEST_HOST, TestPKI, makePKI
+from tests.tls import TEST_HOST, TestPKI
 
 pytestmark = pytest.mark.e2e
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
-    return makePKI(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def origin(pki: TestPKI) -> Iterator[OriginProcess]:
-    with runningOrigin(pki.caCert.parent) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def proxy(
-    origin: OriginProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ProxyUnderTest]:
-    with runningProxy(origin, tmp_path_factory.mktemp("proxy")) as running:
-        yield running
 
 
 def curl(
