@@ -20,6 +20,7 @@ scraper asks for it in C{Accept}), on the C{--admin-endpoint} listener.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import tempfile
@@ -101,16 +102,34 @@ class RateHistory:
     """
     Requests per interval over the last minutes, for the status page's chart.
 
+    With a multiprocess directory (C{--workers}), each worker L{publish}es its own history
+    there as C{rate_PID.json} (the proxy does so every second), and L{series} adds up every
+    worker's: the chart is the whole server's.
+
     @ivar interval: the width of one bucket, in seconds.
     @ivar buckets: how many buckets are kept.
+    @ivar shared: the multiprocess directory, or None.
     """
 
     def __init__(
-        self, now: Callable[[], float] = time.time, interval: float = 10.0, buckets: int = 60
+        self,
+        now: Callable[[], float] = time.time,
+        interval: float = 10.0,
+        buckets: int = 60,
+        shared: str | None = None,
+        pid: int | None = None,
     ) -> None:
+        """
+        @param pid: the process whose history this is (by default this process).
+        """
         self.now = now
         self.interval = interval
         self.buckets = buckets
+        self.shared = shared
+        self._file: str | None = None
+        if shared is not None:
+            self._file = os.path.join(shared, f"rate_{os.getpid() if pid is None else pid}.json")
+        self._published: dict[str, int] | None = None
         self._counts: dict[int, int] = {}
         # The bucket being filled, kept apart so that recording in it is one comparison.
         self._slot: int | None = None
@@ -139,11 +158,51 @@ class RateHistory:
         oldest first, the current (incomplete) bucket last.
         """
         self._settle()
+        counts = self._counts if self.shared is None else self._wholeServer()
         current = int(self.now() // self.interval)
         return [
-            (slot * self.interval, self._counts.get(slot, 0) / self.interval)
+            (slot * self.interval, counts.get(slot, 0) / self.interval)
             for slot in range(current - self.buckets + 1, current + 1)
         ]
+
+    def publish(self) -> None:
+        """
+        Write this process's recent history to the multiprocess directory (if there is one,
+        and if it changed), for the other workers' L{series}.
+        """
+        if self._file is None or self.shared is None:
+            return
+        self._settle()
+        oldest = int(self.now() // self.interval) - self.buckets
+        recent = {str(slot): count for slot, count in self._counts.items() if slot > oldest}
+        if recent == self._published:
+            return
+        try:
+            fd, temporary = tempfile.mkstemp(dir=self.shared, prefix=".rate-", suffix=".tmp")
+            with os.fdopen(fd, "w") as out:
+                json.dump(recent, out)
+            os.replace(temporary, self._file)
+        except OSError:  # the directory is gone: the server is stopping
+            return
+        self._published = recent
+
+    def _wholeServer(self) -> dict[int, int]:
+        """
+        This process's counts plus what the other processes published.
+        """
+        assert self.shared is not None
+        counts = dict(self._counts)
+        for name in glob.glob(os.path.join(self.shared, "rate_*.json")):
+            if name == self._file:
+                continue
+            try:
+                with open(name) as published:
+                    theirs = json.load(published)
+            except (OSError, ValueError):
+                continue
+            for slot, count in theirs.items():
+                counts[int(slot)] = counts.get(int(slot), 0) + int(count)
+        return counts
 
 
 def rateChart(history: RateHistory, width: int = 480, height: int = 120) -> str:
@@ -205,8 +264,8 @@ class Metrics:
             writes to (L{sharedDirectory}).
         """
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.history = RateHistory(now)
         self.shared = sharedDirectory() if shared is _FROM_PROMETHEUS else shared
+        self.history = RateHistory(now, shared=self.shared)
         self.created = time.time()
         # The hot figures, single-process.
         self.requestCounts: dict[tuple[str, int], int] = {}
@@ -672,7 +731,7 @@ def statsPage(metrics: Metrics, answeredBy: str | None = None) -> bytes:
     chart, requests by method and status, and the other figures (refreshes every 10 s).
 
     @param answeredBy: with C{--workers}, which worker answers (say, C{"worker 1 (pid
-        123) of 2"}): the figures are the whole server's, the chart is that worker's.
+        123) of 2"}); the page says so (its figures are the whole server's).
     """
     families = list(metrics.families())
     totals = sums(families)
@@ -704,7 +763,7 @@ def statsPage(metrics: Metrics, answeredBy: str | None = None) -> bytes:
         "<style>body{font-family:sans-serif} td,th{padding:2px 8px;text-align:left}</style>"
         "</head>\n<body><h1>caplab proxy figures</h1>\n"
         f"{_answeredBy(answeredBy)}"
-        f"<h2>Requests per second{' (this worker)' if answeredBy else ''}</h2>\n"
+        "<h2>Requests per second</h2>\n"
         f"{rateChart(metrics.history)}\n"
         "<h2>Requests by method and status</h2>\n"
         f'<table id="requests"><tr><th>method</th><th>status</th><th>requests</th></tr>\n'

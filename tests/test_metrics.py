@@ -4,6 +4,7 @@ Tests for L{caplab.metrics}: the metrics, the uppercase services' counters and C
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 
@@ -32,6 +33,8 @@ from caplab.metrics import (
     rateChart,
     statsPage,
 )
+from caplab.proxy.channel import ProxySettings
+from caplab.proxy.service import WorkerProxyFactory
 from caplab.tcp import UppercaseFactory
 from caplab.udp import UppercaseDatagramProtocol
 from caplab.workers import WorkerSupervisor
@@ -574,6 +577,67 @@ class SharedDirectoryTests(SynchronousTestCase):
         self.assertIn("<tr><td>GET</td><td>200</td><td>4</td></tr>", page)
         self.assertIn("<tr><th>cache hits</th><td>2</td></tr>", page)
         self.assertIn("<tr><th>open client connections</th><td>2</td></tr>", page)
+
+    def test_rateHistory(self) -> None:
+        """
+        Each worker publishes its request rate to the directory (only when it changed); a
+        worker's chart adds up its own and what the others published.
+        """
+        clock = Clock()
+        clock.advance(1000)
+        one = RateHistory(clock.seconds, interval=10, buckets=3, shared=self.path, pid=101)
+        two = RateHistory(clock.seconds, interval=10, buckets=3, shared=self.path, pid=102)
+        one.record(30)
+        two.record(10)
+        self.assertEqual(two.series()[-1], (1000.0, 1.0))
+        one.publish()
+        published = os.path.join(self.path, "rate_101.json")
+        self.assertTrue(os.path.exists(published))
+        os.remove(published)
+        one.publish()
+        self.assertFalse(os.path.exists(published), "unchanged: not written again")
+        one.record(10)
+        one.publish()
+        clock.advance(10)
+        two.record(5)
+        self.assertEqual(two.series(), [(990.0, 0.0), (1000.0, 5.0), (1010.0, 0.5)])
+        self.assertEqual(one.series(), [(990.0, 0.0), (1000.0, 4.0), (1010.0, 0.0)])
+        self.assertEqual(Metrics(shared=self.path).history.shared, self.path)
+
+    def test_workerStatusPage(self) -> None:
+        """
+        A worker's proxy factory answers the status page with the whole server's figures
+        and which worker it is, and publishes its request rate every second while it runs.
+        """
+        self.inWorker(101, self.work)
+        clock = Clock()
+        factory = WorkerProxyFactory(
+            ProxySettings(fetcher=None, clock=clock),  # type: ignore[arg-type]
+            None,
+            "worker 2 (pid 102) of 2",
+        )
+
+        def start(metrics: Metrics) -> None:
+            factory.settings.metrics = metrics
+            self.work(metrics)
+            factory.startFactory()
+
+        metrics = self.inWorker(102, start)
+        self.addCleanup(factory.stopFactory)
+        counters = factory.counters()
+        self.assertEqual(counters["answered by"], "worker 2 (pid 102) of 2")
+        self.assertEqual(counters["requests since start"], 6)
+        self.assertEqual(counters["open connections"], 2)
+        self.assertEqual(counters["connections since start"], 2)
+        published = os.path.join(self.path, f"rate_{os.getpid()}.json")
+        self.assertFalse(os.path.exists(published))
+        clock.advance(1)
+        self.assertTrue(os.path.exists(published))
+        metrics.requestDone(b"GET", 200)
+        factory.stopFactory()
+        self.assertEqual(clock.getDelayedCalls(), [])
+        with open(published) as f:
+            self.assertEqual(sum(json.load(f).values()), 4)
 
     def test_tcpOpenConnections(self) -> None:
         """

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.task import LoopingCall
 
 from caplab.metrics import LatencyFetcher, StatsResource, countReceivedBytes, sums
 from caplab.proxy.accesslog import AccessLog
@@ -130,12 +131,28 @@ def _worker(config: Mapping[str, Any]) -> str:
 class WorkerProxyFactory(ProxyFactory):
     """
     The proxy's factory in a C{--workers} worker: its status page shows the whole server's
-    figures (every worker's, from the metrics directory), and says which worker answered.
+    figures (every worker's, from the metrics directory), and says which worker answered;
+    while it runs, it publishes this worker's request rate there every second (for the
+    chart of C{/stats}).
     """
 
     def __init__(self, settings: ProxySettings, accessLog: AccessLog | None, worker: str) -> None:
         super().__init__(settings, accessLog)
         self.worker = worker
+        self._publishing: LoopingCall | None = None
+
+    def startFactory(self) -> None:
+        super().startFactory()
+        self._publishing = LoopingCall(self.settings.metrics.history.publish)
+        self._publishing.clock = self.clock
+        self._publishing.start(1.0, now=False)
+
+    def stopFactory(self) -> None:
+        if self._publishing is not None and self._publishing.running:
+            self._publishing.stop()
+        self._publishing = None
+        self.settings.metrics.history.publish()
+        super().stopFactory()
 
     def counters(self) -> dict[str, int]:
         totals = sums(self.settings.metrics.families())
