@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from caplab.address import describeAddress
+from caplab.proxy.sendnow import sendNow
 from caplab.upper import StreamTransform, streamTransform
 
 
@@ -57,7 +58,8 @@ class UppercaseProtocol(Protocol, TimeoutMixin):
         assert self._transform is not None
         out = self._transform.feed(data)
         if out:
-            self.transport.write(out)
+            # Sent at once when nothing is queued (no loop turn, no epoll_ctl per reply).
+            sendNow(self.transport, out)
 
     def readConnectionLost(self) -> None:
         """

@@ -62,7 +62,7 @@ class UppercaseDatagramProtocol(DatagramProtocol):
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         self.received += 1
-        reply = upperDatagram(datagram, self.unicode)
+        reply = upperDatagram(datagram, True) if self.unicode else datagram.upper()
         if self.tracer is not None:
             self.tracer.datagram(addr, datagram, reply)
         try:
