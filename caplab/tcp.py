@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from caplab.address import describeAddress
-from caplab.proxy.sendnow import sendNow
+from caplab.sendnow import sendNow
 from caplab.upper import StreamTransform, streamTransform
 
 

@@ -23,8 +23,8 @@ from caplab.proxy.channel import CaplabProxy
 from caplab.proxy.connect import EndpointConnector, parseResolve
 from caplab.proxy.hooks import UpstreamRequest
 from caplab.proxy.options import ProxyOptions, portList
-from caplab.proxy.sendnow import sendNow
 from caplab.proxy.service import makeProxyFactory
+from caplab.sendnow import sendNow
 
 
 class ConnectorTests(SynchronousTestCase):

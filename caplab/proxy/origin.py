@@ -26,7 +26,7 @@ from caplab.proxy.hooks import (
     UpstreamRequest,
     UpstreamResponse,
 )
-from caplab.proxy.sendnow import sendNow
+from caplab.sendnow import sendNow
 
 if TYPE_CHECKING:
     from caplab.proxy.forward import Forwarder

@@ -39,8 +39,8 @@ from caplab.proxy.hooks import (
     UpstreamResponse,
 )
 from caplab.proxy.pages import errorPage, reason, statusPage
-from caplab.proxy.sendnow import sendNow
 from caplab.proxy.target import TargetError, parseAuthority, parseTarget
+from caplab.sendnow import sendNow
 
 if TYPE_CHECKING:
     from caplab.proxy.channel import CaplabProxy
