@@ -279,6 +279,9 @@ class Metrics:
         self.tunnelsTotal = 0
         self.latencyCounts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latencySum = 0.0
+        #: UDP protocols whose own count of received datagrams is read at scrape time
+        #: (single process: nothing added to the per-datagram path).
+        self.udpProtocols: list[Any] = []
         r = self.registry
         if self.shared is None:
             r.register(_HotFigures(self))
@@ -318,11 +321,8 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
-        self.udpDatagrams = Counter(
-            "caplab_udp_datagrams",
-            "Datagrams received by the uppercase UDP service.",
-            registry=r,
-        )
+        if self.shared is not None:
+            self.udpDatagrams = Counter(*_HELP["udpDatagrams"], registry=r)
         self.reloads = Counter(
             "caplab_reloads",
             "Reloads of the block/allow lists and auth file (SIGHUP), by result.",
@@ -498,6 +498,7 @@ _HELP: dict[str, tuple[str, str]] = {
     ),
     "activeTunnels": ("caplab_proxy_active_tunnels", "Open CONNECT tunnels of the proxy."),
     "tunnels": ("caplab_proxy_tunnels", "CONNECT tunnels the proxy opened."),
+    "udpDatagrams": ("caplab_udp_datagrams", "Datagrams received by the uppercase UDP service."),
     "latency": (
         "caplab_proxy_upstream_latency_seconds",
         "Time from starting an upstream request (or tunnel) to its response head "
@@ -529,6 +530,7 @@ class _HotFigures:
         yield self._counter("refused", m.refusedTotal)
         yield GaugeMetricFamily(*_HELP["activeTunnels"], value=m.openTunnels)
         yield self._counter("tunnels", m.tunnelsTotal)
+        yield self._counter("udpDatagrams", sum(p.received for p in m.udpProtocols))
         cumulative = 0
         buckets = []
         for bound, count in zip((*LATENCY_BUCKETS, float("inf")), m.latencyCounts, strict=True):
@@ -663,10 +665,16 @@ def countReceivedBytes(factory: Any, metrics: Metrics) -> Any:
 
 def instrumentDatagramProtocol(protocol: Any, metrics: Metrics) -> Any:
     """
-    Count the datagrams C{protocol} receives in C{metrics}.
+    Count the datagrams C{protocol} receives in C{metrics}: in one process by reading the
+    protocol's own C{received} count at scrape time (nothing on the per-datagram path); under
+    C{--workers}, where figures go to the shared files, by counting each datagram.
 
     @return: C{protocol}.
     """
+    if metrics.shared is None:
+        # One process: the protocol counts its datagrams itself; read that at scrape time.
+        metrics.udpProtocols.append(protocol)
+        return protocol
     received = protocol.datagramReceived
 
     def datagramReceived(datagram: bytes, addr: Any) -> None:
