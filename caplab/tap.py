@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from caplab import __version__
+from caplab.coerce import seconds
 from caplab.listening import DatagramListener, StreamListener, exitWithFailureStatus
 from caplab.proxy.cache.options import CacheOptions
 from caplab.proxy.options import ProxyOptions
@@ -55,19 +56,6 @@ def positiveInt(value: str) -> int:
         raise ValueError(f"{value!r} is not a whole number") from None
     if number < 1:
         raise ValueError(f"{value!r} must be at least 1")
-    return number
-
-
-def seconds(value: str) -> float:
-    """
-    A duration in seconds, 0 or more.
-    """
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number of seconds") from None
-    if not number >= 0 or number == float("inf"):
-        raise ValueError(f"{value!r} is not a number of seconds (0 or more)")
     return number
 
 

@@ -9,20 +9,8 @@ from typing import Any
 
 from twisted.python import usage
 
+from caplab.coerce import timeoutSeconds
 from caplab.proxy.connect import parseResolve
-
-
-def _seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number of seconds") from None
-    if not number >= 0 or number == float("inf"):
-        raise ValueError(f"{value!r} is not a number of seconds (0 or more)")
-    return number
-
-
-_seconds.coerceDoc = "Seconds, 0 or more; 0 switches the timeout off."  # type: ignore[attr-defined]
 
 
 def portList(value: str) -> frozenset[int]:
@@ -62,14 +50,14 @@ class ProxyOptions:
             30.0,
             "Seconds a client may take to send a request's whole header block (slow-loris "
             "defence); 0: no limit.",
-            _seconds,
+            timeoutSeconds,
         ],
         [
             "keep-alive-timeout",
             None,
             60.0,
             "Seconds an idle client connection is kept open between requests; 0: forever.",
-            _seconds,
+            timeoutSeconds,
         ],
         [
             "upstream-timeout",
@@ -77,7 +65,7 @@ class ProxyOptions:
             60.0,
             "Seconds an origin may take to accept the connection and answer (504 after), or "
             "stall in the middle of a body; 0: no limit.",
-            _seconds,
+            timeoutSeconds,
         ],
         [
             "access-log",
