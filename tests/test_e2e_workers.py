@@ -11,11 +11,12 @@ import re
 import signal
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import WAIT, CaplabProcess
+from tests.support import WAIT, CaplabProcess, twistdCommand
 
 pytestmark = pytest.mark.e2e
 
@@ -202,3 +203,32 @@ def test_metricsOfTheWholeServer() -> None:
         process.stop()
     assert not os.path.exists(directory)
     assert "Traceback" not in process.output
+
+
+def test_workersUnderTwistd(tmp_path: Path) -> None:
+    """
+    C{twistd -n caplab --workers 2} supervises the same way: both workers serve the parent's
+    port, and SIGTERM to twistd stops them and removes its pid file.
+    """
+    process = CaplabProcess(
+        ["--workers", "2", "--no-proxy", "--tcp-port", "0", "--udp-port", "0"],
+        command=twistdCommand(),
+        cwd=tmp_path,
+    ).start()
+    try:
+        process.waitListening("tcp", "udp")
+        for index in (1, 2):
+            process.waitForLine(rf"\[worker {index} pid \d+\] caplab tcp listening on ")
+        port = process.port("tcp")
+        for frozen in workerPids(process).values():
+            os.kill(frozen, signal.SIGSTOP)
+            try:
+                assert exchange(port, b"via twistd") == b"VIA TWISTD"
+            finally:
+                os.kill(frozen, signal.SIGCONT)
+    finally:
+        process.stop()
+    for index in (1, 2):
+        process.waitForLine(rf"\[worker {index} pid \d+\] Main loop terminated")
+    assert "Traceback" not in process.output
+    assert not (tmp_path / "twistd.pid").exists()
