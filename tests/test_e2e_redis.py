@@ -78,6 +78,28 @@ def fetch(proxy: ProxyUnderTest, origin: OriginProcess, path: str) -> tuple[byte
         connection.close()
 
 
+def redisKeys(port: int) -> int:
+    """
+    How many keys the Redis on C{port} holds (C{DBSIZE}, spoken directly).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as conn:
+        conn.sendall(b"*1\r\n$6\r\nDBSIZE\r\n")
+        reply = conn.recv(64)
+    assert reply.startswith(b":"), reply
+    return int(reply[1:].split(b"\r\n", 1)[0])
+
+
+def waitForKeys(port: int, count: int) -> None:
+    """
+    Wait (bounded) until Redis holds C{count} keys: a proxy writes an entry through to Redis
+    after its response ended, so another proxy can only find it once that write landed.
+    """
+    deadline = time.monotonic() + WAIT
+    while redisKeys(port) < count:
+        assert time.monotonic() < deadline, f"Redis never held {count} keys"
+        time.sleep(0.02)
+
+
 def unique() -> str:
     return f"/run/{uuid.uuid4().hex[:12]}/cache/max-age=600"
 
@@ -98,6 +120,7 @@ def test_twoProxiesShareHitsAndSurviveRedisOutage(origin: OriginProcess, tmp_pat
         shared = unique()
         body, status = fetch(first, origin, shared)
         assert status == "caplab; fwd=miss; stored"
+        waitForKeys(port, 2)  # the variant and the URI's index
         again, status = fetch(second, origin, shared)
         assert again == body
         assert status.startswith("caplab; hit"), status
