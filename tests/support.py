@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -184,3 +185,28 @@ def runningCaplab(*args: str, services: Sequence[str] = ("tcp", "udp")) -> Itera
         yield process
     finally:
         process.stop()
+
+
+@contextmanager
+def fullAcceptQueue() -> Iterator[int]:
+    """
+    A loopback port whose accept queue is full: the kernel drops further SYNs, so a new
+    connection attempt times out instead of being refused.  Yields the port.
+    """
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        queued: list[socket.socket] = []
+        try:
+            while True:
+                sock = socket.socket()
+                sock.settimeout(0.2)
+                queued.append(sock)
+                try:
+                    sock.connect(("127.0.0.1", port))
+                except TimeoutError:
+                    break
+                assert len(queued) < 10, "the accept queue never filled"
+            yield port
+        finally:
+            for sock in queued:
+                sock.close()

@@ -34,7 +34,7 @@ from caplab.client import (
     run,
     udpLines,
 )
-from tests.support import WAIT
+from tests.support import WAIT, fullAcceptQueue
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -211,24 +211,8 @@ def test_connectTimeout() -> None:
     """
     A server whose accept queue is full drops the SYN: L{Status.TIMEOUT} after C{timeout}.
     """
-    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
-        port = listener.getsockname()[1]
-        # Fill the accept queue; later SYNs are dropped, and connect waits.
-        queued = []
-        while True:
-            sock = socket.socket()
-            sock.settimeout(0.2)
-            queued.append(sock)
-            try:
-                sock.connect(("127.0.0.1", port))
-            except TimeoutError:
-                break
-            assert len(queued) < 10, "the accept queue never filled"
-        try:
-            error = raises(Status.TIMEOUT, lambda: connectTCP("127.0.0.1", port, 0.2))
-        finally:
-            for sock in queued:
-                sock.close()
+    with fullAcceptQueue() as port:
+        error = raises(Status.TIMEOUT, lambda: connectTCP("127.0.0.1", port, 0.2))
     assert error.message.endswith("timed out after 0.2 s")
 
 

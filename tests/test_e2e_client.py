@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import WAIT, CaplabProcess, runningCaplab
+from tests.support import WAIT, CaplabProcess, fullAcceptQueue, runningCaplab
 
 pytestmark = pytest.mark.e2e
 
@@ -381,23 +381,8 @@ def test_tcpConnectTimeout() -> None:
     A TCP server that does not complete the handshake (its accept queue is full, so SYNs
     are dropped): status 4 after C{--timeout}.
     """
-    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
-        port = listener.getsockname()[1]
-        queued = []
-        try:
-            while True:
-                sock = socket.socket()
-                sock.settimeout(0.2)
-                queued.append(sock)
-                try:
-                    sock.connect(("127.0.0.1", port))
-                except TimeoutError:
-                    break
-                assert len(queued) < 10, "the accept queue never filled"
-            result = runClient("tcp", "127.0.0.1", str(port), "hello", "--timeout", "0.3")
-        finally:
-            for sock in queued:
-                sock.close()
+    with fullAcceptQueue() as port:
+        result = runClient("tcp", "127.0.0.1", str(port), "hello", "--timeout", "0.3")
     assert result.returncode == 4
     expected = f"cannot connect to 127.0.0.1 port {port} over TCP: timed out after 0.3 s"
     assert result.stderr == f"caplab-client: {expected}\n".encode()
