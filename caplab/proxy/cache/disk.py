@@ -121,14 +121,7 @@ class DiskStore(StoreIndex):
                 self.log.warn("cache: dropping damaged file {path}: {e}", path=path, e=e)
                 _unlink(path)
                 continue
-            entry = StoredEntry(
-                head=head,
-                bodyLength=bodyLength,
-                size=size,
-                path=path,
-                fileSize=size,
-                persisted=head.responseTime,
-            )
+            entry = _fileEntry(head, path, bodyLength, size)
             found.append((os.stat(path).st_mtime, entry))
         found.sort(key=lambda pair: (pair[0], pair[1].head.responseTime))
         for _, entry in found:
@@ -162,14 +155,7 @@ class DiskStore(StoreIndex):
     def _committed(
         self, head: EntryHead, path: str, bodyLength: int, size: int
     ) -> StoredEntry | None:
-        entry = StoredEntry(
-            head=head,
-            bodyLength=bodyLength,
-            size=size,
-            path=path,
-            fileSize=size,
-            persisted=head.responseTime,
-        )
+        entry = _fileEntry(head, path, bodyLength, size)
         if size > self.maxSize:
             _unlink(path)
             return None
@@ -222,6 +208,20 @@ class DiskStore(StoreIndex):
 
         self.runInThread(rewrite).addCallbacks(done, failed)
         return entry
+
+
+def _fileEntry(head: EntryHead, path: str, bodyLength: int, size: int) -> StoredEntry:
+    """
+    The index entry of a complete file: it counts its whole size against the bound.
+    """
+    return StoredEntry(
+        head=head,
+        bodyLength=bodyLength,
+        size=size,
+        path=path,
+        fileSize=size,
+        persisted=head.responseTime,
+    )
 
 
 def _unlink(path: str) -> None:
