@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
@@ -16,21 +15,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from caplab.address import describeAddress
-from caplab.sendnow import sendNow
+from caplab.internals import nothingQueued, sendNow
 from caplab.upper import StreamTransform, streamTransform
-
-
-def _nothingQueued(transport: Any) -> bool:
-    """
-    Whether C{transport} is a plain TCP server connection with no output waiting.
-    """
-    return (
-        type(transport) is tcp.Server
-        and not transport.TLS
-        and not transport.disconnecting
-        and not transport._tempDataBuffer
-        and transport.offset == len(transport.dataBuffer)
-    )
 
 
 @implementer(IHalfCloseableProtocol)
@@ -84,7 +70,7 @@ class UppercaseProtocol(Protocol, TimeoutMixin):
         tail = self._transform.flush()
         if tail:
             self.transport.write(tail)
-        elif not self._closing and _nothingQueued(self.transport):
+        elif not self._closing and nothingQueued(self.transport):
             # Everything is sent already (the lab's pattern: the client read its reply and
             # closed): close at once, as Twisted does for a protocol without half-close,
             # instead of a loseConnection that waits a loop turn for an empty buffer.

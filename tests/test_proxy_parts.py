@@ -18,13 +18,13 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from caplab.internals import sendNow
 from caplab.proxy.body import StreamedBody
 from caplab.proxy.channel import CaplabProxy
 from caplab.proxy.connect import EndpointConnector, parseResolve
 from caplab.proxy.hooks import UpstreamRequest
 from caplab.proxy.options import ProxyOptions, portList
 from caplab.proxy.service import makeProxyFactory
-from caplab.sendnow import sendNow
 
 
 class ConnectorTests(SynchronousTestCase):

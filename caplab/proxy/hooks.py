@@ -16,6 +16,7 @@ cache, the policy and the core can be written side by side.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,18 +53,26 @@ class Target:
 #: Header lists keep every field line in order, repeated names included, as raw bytes.
 Headers = list[tuple[bytes, bytes]]
 
+#: Receives an interim (1xx, not 101) response of the origin: status, reason, fields.
+InterimHandler = Callable[[int, bytes, Headers], None]
+
 
 @dataclass
 class UpstreamRequest:
     """
     A request as it will be sent upstream: method, target, end-to-end headers only (hop-by-hop
     already removed, C{Via} added), and the body length (None: unknown, sent chunked; 0: none).
+
+    @ivar interim: where the origin's interim responses (C{100 Continue}, C{103 Early
+        Hints} ...) go, for the client; None drops them.  They never reach the fetch
+        Deferred, so the cache never sees (or stores) them.
     """
 
     method: bytes
     target: Target
     headers: Headers
     bodyLength: int | None = 0
+    interim: InterimHandler | None = field(default=None, compare=False, repr=False)
 
 
 class IBodySink(Protocol):
@@ -82,6 +91,10 @@ class IBodySink(Protocol):
         """
 
 
+#: Starts a response body's delivery to a sink (at most once per response).
+DeliverBody = Callable[[IBodySink], None]
+
+
 @dataclass
 class UpstreamResponse:
     """
@@ -94,7 +107,7 @@ class UpstreamResponse:
     code: int
     phrase: bytes
     headers: Headers
-    deliverBody: object  # Callable[[IBodySink], None]
+    deliverBody: DeliverBody
     cacheStatus: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -167,3 +180,41 @@ class IAuthenticator(Protocol):
         """
         The user name if the credentials are good, else None (answer 407).
         """
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """
+    A request for one of the proxy's own pages (origin-form, C{GET /stats}): what a page may
+    look at.
+
+    @ivar path: the path without the query; @ivar query: the query without its C{?}.
+    @ivar client: the client's address; @ivar local: (host, port) the client connected to.
+    """
+
+    method: bytes
+    path: bytes
+    query: bytes
+    headers: Headers
+    client: str
+    local: tuple[str, int]
+
+
+@dataclass
+class PageResponse:
+    """
+    A page's answer: status, fields (C{Content-Type} ...; framing is added by the writer) and
+    the whole body (pages are small).
+    """
+
+    code: int
+    headers: Headers
+    body: bytes
+
+
+class IPage(Protocol):
+    """
+    One of the proxy's own pages (status, C{/stats}, C{/proxy.pac}), rendered without I/O.
+    """
+
+    def render(self, request: PageRequest) -> PageResponse: ...

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from caplab.internals import sendNow
 from caplab.proxy.errors import tlsFailure
 from caplab.proxy.headers import parseFields
 from caplab.proxy.hooks import (
@@ -26,7 +27,6 @@ from caplab.proxy.hooks import (
     UpstreamRequest,
     UpstreamResponse,
 )
-from caplab.sendnow import sendNow
 
 if TYPE_CHECKING:
     from caplab.proxy.forward import Forwarder

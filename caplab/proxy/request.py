@@ -22,6 +22,7 @@ from twisted.web.http import _QUEUED_SENTINEL
 from twisted.web.proxy import ProxyRequest
 
 from caplab import __version__
+from caplab.internals import sendNow
 from caplab.proxy.body import StreamedBody
 from caplab.proxy.headers import (
     loops,
@@ -40,7 +41,6 @@ from caplab.proxy.hooks import (
 )
 from caplab.proxy.pages import errorPage, reason, statusPage
 from caplab.proxy.target import TargetError, parseAuthority, parseTarget
-from caplab.sendnow import sendNow
 
 if TYPE_CHECKING:
     from caplab.proxy.channel import CaplabProxy
@@ -345,7 +345,7 @@ class CaplabProxyRequest(ProxyRequest):
     def _gotResponse(self, response: UpstreamResponse) -> None:
         self._fetching = None
         if self._disconnected:
-            response.deliverBody(_Discard())  # type: ignore[operator]
+            response.deliverBody(_Discard())
             return
         self.cacheStatus = response.cacheStatus
         code = response.code
@@ -379,7 +379,7 @@ class CaplabProxyRequest(ProxyRequest):
         # The head waits for the first piece of body (usually already here) so that both
         # leave in one send.
         self._head = b"".join(lines)
-        response.deliverBody(self)  # type: ignore[operator]
+        response.deliverBody(self)
         if self._head is not None and not self._disconnected:
             head, self._head = self._head, None
             sendNow(self.channel.transport, head)

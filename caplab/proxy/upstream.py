@@ -436,8 +436,7 @@ class ChainingFetcher:
             # it on would ask the client for credentials that are never forwarded.
             if response.code != 407:
                 return response
-            deliver: Any = response.deliverBody
-            deliver(_Discard())
+            response.deliverBody(_Discard())
             raise UpstreamError(
                 502,
                 "Bad Gateway",

@@ -402,7 +402,7 @@ class CachingFetcher:
                 self.metrics.cacheStoredBytes(getattr(self.store, "size", 0))
 
         def tee(sink: IBodySink) -> None:
-            deliverBody(TeeSink(sink, writer, expected, finished))  # type: ignore[operator]
+            deliverBody(TeeSink(sink, writer, expected, finished))
 
         response.deliverBody = tee
         return response
@@ -470,7 +470,7 @@ class CachingFetcher:
         def got(response: UpstreamResponse) -> UpstreamResponse | Deferred[UpstreamResponse]:
             status = f"{self.name}; fwd={why}; fwd-status={response.code}"
             if response.code == 304:
-                response.deliverBody(Discard())  # type: ignore[operator]
+                response.deliverBody(Discard())
                 refreshed = self._refresh(entry, derived, response, requestTime)
                 if refreshed is not None:
                     now = self.clock.seconds()
@@ -485,7 +485,7 @@ class CachingFetcher:
                 stale = self._staleOnError(entry, derived, request, requestRules, response.code)
                 if stale is not None:
                     finished()
-                    response.deliverBody(Discard())  # type: ignore[operator]
+                    response.deliverBody(Discard())
                     return stale
             return self._store(request, response, requestTime, status, onDone)
 
@@ -556,10 +556,10 @@ class CachingFetcher:
         def got(response: UpstreamResponse) -> None:
             if response.code == 304:
                 self._refresh(entry, derived, response, requestTime)
-                response.deliverBody(Discard())  # type: ignore[operator]
+                response.deliverBody(Discard())
                 return
             stored = self._store(plain, response, requestTime, "")
-            stored.deliverBody(Discard())  # type: ignore[operator]
+            stored.deliverBody(Discard())
 
         def failed(reason: Failure) -> None:
             self.log.info(

@@ -1,5 +1,13 @@
 """
-Write to a plain TCP transport at once when nothing is queued on it.
+Every use caplab makes of Twisted's private or undocumented names, in one place.
+
+Each is pinned by a test in C{tests/test_internals.py}, so a Twisted release that changes one
+fails a named test instead of silently slowing or breaking caplab.  Nothing else in caplab
+reads or writes Twisted's private state.
+
+Writing to a plain TCP transport at once when nothing is queued on it (L{sendNow},
+L{nothingQueued}): the undocumented C{dataBuffer}, C{offset} and C{socket} and the private
+C{_tempDataBuffer} of C{twisted.internet.tcp.Connection}.
 
 A Twisted transport buffers every write until the reactor's next turn, registering the socket
 for writability and unregistering it again (two C{epoll_ctl} calls and a loop turn per
@@ -18,18 +26,26 @@ from twisted.internet import tcp
 _PLAIN = (tcp.Server, tcp.Client)
 
 
-def sendNow(transport: Any, data: bytes) -> None:
+def nothingQueued(transport: Any) -> bool:
     """
-    Write C{data} to C{transport}: sent now if possible, else buffered as usual.
+    Whether C{transport} is a connected plain TCP transport (not TLS, not a wrapper) with no
+    output waiting to be sent.
     """
-    if (
+    return (
         type(transport) in _PLAIN
         and not transport.TLS
         and transport.connected
         and not transport.disconnecting
         and not transport._tempDataBuffer
         and transport.offset == len(transport.dataBuffer)
-    ):
+    )
+
+
+def sendNow(transport: Any, data: bytes) -> None:
+    """
+    Write C{data} to C{transport}: sent now if possible, else buffered as usual.
+    """
+    if nothingQueued(transport):
         try:
             sent = transport.socket.send(data)
         except (BlockingIOError, InterruptedError):

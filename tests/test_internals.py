@@ -1,0 +1,112 @@
+"""
+Pins every Twisted internal that L{caplab.internals} relies on, on real loopback TCP
+connections: if a Twisted release renames or changes one of them, a test here fails by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import reactor, tcp
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import TestCase
+
+from caplab.internals import nothingQueued, sendNow
+
+
+class _Collect(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.connected_: Deferred[None] = Deferred()
+        self.got: Deferred[bytes] | None = None
+        self.want = 0
+
+    def connectionMade(self) -> None:
+        self.connected_.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        if self.got is not None and len(self.data) >= self.want:
+            got, self.got = self.got, None
+            got.callback(self.data)
+
+    def waitFor(self, count: int) -> Deferred[bytes]:
+        self.want = count
+        self.got = Deferred()
+        if len(self.data) >= count:
+            got, self.got = self.got, None
+            got.callback(self.data)
+        return got if self.got is None else self.got
+
+
+class InternalsTests(TestCase):
+    """
+    The private and undocumented names of C{twisted.internet.tcp.Connection} that
+    L{sendNow} reads, and what it does with them.
+    """
+
+    timeout = 20
+
+    async def _connected(self) -> tuple[Any, _Collect]:
+        server = _Collect()
+        factory = Factory.forProtocol(lambda: server)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        client = _Collect()
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        await connectProtocol(endpoint, client)
+        await server.connected_
+        self.addCleanup(lambda: server.transport.loseConnection())  # type: ignore[union-attr]
+        self.addCleanup(lambda: client.transport.loseConnection())  # type: ignore[union-attr]
+        return client.transport, server
+
+    async def test_attributesExist(self) -> None:
+        """
+        A plain TCP transport has C{_tempDataBuffer}, C{dataBuffer}, C{offset}, C{socket},
+        C{TLS}, C{connected} and C{disconnecting}, of the kinds L{nothingQueued} expects.
+        """
+        transport, _ = await self._connected()
+        self.assertIsInstance(transport, tcp.Client)
+        self.assertEqual(transport._tempDataBuffer, [])
+        self.assertEqual(transport.offset, len(transport.dataBuffer))
+        self.assertFalse(transport.TLS)
+        self.assertTrue(transport.connected)
+        self.assertFalse(transport.disconnecting)
+        self.assertTrue(callable(transport.socket.send))
+
+    async def test_writeIsQueued(self) -> None:
+        """
+        C{transport.write} queues its data in C{_tempDataBuffer} until the reactor's next
+        turn: L{nothingQueued} then says so, and L{sendNow} does not overtake it.
+        """
+        transport, server = await self._connected()
+        self.assertTrue(nothingQueued(transport))
+        transport.write(b"first ")
+        self.assertEqual(transport._tempDataBuffer, [b"first "])
+        self.assertFalse(nothingQueued(transport))
+        sendNow(transport, b"second")
+        self.assertEqual(await server.waitFor(12), b"first second")
+
+    async def test_sendNowSendsAtOnce(self) -> None:
+        """
+        On an idle transport L{sendNow} hands the data to the socket directly: nothing is
+        left queued in the transport.
+        """
+        transport, server = await self._connected()
+        sendNow(transport, b"now")
+        self.assertEqual(transport._tempDataBuffer, [])
+        self.assertEqual(transport.offset, len(transport.dataBuffer))
+        self.assertEqual(await server.waitFor(3), b"now")
+
+    def test_otherTransports(self) -> None:
+        """
+        Anything but a plain TCP transport (a test's L{StringTransport}, TLS, a wrapper) is
+        written to with its own C{write}.
+        """
+        transport = StringTransport()
+        self.assertFalse(nothingQueued(transport))
+        sendNow(transport, b"data")
+        self.assertEqual(transport.value(), b"data")
