@@ -218,3 +218,43 @@ class IPage(Protocol):
     """
 
     def render(self, request: PageRequest) -> PageResponse: ...
+
+
+class ICacheAdmin(Protocol):
+    """
+    What operators may do to the cache (a C{PURGE} request, the admin endpoint).
+    """
+
+    def purge(self, uri: str) -> Deferred[int]:
+        """
+        Remove every stored response (every variant) of the absolute URI C{uri}; fires with
+        how many were removed (0: nothing was stored).
+        """
+
+    def flush(self) -> Deferred[int]:
+        """
+        Remove every stored response; fires with how many were removed.
+        """
+
+
+class IFilterChain(Protocol):
+    """
+    Content filters around the cache (C{caplab.proxy.filters}): the request side runs
+    before the cache key is computed, the response side after the cache, per client, on hits
+    and misses alike, so the cache always stores what the origin sent.
+    """
+
+    def filterRequest(self, request: UpstreamRequest, client: str) -> UpstreamRequest:
+        """
+        The request to look up and forward instead of C{request} (from client address
+        C{client}): URL and fields may change; the body may not.
+        """
+
+    def filterResponse(
+        self, request: UpstreamRequest, response: UpstreamResponse
+    ) -> UpstreamResponse:
+        """
+        The response to relay instead of C{response} (to C{request}, as filtered): fields
+        may change and the body may be transformed as it streams (C{deliverBody} wrapped),
+        with back-pressure kept and memory bounded.
+        """
