@@ -598,7 +598,7 @@ class ConnectTests(Harness):
                 return Endpoint()
 
         channel, transport = self.connect(connectPorts=frozenset({443}))
-        self.factory.settings.tunnels = TunnelOpener(Connector(), self.factory)
+        self.factory.settings.tunnels = TunnelOpener(Connector(), self.clock)
         channel.dataReceived(b"CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\nHELLO")
         self.assertEqual(transport.value(), b"")
         factory, d = origins[0]
@@ -687,7 +687,6 @@ class CookieTests(Harness):
         self.assertEqual(
             [v for n, v in request.headers if n.lower() == b"cookie"], [b"a=1; b=2", b"c=3"]
         )
-        self.assertEqual(channel.requests[0].received_cookies, {})
 
 
 class InternalErrorTests(Harness):
@@ -740,7 +739,7 @@ class TunnelIdleTests(Harness):
                 return Endpoint()
 
         channel, transport = self.connect(tunnelIdleTimeout=100, headerTimeout=0)
-        self.factory.settings.tunnels = TunnelOpener(Connector(), self.factory)
+        self.factory.settings.tunnels = TunnelOpener(Connector(), self.clock)
         channel.dataReceived(b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n")
         factory, d = attempts[0]
         origin: Protocol = factory.buildProtocol(None)

@@ -17,7 +17,6 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from caplab.proxy.forward import Forwarder
-from caplab.proxy.headers import parseFields
 from caplab.proxy.hooks import Target, UpstreamError, UpstreamRequest, UpstreamResponse
 
 TARGET = Target("http", "origin.test", 8000, b"/path?q=1")
@@ -418,58 +417,6 @@ class PoolReuseTests(SynchronousTestCase):
         self.assertEqual(protocol.transport.producerState, "producing")
         forwarder.fetch(request(), None)
         self.assertEqual(len(connector.protocols), 1)
-
-
-class ParseFieldsTests(SynchronousTestCase):
-    """
-    L{parseFields}: the response head's fields.
-    """
-
-    def test_common(self) -> None:
-        """
-        Hop-by-hop fields and those C{Connection} names are dropped; the rest keep their order,
-        their repetitions and their values without surrounding blanks.
-        """
-        block = (
-            b"Server: nginx\r\nContent-Length:  12 \r\nConnection: keep-alive, X-Hop\r\n"
-            b"X-Hop: 1\r\nSet-Cookie: a\r\nSet-Cookie: b\r\n"
-        )
-        self.assertEqual(
-            parseFields(block),
-            (
-                [(b"Server", b"nginx"), (b"Content-Length", b"12"), (b"Set-Cookie", b"a"),
-                 (b"Set-Cookie", b"b")],
-                12,
-                False,
-                [b"keep-alive", b"x-hop"],
-            ),
-        )  # fmt: skip
-
-    def test_chunked(self) -> None:
-        """
-        C{Transfer-Encoding: chunked} says the body is chunked.
-        """
-        self.assertEqual(parseFields(b"Transfer-Encoding: gzip, chunked\r\n"), ([], None, True, []))
-
-    def test_foldedAndDuplicateLength(self) -> None:
-        """
-        Obsolete line folding joins the continuation; a repeated identical Content-Length
-        counts once, a conflicting one is an error.
-        """
-        self.assertEqual(
-            parseFields(b"X-A: one\r\n two\r\nContent-Length: 3\r\nContent-Length: 3\r\n"),
-            ([(b"X-A", b"one two"), (b"Content-Length", b"3")], 3, False, []),
-        )
-        self.assertEqual(
-            parseFields(b"Content-Length: 3\r\nContent-Length: 4\r\n"), "a bad Content-Length"
-        )
-
-    def test_malformed(self) -> None:
-        """
-        A line without a colon, a blank before the colon, or a non-numeric length is an error.
-        """
-        for block in (b"nocolon\r\n", b"X-A : 1\r\n", b"Content-Length: -1\r\n"):
-            self.assertIsInstance(parseFields(block), str, block)
 
 
 class StallTests(SynchronousTestCase):

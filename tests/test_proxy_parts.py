@@ -158,10 +158,10 @@ class StreamedBodyTests(SynchronousTestCase):
         Data before C{startStreaming} is kept (and the client paused), then handed over
         with the end; the client resumes.
         """
-        transport = StringTransport()
-        body = StreamedBody(transport, 5)
+        reading = Reading()
+        body = StreamedBody(reading, 5)
         body.dataReceived(b"abc")
-        self.assertEqual(transport.producerState, "paused")
+        self.assertEqual(reading.paused, 1)
         body.dataReceived(b"de")
         body.finished(True)
         got: list[Any] = []
@@ -179,6 +179,49 @@ class StreamedBodyTests(SynchronousTestCase):
         body.startStreaming(Sink())
         self.assertEqual(got, [("started", body), b"abc", b"de", True])
         self.assertEqual(body.received, 5)
+        self.assertEqual(reading.paused, 0)
+
+    def test_upstreamBackPressure(self) -> None:
+        """
+        The upstream leg pausing the body pauses reading from the client, once however often
+        it is asked, and resuming undoes it; C{onStart} is called when streaming starts.
+        """
+        reading = Reading()
+        started: list[bool] = []
+        body = StreamedBody(reading, None, lambda: started.append(True))
+
+        class Sink:
+            def bodyStarted(self, producer: Any) -> None:
+                pass
+
+            def bodyData(self, data: bytes) -> None:
+                pass
+
+            def bodyDone(self, complete: bool) -> None:
+                pass
+
+        body.startStreaming(Sink())
+        self.assertEqual(started, [True])
+        body.pauseProducing()
+        body.pauseProducing()
+        self.assertEqual(reading.paused, 1)
+        body.resumeProducing()
+        self.assertEqual(reading.paused, 0)
+
+
+class Reading:
+    """
+    Counts pauses of reading from the client, as the channel does.
+    """
+
+    def __init__(self) -> None:
+        self.paused = 0
+
+    def pauseReading(self) -> None:
+        self.paused += 1
+
+    def resumeReading(self) -> None:
+        self.paused -= 1
 
 
 class SendNowTests(SynchronousTestCase):
@@ -230,7 +273,7 @@ class TunnelFailureTests(SynchronousTestCase):
             reactor = MemoryReactorClock()
             settings = ProxySettings(fetcher=None, clock=reactor)  # type: ignore[arg-type]
             factory = ProxyFactory(settings)
-            settings.tunnels = TunnelOpener(Connector(failure), factory)
+            settings.tunnels = TunnelOpener(Connector(failure), reactor)
             channel = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
             assert isinstance(channel, CaplabProxy)
             transport = StringTransport(

@@ -1,12 +1,14 @@
 """
-The client's request body as a stream (L{IRequestBody}): chunks from the channel go to the
-fetcher's sink as they arrive, and the client connection is paused while the sink is not
-ready or the upstream connection is slow.
+Bodies as streams: the client's request body (L{StreamedBody}, an L{IRequestBody}: chunks
+from the client's connection go to the upstream leg's sink as they arrive, and the client is
+paused while the sink is not ready or the upstream connection is slow), and L{DISCARD}, the
+sink of a body nobody wants.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Protocol
 
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
@@ -14,18 +16,36 @@ from zope.interface import implementer
 from caplab.proxy.hooks import IBodySink
 
 
+class ReadControl(Protocol):
+    """
+    Pauses and resumes reading from the client (the proxy's channel); each pause is undone
+    by one resume.
+    """
+
+    def pauseReading(self) -> None: ...
+
+    def resumeReading(self) -> None: ...
+
+
 @implementer(IPushProducer)
 class StreamedBody:
     """
-    A request body read from C{transport} while it is being forwarded.
+    A request body read from the client while it is being forwarded.
 
     @ivar length: the announced length, None for chunked.
+    @ivar received: the bytes received so far.
     """
 
-    def __init__(self, transport: Any, length: int | None) -> None:
-        self.transport = transport
+    def __init__(
+        self,
+        reading: ReadControl,
+        length: int | None,
+        onStart: Callable[[], None] | None = None,
+    ) -> None:
+        self.reading = reading
         self.length = length
         self.received = 0
+        self._onStart = onStart
         self._sink: IBodySink | None = None
         self._pending: list[bytes] = []
         self._done: bool | None = None
@@ -44,11 +64,13 @@ class StreamedBody:
 
     def finished(self, complete: bool) -> None:
         """
-        The body ended (C{complete}) or the client went away.
+        The body ended (C{complete}), or cannot be completed (the client went away, broke
+        the framing, or sent too much).
         """
         if self._done is not None:
             return
         self._done = complete
+        self._resume()
         if self._sink is not None:
             self._sink.bodyDone(complete)
 
@@ -56,22 +78,29 @@ class StreamedBody:
 
     def startStreaming(self, sink: IBodySink) -> None:
         self._sink = sink
+        if self._onStart is not None:
+            onStart, self._onStart = self._onStart, None
+            onStart()
         sink.bodyStarted(self)
         pending, self._pending = self._pending, []
         for data in pending:
             sink.bodyData(data)
         if self._done is not None:
             sink.bodyDone(self._done)
-        elif self._pausedByUs and not self._pausedByUpstream:
-            self._pausedByUs = False
-            self.transport.resumeProducing()
+        elif not self._pausedByUpstream:
+            self._resume()
 
     # IPushProducer: the upstream connection's back-pressure
 
     def _pause(self) -> None:
-        if not self._pausedByUs:
+        if not self._pausedByUs and self._done is None:
             self._pausedByUs = True
-            self.transport.pauseProducing()
+            self.reading.pauseReading()
+
+    def _resume(self) -> None:
+        if self._pausedByUs:
+            self._pausedByUs = False
+            self.reading.resumeReading()
 
     def pauseProducing(self) -> None:
         self._pausedByUpstream = True
@@ -79,10 +108,30 @@ class StreamedBody:
 
     def resumeProducing(self) -> None:
         self._pausedByUpstream = False
-        if self._pausedByUs and self._done is None:
-            self._pausedByUs = False
-            self.transport.resumeProducing()
+        if self._done is None:
+            self._resume()
 
     def stopProducing(self) -> None:
         self._pausedByUpstream = False
         self._sink = None
+        self._resume()
+
+
+class Discard:
+    """
+    An L{IBodySink} for a body nobody wants: its producer is stopped at once (the connection
+    it comes from is not worth keeping for the bytes).
+    """
+
+    def bodyStarted(self, producer: IPushProducer) -> None:
+        producer.stopProducing()
+
+    def bodyData(self, data: bytes) -> None:
+        pass
+
+    def bodyDone(self, complete: bool) -> None:
+        pass
+
+
+#: The one L{Discard}.
+DISCARD: IBodySink = Discard()

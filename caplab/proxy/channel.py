@@ -1,47 +1,92 @@
 """
-The client side of the proxy: a L{twisted.web.proxy.Proxy} channel (HTTP/1.1 parsing by
-L{HTTPChannel}) with limits that answer 414/431/400, a header-block deadline against slow
-clients, bodies streamed instead of buffered, and CONNECT tunnels; its requests are
-L{caplab.proxy.request.CaplabProxyRequest}.
+The client side of the proxy: one connection from a browser or a tool.
+
+L{CaplabProxy} is a L{twisted.web.proxy.Proxy} (so it is what Twisted calls a web proxy, as
+the design asks), but it reads requests with caplab's own sans-I/O reader
+(L{caplab.proxy.http1.RequestReader}) instead of L{HTTPChannel}'s line parser, whose private
+state a proxy would otherwise have to steer (half-closing clients, HTTP/1.0 keep-alive,
+C{Expect: 100-continue} decided after admission, protocol switches, request-body limits, and
+the speed of the hot path).  It only moves bytes: the reader parses them, an
+L{caplab.proxy.exchange.Exchange} serves each request, a L{caplab.proxy.tunnel.Relay}
+carries a tunnel.
+
+The connection's state is explicit (L{ConnectionState}):
+
+    IDLE --first byte--> HEAD --head read--> BUSY --exchange done--> IDLE (keep-alive)
+                                              |                  \\--> CLOSING
+                                              \\--CONNECT, 101--> TUNNEL
+
+Deadlines (the header block's, keep-alive idleness, a client that stops reading, a closing
+connection's last output, a silent tunnel) are checked by the factory's one periodic sweep
+(L{checkDeadlines}), not by a timer per connection.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import enum
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.protocol import connectionDone
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.proxy import Proxy
+from zope.interface import implementer
 
-from caplab.proxy.hooks import IAuthenticator, IFetcher, IHostPolicy
+from caplab.internals import sendNow
+from caplab.proxy.admission import LOOPBACK, clientAllowed
+from caplab.proxy.hooks import (
+    IAuthenticator,
+    ICacheAdmin,
+    IFetcher,
+    IFilterChain,
+    IHostPolicy,
+    IPage,
+)
+from caplab.proxy.http1 import END, MessageError, RequestHead, RequestReader, completeResponse
 from caplab.proxy.pages import errorPage, reason
-from caplab.proxy.request import CaplabProxyRequest
+
+if TYPE_CHECKING:
+    from caplab.proxy.exchange import Exchange
+    from caplab.proxy.tunnel import Relay
 
 log = Logger(namespace="caplab.proxy")
 
-#: The networks clients may come from unless C{--allow} says otherwise.
-LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+#: Bytes of pipelined requests read ahead while a request is served; then reading pauses.
+MAX_READ_AHEAD = 65536
+
+#: Seconds after a client's half-close, with its response not begun, before the proxy makes
+#: sure it is still there (see L{CaplabProxy.checkDeadlines}).
+HALF_CLOSE_PROBE = 1.0
 
 
 @dataclass
 class ProxySettings:
     """
-    What the proxy channel needs to know: limits, rules and collaborators.
+    What the proxy's connections need: limits, rules and collaborators.
 
-    @ivar fetcher: the L{IFetcher} chain plain requests go to.
-    @ivar tunnels: opens CONNECT tunnels (L{caplab.proxy.tunnel.TunnelOpener}), None: 501.
+    @ivar fetcher: the L{IFetcher} chain plain requests go to (the cache, if any, in front).
+    @ivar upstream: the chain without the cache, for requests the cache must not see
+        (protocol upgrades); None: C{fetcher}.
+    @ivar tunnels: opens CONNECT tunnels (L{caplab.proxy.tunnel.TunnelOpener}); None: 501.
     @ivar pseudonym: this proxy's name in C{Via}, unique per process (loop detection).
+    @ivar pages: the proxy's own pages by path (C{/}, C{/stats}, C{/proxy.pac}).
+    @ivar maxRequestBody: the largest request body forwarded (413 beyond); None: no limit.
+    @ivar stallTimeout: how long a client may take no response data at all before it is cut
+        off (its response would otherwise hold an origin connection).
     """
 
     fetcher: IFetcher
     clock: Any
+    upstream: IFetcher | None = None
     tunnels: Any = None
     hostPolicy: IHostPolicy | None = None
     authenticator: IAuthenticator | None = None
+    cacheAdmin: ICacheAdmin | None = None
+    filters: IFilterChain | None = None
     metrics: Any = None
     allow: Sequence[Any] = LOOPBACK
     connectPorts: frozenset[int] = frozenset({443})
@@ -50,203 +95,415 @@ class ProxySettings:
     headerTimeout: float = 30.0
     tunnelIdleTimeout: float = 600.0
     idleTimeout: float = 60.0
+    stallTimeout: float = 300.0
+    abortTimeout: float = 15.0
     maxConnections: int = 1000
     maxRequestLine: int = 8192
     maxHeaderBlock: int = 65536
     maxHeaders: int = 100
-    statusResources: dict[bytes, Any] = field(default_factory=dict)
+    maxRequestBody: int | None = None
+    pages: dict[bytes, IPage] = field(default_factory=dict)
 
     def allowed(self, host: str) -> bool:
         """
         Whether a client at address C{host} may use the proxy.
         """
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return True  # not an IP client (a UNIX socket): the endpoint decides
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.allow)
+        return clientAllowed(self.allow, host)
 
 
+class ConnectionState(enum.Enum):
+    """
+    Where a client connection is.
+    """
+
+    IDLE = "waiting for a request"
+    HEAD = "reading a request's head"
+    BUSY = "serving a request"
+    TUNNEL = "relaying a tunnel"
+    CLOSING = "closing"
+
+
+IDLE = ConnectionState.IDLE
+HEAD = ConnectionState.HEAD
+BUSY = ConnectionState.BUSY
+TUNNEL = ConnectionState.TUNNEL
+CLOSING = ConnectionState.CLOSING
+
+
+@implementer(IHalfCloseableProtocol, IPushProducer)
 class CaplabProxy(Proxy):
     """
-    The proxy's HTTP/1.1 channel: L{Proxy} with limits that answer 414/431, a header-block
-    deadline against slow clients, streamed request bodies and CONNECT tunnels.
+    One client connection of the proxy (see the module docstring).
+
+    @ivar clientHost: the client's address, for logs and the allow-list.
+    @ivar clientDone: the client has sent all it will send (it half-closed, or closed).
     """
 
-    requestFactory = CaplabProxyRequest  # type: ignore[assignment]
     factory: Any
     transport: Any
-    clientAllowed = True
+    state = IDLE
+    exchange: Exchange | None = None
+    relay: Relay | None = None
     clientHost = "-"
+    clientAllowed = True
+    clientDone = False
     peerAddress: Any = None
     localAddress: Any = None
-    _tunnel: Any = None
-    _headStarted: float | None = None
-    _inBody = False
-    _closing = False
+    closingSince: float | None = None
+    halfClosedAt: float | None = None
+    probedAt: float | None = None
+    _pausedAt = 0.0
+    _aborted = False
 
     def __init__(self, settings: ProxySettings) -> None:
         super().__init__()
         self.settings = settings
-        self.MAX_LENGTH = settings.maxHeaderBlock
-        self.totalHeadersSize = settings.maxHeaderBlock
-        self.maxHeaders = settings.maxHeaders
-        self.timeOut = settings.idleTimeout or None  # type: ignore[assignment]
-        self.callLater = settings.clock.callLater  # type: ignore[method-assign]
+        self.reader = RequestReader(
+            settings.maxRequestLine, settings.maxHeaderBlock, settings.maxHeaders
+        )
+        self.since = 0.0  # when the current state's deadline started
+        self._writePaused = False
+        self._responseProducer: IPushProducer | None = None
+        self._readPauses = 0
+        self._handling = False
+        self._again = False
+
+    # Connection life
 
     def connectionMade(self) -> None:
-        super().connectionMade()
-        self.peerAddress = peer = self.transport.getPeer()
-        self.localAddress = self.transport.getHost()
+        transport = self.transport
+        self.peerAddress = peer = transport.getPeer()
+        self.localAddress = transport.getHost()
         self.clientHost = getattr(peer, "host", "-")
         self.clientAllowed = self.settings.allowed(self.clientHost)
+        setNoDelay = getattr(transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            try:
+                setNoDelay(True)
+            except OSError:
+                pass
+        transport.registerProducer(self, True)
+        self.since = self.settings.clock.seconds()
         self.factory.channelOpened(self)
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        self.state = CLOSING
+        self.clientDone = True
         self.factory.channelClosed(self)
-        if self._tunnel is not None:
-            self._tunnel.clientLost()
-        super().connectionLost(reason)
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.clientGone()
+        relay, self.relay = self.relay, None
+        if relay is not None:
+            relay.clientLost()
+        self._responseProducer = None
+
+    def readConnectionLost(self) -> None:
+        """
+        The client half-closed: it sends nothing more, but reads what it is owed.
+        """
+        self.clientDone = True
+        self.halfClosedAt = self.settings.clock.seconds()
+        if self.relay is not None:
+            self.relay.clientHalfClosed()
+            return
+        if self.state is CLOSING:
+            return
+        self._handle(self.reader.receiveEOF())
+        if self.state is IDLE:
+            self.close()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Our sending side is shut (a tunnel passed an origin's half-close on).
+        """
+        if self.relay is None:
+            self.close()
 
     def getPeer(self) -> Any:
-        """
-        The client's address (looked up once per connection, not once per request).
-        """
         return self.peerAddress
 
     def getHost(self) -> Any:
         return self.localAddress
 
-    def allContentReceived(self) -> None:
-        if not self.requests or self.requests[-1].finished:
-            # Answered before its body was in (an error): the connection is closing.
-            self._closing = True
-            return
-        # HTTPChannel switches the idle timeout off while a request is in flight and on
-        # again afterwards, a timer cancelled and created per request; instead the timer
-        # stays and L{timeoutConnection} ignores it while a request is in flight.
-        self._inBody = False
-        timeOut, self.timeOut = self.timeOut, None
-        try:
-            super().allContentReceived()
-        finally:
-            self.timeOut = timeOut
-
-    def timeoutConnection(self) -> None:
-        if self.requests and (self._handlingRequest or self._inBody):
-            self.setTimeout(self.timeOut)  # busy, not idle: look again later
-            return
-        super().timeoutConnection()
+    # Bytes in
 
     def dataReceived(self, data: bytes) -> None:
-        tunnel = self._tunnel
-        if tunnel is not None:
-            tunnel.fromClient(data)
+        relay = self.relay
+        if relay is not None:
+            relay.fromClient(data)
             return
-        if self._closing:
+        state = self.state
+        if state is IDLE:
+            self.state = HEAD
+            self.since = self.settings.clock.seconds()
+        elif state is CLOSING:
             return
-        if self._headStarted is None and not (self._handlingRequest or self._inBody):
-            self._headStarted = self.settings.clock.seconds()
-        super().dataReceived(data)
+        self._handle(self.reader.receive(data))
+        if self.reader.buffered > MAX_READ_AHEAD and self.state is BUSY:
+            self.pauseReading()  # pipelined requests: read on once this one is served
 
-    def lineReceived(self, line: bytes) -> None:
-        firstLine = self._HTTPChannel__first_line  # type: ignore[attr-defined]
-        if firstLine:
-            if len(line) > self.settings.maxRequestLine:
-                self.refuse(414, "URI Too Long", "the request line is too long")
-                return
-        elif line and self._receivedHeaderSize + len(line) > self.totalHeadersSize:
-            self.refuse(431, "Request Header Fields Too Large", "the header block is too large")
-            return
-        elif line and self._receivedHeaderCount + 1 >= self.maxHeaders:
-            self.refuse(431, "Request Header Fields Too Large", "too many header fields")
-            return
-        super().lineReceived(line)
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        if self._HTTPChannel__first_line:  # type: ignore[attr-defined]
-            self.refuse(414, "URI Too Long", "the request line is too long")
-        else:
-            self.refuse(431, "Request Header Fields Too Large", "a header field is too long")
-
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        self.refuse(400, "Bad Request", "the request is not valid HTTP/1.1")
-
-    def refuse(self, code: int, title: str, detail: str) -> None:
+    def _handle(self, events: list[Any]) -> None:
         """
-        Answer C{code} outside any request (the request could not be parsed) and close.
+        Act on the reader's events; requests read ahead are taken up here once the one in
+        hand is served (a loop, not a recursion, however many are pipelined).
         """
-        if self._closing:
+        if self._handling:
+            self._again = True
             return
-        self._closing = True
-        self.factory.requests += 1
-        body = errorPage(code, title, detail)
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: text/html; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (code, reason(code), len(body), body)
+        self._handling = True
+        try:
+            while True:
+                for event in events:
+                    if self.state is CLOSING:
+                        break  # answered already; what the client still sends is moot
+                    if type(event) is bytes:
+                        if self.exchange is not None:
+                            self.exchange.bodyReceived(event)
+                    elif event is END:
+                        if self.exchange is not None:
+                            self.exchange.bodyComplete()
+                    elif type(event) is RequestHead:
+                        self._serve(event)
+                    elif type(event) is MessageError:
+                        self._malformed(event)
+                if not self._again:
+                    break
+                self._again = False
+                events = self.reader.receive(b"")
+        finally:
+            self._handling = False
+
+    def _serve(self, head: RequestHead) -> None:
+        from caplab.proxy.exchange import Exchange
+
+        self.state = BUSY
+        exchange = self.exchange = Exchange(self, head)
+        exchange.start()
+
+    def _malformed(self, error: MessageError) -> None:
+        """
+        The client sent something that is not a valid request (400, 414, 431, 505 ...), or
+        closed in the middle of one.
+        """
+        exchange = self.exchange
+        if exchange is not None:
+            # Mid-body: the request cannot be completed.
+            exchange.bodyAborted(error)
+            return
+        self.refuse(error.code, error.detail)
+
+    # Answers outside any exchange
+
+    def refuse(self, code: int, detail: str) -> None:
+        """
+        Answer a request that could not be read (or took too long) with C{code}, and close.
+        """
+        if self.state is CLOSING:
+            return
+        body = errorPage(code, reason(code).decode("ascii"), detail)
+        self.factory.requestCounted()
+        self.send(
+            completeResponse(code, [(b"Content-Type", b"text/html; charset=utf-8")], body, True)
         )
         self.factory.logRefusal(self, code, len(body))
-        self.loseConnection()
+        self.close()
 
-    def allHeadersReceived(self) -> None:
-        self._headStarted = None
-        super().allHeadersReceived()
-        if self.length != 0 and self.requests:
-            self._inBody = True
-            self.requests[-1].startEarly(self._command, self._path, self._version)
+    # Used by the exchange
 
-    def rawDataReceived(self, data: bytes) -> None:
-        if self._closing:
+    def send(self, data: bytes) -> None:
+        """
+        Write C{data} to the client now (or as soon as the transport can take it).
+        """
+        sendNow(self.transport, data)
+
+    def exchangeDone(self, exchange: Exchange, keepAlive: bool) -> None:
+        """
+        C{exchange} is over (response sent, request read): read the next request, or close.
+        """
+        if self.exchange is not exchange:
             return
-        super().rawDataReceived(data)
+        self.exchange = None
+        self.probedAt = None
+        if not keepAlive or self.state is not BUSY:
+            self.close()
+            return
+        self.state = IDLE
+        self.since = self.settings.clock.seconds()
+        reader = self.reader
+        reader.nextMessage()
+        if self._readPauses:
+            self._readPauses = 0
+            self.transport.resumeProducing()
+        if reader.buffered:
+            self.state = HEAD
+            self._handle(reader.receive(b""))
+        elif self.clientDone:
+            self.close()
 
-    def requestDone(self, request: Any) -> None:
-        super().requestDone(request)
-        if not self.persistent:
-            self._closing = True
+    def close(self) -> None:
+        """
+        Close once what was written is sent (aborted if the client does not take it within
+        C{abortTimeout}).
+        """
+        if self.closingSince is not None:
+            return
+        self.state = CLOSING
+        self.closingSince = self.settings.clock.seconds()
+        self.transport.loseConnection()
+
+    def abort(self) -> None:
+        """
+        Drop the connection at once (a response that cannot be completed: the client must
+        see it cut off, never complete-looking).
+        """
+        if self._aborted:
+            return
+        self._aborted = True
+        self.state = CLOSING
+        if self.closingSince is None:
+            self.closingSince = self.settings.clock.seconds()
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            self.transport.loseConnection()
+
+    def startTunnel(self, relay: Relay) -> bytes:
+        """
+        From now on this connection is a tunnel: every byte goes to C{relay}.  Returns the
+        bytes the client already sent past the request (the tunnel's first).
+        """
+        self.state = TUNNEL
+        self.exchange = None
+        self.relay = relay
+        self._responseProducer = None
+        if self._readPauses:
+            self._readPauses = 0
+            self.transport.resumeProducing()
+        return self.reader.switch()
+
+    # Back-pressure
+
+    def setResponseProducer(self, producer: IPushProducer | None) -> None:
+        """
+        The producer of what is sent to the client (the origin connection, a stored body, a
+        tunnel's origin transport): the client's transport pauses it through this channel.
+        """
+        self._responseProducer = producer
+        if producer is not None and self._writePaused:
+            producer.pauseProducing()
+
+    def pauseReading(self) -> None:
+        """
+        Stop reading from the client (a request body nobody can take yet); counted, so that
+        each pause is undone by its own L{resumeReading}.
+        """
+        self._readPauses += 1
+        if self._readPauses == 1:
+            self.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        if self._readPauses:
+            self._readPauses -= 1
+            if not self._readPauses:
+                self.transport.resumeProducing()
+
+    # IPushProducer: the client's transport pauses the response when the client is slow
+
+    def pauseProducing(self) -> None:
+        if not self._writePaused:
+            self._writePaused = True
+            self._pausedAt = self.settings.clock.seconds()
+            if self._responseProducer is not None:
+                self._responseProducer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self._writePaused:
+            self._writePaused = False
+            if self._responseProducer is not None:
+                self._responseProducer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        producer, self._responseProducer = self._responseProducer, None
+        if producer is not None:
+            producer.stopProducing()
+
+    def _resetByPeer(self) -> bool:
+        """
+        Whether the client answered with a reset: the socket's pending error (C{SO_ERROR}),
+        read through the transport's public C{getHandle}.  A half-closed socket reads as
+        end-of-file either way, so reading would not tell.
+        """
+        getHandle = getattr(self.transport, "getHandle", None)
+        if getHandle is None:
+            return False
+        try:
+            return bool(getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+        except (OSError, AttributeError):
+            return False
+
+    # Deadlines, checked by the factory's sweep
 
     def checkDeadlines(self, now: float) -> None:
         """
-        Close the connection if a request's header block has taken too long (slow-loris), or
-        if its CONNECT tunnel has relayed nothing for C{tunnelIdleTimeout} seconds.
+        Close the connection if it overstayed its state: a header block that takes too long
+        (slow-loris, 408), keep-alive idleness, a client that takes no response data, a
+        closing connection whose client does not take its last bytes, a silent tunnel.
         """
-        tunnel = self._tunnel
-        if tunnel is not None:
-            limit = self.settings.tunnelIdleTimeout
-            if limit and now - tunnel.lastActivity > limit:
+        settings = self.settings
+        state = self.state
+        if state is IDLE:
+            if settings.idleTimeout and now - self.since > settings.idleTimeout:
+                self.close()
+        elif state is HEAD:
+            if settings.headerTimeout and now - self.since > settings.headerTimeout:
+                log.info(
+                    "{client}: header block not complete within {timeout} s; closing",
+                    client=self.clientHost,
+                    timeout=settings.headerTimeout,
+                )
+                self.refuse(408, "the request header block took too long")
+        elif state is BUSY:
+            exchange = self.exchange
+            if exchange is not None and self.halfClosedAt is not None:
+                # A FIN is a half-close (socat, nc -N: they still read) or a client gone for
+                # good: only a write tells.  The exchange sends an interim response, which a
+                # client that is gone answers with a reset; the next sweep looks for it, and
+                # drops the origin request if it came.
+                if self.probedAt is not None:
+                    if self._resetByPeer():
+                        log.info("{client}: gone while waiting; closing", client=self.clientHost)
+                        self.abort()
+                        return
+                elif now - self.halfClosedAt >= HALF_CLOSE_PROBE:
+                    self.probedAt = now
+                    exchange.probeClient()
+            if (
+                self._writePaused
+                and settings.stallTimeout
+                and now - self._pausedAt > settings.stallTimeout
+            ):
+                log.info(
+                    "{client}: took no response data for {timeout} s; closing",
+                    client=self.clientHost,
+                    timeout=settings.stallTimeout,
+                )
+                self.abort()
+        elif state is TUNNEL:
+            relay = self.relay
+            limit = settings.tunnelIdleTimeout
+            if relay is not None and limit and now - relay.lastActivity > limit:
                 log.info(
                     "{client}: tunnel to {target} idle for {timeout} s; closing",
                     client=self.clientHost,
-                    target=tunnel.target.authority,
+                    target=relay.target,
                     timeout=limit,
                 )
-                tunnel.close()
-            return
-        started = self._headStarted
-        if started is not None and now - started > self.settings.headerTimeout:
-            self._headStarted = None
-            log.info(
-                "{client}: header block not complete within {timeout} s; closing",
-                client=self.clientHost,
-                timeout=self.settings.headerTimeout,
-            )
-            self.refuse(408, "Request Timeout", "the request header block took too long")
-            if self._abortingCall is None and self.abortTimeout is not None:
-                self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
-
-    def startTunnel(self, tunnel: Any) -> None:
-        """
-        Hand this connection to a CONNECT tunnel: every further byte goes to C{tunnel}.
-        """
-        self._tunnel = tunnel
-        buffered = b"".join(self._dataBuffer)
-        self._dataBuffer = []
-        self.setTimeout(None)
-        self._savedTimeOut = None
-        if buffered:
-            tunnel.fromClient(buffered)
-        if not self._waitingForTransport:
-            self._networkProducer.resumeProducing()
+                relay.close()
+        elif (
+            self.closingSince is not None
+            and settings.abortTimeout
+            and now - self.closingSince > settings.abortTimeout
+        ):
+            self.abort()

@@ -1,11 +1,12 @@
 """
 The proxy's server factory: builds L{CaplabProxy} channels, enforces C{--max-connections},
-keeps the counters of the status page, sweeps header-block deadlines, writes the access log.
+keeps the counters of the status page, sweeps the connections' deadlines, writes the access
+log.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import ServerFactory
@@ -13,6 +14,9 @@ from twisted.logger import Logger
 
 from caplab.proxy.accesslog import AccessLog
 from caplab.proxy.channel import CaplabProxy, ProxySettings
+
+if TYPE_CHECKING:
+    from caplab.proxy.exchange import Exchange
 
 log = Logger(namespace="caplab.proxy")
 
@@ -36,6 +40,12 @@ class ProxyFactory(ServerFactory):
         self.requests = 0
         self._sweep: Any = None
 
+    def requestCounted(self) -> None:
+        """
+        One more request read (answered or refused).
+        """
+        self.requests += 1
+
     def startFactory(self) -> None:
         if self.accessLog is not None:
             self.accessLog.open()
@@ -46,9 +56,9 @@ class ProxyFactory(ServerFactory):
         self._sweep = None
         if self.accessLog is not None:
             self.accessLog.close()
-        fetcher = getattr(self.settings, "forwarder", None)
-        if fetcher is not None:
-            fetcher.closeIdle()
+        forwarder = getattr(self.settings, "forwarder", None)
+        if forwarder is not None:
+            forwarder.closeIdle()
 
     def buildProtocol(self, addr: IAddress | None) -> CaplabProxy | None:
         if len(self.channels) >= self.settings.maxConnections:
@@ -70,8 +80,8 @@ class ProxyFactory(ServerFactory):
         metrics = self.settings.metrics
         if metrics is not None:
             metrics.connectionOpened()
-        if self._sweep is None and (self.settings.headerTimeout or self.settings.tunnelIdleTimeout):
-            self._sweep = self.clock.callLater(self._sweepPeriod(), self._sweepHeaders)
+        if self._sweep is None:
+            self._sweep = self.clock.callLater(self._sweepPeriod(), self._sweepDeadlines)
 
     def channelClosed(self, channel: CaplabProxy) -> None:
         if channel in self.channels:
@@ -83,13 +93,13 @@ class ProxyFactory(ServerFactory):
     def _sweepPeriod(self) -> float:
         return max(min((self.settings.headerTimeout or 4) / 4, 1.0), 0.05)
 
-    def _sweepHeaders(self) -> None:
+    def _sweepDeadlines(self) -> None:
         self._sweep = None
         now = self.clock.seconds()
         for channel in list(self.channels):
             channel.checkDeadlines(now)
         if self.channels:
-            self._sweep = self.clock.callLater(self._sweepPeriod(), self._sweepHeaders)
+            self._sweep = self.clock.callLater(self._sweepPeriod(), self._sweepDeadlines)
 
     def uptime(self) -> float:
         return self.clock.seconds() - self.started
@@ -110,31 +120,28 @@ class ProxyFactory(ServerFactory):
 
     # Access log
 
-    def log(self, request: Any) -> None:
+    def log(self, exchange: Exchange) -> None:
         """
         One access log line for a finished request or a closed tunnel.
         """
         metrics = self.settings.metrics
         if metrics is not None:
-            metrics.requestDone(request.method, request.code)
-            metrics.bytesSent(request.sentLength)
+            metrics.requestDone(exchange.method, exchange.code)
+            metrics.bytesSent(exchange.sentLength)
         accessLog = self.accessLog
         if accessLog is None:
             return
-        headers = request.requestHeaders
-        referer = headers.getRawHeaders(b"referer")
-        agent = headers.getRawHeaders(b"user-agent")
         accessLog.record(
-            request.clientHost,
-            request.user,
-            request.method,
-            request.uri,
-            request.clientproto,
-            request.code,
-            request.sentLength,
-            referer[0] if referer else None,
-            agent[0] if agent else None,
-            request.cacheStatus,
+            exchange.clientHost,
+            exchange.user,
+            exchange.method,
+            exchange.uri,
+            exchange.version,
+            exchange.code,
+            exchange.sentLength,
+            exchange.header(b"referer"),
+            exchange.header(b"user-agent"),
+            exchange.cacheStatus,
         )
 
     def logRefusal(self, channel: CaplabProxy, code: int, size: int) -> None:

@@ -1,10 +1,10 @@
 """
-The upstream leg: the L{IFetcher} at the end of the fetcher chain (the cache wraps it),
-with a bounded pool of persistent HTTP/1.1 connections per origin
-(L{caplab.proxy.origin.UpstreamConnection}).
+The upstream leg: the L{IFetcher} at the end of the fetcher chain (the cache wraps it), with
+a bounded pool of persistent HTTP/1.1 connections per origin
+(L{caplab.proxy.origin.OriginConnection}).
 
 Its hot path is deliberately lean: one L{Deferred} per request, header lists of byte pairs,
-no L{twisted.web.http_headers.Headers} objects, and the response parsed from one buffer.
+the request head written in one piece and the response read from one buffer.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Protocol as TypingProtocol
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from caplab.proxy.errors import describeConnectFailure
@@ -26,11 +25,11 @@ from caplab.proxy.hooks import (
     UpstreamRequest,
     UpstreamResponse,
 )
-from caplab.proxy.origin import Transfer, UpstreamConnection
-
-log = Logger()
+from caplab.proxy.http1 import requestHead
+from caplab.proxy.origin import OriginConnection, Transfer
 
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
 class Connector(TypingProtocol):
@@ -44,13 +43,32 @@ class Connector(TypingProtocol):
     def connect(self, target: Target, protocol: Protocol) -> Deferred[Any]: ...
 
 
+def upstreamHead(request: UpstreamRequest, body: IRequestBody | None) -> bytes:
+    """
+    The head to send for C{request}: its target's path, its fields, the framing of C{body}
+    (a length, or chunked when it has none), and the protocol switch it asks for.
+    """
+    headers = [(n, v) for n, v in request.headers if n.lower() not in _FRAMING]
+    length = None if body is None else body.length
+    if body is not None and length is None:
+        headers.append((b"Transfer-Encoding", b"chunked"))
+    elif length:
+        headers.append((b"Content-Length", b"%d" % (length,)))
+    elif request.method in _BODY_METHODS:
+        headers.append((b"Content-Length", b"0"))
+    if request.upgrade is not None:
+        headers += [(b"Connection", b"upgrade"), (b"Upgrade", request.upgrade)]
+    return requestHead(request.method, request.target.path, headers)
+
+
 class Forwarder:
     """
-    The L{IFetcher} that asks the origin, over pooled persistent HTTP/1.1 connections.
+    The L{IFetcher} that asks the origin, over pooled persistent HTTP/1.1 connections; the
+    L{caplab.proxy.origin.ConnectionOwner} of those connections.
 
     @ivar timeout: seconds an origin may take to answer (connect, then the response head),
         and may stall mid-body; 0 for none.
-    @ivar maxIdlePerOrigin: idle connections kept per origin.
+    @ivar maxIdlePerOrigin: idle connections kept per origin; @ivar maxIdle: in all.
     """
 
     def __init__(
@@ -68,7 +86,7 @@ class Forwarder:
         self.maxIdlePerOrigin = maxIdlePerOrigin
         self.maxIdle = maxIdle
         self.idleTimeout = idleTimeout
-        self._idle: dict[tuple[str, str, int], list[UpstreamConnection]] = {}
+        self._idle: dict[tuple[str, str, int], list[OriginConnection]] = {}
         self._idleCount = 0
         self._sweep: IDelayedCall | None = None
         self.connectionsOpened = 0
@@ -79,84 +97,61 @@ class Forwarder:
         """
         Send C{request} (and stream C{body}) to its origin; fire with the response head.
         """
-        transfer = Transfer(request, body, self._head(request, body))
+        transfer = Transfer(request, body, upstreamHead(request, body))
         d: Deferred[UpstreamResponse] = Deferred(lambda d: self._cancel(transfer))
         transfer.deferred = d
         self._send(transfer)
         return d
 
-    def _head(self, request: UpstreamRequest, body: IRequestBody | None) -> bytes:
-        lines = [request.method, b" ", request.target.path, b" HTTP/1.1\r\n"]
-        for name, value in request.headers:
-            lower = name.lower()
-            if lower == b"content-length" or lower == b"transfer-encoding":
-                continue
-            lines += (name, b": ", value, b"\r\n")
-        length = None if body is None else body.length
-        if body is not None and length is None:
-            lines.append(b"Transfer-Encoding: chunked\r\n")
-        elif length:
-            lines += (b"Content-Length: ", b"%d" % (length,), b"\r\n")
-        elif request.method in _BODY_METHODS:
-            lines.append(b"Content-Length: 0\r\n")
-        lines.append(b"\r\n")
-        return b"".join(lines)
-
-    def _send(self, transfer: Transfer, retry: bool = False) -> None:
+    def _send(self, transfer: Transfer, fresh: bool = False) -> None:
         target = transfer.request.target
         key = (target.scheme, target.host, target.port)
-        if not retry:
+        if not fresh:
             idle = self._idle.get(key)
             while idle:
                 connection = idle.pop()
                 self._idleCount -= 1
-                if connection.connected:
-                    connection.reused = True
-                    transfer.connection = connection
+                if connection.usable:
                     transfer.attempt = None
                     connection.send(transfer)
                     return
-        connection = UpstreamConnection(self, key, target)
-        transfer.connection = connection
+        self._connect(transfer, OriginConnection(self, key, target))
 
+    def _connect(self, transfer: Transfer, connection: OriginConnection) -> None:
+        """
+        Open C{connection} and send C{transfer} on it; 504 if connecting takes longer than
+        the timeout.
+        """
+        target = transfer.request.target
+        transfer.connection = connection
         timer: IDelayedCall | None = None
 
         def connected(_: object) -> None:
             if timer is not None and timer.active():
                 timer.cancel()
             if transfer.deferred is None or transfer.deferred.called:
-                connection.transport.loseConnection()
+                connection.close()
                 return
             connection.send(transfer)
 
         def failed(reason: Failure) -> None:
             if timer is not None and timer.active():
                 timer.cancel()
-            d = transfer.deferred
-            if d is None or d.called or reason.check(CancelledError):
-                return
-            transfer.deferred = None
-            error = describeConnectFailure(reason, target)
-            log.info("{uri}: {detail}", uri=target.uri, detail=error.detail)
-            d.errback(error)
-
-        self.connectionsOpened += 1
-        attempt = transfer.attempt = self.connector.connect(target, connection)
+            if not reason.check(CancelledError):
+                transfer.fail(describeConnectFailure(reason, target))
 
         def timedOut() -> None:
-            d = transfer.deferred
-            if d is None or d.called:
-                return
-            transfer.deferred = None
-            attempt.cancel()
-            d.errback(
+            transfer.fail(
                 UpstreamError(
                     504,
                     "Gateway Timeout",
                     f"connecting to {target.authority} took more than {self.timeout:g} seconds",
                 )
             )
+            attempt.cancel()
 
+        self.connectionsOpened += 1
+        attempt = transfer.attempt = self.connector.connect(target, connection)
         if self.timeout and not attempt.called:
             timer = self.clock.callLater(self.timeout, timedOut)
         attempt.addCallbacks(connected, failed)
@@ -173,13 +168,15 @@ class Forwarder:
         elif transfer.attempt is not None and not transfer.attempt.called:
             transfer.attempt.cancel()
 
-    def _release(self, connection: UpstreamConnection) -> None:
+    # ConnectionOwner
+
+    def connectionIdle(self, connection: OriginConnection) -> None:
         """
         Keep C{connection} for the next request to its origin, if the pool has room.
         """
         idle = self._idle.setdefault(connection.key, [])
         if len(idle) >= self.maxIdlePerOrigin or self._idleCount >= self.maxIdle:
-            connection.transport.loseConnection()
+            connection.close()
             return
         connection.lastUsed = self.clock.seconds()
         idle.append(connection)
@@ -187,11 +184,16 @@ class Forwarder:
         if self._sweep is None and self.idleTimeout:
             self._sweep = self.clock.callLater(self.idleTimeout, self._sweepIdle)
 
-    def _lost(self, connection: UpstreamConnection) -> None:
+    def connectionClosed(self, connection: OriginConnection) -> None:
         idle = self._idle.get(connection.key)
         if idle and connection in idle:
             idle.remove(connection)
             self._idleCount -= 1
+
+    def resend(self, transfer: Transfer) -> None:
+        self._send(transfer, fresh=True)
+
+    # Idle connections
 
     def _sweepIdle(self) -> None:
         """
@@ -203,7 +205,7 @@ class Forwarder:
             for connection in [c for c in idle if c.lastUsed <= limit]:
                 idle.remove(connection)
                 self._idleCount -= 1
-                connection.transport.loseConnection()
+                connection.close()
             if not idle:
                 del self._idle[key]
         if self._idleCount:
@@ -215,7 +217,7 @@ class Forwarder:
         """
         for idle in self._idle.values():
             for connection in idle:
-                connection.transport.loseConnection()
+                connection.close()
         self._idle.clear()
         self._idleCount = 0
         if self._sweep is not None and self._sweep.active():

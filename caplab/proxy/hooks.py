@@ -16,9 +16,9 @@ cache, the policy and the core can be written side by side.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -66,6 +66,8 @@ class UpstreamRequest:
     @ivar interim: where the origin's interim responses (C{100 Continue}, C{103 Early
         Hints} ...) go, for the client; None drops them.  They never reach the fetch
         Deferred, so the cache never sees (or stores) them.
+    @ivar upgrade: the client's C{Upgrade} field (a WebSocket handshake ...): the request
+        asks the origin to switch protocols; never cached.
     """
 
     method: bytes
@@ -73,6 +75,7 @@ class UpstreamRequest:
     headers: Headers
     bodyLength: int | None = 0
     interim: InterimHandler | None = field(default=None, compare=False, repr=False)
+    upgrade: bytes | None = None
 
 
 class IBodySink(Protocol):
@@ -95,6 +98,39 @@ class IBodySink(Protocol):
 DeliverBody = Callable[[IBodySink], None]
 
 
+class ITunnelSide(Protocol):
+    """
+    What one side of a tunnel tells the relay: bytes that came, and the end of them.
+    """
+
+    def dataReceived(self, data: bytes) -> None: ...
+
+    def readConnectionLost(self) -> None:
+        """
+        This side sent all it will send (a FIN): pass the half-close on.
+        """
+
+    def connectionLost(self) -> None:
+        """
+        This side's connection is gone.
+        """
+
+
+class ISwitchedConnection(Protocol):
+    """
+    An origin connection that switched protocols (after a 101): its transport, the bytes
+    already received past the 101's head, and where further bytes go.
+    """
+
+    transport: Any
+    leftover: bytes
+
+    def attach(self, side: ITunnelSide) -> None:
+        """
+        Send what the origin sends from now on to C{side}.
+        """
+
+
 @dataclass
 class UpstreamResponse:
     """
@@ -102,6 +138,8 @@ class UpstreamResponse:
     a way to have the body delivered to an L{IBodySink}.
 
     @ivar cacheStatus: an RFC 9211 C{Cache-Status} value set by the cache (None: no cache).
+    @ivar switched: for a C{101 Switching Protocols} to a request with C{upgrade}: the
+        origin's connection, which now carries the new protocol (relayed as a tunnel).
     """
 
     code: int
@@ -110,6 +148,7 @@ class UpstreamResponse:
     deliverBody: DeliverBody
     cacheStatus: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    switched: ISwitchedConnection | None = None
 
 
 class IRequestBody(Protocol):
@@ -136,16 +175,27 @@ class IFetcher(Protocol):
     ) -> Deferred[UpstreamResponse]: ...
 
 
-class UpstreamError(Exception):
+class ProxyError(Exception):
     """
-    Why no response came: rendered as an error page with C{code} (502, 504 ...).
+    An answer the proxy gives itself instead of a response from the origin: the status, a
+    title, why (for a person: the error page says it), and any extra fields (a 407's
+    C{Proxy-Authenticate}).
     """
 
-    def __init__(self, code: int, title: str, detail: str) -> None:
+    def __init__(
+        self, code: int, title: str, detail: str, headers: Iterable[tuple[bytes, bytes]] = ()
+    ) -> None:
         super().__init__(f"{code} {title}: {detail}")
         self.code = code
         self.title = title
         self.detail = detail
+        self.headers: Headers = list(headers)
+
+
+class UpstreamError(ProxyError):
+    """
+    Why no response came from upstream: rendered as an error page with C{code} (502, 504 ...).
+    """
 
 
 @dataclass(frozen=True)

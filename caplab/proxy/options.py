@@ -10,6 +10,7 @@ from typing import Any
 from twisted.python import usage
 
 from caplab.coerce import timeoutSeconds
+from caplab.proxy.cache.options import byteSize
 from caplab.proxy.connect import parseResolve
 
 
@@ -72,6 +73,15 @@ class ProxyOptions:
             None,
             None,
             "Write an access log in Combined Log Format to this file ('-': standard output).",
+        ],
+        [
+            "max-request-body",
+            None,
+            None,
+            "Largest request body forwarded (e.g. 100M); a larger declared one gets 413 before "
+            "the origin is asked, a chunked one that grows past it is cut off. Default: no "
+            "limit.",
+            byteSize,
         ],
         [
             "upstream-ca",

@@ -1,16 +1,34 @@
 """
-One persistent HTTP/1.1 connection to an origin: a small client protocol that carries one
-exchange at a time, parses the response from one buffer, and streams both bodies with
-back-pressure.  L{caplab.proxy.forward.Forwarder} pools these.
+One persistent HTTP/1.1 connection to an origin (or a parent proxy): a client protocol that
+carries one exchange at a time.  It only moves bytes: the response is read by
+L{caplab.proxy.http1.ResponseReader}, the request head written by its writer; bodies stream
+both ways with back-pressure.
+
+The connection and its pool (L{caplab.proxy.forward.Forwarder}) talk through
+L{ConnectionOwner}, given at construction: the connection says when it is idle (reusable),
+closed, or needs its exchange sent again on a new connection (a pooled connection the origin
+closed just before it was used).
+
+A response body ends only by its framing: a length, the last chunk, or, for a body that lasts
+until the connection closes, an orderly close (a FIN).  A reset, an abort or a timeout cuts
+the body short, and the client's connection is then cut too: never a truncated body relayed
+(or stored) as whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import enum
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -18,30 +36,32 @@ from zope.interface import implementer
 
 from caplab.internals import sendNow
 from caplab.proxy.errors import tlsFailure
-from caplab.proxy.headers import parseFields
+from caplab.proxy.headers import HOP_BY_HOP, endToEnd
 from caplab.proxy.hooks import (
     IBodySink,
     IRequestBody,
+    ITunnelSide,
     Target,
     UpstreamError,
     UpstreamRequest,
     UpstreamResponse,
 )
+from caplab.proxy.http1 import (
+    END,
+    LAST_CHUNK,
+    InterimResponse,
+    MessageError,
+    ResponseHead,
+    ResponseReader,
+    chunk,
+)
 
-if TYPE_CHECKING:
-    from caplab.proxy.forward import Forwarder
-
-log = Logger()
+log = Logger(namespace="caplab.proxy")
 
 #: The longest response head (status line and fields) accepted from an origin.
 MAX_HEAD = 65536
 
-_NO_BODY_CODES = frozenset({204, 304})
-
-# Body framing of the response being read.
-_HEAD, _LENGTH, _CHUNKED, _CLOSE, _DONE = range(5)
-# Chunked decoder states.
-_SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+_SWITCH_DROP = HOP_BY_HOP - {b"upgrade"}
 
 
 def noDelay(transport: Any) -> None:
@@ -59,13 +79,14 @@ def noDelay(transport: Any) -> None:
 
 class Transfer:
     """
-    One request/response exchange on an L{UpstreamConnection}: the fetch Deferred, the
-    response body's sink, and the request body being sent.
+    One request/response exchange: the request and its head's bytes, the fetch Deferred, the
+    response and the sink its body goes to.
     """
 
     __slots__ = (
         "request",
         "body",
+        "head",
         "deferred",
         "sink",
         "pending",
@@ -73,7 +94,6 @@ class Transfer:
         "bodySent",
         "retried",
         "response",
-        "head",
         "connection",
         "attempt",
     )
@@ -89,95 +109,172 @@ class Transfer:
         self.bodySent = body is None
         self.retried = False
         self.response: UpstreamResponse | None = None
-        self.connection: UpstreamConnection | None = None
+        self.connection: OriginConnection | None = None
         self.attempt: Deferred[Any] | None = None
 
+    def fail(self, error: UpstreamError) -> None:
+        """
+        Fail the fetch with C{error}, if it is still waiting for a response.
+        """
+        d, self.deferred = self.deferred, None
+        if d is not None and not d.called:
+            d.errback(error)
 
-@implementer(IPushProducer)
-class UpstreamConnection(Protocol):
+
+class ConnectionOwner(TypingProtocol):
+    """
+    What an L{OriginConnection} tells the pool that made it.
+    """
+
+    clock: IReactorTime
+    timeout: float
+
+    def connectionIdle(self, connection: OriginConnection) -> None:
+        """
+        The exchange is over and the connection may carry another: keep it or close it.
+        """
+
+    def connectionClosed(self, connection: OriginConnection) -> None:
+        """
+        The connection is gone (forget it if it was kept).
+        """
+
+    def resend(self, transfer: Transfer) -> None:
+        """
+        Send C{transfer} again on a new connection: this one (a pooled one) was closed by
+        the origin before it answered anything.
+        """
+
+
+class ConnectionState(enum.Enum):
+    CONNECTING = "connecting"
+    IDLE = "idle"
+    BUSY = "carrying an exchange"
+    SWITCHED = "switched to another protocol"
+    CLOSED = "closed"
+
+
+CONNECTING = ConnectionState.CONNECTING
+IDLE = ConnectionState.IDLE
+BUSY = ConnectionState.BUSY
+SWITCHED = ConnectionState.SWITCHED
+CLOSED = ConnectionState.CLOSED
+
+
+@implementer(IPushProducer, IHalfCloseableProtocol)
+class OriginConnection(Protocol):
     """
     A persistent HTTP/1.1 connection to one origin, carrying one exchange at a time.
 
-    The response head fires the fetch Deferred with an L{UpstreamResponse}; its body goes
-    to the L{IBodySink} given to C{deliverBody}, which may pause this connection.
+    The response head fires the transfer's Deferred with an L{UpstreamResponse}; its body
+    goes to the L{IBodySink} given to C{deliverBody}, which may pause this connection.
+
+    @ivar reused: it carried an exchange before the current one.
+    @ivar lastUsed: when data last moved (the pool's idle sweep, the stall timeout).
     """
 
     transport: Any
 
-    def __init__(self, pool: Forwarder, key: tuple[str, str, int], target: Target) -> None:
-        self.pool = pool
+    def __init__(self, owner: ConnectionOwner, key: tuple[str, str, int], target: Target) -> None:
+        self.owner = owner
         self.key = key
         self.target = target
+        self.state = CONNECTING
+        self.reader = ResponseReader(MAX_HEAD)
         self.transfer: Transfer | None = None
-        self.connected = False
         self.reused = False
-        self.closed = False
-        self._buffer = b""
-        self._state = _HEAD
-        self._remaining = 0
-        self._chunkState = _SIZE
-        self._keepAlive = True
+        self.lastUsed = 0.0
+        self._exchanges = 0
+        self._reusable = True
         self._gotBytes = False
         self._paused = False
         self._timer: IDelayedCall | None = None
-        self._active = False
-        self.lastUsed = 0.0
+        self._side: ITunnelSide | None = None
+        self.leftover = b""
+
+    @property
+    def usable(self) -> bool:
+        """
+        Whether the connection can take an exchange (connected, idle).
+        """
+        return self.state is IDLE
 
     # Connection life
 
     def connectionMade(self) -> None:
-        self.connected = True
+        self.state = IDLE
         noDelay(self.transport)
 
-    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:  # noqa: B008
-        self.connected = False
-        self.closed = True
-        self._cancelTimer()
-        self.pool._lost(self)
+    def readConnectionLost(self) -> None:
+        """
+        The origin closed its side in good order (a FIN): the end of a body that lasts until
+        the connection closes, or of the connection.
+        """
+        if self._side is not None:
+            self._side.readConnectionLost()
+            return
         transfer = self.transfer
-        if transfer is None:
+        if transfer is not None:
+            self._handle(transfer, self.reader.receiveEOF())
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        self._cancelTimer()
+        state, self.state = self.state, CLOSED
+        self.owner.connectionClosed(self)
+        if self._side is not None:
+            self._side.connectionLost()
             return
+        transfer = self.transfer
+        if transfer is None or state is not BUSY:
+            return
+        if reason.check(ConnectionDone):
+            # An orderly close the transport did not report as a half-close (TLS ...).
+            self._handle(transfer, self.reader.receiveEOF())
+            if self.transfer is not transfer:
+                return  # that ended the body, or failed the exchange
         self.transfer = None
-        if self._state == _CLOSE:
-            self._state = _DONE
-            self._finishBody(transfer, True)
-            return
         if transfer.response is not None:
-            # Died mid-body: the client connection must be aborted, not ended.
-            self._finishBody(transfer, False)
+            self._finishBody(transfer, False)  # cut off mid-body
             return
-        d = transfer.deferred
-        if d is None or d.called:
+        if transfer.deferred is None:
             return
         if self.reused and not self._gotBytes and transfer.bodySent and not transfer.retried:
-            # A pooled connection the origin closed just before we used it: try once more
-            # on a fresh one.
             if transfer.body is None or transfer.body.length == 0:
                 transfer.retried = True
-                self.pool._send(transfer, retry=True)
+                self.owner.resend(transfer)
                 return
-        error = tlsFailure(reason, self.target)
-        if error is None:
-            error = UpstreamError(
-                502,
-                "Bad Gateway",
-                f"{self.target.authority} closed the connection without a response",
-            )
-        transfer.deferred = None
-        d.errback(error)
+        error = tlsFailure(reason, self.target) or UpstreamError(
+            502, "Bad Gateway", f"{self.target.authority} closed the connection without a response"
+        )
+        transfer.fail(error)
+
+    def close(self) -> None:
+        """
+        Close this (idle) connection.
+        """
+        if self.state is not CLOSED:
+            self.transport.loseConnection()
 
     # Sending
 
     def send(self, transfer: Transfer) -> None:
         """
-        Start C{transfer} on this (idle, connected) connection.
+        Start C{transfer} on this idle, connected connection.
         """
+        self.state = BUSY
         self.transfer = transfer
-        self._state = _HEAD
-        self._buffer = b""
+        transfer.connection = self
+        self.reused = self._exchanges > 0
+        self._exchanges += 1
         self._gotBytes = False
-        self._keepAlive = True
-        self._active = True
+        request = transfer.request
+        self.reader.expect(request.method, request.upgrade is not None)
+        if request.upgrade is not None:
+            self._reusable = False
         self._startTimer()
         sendNow(self.transport, transfer.head)
         body = transfer.body
@@ -187,12 +284,11 @@ class UpstreamConnection(Protocol):
     # Timeouts
 
     def _startTimer(self) -> None:
-        timeout = self.pool.timeout
-        if timeout:
-            clock = self.pool.clock
-            self.lastUsed = clock.seconds()
+        owner = self.owner
+        if owner.timeout:
+            self.lastUsed = owner.clock.seconds()
             if self._timer is None:
-                self._timer = clock.callLater(timeout, self._timedOut)
+                self._timer = owner.clock.callLater(owner.timeout, self._timedOut)
 
     def _cancelTimer(self) -> None:
         if self._timer is not None:
@@ -201,237 +297,138 @@ class UpstreamConnection(Protocol):
             self._timer = None
 
     def _timedOut(self) -> None:
+        """
+        The origin has been silent for the upstream timeout: 504 if it has not answered,
+        else cut the response off.  A body held back by a slow client is not the origin's
+        silence.
+        """
         self._timer = None
-        if not self._active or self.transfer is None:
-            return
-        clock = self.pool.clock
-        idle = clock.seconds() - self.lastUsed
-        if self._paused or idle < self.pool.timeout:
-            # Data flowed since (or the client is the slow one): look again later.
-            self._timer = clock.callLater(
-                max(self.pool.timeout - idle, 0.01) if not self._paused else self.pool.timeout,
-                self._timedOut,
-            )
-            return
         transfer = self.transfer
-        d = transfer.deferred
-        if d is not None and not d.called:
-            transfer.deferred = None
-            self.transfer = None
-            d.errback(
+        if self.state is not BUSY or transfer is None:
+            return
+        owner = self.owner
+        now = owner.clock.seconds()
+        quiet = now - self.lastUsed
+        if self._paused or not transfer.bodySent or quiet < owner.timeout:
+            delay = owner.timeout if self._paused else max(owner.timeout - quiet, 0.01)
+            self._timer = owner.clock.callLater(delay, self._timedOut)
+            return
+        if transfer.response is None:
+            transfer.fail(
                 UpstreamError(
                     504,
                     "Gateway Timeout",
-                    f"{self.target.authority} did not answer within {self.pool.timeout:g} seconds",
+                    f"{self.target.authority} did not answer within {owner.timeout:g} seconds",
                 )
             )
         else:
             log.warn(
                 "{origin} stalled mid-body for {timeout} seconds: aborting",
                 origin=self.target.authority,
-                timeout=self.pool.timeout,
+                timeout=owner.timeout,
             )
+        self._reusable = False
         self.transport.abortConnection()
 
     # Receiving
 
     def dataReceived(self, data: bytes) -> None:
+        if self._side is not None:
+            self._side.dataReceived(data)
+            return
         transfer = self.transfer
         if transfer is None:
             # Bytes from an idle connection: the origin is confused; do not reuse it.
-            self._keepAlive = False
+            self._reusable = False
             self.transport.loseConnection()
             return
         self._gotBytes = True
-        if self.pool.timeout:
-            self.lastUsed = self.pool.clock.seconds()
-        state = self._state
-        if state == _LENGTH:
-            remaining = self._remaining
-            if len(data) < remaining:
-                self._remaining = remaining - len(data)
-                self._deliver(transfer, data)
-                return
-            self._remaining = 0
-            extra = data[remaining:]
-            if remaining:
-                self._deliver(transfer, data[:remaining] if extra else data)
-            if extra:
-                self._keepAlive = False
-            self._bodyComplete(transfer)
-            return
-        if state == _CLOSE:
-            self._deliver(transfer, data)
-            return
-        if state == _CHUNKED:
-            self._chunked(transfer, data)
-            return
-        if state == _HEAD:
-            self._buffer += data
-            self._parseHead(transfer)
-            return
-        # _DONE: bytes after a complete response
-        self._keepAlive = False
-        self.transport.loseConnection()
+        if self.owner.timeout:
+            self.lastUsed = self.owner.clock.seconds()
+        self._handle(transfer, self.reader.receive(data))
 
-    def _parseHead(self, transfer: Transfer) -> None:
-        rest = b""
-        fieldBlock = b""
-        while True:
-            buffer = self._buffer
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > MAX_HEAD:
-                    self._fail(transfer, "an over-long response head")
-                return
-            head = buffer[:end]
-            rest = buffer[end + 4 :]
-            self._buffer = b""
-            statusEnd = head.find(b"\r\n")
-            if statusEnd < 0:
-                status, fieldBlock = head, b""
-            else:
-                status, fieldBlock = head[:statusEnd], head[statusEnd + 2 :] + b"\r\n"
-            if not status.startswith(b"HTTP/1."):
-                self._fail(transfer, "a malformed status line")
-                return
-            version = status[5:8]
-            codeText = status[9:12]
-            if not codeText.isdigit():
-                self._fail(transfer, "a malformed status line")
-                return
-            code = int(codeText)
-            phrase = status[13:]
-            if 100 <= code < 200:
-                if code == 101:
-                    self._fail(transfer, "an unrequested protocol switch (101)")
-                    return
-                self._buffer = rest  # interim response: skip it
-                continue
-            break
-        parsed = parseFields(fieldBlock)
-        if isinstance(parsed, str):
-            self._fail(transfer, parsed)
+    def _handle(self, transfer: Transfer, events: list[Any]) -> None:
+        for event in events:
+            if self.transfer is not transfer:
+                return  # cancelled (or aborted) by a callback
+            if type(event) is bytes:
+                self._deliver(transfer, event)
+            elif event is END:
+                self._complete(transfer)
+            elif type(event) is ResponseHead:
+                self._gotHead(transfer, event)
+            elif type(event) is InterimResponse:
+                interim = transfer.request.interim
+                if interim is not None:
+                    interim(event.code, event.phrase, event.headers)
+            elif type(event) is MessageError:
+                self._failed(transfer, event)
+
+    def _gotHead(self, transfer: Transfer, head: ResponseHead) -> None:
+        if not head.keepAlive:
+            self._reusable = False
+        if head.switched:
+            self._switch(transfer, head)
             return
-        headers, length, chunked, connectionTokens = parsed
-        if connectionTokens and b"close" in connectionTokens:
-            self._keepAlive = False
-        if version == b"1.0" and b"keep-alive" not in connectionTokens:
-            self._keepAlive = False
-        if transfer.request.method == b"HEAD" or code in _NO_BODY_CODES:
-            state = _DONE
-        elif chunked:
-            state = _CHUNKED
-            self._chunkState = _SIZE
-            if length is not None:
-                headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
-        elif length is not None:
-            state = _LENGTH if length else _DONE
-            self._remaining = length
-        else:
-            state = _CLOSE
-            self._keepAlive = False
-        self._state = state
-        response = UpstreamResponse(code, phrase, headers, self._deliverBodyFor(transfer))
+        response = UpstreamResponse(
+            head.code, head.phrase, endToEnd(head.headers), self._deliverBodyFor(transfer)
+        )
         transfer.response = response
         transfer.pending = []
-        if state == _LENGTH and rest:
-            # Body bytes that came with the head: handed over with it, so that a small
-            # response is relayed in one go.
-            piece = rest[: self._remaining]
-            rest = rest[len(piece) :]
-            self._remaining -= len(piece)
-            transfer.pending.append(piece)
-            if not self._remaining:
-                state = self._state = _DONE
-        d = transfer.deferred
-        transfer.deferred = None
+        d, transfer.deferred = transfer.deferred, None
         if d is not None:
             d.callback(response)
-        if self.transfer is not transfer:
-            return  # cancelled or aborted in the callback
-        if state == _DONE:
-            if rest:
-                self._keepAlive = False
-            self._bodyComplete(transfer)
-        elif rest:
-            self.dataReceived(rest)
 
-    def _chunked(self, transfer: Transfer, data: bytes) -> None:
-        buffer = self._buffer + data if self._buffer else data
-        self._buffer = b""
-        position = 0
-        size = len(buffer)
-        while position < size:
-            state = self._chunkState
-            if state == _DATA:
-                take = min(self._remaining, size - position)
-                self._deliver(transfer, buffer[position : position + take])
-                if self.transfer is not transfer:
-                    return
-                position += take
-                self._remaining -= take
-                if self._remaining == 0:
-                    self._chunkState = _DATA_END
-                continue
-            end = buffer.find(b"\r\n", position)
-            if end < 0:
-                self._buffer = buffer[position:]
-                if len(self._buffer) > 4096:
-                    self._fail(transfer, "a malformed chunked body")
-                return
-            line = buffer[position:end]
-            position = end + 2
-            if state == _SIZE:
-                sizeText = line.split(b";", 1)[0].strip()
-                try:
-                    chunkSize = int(sizeText, 16)
-                except ValueError:
-                    self._fail(transfer, "a malformed chunk size")
-                    return
-                if chunkSize < 0:
-                    self._fail(transfer, "a malformed chunk size")
-                    return
-                if chunkSize == 0:
-                    self._chunkState = _TRAILER
-                else:
-                    self._remaining = chunkSize
-                    self._chunkState = _DATA
-            elif state == _DATA_END:
-                if line:
-                    self._fail(transfer, "a malformed chunked body")
-                    return
-                self._chunkState = _SIZE
-            else:  # _TRAILER: skip trailer fields up to the empty line
-                if not line:
-                    if position < size:
-                        self._keepAlive = False
-                    self._state = _DONE
-                    self._bodyComplete(transfer)
-                    return
+    def _switch(self, transfer: Transfer, head: ResponseHead) -> None:
+        """
+        A 101 to an upgrade request: the connection leaves HTTP (and the pool) and is
+        handed over as the fetch's L{ISwitchedConnection}.
+        """
+        self.state = SWITCHED
+        self.transfer = None
+        self._cancelTimer()
+        self._reusable = False
+        self.leftover = self.reader.switch()
+        named = {t for t in head.connection if t != b"upgrade"}
+        drop = _SWITCH_DROP | named
+        fields = [(n, v) for n, v in head.headers if n.lower() not in drop]
+        response = UpstreamResponse(
+            head.code, head.phrase, fields, _noBody, switched=_Switched(self)
+        )
+        d, transfer.deferred = transfer.deferred, None
+        if d is not None:
+            d.callback(response)
 
-    def _fail(self, transfer: Transfer, what: str) -> None:
+    def attach(self, side: ITunnelSide) -> None:
+        self._side = side
+
+    def _failed(self, transfer: Transfer, error: MessageError) -> None:
         """
-        The origin sent something that is not HTTP/1.1: a 502 if the client has no response
-        yet, else an aborted body.
+        The origin sent something that is not HTTP/1.1, or closed in the middle: a 502 if
+        the client has no response yet, else a body cut off.
         """
-        log.warn("{origin} sent {what}", origin=self.target.authority, what=what)
-        self._keepAlive = False
-        d = transfer.deferred
-        if d is not None and not d.called:
-            transfer.deferred = None
+        self._reusable = False
+        if transfer.response is not None:
+            if error.detail:
+                log.warn("{origin}: {what}", origin=self.target.authority, what=error.detail)
             self.transfer = None
-            d.errback(UpstreamError(502, "Bad Gateway", f"{self.target.authority} sent {what}"))
+            self._finishBody(transfer, False)
+            self.transport.abortConnection()
+            return
+        if error.incomplete and not self._gotBytes:
+            return  # closed without a word: connectionLost decides (retry or 502)
+        log.warn("{origin} sent {what}", origin=self.target.authority, what=error.detail)
+        self.transfer = None
+        transfer.fail(UpstreamError(502, "Bad Gateway", f"{self.target.authority}: {error.detail}"))
         self.transport.abortConnection()
 
     # Body delivery
 
-    def _deliverBodyFor(self, transfer: Transfer) -> Callable[[IBodySink], None]:
+    def _deliverBodyFor(self, transfer: Transfer) -> Any:
         def deliverBody(sink: IBodySink) -> None:
             transfer.sink = sink
             sink.bodyStarted(self)
-            pending = transfer.pending
-            transfer.pending = None
+            pending, transfer.pending = transfer.pending, None
             if pending:
                 for data in pending:
                     sink.bodyData(data)
@@ -455,23 +452,25 @@ class UpstreamConnection(Protocol):
                 self.transport.pauseProducing()
 
     def _finishBody(self, transfer: Transfer, complete: bool) -> None:
+        transfer.complete = complete
         if transfer.sink is not None:
             transfer.sink.bodyDone(complete)
-        else:
-            transfer.complete = complete
 
-    def _bodyComplete(self, transfer: Transfer) -> None:
-        self._active = False
-        self._state = _DONE
+    def _complete(self, transfer: Transfer) -> None:
+        """
+        The response is complete: the connection goes back to the pool if it can carry
+        another exchange, and the body's sink hears of the end.
+        """
         self.transfer = None
-        if self._paused and self.connected:
+        open_ = self.state is BUSY
+        if open_:
+            self.state = IDLE
+        if self._paused and open_:
             # The client held the last piece back; the next exchange starts unpaused.
             self._paused = False
             self.transport.resumeProducing()
-        if not transfer.bodySent:
-            self._keepAlive = False
-        if self._keepAlive and self.connected:
-            self.pool._release(self)
+        if open_ and self._reusable and transfer.bodySent and not self.reader.buffered:
+            self.owner.connectionIdle(self)
         else:
             self.transport.loseConnection()
         self._finishBody(transfer, True)
@@ -479,15 +478,15 @@ class UpstreamConnection(Protocol):
     # IPushProducer, for the sink
 
     def pauseProducing(self) -> None:
-        if not self._paused and self.connected:
+        if not self._paused and self.state is BUSY:
             self._paused = True
             self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
-        if self._paused and self.connected:
+        if self._paused and self.state is BUSY:
             self._paused = False
-            if self.pool.timeout:
-                self.lastUsed = self.pool.clock.seconds()
+            if self.owner.timeout:
+                self.lastUsed = self.owner.clock.seconds()
             self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
@@ -495,30 +494,46 @@ class UpstreamConnection(Protocol):
         The client went away: drop this exchange and its connection at once.
         """
         if self.transfer is not None:
-            self.transfer = None
-            self._keepAlive = False
-            self.transport.abortConnection()
+            self.cancel(self.transfer)
 
     def cancel(self, transfer: Transfer) -> None:
         """
-        The fetch was cancelled before the response head: abort.
+        Abort C{transfer} (the fetch was cancelled, or its client is gone).
         """
         if self.transfer is transfer:
             self.transfer = None
-            self._keepAlive = False
+            self._reusable = False
             self.transport.abortConnection()
+
+
+def _noBody(sink: IBodySink) -> None:
+    sink.bodyDone(True)
+
+
+class _Switched:
+    """
+    The L{ISwitchedConnection} of an origin connection after a 101.
+    """
+
+    def __init__(self, connection: OriginConnection) -> None:
+        self.connection = connection
+        self.transport = connection.transport
+        self.leftover: bytes = connection.leftover
+
+    def attach(self, side: ITunnelSide) -> None:
+        self.connection.attach(side)
 
 
 class _BodyWriter:
     """
-    The L{IBodySink} the client's request body is streamed into: writes it upstream, framed
-    with C{Content-Length} as given or chunked, with the upstream transport pausing the
-    client.
+    The L{IBodySink} the client's request body is streamed into: written upstream as it
+    comes, framed as the head said (a length, or chunked), with the upstream transport
+    pausing the client.
     """
 
     __slots__ = ("connection", "transfer", "chunked", "producer")
 
-    def __init__(self, connection: UpstreamConnection, transfer: Transfer, chunked: bool):
+    def __init__(self, connection: OriginConnection, transfer: Transfer, chunked: bool):
         self.connection = connection
         self.transfer = transfer
         self.chunked = chunked
@@ -526,29 +541,29 @@ class _BodyWriter:
 
     def bodyStarted(self, producer: IPushProducer) -> None:
         connection = self.connection
-        if connection.connected and connection.transfer is self.transfer:
+        if connection.state is BUSY and connection.transfer is self.transfer:
             self.producer = producer
             connection.transport.registerProducer(producer, True)
 
     def bodyData(self, data: bytes) -> None:
         connection = self.connection
-        if not data or not connection.connected:
+        if not data or connection.state is not BUSY or connection.transfer is not self.transfer:
             return
-        if self.chunked:
-            connection.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
-        else:
-            connection.transport.write(data)
+        connection.transport.write(chunk(data) if self.chunked else data)
 
     def bodyDone(self, complete: bool) -> None:
         connection = self.connection
-        if self.producer is not None and connection.connected:
+        live = connection.state is BUSY and connection.transfer is self.transfer
+        if self.producer is not None and connection.state is not CLOSED:
             connection.transport.unregisterProducer()
         self.producer = None
-        if not connection.connected:
+        if not live:
             return
         if not complete:
-            connection.stopProducing()
+            connection.cancel(self.transfer)
             return
         self.transfer.bodySent = True
+        if connection.owner.timeout:
+            connection.lastUsed = connection.owner.clock.seconds()
         if self.chunked:
-            connection.transport.write(b"0\r\n\r\n")
+            connection.transport.write(LAST_CHUNK)

@@ -7,23 +7,21 @@ Pure functions: no I/O, no reactor.
 
 from __future__ import annotations
 
-from caplab.proxy.hooks import Target
+from caplab.proxy.hooks import ProxyError, Target
 from caplab.proxy.policy import normaliseHost
 
-#: Schemes the proxy fetches itself; any other (ftp, file, ws ...) is a 501.
+#: Schemes the proxy fetches itself; any other (ftp, file ...) is a 501.
 DEFAULT_PORTS = {b"http": 80, b"https": 443}
 
+#: WebSocket schemes, for a request that asks to upgrade: its handshake is an http(s) request
+#: (RFC 6455 section 3).
+WEBSOCKET_SCHEMES = {b"ws": b"http", b"wss": b"https"}
 
-class TargetError(Exception):
+
+class TargetError(ProxyError):
     """
     A request target the proxy cannot use, with the status to answer (400 or 501).
     """
-
-    def __init__(self, code: int, title: str, detail: str) -> None:
-        super().__init__(f"{code} {title}: {detail}")
-        self.code = code
-        self.title = title
-        self.detail = detail
 
 
 def _bad(detail: str) -> TargetError:
@@ -81,16 +79,20 @@ def parseHostPort(authority: bytes, defaultPort: int | None) -> tuple[str, int]:
     return host, port
 
 
-def parseTarget(uri: bytes) -> Target:
+def parseTarget(uri: bytes, websocket: bool = False) -> Target:
     """
     The L{Target} of an absolute-form request target (C{http://example.com:8080/a?b}).
 
+    @param websocket: the request asks to upgrade, so C{ws://} and C{wss://} are taken as
+        C{http://} and C{https://}.
     @raise TargetError: 400 for a malformed target, 501 for a scheme other than http(s).
     """
     scheme, sep, rest = uri.partition(b"://")
     if not sep:
         raise _bad("the request target must be an absolute URI (http://host/path)")
     scheme = scheme.lower()
+    if websocket:
+        scheme = WEBSOCKET_SCHEMES.get(scheme, scheme)
     defaultPort = DEFAULT_PORTS.get(scheme)
     if defaultPort is None:
         name = scheme.decode("latin-1")

@@ -1,168 +1,249 @@
 """
-CONNECT tunnels: after C{200 Connection established} the client's and the origin's bytes are
-relayed both ways untouched, each transport the producer of the other (the two-socket pattern
-of L{twisted.protocols.portforward}), so neither side can make the proxy buffer without bound.
+Tunnels: after C{200 Connection established} (CONNECT) or C{101 Switching Protocols} (an
+upgraded request, a WebSocket), the client's and the origin's bytes are relayed both ways
+untouched, each transport the producer of the other (the two-socket pattern of
+L{twisted.protocols.portforward}), so neither side can make the proxy buffer without bound.
+A half-close is passed on (each direction ends on its own); the tunnel is over when both
+connections are.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from caplab.proxy.connect import connectQuietly
 from caplab.proxy.errors import describeConnectFailure
-from caplab.proxy.hooks import Target
+from caplab.proxy.hooks import ISwitchedConnection, Target
 from caplab.proxy.origin import noDelay
+
+if TYPE_CHECKING:
+    from caplab.proxy.exchange import Exchange
 
 log = Logger(namespace="caplab.proxy.tunnel")
 
 
-class _OriginSide(Protocol):
-    def __init__(self, tunnel: Tunnel) -> None:
-        self.tunnel = tunnel
-
-    def connectionMade(self) -> None:
-        noDelay(self.transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.tunnel.fromOrigin(data)
-
-    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:  # noqa: B008
-        self.tunnel.originLost()
-
-
-class Tunnel:
+def _closeWriting(transport: Any) -> None:
     """
-    One CONNECT tunnel: the request that asked for it, and the origin connection.
+    Half-close C{transport} (send a FIN, keep reading), or close it if it cannot.
+    """
+    loseWrite = getattr(transport, "loseWriteConnection", None)
+    if loseWrite is not None:
+        loseWrite()
+    else:
+        transport.loseConnection()
+
+
+class Relay:
+    """
+    One tunnel between a client's connection (the exchange's channel) and an origin's.
+
+    @ivar target: what the tunnel reaches, for logs.
+    @ivar received: bytes from the origin (the access log's size); @ivar sent: to it.
     """
 
-    def __init__(self, opener: TunnelOpener, request: Any, host: str, port: int) -> None:
-        self.opener = opener
-        self.target = Target("tunnel", host, port, b"")
-        self.request = request
-        self.origin: _OriginSide | None = None
-        self.attempt: Any = None
-        self.sent = 0
+    def __init__(self, exchange: Exchange, target: str, onClosed: Any = None) -> None:
+        self.exchange = exchange
+        self.channel = exchange.channel
+        self.target = target
+        self.clock = exchange.settings.clock
+        self.lastActivity = self.clock.seconds()
+        self.origin: Any = None
         self.received = 0
-        self.established = False
+        self.sent = 0
         self.closed = False
-        self.clock = opener.clock
-        self.lastActivity = self.clock.seconds() if self.clock is not None else 0.0
+        self._onClosed = onClosed
+        self._clientReading = True
+        self._originReading = True
 
-    def connected(self, origin: _OriginSide) -> None:
-        request = self.request
-        if self.closed or request._disconnected:
-            origin.transport.loseConnection()  # type: ignore[union-attr]
-            return
+    # Starting
+
+    def startConnected(self, origin: Any, fromClient: bytes) -> None:
+        """
+        Relay between the channel and C{origin}'s transport (a fresh connection).
+        """
         self.origin = origin
-        self.established = True
-        channel = request.channel
-        request.code = 200
-        request.code_message = b"Connection established"
-        request.startedWriting = 1
-        channel.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        channel.startTunnel(self)
-        # Each side pauses the other when its own send buffer is full.
-        origin.transport.registerProducer(channel.transport, True)  # type: ignore[union-attr]
-        channel.registerProducer(origin.transport, True)
-        self.opener.opened(self)
+        origin.registerProducer(self.channel.transport, True)
+        self.channel.setResponseProducer(origin)
+        if fromClient:
+            self.fromClient(fromClient)
 
-    def failed(self, reason: Failure) -> None:
-        if self.closed:
-            return
-        request = self.request
-        if request._disconnected:
-            return
-        error = describeConnectFailure(reason, self.target)
-        request.respondError(error.code, error.title, error.detail)
+    def startSwitched(self, switched: ISwitchedConnection, fromClient: bytes) -> None:
+        """
+        Relay between the channel and an origin connection that switched protocols.
+        """
+        leftover = switched.leftover
+        switched.attach(_OriginEvents(self))
+        self.startConnected(switched.transport, fromClient)
+        if leftover:
+            self.fromOrigin(leftover)
+
+    # Bytes
 
     def fromClient(self, data: bytes) -> None:
-        if self.origin is not None and self.origin.transport is not None:
+        if self.origin is not None and not self.closed:
             self.sent += len(data)
-            if self.clock is not None:
-                self.lastActivity = self.clock.seconds()
-            self.origin.transport.write(data)
+            self.lastActivity = self.clock.seconds()
+            self.origin.write(data)
 
     def fromOrigin(self, data: bytes) -> None:
-        request = self.request
-        if not request._disconnected:
+        if not self.closed:
             self.received += len(data)
-            if self.clock is not None:
-                self.lastActivity = self.clock.seconds()
-            request.channel.transport.write(data)
+            self.lastActivity = self.clock.seconds()
+            self.channel.transport.write(data)
 
-    def close(self) -> None:
-        """
-        End the tunnel from the proxy's side (idle too long): both connections close.
-        """
-        request = self.request
-        if self.origin is not None and self.origin.transport is not None:
-            self.origin.transport.loseConnection()
-        if not request._disconnected:
-            request.channel.transport.loseConnection()
+    # Ends
+
+    def clientHalfClosed(self) -> None:
+        self._clientReading = False
+        if self.origin is not None:
+            _closeWriting(self.origin)
+        if not self._originReading:
+            self.close()
+
+    def originHalfClosed(self) -> None:
+        self._originReading = False
+        _closeWriting(self.channel.transport)
+        if not self._clientReading:
+            self.close()
 
     def clientLost(self) -> None:
-        if self.closed:
-            return
-        if self.origin is None:
-            if self.attempt is not None and not self.attempt.called:
-                self.attempt.cancel()
-            self.closed = True
-            return
-        self.origin.transport.loseConnection()  # type: ignore[union-attr]
+        if self.origin is not None:
+            self.origin.loseConnection()
         self._closed()
 
     def originLost(self) -> None:
-        request = self.request
-        if not request._disconnected:
-            request.channel.transport.loseConnection()
+        self.channel.transport.loseConnection()
         self._closed()
+
+    def close(self) -> None:
+        """
+        End the tunnel from the proxy's side (idle too long, or both sides done).
+        """
+        if self.origin is not None:
+            self.origin.loseConnection()
+        self.channel.transport.loseConnection()
 
     def _closed(self) -> None:
         if self.closed:
             return
         self.closed = True
-        if self.established:
-            self.request.sentLength = self.received
-            self.opener.closed(self)
+        if self._onClosed is not None:
+            self._onClosed(self)
+        self.exchange.tunnelClosed(self.received)
+
+
+class _OriginEvents:
+    """
+    What a switched origin connection reports, passed to its L{Relay}.
+    """
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    def dataReceived(self, data: bytes) -> None:
+        self.relay.fromOrigin(data)
+
+    def readConnectionLost(self) -> None:
+        self.relay.originHalfClosed()
+
+    def connectionLost(self) -> None:
+        self.relay.originLost()
+
+
+@implementer(IHalfCloseableProtocol)
+class _OriginSide(Protocol):
+    """
+    The origin's end of a CONNECT tunnel.
+    """
+
+    relay: Relay | None = None
+
+    def connectionMade(self) -> None:
+        noDelay(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.relay is not None:
+            self.relay.fromOrigin(data)
+
+    def readConnectionLost(self) -> None:
+        if self.relay is not None:
+            self.relay.originHalfClosed()
+        else:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        if self.relay is not None:
+            self.relay.originLost()
+
+
+class PendingTunnel:
+    """
+    A CONNECT whose origin connection is being made.
+    """
+
+    def __init__(self, attempt: Deferred[Any]) -> None:
+        self.attempt = attempt
+        self.relay: Relay | None = None
+
+    def clientLost(self) -> None:
+        if not self.attempt.called:
+            self.attempt.cancel()
 
 
 class TunnelOpener:
     """
-    Opens tunnels with a connector's endpoints (C{--resolve} applies), counts them, and logs
-    each one once it closes.
+    Opens CONNECT tunnels with a connector's endpoints (C{--resolve} and the parent proxy
+    apply), and counts them.
+
+    @ivar open_: tunnels open now; @ivar total: tunnels opened since start.
     """
 
-    def __init__(self, connector: Any, factory: Any = None, metrics: Any = None) -> None:
+    def __init__(self, connector: Any, clock: Any = None, metrics: Any = None) -> None:
         self.connector = connector
-        self.factory = factory
+        self.clock = clock
         self.metrics = metrics
-        self.clock = getattr(factory, "clock", None)
         self.open_ = 0
         self.total = 0
 
-    def open(self, request: Any, host: str, port: int, authority: str) -> Tunnel:
+    def open(self, exchange: Exchange, host: str, port: int) -> PendingTunnel:
         """
-        Connect to C{host:port} for C{request}; answer it when connected or failed.
+        Connect to C{host:port} for C{exchange}; answer it when connected or failed.
         """
-        tunnel = Tunnel(self, request, host, port)
-        endpoint = self.connector.endpoint(host, port)
-        tunnel.attempt = connectQuietly(endpoint, _OriginSide(tunnel))
-        tunnel.attempt.addCallbacks(tunnel.connected, tunnel.failed)
-        return tunnel
+        target = Target("tunnel", host, port, b"")
+        side = _OriginSide()
+        attempt = connectQuietly(self.connector.endpoint(host, port), side)
+        pending = PendingTunnel(attempt)
 
-    def opened(self, tunnel: Tunnel) -> None:
-        self.open_ += 1
-        self.total += 1
-        if self.metrics is not None:
-            self.metrics.tunnelOpened()
+        def connected(_: object) -> None:
+            if exchange.gone:
+                side.transport.loseConnection()  # type: ignore[union-attr]
+                return
+            relay = pending.relay = side.relay = Relay(exchange, target.authority, self._closed)
+            self.open_ += 1
+            self.total += 1
+            if self.metrics is not None:
+                self.metrics.tunnelOpened()
+            relay.startConnected(side.transport, exchange.tunnelEstablished(relay))
 
-    def closed(self, tunnel: Tunnel) -> None:
+        def failed(reason: Failure) -> None:
+            if not exchange.gone:
+                exchange.tunnelFailed(describeConnectFailure(reason, target))
+
+        attempt.addCallbacks(connected, failed)
+        return pending
+
+    def _closed(self, relay: Relay) -> None:
         self.open_ -= 1
         if self.metrics is not None:
             self.metrics.tunnelClosed()
-        if self.factory is not None:
-            self.factory.log(tunnel.request)

@@ -19,7 +19,6 @@ the parent.  Credentials never appear in reprs or logs.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -43,6 +42,7 @@ from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
 from caplab.proxy.auth import basicCredentials
+from caplab.proxy.body import DISCARD
 from caplab.proxy.connect import connectQuietly
 from caplab.proxy.hooks import (
     Headers,
@@ -53,12 +53,11 @@ from caplab.proxy.hooks import (
     UpstreamRequest,
     UpstreamResponse,
 )
+from caplab.proxy.http1 import MessageError, ResponseHead, ResponseReader, requestHead
 from caplab.proxy.policy import HostList, PolicyFileError, normaliseHost
 
 #: The largest CONNECT response head accepted from a parent proxy.
 MAX_HEAD = 16384
-
-_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: ([^\r\n]*))?")
 
 
 @dataclass(frozen=True)
@@ -280,16 +279,17 @@ class _ConnectProtocol(Protocol):
         self.connectFactory = factory
         self.addr = addr
         self.inner: IProtocol | None = None
-        self._buffer = b""
+        self._reader = ResponseReader(MAX_HEAD)
+        self._reader.expect(b"CONNECT")
         self._timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         endpoint = self.connectFactory.endpoint
         target = authority(endpoint.host, endpoint.port)
-        lines = [b"CONNECT " + target + b" HTTP/1.1", b"Host: " + target]
+        headers = [(b"Host", target)]
         if endpoint.parent.authorization is not None:
-            lines.append(b"Proxy-Authorization: " + endpoint.parent.authorization)
-        self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n")  # type: ignore[union-attr]
+            headers.append((b"Proxy-Authorization", endpoint.parent.authorization))
+        self.transport.write(requestHead(b"CONNECT", target, headers))  # type: ignore[union-attr]
         self._timer = endpoint.clock.callLater(endpoint.timeout, self._timedOut)
 
     def abort(self) -> None:
@@ -331,23 +331,16 @@ class _ConnectProtocol(Protocol):
             return
         if self.connectFactory.established.called:
             return  # failed already; the connection is going away
-        self._buffer += data
-        end = self._buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._buffer) > MAX_HEAD:
-                self._refused(b"an over-long response head")
-            return
-        head, rest = self._buffer[:end], self._buffer[end + 4 :]
-        self._buffer = b""
-        status = _STATUS_LINE.fullmatch(head.split(b"\r\n", 1)[0])
-        if status is None:
-            self._refused(b"a malformed response")
-            return
-        code = int(status.group(1))
-        if not 200 <= code < 300:
-            self._refused(status.group(0)[9:])
-            return
-        self._established(rest)
+        for event in self._reader.receive(data):
+            if isinstance(event, MessageError):
+                self._refused(event.detail.encode())
+                return
+            if isinstance(event, ResponseHead):
+                if not event.switched:
+                    self._refused(b"%d %s" % (event.code, event.phrase))
+                    return
+                self._established(self._reader.switch())
+                return
 
     def _refused(self, what: bytes) -> None:
         parent = self.connectFactory.endpoint.parent
@@ -436,7 +429,7 @@ class ChainingFetcher:
             # it on would ask the client for credentials that are never forwarded.
             if response.code != 407:
                 return response
-            response.deliverBody(_Discard())
+            response.deliverBody(DISCARD)
             raise UpstreamError(
                 502,
                 "Bad Gateway",
@@ -444,21 +437,6 @@ class ChainingFetcher:
             )
 
         return self.inner.fetch(chained, body).addCallback(refused)
-
-
-class _Discard:
-    """
-    An C{IBodySink} that throws the body away.
-    """
-
-    def bodyStarted(self, producer: Any) -> None:
-        pass
-
-    def bodyData(self, data: bytes) -> None:
-        pass
-
-    def bodyDone(self, complete: bool) -> None:
-        pass
 
 
 class ChainingConnector:

@@ -63,7 +63,7 @@ class ReceivedRequest:
 
 class OriginClosed(Exception):
     """
-    The proxy closed the connection while the script was reading.
+    The proxy closed (or reset) the connection while the script was reading.
     """
 
 
@@ -81,7 +81,10 @@ class OriginConnection:
     # Reading
 
     def _fill(self) -> None:
-        data = self.sock.recv(65536)
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:
+            raise OriginClosed("the peer reset the connection") from None
         if not data:
             raise OriginClosed("the peer closed the connection")
         self._buffer += data
