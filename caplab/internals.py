@@ -21,7 +21,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.internet import tcp
+from twisted.internet._sslverify import IOpenSSLTrustRoot
+from zope.interface import implementer
 
 _PLAIN = (tcp.Server, tcp.Client)
 
@@ -56,3 +59,19 @@ def sendNow(transport: Any, data: bytes) -> None:
             return
         data = data[sent:]
     transport.write(data)
+
+
+@implementer(IOpenSSLTrustRoot)
+class PlatformPlusFile:
+    """
+    Trust the platform's CA certificates and, in addition, those in a PEM file (a test's
+    throw-away CA, a company CA).
+    """
+
+    def __init__(self, caFile: str | None) -> None:
+        self.caFile = caFile
+
+    def _addCACertsToContext(self, context: SSL.Context) -> None:
+        context.set_default_verify_paths()
+        if self.caFile:
+            context.load_verify_locations(self.caFile)

@@ -308,9 +308,19 @@ def test_responseErrors(data: bytes) -> None:
 
 def test_notHttpAtOnce() -> None:
     """
-    A peer whose first bytes are not HTTP is refused without waiting for a whole head.
+    A peer whose first bytes are not HTTP, or whose lines end in a bare LF, is refused
+    without waiting for a whole head (that would never come).
     """
     assert _error(_response(b"SSH-2.0-OpenSSH")).code == 502
+    assert _error(_response(b"HTTP/1.1 200 OK\nServer: x\n\n")).code == 502
+
+
+def test_bareLineFeedsRefusedAtOnce() -> None:
+    """
+    A request whose lines end in a bare LF is a 400 as soon as one arrives.
+    """
+    assert _error(_request(b"GET / HTTP/1.1\n")).code == 400
+    assert _error(_request(b"GET / HTTP/1.1\r\nHost: h\n")).code == 400
 
 
 def test_interimResponses() -> None:

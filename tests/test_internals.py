@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from caplab.internals import nothingQueued, sendNow
 
@@ -110,3 +110,31 @@ class InternalsTests(TestCase):
         self.assertFalse(nothingQueued(transport))
         sendNow(transport, b"data")
         self.assertEqual(transport.value(), b"data")
+
+
+class TrustRootTests(SynchronousTestCase):
+    """
+    L{PlatformPlusFile} is what C{optionsForClientTLS} takes as a trust root, and Twisted
+    calls the method it implements when it builds a client context.
+    """
+
+    def test_trustRootUsed(self) -> None:
+        """
+        Building TLS options with it (C{CertificateOptions}, as C{optionsForClientTLS}
+        does) calls its C{_addCACertsToContext} with the context being made (so the file's
+        CAs are added to the platform's).
+        """
+        from twisted.internet import ssl
+
+        from caplab.internals import PlatformPlusFile
+
+        calls: list[object] = []
+
+        class Recording(PlatformPlusFile):
+            def _addCACertsToContext(self, context: Any) -> None:
+                calls.append(context)
+                super()._addCACertsToContext(context)
+
+        ssl.optionsForClientTLS("example.test", trustRoot=Recording(None))
+        context = ssl.CertificateOptions(trustRoot=Recording(None)).getContext()
+        self.assertEqual(calls, [context])

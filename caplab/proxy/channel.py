@@ -38,6 +38,7 @@ from zope.interface import implementer
 
 from caplab.internals import sendNow
 from caplab.proxy.admission import LOOPBACK, clientAllowed
+from caplab.proxy.exchange import Exchange
 from caplab.proxy.hooks import (
     IAuthenticator,
     ICacheAdmin,
@@ -50,7 +51,6 @@ from caplab.proxy.http1 import END, MessageError, RequestHead, RequestReader, co
 from caplab.proxy.pages import errorPage, reason
 
 if TYPE_CHECKING:
-    from caplab.proxy.exchange import Exchange
     from caplab.proxy.tunnel import Relay
 
 log = Logger(namespace="caplab.proxy")
@@ -166,7 +166,7 @@ class CaplabProxy(Proxy):
         self._responseProducer: IPushProducer | None = None
         self._readPauses = 0
         self._handling = False
-        self._again = False
+        self._queued: list[Any] = []
 
     # Connection life
 
@@ -220,6 +220,13 @@ class CaplabProxy(Proxy):
         if self.relay is None:
             self.close()
 
+    @property
+    def readAhead(self) -> int:
+        """
+        Bytes of further (pipelined) requests received and not read yet.
+        """
+        return self.reader.buffered
+
     def getPeer(self) -> Any:
         return self.peerAddress
 
@@ -245,11 +252,12 @@ class CaplabProxy(Proxy):
 
     def _handle(self, events: list[Any]) -> None:
         """
-        Act on the reader's events; requests read ahead are taken up here once the one in
-        hand is served (a loop, not a recursion, however many are pipelined).
+        Act on the reader's events.  Requests read ahead are taken up once the one in hand
+        is served (L{exchangeDone}); events read while this runs are queued behind the ones
+        in hand, so however many requests are pipelined this is a loop, not a recursion.
         """
         if self._handling:
-            self._again = True
+            self._queued.extend(events)
             return
         self._handling = True
         try:
@@ -267,16 +275,13 @@ class CaplabProxy(Proxy):
                         self._serve(event)
                     elif type(event) is MessageError:
                         self._malformed(event)
-                if not self._again:
+                if not self._queued:
                     break
-                self._again = False
-                events = self.reader.receive(b"")
+                events, self._queued = self._queued, []
         finally:
             self._handling = False
 
     def _serve(self, head: RequestHead) -> None:
-        from caplab.proxy.exchange import Exchange
-
         self.state = BUSY
         exchange = self.exchange = Exchange(self, head)
         exchange.start()

@@ -9,9 +9,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from OpenSSL import SSL
 from twisted.internet import ssl
-from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     HostnameEndpoint,
@@ -21,25 +19,9 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from zope.interface import implementer
 
+from caplab.internals import PlatformPlusFile
 from caplab.proxy.hooks import Target
-
-
-@implementer(IOpenSSLTrustRoot)
-class PlatformPlusFile:
-    """
-    Trust the platform's CA certificates and, in addition, those in a PEM file (a test's
-    throw-away CA, a company CA).
-    """
-
-    def __init__(self, caFile: str | None) -> None:
-        self.caFile = caFile
-
-    def _addCACertsToContext(self, context: SSL.Context) -> None:
-        context.set_default_verify_paths()
-        if self.caFile:
-            context.load_verify_locations(self.caFile)
 
 
 def parseResolve(entry: str) -> tuple[str, str]:

@@ -1,43 +1,36 @@
 """
-One request on a client connection, read top to bottom: admit it, dispatch it, relay the
-answer.
+One request on a client connection, read top to bottom: admit it, dispatch it, answer it.
 
-    start()         the client's network, the target, loops, the declared body size
+    start()         the client's network, the target, loops, C{Expect}, the body's size
       _authenticate proxy credentials (checked off the reactor thread), then
     _admitted()     the host policy; then one of
       _ownPage        C{GET /stats}: the proxy's own pages
-      _connect        C{CONNECT host:port}: a tunnel
+      _openTunnel     C{CONNECT host:port}: a tunnel
       _purge          C{PURGE http://...}: the cache's stored responses of a URL
       _forward        everything else: an L{UpstreamRequest} through the filters and the
                       fetcher chain (cache, parent proxy, origin), then
-    _gotResponse()  the response head back to the client (framing for this client), and its
-                    body as it streams (this object is the L{IBodySink}), with the client's
-                    back-pressure reaching the producer through the channel.
+    _gotResponse()  the response, relayed as it streams by the request's
+                    L{caplab.proxy.answer.Answer}, or the tunnel an upgrade becomes.
 
-Everything the exchange writes goes through L{caplab.proxy.http1}'s writer; every way it can
-end (complete, refused, failed, cut off, client gone) ends the exchange exactly once.
+The request's body streams to the upstream leg (L{StreamedBody}) as the client sends it.
+The exchange is over once its answer is complete and its request read; the client's
+connection (L{ClientChannel}) then reads the next request or closes.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from caplab import __version__
 from caplab.proxy import admission
 from caplab.proxy.admission import Refusal
+from caplab.proxy.answer import ESTABLISHED, HTML, Answer, Client
 from caplab.proxy.body import DISCARD, StreamedBody
-from caplab.proxy.headers import (
-    endToEnd,
-    maxForwards,
-    upstreamRequestHeaders,
-    viaValue,
-    withMaxForwards,
-)
+from caplab.proxy.headers import maxForwards, upstreamRequestHeaders, viaValue, withMaxForwards
 from caplab.proxy.hooks import (
     Headers,
     PageRequest,
@@ -46,36 +39,44 @@ from caplab.proxy.hooks import (
     UpstreamRequest,
     UpstreamResponse,
 )
-from caplab.proxy.http1 import (
-    LAST_CHUNK,
-    MessageError,
-    RequestHead,
-    chunk,
-    responseHead,
-    tokens,
-)
-from caplab.proxy.pages import errorPage, reason, statusPage
+from caplab.proxy.http1 import MessageError, RequestHead, tokens
+from caplab.proxy.pages import statusPage
 from caplab.proxy.target import TargetError, parseAuthority, parseTarget
-
-if TYPE_CHECKING:
-    from caplab.proxy.channel import CaplabProxy
+from caplab.proxy.tunnel import PendingTunnel, Relay
 
 log = Logger(namespace="caplab.proxy")
 
-_HTML = (b"Content-Type", b"text/html; charset=utf-8")
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_NO_BODY_CODES = frozenset({204, 304})
+
+class ClientChannel(Client, Protocol):
+    """
+    What an exchange needs of the client's connection (L{caplab.proxy.channel.CaplabProxy}).
+    """
+
+    settings: Any
+    factory: Any
+    transport: Any
+    clientHost: str
+    clientAllowed: bool
+    localAddress: Any
+
+    def exchangeDone(self, exchange: Exchange, keepAlive: bool) -> None: ...
+
+    def startTunnel(self, relay: Relay) -> bytes: ...
+
+    def pauseReading(self) -> None: ...
+
+    def resumeReading(self) -> None: ...
 
 
 class Exchange:
     """
-    One request and its response on a L{CaplabProxy} channel.
+    One request and its answer on a client connection.
 
-    @ivar code: the status sent (for the access log); @ivar sentLength: body bytes sent.
-    @ivar user: the authenticated user; @ivar cacheStatus: the response's C{Cache-Status}.
+    @ivar answer: the L{Answer} (status, bytes sent, cache status: the access log's).
+    @ivar user: the authenticated user; @ivar gone: the client went away.
     """
 
-    def __init__(self, channel: CaplabProxy, head: RequestHead) -> None:
+    def __init__(self, channel: ClientChannel, head: RequestHead) -> None:
         self.channel = channel
         self.settings = channel.settings
         self.head = head
@@ -83,27 +84,28 @@ class Exchange:
         self.uri = head.target
         self.version = head.version
         self.clientHost = channel.clientHost
-        self.keepAlive = head.keepAlive
-        self.code = 0
-        self.sentLength = 0
         self.user: str | None = None
-        self.cacheStatus: str | None = None
         self.target: Target | None = None
+        self.request: UpstreamRequest | None = None
         self.body: StreamedBody | None = None
         self.requestDone = head.bodyLength == 0
-        self.responseDone = False
         self.gone = False
+        self.answer = Answer(
+            channel,
+            head.method,
+            head.version,
+            head.keepAlive,
+            self.settings.pseudonym,
+            self._answered,
+        )
+        self.answer.requestDone = self.requestDone
         self._received = 0
         self._expectContinue = False
         self._fetching: Deferred[UpstreamResponse] | None = None
-        self._producer: IPushProducer | None = None
-        self._pending: bytes | None = None
-        self._chunked = False
-        self._closeDelimited = False
-        self._started = False
-        self._tunnel: Any = None
+        self._tunnel: PendingTunnel | None = None
+        self._connectTo: tuple[str, int] = ("", 0)
         if head.bodyLength != 0:
-            self.body = StreamedBody(channel, head.bodyLength, self._bodyStarted)
+            self.body = StreamedBody(channel, head.bodyLength, self._bodyWanted)
 
     # Admission
 
@@ -126,7 +128,7 @@ class Exchange:
         try:
             self.target = target = parseTarget(uri, websocket=self._upgrade() is not None)
         except TargetError as e:
-            self.respondError(e.code, e.title, e.detail)
+            self.refuse(e)
             return
         refusal = admission.loopRefusal(
             target, self.head.headers, self.settings.pseudonym, channel.localAddress
@@ -141,14 +143,14 @@ class Exchange:
     def _expectation(self) -> Refusal | None:
         """
         C{Expect}: only C{100-continue} is understood (417 for anything else); it is
-        answered once the request is admitted and its body is wanted, never before.
+        answered once the request is admitted and its body wanted, never before.
         """
         values = [v for n, v in self.head.headers if len(n) == 6 and n.lower() == b"expect"]
         if not values:
             return None
         if tokens(values) != [b"100-continue"]:
             return Refusal(417, "Expectation Failed", "only Expect: 100-continue is supported")
-        self._expectContinue = self.version == b"HTTP/1.1" and self.body is not None
+        self._expectContinue = self.body is not None
         return None
 
     def _bodyLimit(self, length: int | None) -> Refusal | None:
@@ -167,10 +169,9 @@ class Exchange:
             if len(name) == 19 and name.lower() == b"proxy-authorization":
                 credentials = value
                 break
-        d = authenticator.authenticate(credentials)
 
         def checked(user: str | None) -> None:
-            if self.gone or self.responseDone:
+            if self.gone or self.answer.done:
                 return
             if user is None:
                 metrics = self.settings.metrics
@@ -183,9 +184,10 @@ class Exchange:
 
         def failed(reason: Failure) -> None:
             log.failure("checking proxy credentials", reason)
-            if not (self.gone or self.responseDone):
-                self.respondError(500, "Internal Server Error", "could not check credentials")
+            if not (self.gone or self.answer.done):
+                self.answer.error(500, "Internal Server Error", "could not check credentials")
 
+        d = authenticator.authenticate(credentials)
         d.addCallbacks(checked, failed).addErrback(self._internalError)
 
     def _admitted(self) -> None:
@@ -193,7 +195,7 @@ class Exchange:
         The client may use the proxy: the host policy, then dispatch.
         """
         target = self.target
-        if target is None:  # CONNECT
+        if target is None:
             self._openTunnel()
             return
         if self.method == b"PURGE":
@@ -217,14 +219,15 @@ class Exchange:
         """
         A request for the proxy itself (C{GET /}, C{/stats}, C{/proxy.pac}), or C{OPTIONS *}.
         """
+        answer = self.answer
         if self.uri == b"*":
             if self.method == b"OPTIONS":
-                self.respond(200, [(b"Allow", b"GET, HEAD, OPTIONS")], b"")
+                answer.complete(200, [(b"Allow", b"GET, HEAD, OPTIONS")], b"")
             else:
-                self.respondError(400, "Bad Request", "* is a target for OPTIONS only")
+                answer.error(400, "Bad Request", "* is a target for OPTIONS only")
             return
         if self.method not in (b"GET", b"HEAD"):
-            self.respondError(
+            answer.error(
                 400,
                 "Bad Request",
                 "this is a proxy: send requests in absolute form (GET http://host/path)",
@@ -234,11 +237,12 @@ class Exchange:
         page = self.settings.pages.get(path)
         if page is None and path == b"/":
             factory = self.channel.factory
-            body = statusPage(__version__, factory.uptime(), factory.counters())
-            self.respond(200, [_HTML], body)
+            answer.complete(
+                200, [HTML], statusPage(__version__, factory.uptime(), factory.counters())
+            )
             return
         if page is None:
-            self.respondError(404, "Not Found", "the proxy has no such page; / is its status page")
+            answer.error(404, "Not Found", "the proxy has no such page; / is its status page")
             return
         local = self.channel.localAddress
         request = PageRequest(
@@ -249,19 +253,19 @@ class Exchange:
             self.clientHost,
             (getattr(local, "host", "127.0.0.1"), getattr(local, "port", 0)),
         )
-        answer = page.render(request)
-        self.respond(answer.code, answer.headers, answer.body)
+        rendered = page.render(request)
+        answer.complete(rendered.code, rendered.headers, rendered.body)
 
     # Dispatch: CONNECT
 
     def _connectTarget(self) -> None:
         if self.body is not None:
-            self.respondError(400, "Bad Request", "a CONNECT request has no body")
+            self.answer.error(400, "Bad Request", "a CONNECT request has no body")
             return
         try:
             host, port = parseAuthority(self.uri)
         except TargetError as e:
-            self.respondError(e.code, e.title, e.detail)
+            self.refuse(e)
             return
         settings = self.settings
         refusal = admission.connectPortRefusal(port, settings.connectPorts)
@@ -277,36 +281,36 @@ class Exchange:
         if refusal is not None:
             self.refuse(refusal)
             return
-        self._connect = (host, port)
+        self._connectTo = (host, port)
         self._authenticate()
 
     def _openTunnel(self) -> None:
-        host, port = self._connect
+        host, port = self._connectTo
         refusal = admission.policyRefusal(self.settings.hostPolicy, host)
         if refusal is not None:
             self._blocked(refusal)
             return
         self._tunnel = self.settings.tunnels.open(self, host, port)
 
-    def tunnelEstablished(self, relay: Any) -> bytes:
+    def tunnelEstablished(self, relay: Relay) -> bytes:
         """
         The origin is connected: answer 200 and hand the connection to C{relay}; returns the
         bytes the client sent past its request (the tunnel's first).
         """
-        self.code = 200
-        self._started = True
-        self.channel.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self.answer.code = 200
+        self.answer.started = True
+        self.channel.send(ESTABLISHED)
         return self.channel.startTunnel(relay)
 
     def tunnelFailed(self, error: UpstreamError) -> None:
         if not self.gone:
-            self.respondError(error.code, error.title, error.detail)
+            self.refuse(error)
 
     def tunnelClosed(self, received: int) -> None:
         """
         The tunnel is over: C{received} bytes came from the origin (the access log's size).
         """
-        self.sentLength = received
+        self.answer.sentLength = received
         self.channel.factory.log(self)
 
     # Dispatch: PURGE
@@ -314,18 +318,15 @@ class Exchange:
     def _purge(self, target: Target) -> None:
         cache = self.settings.cacheAdmin
         if cache is None:
-            self.respondError(501, "Not Implemented", "this proxy has no cache to purge")
+            self.answer.error(501, "Not Implemented", "this proxy has no cache to purge")
             return
 
         def purged(count: int) -> None:
             if count:
-                self.respond(
-                    200,
-                    [(b"Content-Type", b"text/plain; charset=utf-8")],
-                    b"purged %d stored response(s) of %s\n" % (count, target.uri.encode()),
-                )
+                text = b"purged %d stored response(s) of %s\n" % (count, target.uri.encode())
+                self.answer.complete(200, [(b"Content-Type", b"text/plain; charset=utf-8")], text)
             else:
-                self.respondError(404, "Not Found", f"nothing is stored for {target.uri}")
+                self.answer.error(404, "Not Found", f"nothing is stored for {target.uri}")
 
         cache.purge(target.uri).addCallback(purged).addErrback(self._internalError)
 
@@ -369,7 +370,7 @@ class Exchange:
             target,
             headers,
             body.length if body is not None else 0,
-            self._interim if self.version == b"HTTP/1.1" else None,
+            self.answer.interim if self.version == b"HTTP/1.1" else None,
             upgrade,
         )
         fetcher = settings.fetcher
@@ -379,16 +380,15 @@ class Exchange:
             request = settings.filters.filterRequest(request, self.clientHost)
         self.request = request
         d = self._fetching = fetcher.fetch(request, body)
-        d.addCallbacks(self._gotResponse, self._fetchFailed)
-        d.addErrback(self._internalError)
+        d.addCallbacks(self._gotResponse, self._fetchFailed).addErrback(self._internalError)
 
-    def _bodyStarted(self) -> None:
+    def _bodyWanted(self) -> None:
         """
         The upstream leg wants the request body: the moment to answer C{100-continue}.
         """
-        if self._expectContinue and not self._started and not self.gone:
+        if self._expectContinue:
             self._expectContinue = False
-            self.channel.send(_CONTINUE)
+            self.answer.sendContinue()
 
     def probeClient(self) -> None:
         """
@@ -396,16 +396,16 @@ class Exchange:
         lets a server send before its answer at any time: an interim C{100 Continue}
         (RFC 9110 section 15.2: clients must accept unexpected 1xx).  Nothing for HTTP/1.0.
         """
-        if self.version == b"HTTP/1.1" and not self._started and not self.gone:
-            self._expectContinue = False
-            self.channel.send(_CONTINUE)
+        self._expectContinue = False
+        self.answer.sendContinue()
 
     def _answerMaxForwards(self, fields: Headers) -> None:
         """
         OPTIONS or TRACE with C{Max-Forwards: 0}: this proxy is the final recipient.
         """
         if self.method == b"OPTIONS":
-            self.respond(200, [(b"Allow", b"GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE")], b"")
+            allow = b"GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE"
+            self.answer.complete(200, [(b"Allow", allow)], b"")
             return
         lines = [b"%s %s %s" % (self.method, self.uri, self.version)]
         lines += [
@@ -413,179 +413,74 @@ class Exchange:
             for n, v in fields
             if n.lower() not in (b"proxy-authorization", b"authorization", b"cookie")
         ]
-        self.respond(200, [(b"Content-Type", b"message/http")], b"\r\n".join(lines) + b"\r\n\r\n")
+        body = b"\r\n".join(lines) + b"\r\n\r\n"
+        self.answer.complete(200, [(b"Content-Type", b"message/http")], body)
 
     # The response
 
-    def _interim(self, code: int, phrase: bytes, headers: Headers) -> None:
-        """
-        An interim response of the origin (C{103 Early Hints} ...): relayed to the client
-        (an HTTP/1.1 one) before the final response.  C{100 Continue} is the proxy's own
-        business with the client (see L{_bodyStarted}).
-        """
-        if code == 100 or self._started or self.gone:
-            return
-        self.channel.send(responseHead(code, phrase, endToEnd(headers)))
-
     def _gotResponse(self, response: UpstreamResponse) -> None:
         self._fetching = None
+        switched = response.switched
         if self.gone:
             response.deliverBody(DISCARD)
-            if response.switched is not None:
-                response.switched.transport.loseConnection()
+            if switched is not None:
+                switched.transport.loseConnection()
             return
-        if response.switched is not None:
-            self._switched(response)
+        if switched is not None:
+            self.answer.switched(response)
+            authority = self.target.authority if self.target is not None else "?"
+            relay = Relay(self, f"{authority} (upgraded)")
+            relay.startSwitched(switched, self.channel.startTunnel(relay))
             return
         filters = self.settings.filters
-        if filters is not None and self.request.upgrade is None:
-            response = filters.filterResponse(self.request, response)
-        self.cacheStatus = response.cacheStatus
-        code = self.code = response.code
-        fields = list(response.headers)
-        hasBody = self.method != b"HEAD" and code not in _NO_BODY_CODES
-        hasLength = False
-        for name, _ in fields:
-            if len(name) == 14 and name.lower() == b"content-length":
-                hasLength = True
-                break
-        if response.cacheStatus is not None:
-            fields.append((b"Cache-Status", response.cacheStatus.encode("latin-1")))
-        fields.append((b"Via", viaValue(b"HTTP/1.1", self.settings.pseudonym)))
-        if hasBody and not hasLength:
-            if self.version == b"HTTP/1.1":
-                self._chunked = True
-                fields.append((b"Transfer-Encoding", b"chunked"))
-            else:
-                self.keepAlive = False  # close-delimited for an HTTP/1.0 client
-                self._closeDelimited = True
-        self._connectionField(fields)
-        self._pending = responseHead(code, response.phrase, fields)
-        self._started = True
-        response.deliverBody(self)
-        pending = self._pending
-        if pending is not None and not self.gone:
-            self._pending = None
-            self.channel.send(pending)
-
-    def _connectionField(self, fields: Headers) -> None:
-        """
-        Decide whether the connection stays open after this response, and say so: C{close},
-        or C{keep-alive} to an HTTP/1.0 client that asked for it.
-        """
-        channel = self.channel
-        if not self.requestDone or (channel.clientDone and not channel.reader.buffered):
-            self.keepAlive = False
-        if not self.keepAlive:
-            fields.append((b"Connection", b"close"))
-        elif self.version == b"HTTP/1.0":
-            fields.append((b"Connection", b"keep-alive"))
-
-    def _switched(self, response: UpstreamResponse) -> None:
-        """
-        The origin switched protocols (C{101}): relay its head, then both connections as a
-        tunnel.
-        """
-        from caplab.proxy.tunnel import Relay
-
-        switched = response.switched
-        assert switched is not None
-        self.code = response.code
-        fields = [*response.headers, (b"Connection", b"upgrade")]
-        fields.append((b"Via", viaValue(b"HTTP/1.1", self.settings.pseudonym)))
-        self._started = True
-        self.channel.send(responseHead(response.code, response.phrase, fields))
-        relay = Relay(self, f"{self.target.authority if self.target else '?'} (upgraded)")
-        relay.startSwitched(switched, self.channel.startTunnel(relay))
+        request = self.request
+        if filters is not None and request is not None and request.upgrade is None:
+            response = filters.filterResponse(request, response)
+        self.answer.relay(response)
 
     def _fetchFailed(self, reason: Failure) -> None:
         self._fetching = None
         if self.gone or reason.check(CancelledError):
             return
-        if reason.check(UpstreamError):
-            error = reason.value
-            assert isinstance(error, UpstreamError)
-            self.respondError(error.code, error.title, error.detail)
+        if isinstance(reason.value, UpstreamError):
+            self.refuse(reason.value)
             return
         log.failure("fetching {uri}", reason, uri=self.uri.decode("latin-1"))
-        self.respondError(502, "Bad Gateway", "the proxy could not fetch this page")
+        self.answer.error(502, "Bad Gateway", "the proxy could not fetch this page")
 
     def _internalError(self, reason: Failure) -> None:
         """
-        A bug while relaying: log it, and give the client a 500 if nothing was sent yet,
-        else cut its connection (never a response that looks complete).
+        A bug while answering: logged; the client gets a 500 if nothing was sent yet, else
+        its connection is cut (never an answer that looks complete).
         """
-        log.failure("relaying {uri}", reason, uri=self.uri.decode("latin-1"))
-        self._stopProducer()
-        if self.gone or self.responseDone:
-            return
-        if self._pending is not None or not self._started:
-            self._pending = None
-            self._started = False
-            self._chunked = False
-            self.respondError(500, "Internal Server Error", "the proxy failed (see its log)")
-        else:
-            self.responseDone = True
-            self.channel.abort()
+        log.failure("answering {uri}", reason, uri=self.uri.decode("latin-1"))
+        if not self.gone:
+            self.answer.failed()
 
-    # IBodySink: the response body
-
-    def bodyStarted(self, producer: IPushProducer) -> None:
-        if self.gone:
-            producer.stopProducing()
-            return
-        self._producer = producer
-        self.channel.setResponseProducer(producer)
-
-    def bodyData(self, data: bytes) -> None:
-        if self.gone or not data:
-            return
-        self.sentLength += len(data)
-        if self._chunked:
-            data = chunk(data)
-        pending = self._pending
-        if pending is not None:
-            self._pending = None
-            if len(data) <= 65536:
-                data = pending + data
-            else:
-                self.channel.send(pending)
-        self.channel.send(data)
-
-    def bodyDone(self, complete: bool) -> None:
-        self._stopProducer(stop=False)
-        if self.gone or self.responseDone:
-            return
-        pending, self._pending = self._pending, None
-        if not complete:
-            if pending is not None:
-                self.channel.send(pending)
+    def refuse(self, refusal: Refusal) -> None:
+        """
+        Answer with the error page of C{refusal} (logged, for a 5xx).
+        """
+        if refusal.code >= 500:
             log.info(
-                "{uri}: the response was cut off before its end; aborting the client",
+                "{method} {uri}: {code} {detail}",
+                method=self.method.decode("latin-1"),
                 uri=self.uri.decode("latin-1"),
+                code=refusal.code,
+                detail=refusal.detail,
             )
-            # Cut without completing the framing: the client sees a short body (short of
-            # its Content-Length, or without the last chunk), never a whole one; a body
-            # that ends with the connection can only be shown cut by a reset.
-            self.responseDone = True
-            self.keepAlive = False
-            if self._closeDelimited:
-                self.channel.abort()
-            else:
-                self.channel.close()
-            return
-        if self._chunked:
-            pending = (pending or b"") + LAST_CHUNK
-        if pending:
-            self.channel.send(pending)
-        self._responded()
+        self.answer.error(refusal.code, refusal.title, refusal.detail, refusal.headers)
 
-    def _stopProducer(self, stop: bool = True) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            self.channel.setResponseProducer(None)
-            if stop:
-                producer.stopProducing()
+    def _answered(self) -> None:
+        """
+        The answer is complete: log it; the exchange is over once the request's body is in
+        too.
+        """
+        self.channel.factory.log(self)
+        if self.requestDone:
+            self.channel.exchangeDone(self, self.answer.keepAlive)
+        elif not self.answer.keepAlive:
+            self.channel.close()
 
     # The request body (from the channel)
 
@@ -599,11 +494,11 @@ class Exchange:
             self.body.dataReceived(data)
 
     def bodyComplete(self) -> None:
-        self.requestDone = True
+        self.requestDone = self.answer.requestDone = True
         if self.body is not None:
             self.body.finished(True)
-        if self.responseDone:
-            self.channel.exchangeDone(self, self.keepAlive)
+        if self.answer.done:
+            self.channel.exchangeDone(self, self.answer.keepAlive)
 
     def bodyAborted(self, error: MessageError | None, refusal: Refusal | None = None) -> None:
         """
@@ -611,74 +506,21 @@ class Exchange:
         chunk, or went over C{--max-request-body}): the upstream request is dropped, and the
         client answered (400, 413) if nothing was sent yet, else cut off.
         """
-        self.keepAlive = False
+        answer = self.answer
+        answer.keepAlive = False
         if self.body is not None:
             self.body.finished(False)
-        if self._fetching is not None:
-            d, self._fetching = self._fetching, None
-            d.cancel()
-        self._stopProducer()
-        if self.responseDone:
+        self._cancelFetch()
+        answer.stopProducer()
+        if answer.done:
             self.channel.close()
-            return
-        if self._started:
-            self.responseDone = True
-            self.channel.abort()
-            return
-        if refusal is None:
-            assert error is not None
-            refusal = Refusal(error.code, "Bad Request", f"the request body: {error.detail}")
-        self.refuse(refusal)
-
-    # Answers of the proxy's own
-
-    def refuse(self, refusal: Refusal) -> None:
-        self.respondError(refusal.code, refusal.title, refusal.detail, refusal.headers)
-
-    def respondError(
-        self, code: int, title: str, detail: str, headers: Headers | None = None
-    ) -> None:
-        """
-        Answer with an error page that says why (and log it, for a 5xx).
-        """
-        if code >= 500:
-            log.info(
-                "{method} {uri}: {code} {detail}",
-                method=self.method.decode("latin-1"),
-                uri=self.uri.decode("latin-1"),
-                code=code,
-                detail=detail,
-            )
-        self.respond(code, [_HTML, *(headers or [])], errorPage(code, title, detail))
-
-    def respond(self, code: int, headers: Headers, body: bytes) -> None:
-        """
-        Send a whole response of the proxy's own.
-        """
-        if self.gone or self.responseDone or self._started:
-            return
-        self.code = code
-        fields = list(headers)
-        self._connectionField(fields)
-        fields.append((b"Content-Length", b"%d" % len(body)))
-        if self.method == b"HEAD":
-            body = b""
-        self._started = True
-        self.sentLength = len(body)
-        self.channel.send(responseHead(code, reason(code), fields) + body)
-        self._responded()
-
-    def _responded(self) -> None:
-        """
-        The response is sent in full: log it; the exchange is over once the request's body
-        is in too.
-        """
-        self.responseDone = True
-        self.channel.factory.log(self)
-        if self.requestDone:
-            self.channel.exchangeDone(self, self.keepAlive)
-        elif not self.keepAlive:
-            self.channel.close()
+        elif answer.started:
+            answer.cutOff()
+        else:
+            if refusal is None:
+                assert error is not None
+                refusal = Refusal(error.code, "Bad Request", f"the request body: {error.detail}")
+            self.refuse(refusal)
 
     # The client went away
 
@@ -686,16 +528,22 @@ class Exchange:
         self.gone = True
         if self.body is not None:
             self.body.finished(False)
+        self._cancelFetch()
+        self.answer.clientGone()
+        if self._tunnel is not None:
+            self._tunnel.clientLost()
+
+    def _cancelFetch(self) -> None:
         if self._fetching is not None:
             d, self._fetching = self._fetching, None
             d.cancel()
-        self._stopProducer()
-        if self._tunnel is not None:
-            self._tunnel.clientLost()
 
     # For the access log
 
     def header(self, name: bytes) -> bytes | None:
+        """
+        The first value of the request's field C{name}, or None.
+        """
         lower = name.lower()
         for n, v in self.head.headers:
             if n.lower() == lower:

@@ -124,10 +124,11 @@ class ProxyFactory(ServerFactory):
         """
         One access log line for a finished request or a closed tunnel.
         """
+        answer = exchange.answer
         metrics = self.settings.metrics
         if metrics is not None:
-            metrics.requestDone(exchange.method, exchange.code)
-            metrics.bytesSent(exchange.sentLength)
+            metrics.requestDone(exchange.method, answer.code)
+            metrics.bytesSent(answer.sentLength)
         accessLog = self.accessLog
         if accessLog is None:
             return
@@ -137,11 +138,11 @@ class ProxyFactory(ServerFactory):
             exchange.method,
             exchange.uri,
             exchange.version,
-            exchange.code,
-            exchange.sentLength,
+            answer.code,
+            answer.sentLength,
             exchange.header(b"referer"),
             exchange.header(b"user-agent"),
-            exchange.cacheStatus,
+            answer.cacheStatus,
         )
 
     def logRefusal(self, channel: CaplabProxy, code: int, size: int) -> None:

@@ -9,7 +9,8 @@ connections are.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
@@ -21,11 +22,8 @@ from zope.interface import implementer
 
 from caplab.proxy.connect import connectQuietly
 from caplab.proxy.errors import describeConnectFailure
-from caplab.proxy.hooks import ISwitchedConnection, Target
+from caplab.proxy.hooks import ISwitchedConnection, Target, UpstreamError
 from caplab.proxy.origin import noDelay
-
-if TYPE_CHECKING:
-    from caplab.proxy.exchange import Exchange
 
 log = Logger(namespace="caplab.proxy.tunnel")
 
@@ -41,6 +39,22 @@ def _closeWriting(transport: Any) -> None:
         transport.loseConnection()
 
 
+class TunnelClient(TypingProtocol):
+    """
+    What a tunnel needs of the request that opened it (L{caplab.proxy.exchange.Exchange}).
+    """
+
+    channel: Any
+    settings: Any
+    gone: bool
+
+    def tunnelEstablished(self, relay: Relay) -> bytes: ...
+
+    def tunnelFailed(self, error: UpstreamError) -> None: ...
+
+    def tunnelClosed(self, received: int) -> None: ...
+
+
 class Relay:
     """
     One tunnel between a client's connection (the exchange's channel) and an origin's.
@@ -49,7 +63,7 @@ class Relay:
     @ivar received: bytes from the origin (the access log's size); @ivar sent: to it.
     """
 
-    def __init__(self, exchange: Exchange, target: str, onClosed: Any = None) -> None:
+    def __init__(self, exchange: TunnelClient, target: str, onClosed: Any = None) -> None:
         self.exchange = exchange
         self.channel = exchange.channel
         self.target = target
@@ -216,7 +230,7 @@ class TunnelOpener:
         self.open_ = 0
         self.total = 0
 
-    def open(self, exchange: Exchange, host: str, port: int) -> PendingTunnel:
+    def open(self, exchange: TunnelClient, host: str, port: int) -> PendingTunnel:
         """
         Connect to C{host:port} for C{exchange}; answer it when connected or failed.
         """

@@ -67,6 +67,8 @@ class RequestReader(MessageReader):
         if lineEnd < 0:
             if len(buffer) > self.maxRequestLine:
                 events.append(self._fail("the request line is too long", code=414))
+            elif b"\n" in buffer:
+                events.append(self._fail("a line ending that is not CRLF"))
             return False
         if lineEnd > self.maxRequestLine:
             events.append(self._fail("the request line is too long", code=414))
@@ -82,6 +84,8 @@ class RequestReader(MessageReader):
         if end < 0:
             if len(buffer) > self.maxHead:
                 events.append(self._fail("the header block is too large", code=431))
+            elif buffer.count(b"\n") != buffer.count(b"\r\n"):
+                events.append(self._fail("a line ending that is not CRLF"))
             elif buffer.count(b"\r\n") - 1 > self.maxFields:
                 events.append(self._fail("too many header fields", code=431))
             return False

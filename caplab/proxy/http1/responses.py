@@ -69,6 +69,10 @@ class ResponseReader(MessageReader):
     def _readHead(self, events: list[Event]) -> bool:
         buffer = self._buffer
         end = buffer.find(b"\r\n\r\n")
+        bareEnd = buffer.find(b"\n\n", 0, end if end >= 0 else len(buffer))
+        if bareEnd >= 0:
+            events.append(self._fail("a head whose lines end in LF, not CRLF"))
+            return False
         if end < 0:
             if len(buffer) > self.maxHead:
                 events.append(self._fail("an over-long response head"))

@@ -1,0 +1,359 @@
+"""
+Tests for L{caplab.proxy.exchange} and L{caplab.proxy.answer} through the channel on a
+L{StringTransport}: interim responses, C{Expect}, half-closing clients, pipelining, HTTP/1.0
+keep-alive, the request-body limit, protocol switches, and answers cut off.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionLost
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from caplab.proxy.hooks import UpstreamResponse
+from tests.test_proxy_channel import Harness, Producer
+
+
+class Sink:
+    """
+    A body sink that records what it gets.
+    """
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.done: list[bool] = []
+
+    def bodyStarted(self, producer: Any) -> None:
+        pass
+
+    def bodyData(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def bodyDone(self, complete: bool) -> None:
+        self.done.append(complete)
+
+
+class InterimTests(Harness):
+    """
+    Interim (1xx) responses of the origin.
+    """
+
+    def test_relayedToHttp11(self) -> None:
+        """
+        An interim response reaches an HTTP/1.1 client before the final one, hop-by-hop
+        fields removed; C{100 Continue} from the origin is not relayed.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n")
+        [(request, _, _)] = self.fetcher.calls
+        request.interim(100, b"Continue", [])
+        request.interim(103, b"Early Hints", [(b"Link", b"</a>"), (b"Connection", b"x")])
+        self.fetcher.answer(200, [(b"Content-Length", b"2")], [b"ok"])
+        self.assertTrue(
+            transport.value().startswith(
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n"
+            ),
+            transport.value(),
+        )
+
+    def test_notToHttp10(self) -> None:
+        """
+        An HTTP/1.0 client cannot take interim responses: none is asked for.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET http://h/ HTTP/1.0\r\n\r\n")
+        self.assertIsNone(self.fetcher.calls[0][0].interim)
+
+
+class ExpectTests(Harness):
+    """
+    C{Expect: 100-continue}, answered after admission.
+    """
+
+    head = b"PUT http://h/ HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n"
+
+    def test_continueWhenBodyWanted(self) -> None:
+        """
+        C{100 Continue} goes out when the upstream leg starts streaming the body, not
+        before.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(self.head + b"\r\n")
+        [(request, body, _)] = self.fetcher.calls
+        self.assertNotIn(b"expect", [n.lower() for n, _ in request.headers])
+        self.assertEqual(transport.value(), b"")
+        body.startStreaming(Sink())
+        self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def test_notBeforeAuthentication(self) -> None:
+        """
+        Without credentials the answer is a 407, and no C{100 Continue} ever.
+        """
+
+        class Authenticator:
+            realm = "lab"
+
+            def authenticate(self, credentials: bytes | None) -> Deferred[str | None]:
+                return succeed(None)
+
+        channel, transport = self.connect(authenticator=Authenticator())
+        channel.dataReceived(self.head + b"\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 407 "))
+        self.assertNotIn(b"100 Continue", transport.value())
+        self.assertEqual(self.fetcher.calls, [])
+
+    def test_otherExpectation417(self) -> None:
+        """
+        An expectation other than C{100-continue} is a 417.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET http://h/ HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 417 "))
+
+
+class HalfCloseTests(Harness):
+    """
+    Clients that shut down their sending side after the request.
+    """
+
+    def test_answeredThenClosed(self) -> None:
+        """
+        A client that half-closes after its request still gets the answer, then the
+        connection closes.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n")
+        channel.readConnectionLost()
+        self.assertFalse(transport.disconnecting)
+        self.fetcher.answer(200, [(b"Content-Length", b"2")], [b"ok"])
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nok"))
+        self.assertIn(b"Connection: close", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_idleHalfCloseCloses(self) -> None:
+        """
+        A half-close between requests closes the connection.
+        """
+        channel, transport = self.connect()
+        channel.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
+
+    def test_partialHead400(self) -> None:
+        """
+        A half-close in the middle of a head gets a 400 (the client may still read).
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET http://h/ HTTP/1.1\r\nHo")
+        channel.readConnectionLost()
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "))
+
+    def test_goneClientFound(self) -> None:
+        """
+        A second after the half-close, with no answer begun, the client is sent an interim
+        C{100 Continue}; if its socket then shows a reset, the connection is aborted and
+        the fetch cancelled.
+        """
+
+        class Socket:
+            error = 0
+
+            def getsockopt(self, level: int, option: int) -> int:
+                assert (level, option) == (socket.SOL_SOCKET, socket.SO_ERROR)
+                return self.error
+
+        sock = Socket()
+        channel, transport = self.connect()
+        transport.getHandle = lambda: sock  # type: ignore[attr-defined]
+        channel.dataReceived(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n")
+        channel.readConnectionLost()
+        self.clock.advance(1.5)
+        self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.clock.advance(1)
+        self.assertFalse(transport.disconnecting)
+        sock.error = 32
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnected)
+        channel.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(self.fetcher.cancelled, 1)
+
+
+class PipelineTests(Harness):
+    """
+    Requests sent before the previous one is answered.
+    """
+
+    def test_servedInOrder(self) -> None:
+        """
+        Two requests in one read are served one after the other.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(
+            b"GET http://h/1 HTTP/1.1\r\nHost: h\r\n\r\nGET http://h/2 HTTP/1.1\r\nHost: h\r\n\r\n"
+        )
+        self.assertEqual(len(self.fetcher.calls), 1)
+        self.fetcher.answer(200, [(b"Content-Length", b"1")], [b"1"])
+        self.assertEqual([c[0].target.path for c in self.fetcher.calls], [b"/1", b"/2"])
+        self.fetcher.answer(200, [(b"Content-Length", b"1")], [b"2"])
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
+
+    def test_manyAnsweredAtOnce(self) -> None:
+        """
+        Hundreds of pipelined requests answered synchronously (as cache hits are) are served
+        in a loop, not a recursion.
+        """
+
+        class Immediate:
+            def fetch(self, request: Any, body: Any) -> Deferred[UpstreamResponse]:
+                def deliver(sink: Any) -> None:
+                    sink.bodyStarted(Producer())
+                    sink.bodyData(b"x")
+                    sink.bodyDone(True)
+
+                return succeed(UpstreamResponse(200, b"OK", [(b"Content-Length", b"1")], deliver))
+
+        channel, transport = self.connect()
+        self.factory.settings.fetcher = Immediate()  # type: ignore[assignment]
+        channel.dataReceived(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n" * 3000)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 3000)
+
+    def test_readAheadBounded(self) -> None:
+        """
+        Past 64 KiB of pipelined requests the client is not read until the one in hand is
+        answered.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n" * 3000)
+        self.assertEqual(transport.producerState, "paused")
+        self.fetcher.answer(200, [(b"Content-Length", b"0")])
+        self.assertEqual(transport.producerState, "producing")
+
+
+class Http10Tests(Harness):
+    """
+    HTTP/1.0 clients.
+    """
+
+    def test_keepAliveAsked(self) -> None:
+        """
+        An HTTP/1.0 client that asks for keep-alive keeps its connection (said in the answer)
+        when the response has a length.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET http://h/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        self.fetcher.answer(200, [(b"Content-Length", b"1")], [b"x"])
+        self.assertIn(b"\r\nConnection: keep-alive\r\n", transport.value())
+        self.assertFalse(transport.disconnecting)
+        channel.dataReceived(b"GET http://h/2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        self.assertEqual(len(self.fetcher.calls), 2)
+
+    def test_keepAliveWithoutLength(self) -> None:
+        """
+        A body without length ends with the connection for an HTTP/1.0 client, keep-alive
+        or not.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET http://h/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        self.fetcher.answer(200, [], [b"x"])
+        self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_cutCloseDelimitedIsReset(self) -> None:
+        """
+        A body cut off that an HTTP/1.0 client reads until the connection closes is ended by
+        an abort (a reset), never a close that would make it look whole.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET http://h/ HTTP/1.0\r\n\r\n")
+        self.fetcher.answer(200, [], [b"part"], complete=False)
+        self.assertTrue(transport.disconnected)
+
+
+class BodyLimitTests(Harness):
+    """
+    C{--max-request-body}.
+    """
+
+    def test_declaredTooLarge(self) -> None:
+        """
+        A declared length over the limit is a 413 before anything is fetched.
+        """
+        channel, transport = self.connect(maxRequestBody=10)
+        channel.dataReceived(b"PUT http://h/ HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "))
+        self.assertEqual(self.fetcher.calls, [])
+
+    def test_chunkedCrossing(self) -> None:
+        """
+        A chunked body that grows past the limit cancels the fetch and is answered 413.
+        """
+        channel, transport = self.connect(maxRequestBody=10)
+        channel.dataReceived(
+            b"PUT http://h/ HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"8\r\n12345678\r\n"
+        )
+        self.assertEqual(len(self.fetcher.calls), 1)
+        channel.dataReceived(b"8\r\n12345678\r\n")
+        self.assertEqual(self.fetcher.cancelled, 1)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "))
+        self.assertTrue(transport.disconnecting)
+
+
+class SwitchTests(Harness):
+    """
+    A request that asks to upgrade, and the origin's 101.
+    """
+
+    def test_upgradeForwardedPastFilters(self) -> None:
+        """
+        The C{Upgrade} field goes upstream as the request's C{upgrade} (the writer adds the
+        hop-by-hop fields), through the chain without the cache.
+        """
+        uncached = type(self.fetcher)()
+        channel, transport = self.connect(upstream=uncached)
+        channel.dataReceived(
+            b"GET ws://h/chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: k\r\n\r\n"
+        )
+        self.assertEqual(self.fetcher.calls, [])
+        [(request, _, _)] = uncached.calls
+        self.assertEqual(request.upgrade, b"websocket")
+        self.assertEqual(request.target.uri, "http://h/chat")
+        self.assertNotIn(b"upgrade", [n.lower() for n, _ in request.headers])
+
+    def test_switchedIsATunnel(self) -> None:
+        """
+        After a 101 the client and the origin's connection exchange bytes untouched.
+        """
+        originTransport = StringTransport()
+
+        class Switched:
+            transport = originTransport
+            leftover = b"first"
+            side: Any = None
+
+            def attach(self, side: Any) -> None:
+                Switched.side = side
+
+        channel, transport = self.connect()
+        channel.dataReceived(
+            b"GET http://h/ HTTP/1.1\r\nHost: h\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nearly"
+        )
+        response = UpstreamResponse(
+            101, b"Switching Protocols", [(b"Upgrade", b"x")], Sink().bodyDone, switched=Switched()
+        )
+        self.fetcher.calls[0][2].callback(response)
+        self.assertTrue(
+            transport.value().startswith(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n")
+        )
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nfirst"))
+        self.assertEqual(originTransport.value(), b"early")
+        channel.dataReceived(b"up")
+        Switched.side.dataReceived(b"down")
+        self.assertEqual(originTransport.value(), b"earlyup")
+        self.assertTrue(transport.value().endswith(b"firstdown"))
+        Switched.side.connectionLost()
+        self.assertTrue(transport.disconnecting)
