@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import _QUEUED_SENTINEL
 from twisted.web.proxy import ProxyRequest
+from twisted.web.resource import Resource
 
 from caplab import __version__
 from caplab.internals import sendNow
@@ -34,6 +35,8 @@ from caplab.proxy.headers import (
 from caplab.proxy.hooks import (
     Headers,
     IAuthenticator,
+    IPage,
+    PageRequest,
     Target,
     UpstreamError,
     UpstreamRequest,
@@ -298,6 +301,9 @@ class CaplabProxyRequest(ProxyRequest):
             self.respond(200, [(b"Content-Type", b"text/html; charset=utf-8")], page)
             return
         resource = self.settings.statusResources.get(path)
+        if resource is not None and not isinstance(resource, Resource):
+            self._renderPage(resource, path)
+            return
         if resource is not None:
             body = resource.render(self)
             if isinstance(body, bytes):
@@ -305,6 +311,22 @@ class CaplabProxyRequest(ProxyRequest):
                 self.finish()
             return
         self.respondError(404, "Not Found", "the proxy has no such page; / is its status page")
+
+    def _renderPage(self, page: IPage, path: bytes) -> None:
+        """
+        Answer with one of the proxy's own pages (an L{IPage}).
+        """
+        local = self.channel.localAddress
+        request = PageRequest(
+            self.method,
+            path,
+            self.uri.partition(b"?")[2],
+            [(n, v) for n, vs in self.requestHeaders.getAllRawHeaders() for v in vs],
+            self.clientHost,
+            (getattr(local, "host", ""), getattr(local, "port", 0)),
+        )
+        response = page.render(request)
+        self.respond(response.code, response.headers, response.body)
 
     def _connect(self) -> None:
         try:
