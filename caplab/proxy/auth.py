@@ -2,15 +2,21 @@
 Proxy authentication (RFC 9110 §11.7.1 C{Proxy-Authorization: Basic ...}) against an htpasswd
 file.
 
-The file has one C{user:hash} a line, as C{htpasswd -B} (bcrypt, C{$2y$}/C{$2b$}/C{$2a$}) or
-C{mkpasswd -m sha-512} / C{-m sha-256} (SHA-crypt, C{$6$}/C{$5$}) write them; C{#} comment lines
-and blank lines are ignored.  Other schemes (Apache MD5 C{$apr1$}, C{{SHA}}, DES crypt, plain
-text) are refused when the file is loaded, so a weak or mistyped file never half-works.
+The file has one C{user:hash} a line, as C{htpasswd -B} (bcrypt, C{$2y$}/C{$2b$}/C{$2a$}),
+C{htpasswd} by default (Apache MD5, C{$apr1$}: accepted, with a warning in the log that
+bcrypt is much stronger) or C{mkpasswd -m sha-512} / C{-m sha-256} (SHA-crypt, C{$6$}/C{$5$})
+write them; C{#} comment lines and blank lines are ignored.  Unsalted or plain schemes
+(C{{SHA}}, DES crypt, plain text) are refused when the file is loaded, so a weak or mistyped
+file never half-works.
 
-Hash checks are slow on purpose (tens of milliseconds), so they run in a thread pool and the
-reactor never waits for them.  A good check is remembered for a while (C{cacheSeconds}) under
-a keyed digest of the header, never the header itself, so a browser sending the same header
-with each request costs one slow check, not one per request.  Credentials are never logged.
+Hash checks are slow on purpose (tens of milliseconds), so they run in a thread pool of their
+own (not the reactor's, which name lookups and disk-cache commits use) and the reactor never
+waits for them; L{caplab.proxy.throttle} keeps a flood of wrong passwords from one address
+from delaying other clients' logins.  A good check is remembered for a while
+(C{cacheSeconds}) under a keyed digest of the header, never the header itself, so a browser
+sending the same header with each request costs one slow check, not one per request; checks
+of the same header under way at once are done once.  Passwords are never logged; failures
+are, with the client's address and the user name.
 """
 
 from __future__ import annotations
@@ -28,18 +34,28 @@ from dataclasses import dataclass
 from typing import Any
 
 import bcrypt
-from passlib.hash import sha256_crypt, sha512_crypt
+from passlib.hash import apr_md5_crypt, sha256_crypt, sha512_crypt
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+
+from caplab.proxy.throttle import CheckScheduler, FailureLog, FailureTable, Overloaded
+
+log = Logger(namespace="caplab.proxy.auth")
 
 _BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
 
 #: A bcrypt hash of a random password: checked for unknown users, so that a wrong user name
 #: takes as long to refuse as a wrong password.
 _DUMMY_HASH = b"$2b$10$sYXr0tT7dg/LfzEjtheehOh9iwo1cqxBQu6JcXKmilYI8Hg7kGsUK"
+
+#: Seconds before a request refused unchecked (too many checks waiting from its address) is
+#: answered, at least.
+REFUSAL_DELAY = 1.0
 
 #: The default realm of C{Proxy-Authenticate: Basic realm="..."}.
 DEFAULT_REALM = "caplab proxy"
@@ -58,8 +74,15 @@ class PasswordHash:
     One user's stored hash and the scheme that checks it.
     """
 
-    scheme: str  # "bcrypt", "sha256-crypt" or "sha512-crypt"
+    scheme: str  # "bcrypt", "sha256-crypt", "sha512-crypt" or "apr-md5"
     value: str
+
+    @property
+    def weak(self) -> bool:
+        """
+        Whether the scheme is one caplab accepts only because C{htpasswd} writes it.
+        """
+        return self.scheme == "apr-md5"
 
     def __repr__(self) -> str:
         return f"PasswordHash({self.scheme!r}, ...)"
@@ -71,8 +94,7 @@ class PasswordHash:
         if self.scheme == "bcrypt":
             # Like Apache's htpasswd, only the first 72 bytes count for bcrypt.
             return bcrypt.checkpw(password[:72], self.value.encode("ascii"))
-        handler = sha512_crypt if self.scheme == "sha512-crypt" else sha256_crypt
-        return bool(handler.verify(password, self.value))
+        return bool(_HANDLERS[self.scheme].verify(password, self.value))
 
 
 def parseHash(text: str) -> PasswordHash:
@@ -85,26 +107,32 @@ def parseHash(text: str) -> PasswordHash:
         if not _BCRYPT.fullmatch(text):
             raise ValueError("malformed bcrypt hash")
         return PasswordHash("bcrypt", text)
-    for prefix, scheme, handler in (
-        ("$5$", "sha256-crypt", sha256_crypt),
-        ("$6$", "sha512-crypt", sha512_crypt),
-    ):
+    for prefix, scheme in (("$5$", "sha256-crypt"), ("$6$", "sha512-crypt"), ("$apr1$", "apr-md5")):
         if text.startswith(prefix):
             try:
                 with warnings.catch_warnings():
                     # passlib warns (and clamps) where glibc would too, e.g. rounds=10.
                     warnings.simplefilter("error")
-                    parsed = handler.from_string(text)
+                    parsed = _HANDLERS[scheme].from_string(text)
             except (ValueError, Warning):
                 parsed = None
             if parsed is None or not parsed.checksum:
                 raise ValueError(f"malformed {scheme} hash")
             return PasswordHash(scheme, text)
-    if text.startswith("$apr1$"):
-        raise ValueError("Apache MD5 ($apr1$) hashes are too weak: use htpasswd -B (bcrypt)")
     if text.startswith("{SHA}"):
-        raise ValueError("{SHA} hashes are too weak: use htpasswd -B (bcrypt)")
-    raise ValueError("unsupported hash: use bcrypt (htpasswd -B) or SHA-crypt ($5$, $6$)")
+        raise ValueError("{SHA} hashes (unsalted SHA-1) are too weak: use htpasswd -B (bcrypt)")
+    raise ValueError(
+        "unsupported hash: use bcrypt (htpasswd -B), SHA-crypt ($5$, $6$) or, weaker, "
+        "Apache MD5 ($apr1$)"
+    )
+
+
+#: The passlib handler of each scheme but bcrypt (checked with the bcrypt package).
+_HANDLERS: dict[str, Any] = {
+    "sha256-crypt": sha256_crypt,
+    "sha512-crypt": sha512_crypt,
+    "apr-md5": apr_md5_crypt,
+}
 
 
 def parseHtpasswd(lines: Iterable[str], source: str) -> dict[str, PasswordHash]:
@@ -178,14 +206,25 @@ def basicCredentials(user: str, password: str) -> bytes:
     return b"Basic " + base64.b64encode(raw)
 
 
+def defaultCheckThreads() -> int:
+    """
+    Threads for hash checks: half the cores (at least 1, at most 4), so that checks never
+    take every core from the reactor.
+    """
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+#: (path, weak users) already warned about, so that loading the same file twice (the options
+#: check, then the service) warns once, and a reload warns again only if it changed.
+_warned: dict[str, frozenset[str]] = {}
+
+
 class HtpasswdAuthenticator:
     """
     An L{IAuthenticator} for the users in an htpasswd file, reloadable.
 
     @ivar realm: the realm of the C{Proxy-Authenticate} challenge.
     """
-
-    log = Logger()
 
     def __init__(
         self,
@@ -195,12 +234,20 @@ class HtpasswdAuthenticator:
         threadPool: ThreadPool | None = None,
         cacheSeconds: float = 300.0,
         cacheSize: int = 1024,
+        threads: int | None = None,
+        failures: FailureTable | None = None,
+        failureLog: FailureLog | None = None,
     ) -> None:
         """
-        @param reactor: for the thread pool results and the clock of the cache (the global
-            reactor by default); an L{IReactorFromThreads} and L{IReactorTime}.
-        @param threadPool: where the hash checks run (the reactor's by default).
+        @param reactor: for the thread pool results, the clock of the cache and of the
+            throttling (the global reactor by default); an L{IReactorFromThreads} and
+            L{IReactorTime}.
+        @param threadPool: where the hash checks run (default: a pool of C{threads} threads
+            of its own, started at the first check and stopped when the reactor stops).
         @param cacheSeconds: how long a good check is remembered (0: never).
+        @param threads: checks run at once (default: L{defaultCheckThreads}).
+        @param failures: failed checks per client address (default: a L{FailureTable}).
+        @param failureLog: logs failures (default: a L{FailureLog}).
         @raise AuthFileError: the file cannot be used.
         """
         if reactor is None:
@@ -212,11 +259,18 @@ class HtpasswdAuthenticator:
         self._reactor: IReactorFromThreads = reactor
         self._clock: IReactorTime = reactor
         self._threadPool = threadPool
+        self._threads = threads or defaultCheckThreads()
         self._cacheSeconds = cacheSeconds
         self._cacheSize = cacheSize
         self._cacheKey = os.urandom(32)
         self._cache: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
-        self.users = loadHtpasswd(path)
+        #: keyed digest -> Deferreds of the requests waiting for the check under way
+        self._checking: dict[bytes, list[Deferred[bool]]] = {}
+        self.failures = failures if failures is not None else FailureTable(reactor)
+        self.failureLog = failureLog if failureLog is not None else FailureLog(reactor)
+        self.scheduler = CheckScheduler(reactor, self._inThread, self.failures, slots=self._threads)
+        self.users: dict[str, PasswordHash] = {}
+        self.use(loadHtpasswd(path))
 
     def reload(self) -> str:
         """
@@ -237,17 +291,57 @@ class HtpasswdAuthenticator:
 
     def use(self, users: dict[str, PasswordHash]) -> str:
         """
-        Use C{users} (from L{load}) from now on; remembered checks are forgotten.
+        Use C{users} (from L{load}) from now on; remembered checks are forgotten.  Users with
+        Apache MD5 hashes are named in one warning (per file and set of such users).
 
-        @return: a summary for the log.
+        @return: a summary for the log (L{summary}).
         """
         self.users = users
         self._cache.clear()
-        return f"{len(self.users)} users"
+        self._checking = {}  # checks under way are of the old users: none is shared
+        weak = frozenset(name for name, stored in users.items() if stored.weak)
+        if weak and _warned.get(self.path) != weak:
+            names = ", ".join(repr(name) for name in sorted(weak)[:5])
+            more = f" and {len(weak) - 5} more" if len(weak) > 5 else ""
+            log.warn(
+                "auth file {path}: {count} users have Apache MD5 ($apr1$) hashes ({names}"
+                "{more}), which are fast to guess; bcrypt is much stronger: htpasswd -B "
+                "{path} USER",
+                path=self.path,
+                count=len(weak),
+                names=names,
+                more=more,
+            )
+        _warned[self.path] = weak
+        return self.summary()
+
+    def summary(self) -> str:
+        """
+        One line for the log: how many users, and how many with weak hashes.
+        """
+        weak = sum(1 for stored in self.users.values() if stored.weak)
+        text = f"{len(self.users)} users"
+        if weak:
+            text += f" ({weak} with Apache MD5 hashes: bcrypt is stronger)"
+        return text
 
     def authenticate(self, proxyAuthorization: bytes | None) -> Deferred[str | None]:
         """
-        The user name if C{proxyAuthorization} holds good credentials, else None.
+        The user name if C{proxyAuthorization} holds good credentials, else None (from an
+        unknown client address: see L{authenticateFrom}).
+        """
+        return self.authenticateFrom(proxyAuthorization, None)
+
+    def authenticateFrom(
+        self, proxyAuthorization: bytes | None, client: str | None
+    ) -> Deferred[str | None]:
+        """
+        The user name if C{proxyAuthorization}, from client address C{client}, holds good
+        credentials, else None.
+
+        Checks are queued fairly between addresses; an address with many recent failures
+        has its checks delayed, and with too many waiting it is refused (None) without a
+        check, after its delay.
         """
         credentials = parseBasic(proxyAuthorization)
         if credentials is None:
@@ -262,13 +356,27 @@ class HtpasswdAuthenticator:
                 return succeed(remembered[0])
             del self._cache[key]
         user, password = credentials
-        stored = self.users.get(user)
         users = self.users
-        d = self._inThread(_check, stored, password)
+        waiting = self._checking.get(key)
+        if waiting is not None:
+            d: Deferred[bool] = Deferred()
+            waiting.append(d)
+        else:
+            try:
+                d = self.scheduler.submit(client, _check, users.get(user), password)
+            except Overloaded:
+                self.failureLog.failed(client, user, "refused unchecked: too many waiting")
+                # Answered after a while (the address's delay, a second at least), so that
+                # a client over its share does not turn the refusals into a busy loop.
+                delay = max(REFUSAL_DELAY, self.failures.delay(client))
+                return deferLater(self._clock, delay, lambda: None)
+            waiting = self._checking[key] = []
+            d.addBoth(self._checked, key, waiting)
 
         def checked(good: bool) -> str | None:
             if not good:
-                self.log.info("proxy authentication failed for user {user!r}", user=user)
+                self.failures.record(client)
+                self.failureLog.failed(client, user)
                 return None
             if self._cacheSeconds > 0 and self.users is users:
                 self._cache[key] = (user, self._clock.seconds() + self._cacheSeconds)
@@ -278,11 +386,38 @@ class HtpasswdAuthenticator:
 
         return d.addCallback(checked)
 
+    def _checked(
+        self, result: bool | Failure, key: bytes, waiters: list[Deferred[bool]]
+    ) -> bool | Failure:
+        """
+        A check is done: give its result to the requests that waited for the same one.
+        """
+        if self._checking.get(key) is waiters:
+            del self._checking[key]
+        for waiting in waiters:
+            if isinstance(result, Failure):
+                waiting.errback(result)
+            else:
+                waiting.callback(result)
+        return result
+
     def _inThread(self, f: Callable[..., bool], *args: Any) -> Deferred[bool]:
         pool = self._threadPool
         if pool is None:
-            pool = self._reactor.getThreadPool()  # type: ignore[attr-defined]
+            pool = self._threadPool = ThreadPool(
+                minthreads=0, maxthreads=self._threads, name="caplab-auth"
+            )
+            pool.start()
+            self._reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
+                "during", "shutdown", self._stop
+            )
         return deferToThreadPool(self._reactor, pool, f, *args)
+
+    def _stop(self) -> None:
+        self.scheduler.stop()
+        self.failureLog.stop()
+        if self._threadPool is not None:
+            self._threadPool.stop()
 
 
 def _check(stored: PasswordHash | None, password: bytes) -> bool:

@@ -188,7 +188,14 @@ class CaplabProxyRequest(ProxyRequest):
 
     def _authenticate(self, authenticator: IAuthenticator, then: Any) -> None:
         credentials = self.requestHeaders.getRawHeaders(b"proxy-authorization")
-        d = authenticator.authenticate(credentials[0] if credentials else None)
+        value = credentials[0] if credentials else None
+        # The client's address, for the authenticator's throttling and log (until
+        # IAuthenticator.authenticate takes it).
+        authenticateFrom = getattr(authenticator, "authenticateFrom", None)
+        if authenticateFrom is not None:
+            d = authenticateFrom(value, self.clientHost)
+        else:
+            d = authenticator.authenticate(value)
 
         def checked(user: str | None) -> None:
             if self.finished or self._disconnected:
