@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from caplab.proxy.addresses import NetworkTable, canonicalAddress, parseAddress, parseNetwork
 
-#: The spellings of 127.0.0.1 of issue 9 (all reached the blocked address before).
+#: Spellings of 127.0.0.1: the first six are issue 9's (each reached the blocked address).
 LOOPBACK_SPELLINGS = [
     "127.1",
     "2130706433",

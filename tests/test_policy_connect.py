@@ -271,3 +271,18 @@ class CheckingResolverTests(SynchronousTestCase):
         resolver.resolveHostName(Receiver(), "x.example", 80)
         self.assertEqual(got, ["192.0.2.1", "done"])
         self.assertEqual(resolver.blocked, ("10.0.0.1", Verdict("10.0.0.0/8", "block.txt:2")))
+
+
+class ParseResolveTests(SynchronousTestCase):
+    """
+    C{--resolve HOST=ADDRESS} takes the address in any spelling, kept canonical.
+    """
+
+    def test_canonical(self) -> None:
+        from caplab.proxy.connect import parseResolve
+
+        self.assertEqual(parseResolve("Test.Example=0x7f000001"), ("test.example", "127.0.0.1"))
+        self.assertEqual(parseResolve("a.example=[::ffff:10.0.0.1]"), ("a.example", "10.0.0.1"))
+        self.assertEqual(parseResolve("a.example=[2001:DB8::1]"), ("a.example", "2001:db8::1"))
+        for bad in ["a.example", "=1.2.3.4", "a.example=name.example"]:
+            self.assertRaises(ValueError, parseResolve, bad)
