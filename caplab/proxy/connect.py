@@ -63,7 +63,7 @@ def parseResolve(entry: str) -> tuple[str, str]:
 
     @raise ValueError: not C{HOST=ADDRESS} with an IP address.
     """
-    from caplab.proxy.policy import normaliseHost
+    from caplab.proxy.hostnames import normaliseHost
 
     host, sep, address = entry.partition("=")
     if not sep or not host.strip():

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 
 from caplab.proxy.hooks import PageRequest, PageResponse
-from caplab.proxy.policy import normaliseName
+from caplab.proxy.hostnames import normaliseName
 
 #: The media type browsers expect for a PAC file.
 PAC_CONTENT_TYPE = b"application/x-ns-proxy-autoconfig"

@@ -1,18 +1,9 @@
 """
 Destination block and allow lists: which hosts the proxy may reach.
 
-One rule a line, in files given with C{--block-list} and C{--allow-list}:
-
-    - C{example.com}: that domain and every subdomain of it;
-    - C{*.example.com}: the subdomains only, not C{example.com} itself;
-    - C{0.0.0.0 ads.example.com tracker.example.net}: a hosts-file line, as published block
-      lists use; each name is a rule like C{example.com} (C{localhost} and friends, which such
-      lists carry for the machine's own sake, are skipped);
-    - C{192.0.2.7} or C{2001:db8::1}: that address exactly; C{10.0.0.0/8} or C{fc00::/7}:
-      every address of that network;
-    - the domain rules of Adblock filter lists (C{||ads.example.com^}, see
-      L{caplab.proxy.adblock}), so that EasyList-style lists work as published;
-    - C{#} starts a comment, blank lines are ignored.
+The lists' syntax (domains, C{*.} wildcards, hosts-file lines, addresses and networks,
+Adblock filter-list rules) is read by L{caplab.proxy.listfile}; this module keeps the rules
+for lookup and decides.
 
 Host names are matched case-insensitively and IDNA-normalised (C{bücher.example} and
 C{xn--bcher-kva.example} are the same rule), looking up each suffix of the host in a dict:
@@ -27,98 +18,30 @@ This module is pure: no I/O besides reading the list files, no reactor.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-import idna
-
-from caplab.proxy import adblock
-from caplab.proxy.adblock import (
-    isCosmetic,
-    isHeaderOrComment,
-    parseNetworkRule,
-    startsFilterRule,
-)
-from caplab.proxy.addresses import (
-    IPAddress,
-    NetworkTable,
-    canonicalAddress,
-    parseAddress,
-    parseNetwork,
-)
+from caplab.proxy import listfile
+from caplab.proxy.addresses import IPAddress, NetworkTable, parseAddress
 from caplab.proxy.hooks import Verdict
+from caplab.proxy.hostnames import normaliseHost, normaliseName
+from caplab.proxy.listfile import HOSTS_FILE_SKIP, PolicyFileError, readRules
 
-#: Host names that hosts-file block lists carry for the machine itself, never as blocks.
-HOSTS_FILE_SKIP = frozenset(
-    {
-        "localhost",
-        "localhost.localdomain",
-        "local",
-        "broadcasthost",
-        "ip6-localhost",
-        "ip6-loopback",
-        "ip6-localnet",
-        "ip6-mcastprefix",
-        "ip6-allnodes",
-        "ip6-allrouters",
-        "ip6-allhosts",
-        "0.0.0.0",
-    }
-)
-
-_ASCII_NAME = re.compile(r"(?:[a-z0-9_-]{1,63}\.)*[a-z0-9_-]{1,63}")
-
-#: A name as resolvers look it up: labels that neither start nor end with C{-}, two or more.
-_STRICT_NAME = re.compile(
-    r"(?:[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?\.)+[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
-)
+__all__ = [
+    "DEFAULT_DENY",
+    "HOSTS_FILE_SKIP",
+    "FileSummary",
+    "HostList",
+    "HostPolicy",
+    "PolicyFileError",
+    "ReloadableHostPolicy",
+    "normaliseHost",
+    "normaliseName",
+]
 
 #: The rule and source of the verdict for a host no allow rule names under --default-deny.
 DEFAULT_DENY = Verdict(rule="--default-deny", source="not in any --allow-list")
-
-
-class PolicyFileError(Exception):
-    """
-    A block or allow list cannot be used: unreadable, or a line that is not a rule.
-
-    The message names the file and line, e.g. C{blocked.txt:12: 'http://x/' is not a host
-    name}.
-    """
-
-
-def normaliseName(name: str) -> str:
-    """
-    The canonical form of host name C{name}: lower-case ASCII (IDNA A-labels), without a
-    trailing dot.
-
-    @raise ValueError: C{name} is not a host name.
-    """
-    name = name.strip().rstrip(".")
-    if name.isascii():
-        name = name.lower()
-    else:
-        try:
-            name = idna.encode(name, uts46=True).decode("ascii")
-        except idna.IDNAError as e:
-            raise ValueError(f"{name!r} is not a valid international domain name ({e})") from None
-    if len(name) > 253 or not _ASCII_NAME.fullmatch(name):
-        raise ValueError(f"{name!r} is not a host name")
-    return name
-
-
-def normaliseHost(host: str) -> str:
-    """
-    The canonical form of a request's host: an IP address in its canonical text (whatever
-    spelling a resolver accepts: C{127.1}, C{0x7f000001} and C{[::ffff:127.0.0.1]} are all
-    C{127.0.0.1}), a name as L{normaliseName} writes it.
-
-    @raise ValueError: C{host} is neither.
-    """
-    address = canonicalAddress(host)
-    return address if address is not None else normaliseName(host)
 
 
 Where = tuple[int, int]
@@ -177,12 +100,8 @@ class HostList:
 
     def addLines(self, lines: Iterable[str], source: str) -> None:
         """
-        Add the rules in C{lines}, which come from C{source} (a file name, for messages).
-
-        A line may be a rule of caplab's syntax, a hosts-file line, or a line of an Adblock
-        filter list; once a file shows it is a filter list (a C{[Adblock ...]} header, a
-        C{!} comment, a C{||} rule), lines no rule can be made of are skipped and counted,
-        not refused.
+        Add the rules in C{lines} (see L{caplab.proxy.listfile}), which come from C{source}
+        (a file name, for messages).
 
         @raise PolicyFileError: a line is not a rule; C{self} is then partly filled and
             should be thrown away.
@@ -191,132 +110,28 @@ class HostList:
         self._sources.append(source)
         summary = FileSummary(source)
         self.files.append(summary)
+        tables = {
+            listfile.DOMAIN: self._domains,
+            listfile.WILDCARD: self._wildcards,
+            listfile.EXEMPT: self._exceptions,
+        }
+        networks = {
+            listfile.NETWORK: self._networks,
+            listfile.EXEMPT_NETWORK: self._exemptNetworks,
+        }
         skipped = summary.skipped
-        filterList = False
-        knownAddresses: set[str] = set()
-        for number, raw in enumerate(lines, 1):
-            line = raw.strip()
-            if not line:
+        rules = 0
+        for kind, value, number in readRules(lines, source):
+            table = tables.get(kind)
+            if table is not None:
+                table.setdefault(value, (index, number))
+            elif kind == listfile.SKIP:
+                skipped[value] += 1
                 continue
-            if isCosmetic(line):
-                skipped[adblock.COSMETIC] += 1
-                filterList = True
-                continue
-            first = line[0]
-            if first == "#":
-                continue
-            if first in "![" and isHeaderOrComment(line):
-                filterList = True
-                continue
-            where = (index, number)
-            try:
-                if startsFilterRule(line):
-                    filterList = True
-                    why = self._addFilterRule(line, where)
-                    if why is not None:
-                        skipped[why] += 1
-                        continue
-                else:
-                    if "#" in line:
-                        line = line.split("#", 1)[0]
-                    fields = line.split()
-                    if not fields:
-                        continue
-                    if len(fields) == 1:
-                        self._addRule(fields[0], where, filterList)
-                    else:
-                        if fields[0] not in knownAddresses:
-                            if canonicalAddress(fields[0]) is None:
-                                raise ValueError(
-                                    f"{line.strip()!r} is neither a rule nor a hosts-file line "
-                                    "(ADDRESS NAME ...)"
-                                )
-                            knownAddresses.add(fields[0])
-                        summary.rules += self._addHostsLine(fields[1:], where)
-                        continue
-            except ValueError as e:
-                if filterList:
-                    skipped[adblock.PATH] += 1
-                    continue
-                raise PolicyFileError(f"{source}:{number}: {e}") from None
-            summary.rules += 1
-
-    def _addHostsLine(self, names: list[str], where: Where) -> int:
-        """
-        Add the names of a hosts-file line (C{localhost} and friends skipped).
-
-        @return: how many rules were added.
-        """
-        added = 0
-        for name in names:
-            if name.lower() in HOSTS_FILE_SKIP:
-                continue
-            address = parseAddress(name)
-            if address is not None:
-                self._networks.add(ipaddress.ip_network(address), where)
             else:
-                self._domains.setdefault(normaliseName(name), where)
-            added += 1
-        return added
-
-    def _addRule(self, text: str, where: Where, strict: bool = False) -> None:
-        """
-        Add the rule C{text} of caplab's syntax.
-
-        @param strict: accept only host names a resolver would look up (no label starting or
-            ending with C{-}, no leading or trailing dot, at least two labels): in a filter
-            list a bare word is a URL pattern (C{ad.}, C{-banner-}), not a domain.
-        @raise ValueError: not a rule.
-        """
-        if text.startswith("*."):
-            self._wildcards.setdefault(normaliseName(text[2:]), where)
-            return
-        address = parseAddress(text)
-        if address is not None:
-            self._networks.add(ipaddress.ip_network(address), where)
-            return
-        network = parseNetwork(text)
-        if network is not None:
-            self._networks.add(network, where)
-        elif "*" in text or "/" in text or ":" in text:
-            raise ValueError(
-                f"{text!r} is not a rule: write a domain (example.com), *.example.com, "
-                "an IP address or a network (10.0.0.0/8)"
-            )
-        else:
-            name = normaliseName(text)
-            if strict and (text[-1:] == "." or not _STRICT_NAME.fullmatch(name)):
-                raise ValueError(f"{text!r} is a URL pattern, not a domain")
-            self._domains.setdefault(name, where)
-
-    def _addFilterRule(self, line: str, where: Where) -> str | None:
-        """
-        Add the domain rule of filter-list line C{line}, if it has one.
-
-        @return: None if a rule was added, else why the line is skipped.
-        @raise ValueError: the rule's name is not a host name.
-        """
-        parsed = parseNetworkRule(line)
-        if isinstance(parsed, str):
-            return parsed
-        kind, text, exception = parsed
-        address = parseAddress(text)
-        if address is not None:
-            if kind == "wildcard":
-                return adblock.PATH
-            table = self._exemptNetworks if exception else self._networks
-            table.add(ipaddress.ip_network(address), where)
-            return None
-        name = normaliseName(text)
-        if kind == "wildcard":
-            if exception:
-                return adblock.EXCEPTION
-            self._wildcards.setdefault(name, where)
-        elif exception:
-            self._exceptions.setdefault(name, where)
-        else:
-            self._domains.setdefault(name, where)
-        return None
+                networks[kind].add(value, (index, number))
+            rules += 1
+        summary.rules = rules
 
     def addFile(self, path: str) -> None:
         """
