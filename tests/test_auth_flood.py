@@ -103,6 +103,24 @@ class FloodTests(TempFiles, SynchronousTestCase):
         self.assertIsNone(self.successResultOf(late))
         self.assertIsNone(self.successResultOf(d))
 
+    def test_ipv6NetworkShares(self) -> None:
+        """
+        Addresses of one IPv6 /64 share one share of checks and one failure count (a host
+        cannot dodge its delay by changing address); the log names each address.
+        """
+        for n in range(6):
+            d = self.authenticator.authenticateFrom(self.wrong(n), f"2001:db8::{n + 1}")
+            self.pool.runOne()
+            self.assertIsNone(self.successResultOf(d))
+        late = self.authenticator.authenticateFrom(self.wrong(9), "2001:db8::ff")
+        self.assertEqual(self.pool.queued, [])
+        self.reactor.advance(1)
+        self.pool.runOne()
+        self.assertIsNone(self.successResultOf(late))
+        other = self.authenticator.authenticateFrom(GOOD, "2001:db8:0:1::1")
+        self.pool.runOne()
+        self.assertEqual(self.successResultOf(other), "alice")
+
     def test_tooManyWaitingRefused(self) -> None:
         """
         Beyond 8 waiting checks from one address, a request is refused without a check,

@@ -13,7 +13,13 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from caplab.proxy.throttle import CheckScheduler, FailureLog, FailureTable, Overloaded
+from caplab.proxy.throttle import (
+    CheckScheduler,
+    FailureLog,
+    FailureTable,
+    Overloaded,
+    throttleKey,
+)
 
 
 class FailureTableTests(SynchronousTestCase):
@@ -73,6 +79,24 @@ class FailureTableTests(SynchronousTestCase):
         for _ in range(10):
             self.table.record(None)
         self.assertEqual(self.table.delay(None), 0)
+
+
+class ThrottleKeyTests(SynchronousTestCase):
+    """
+    L{throttleKey}.
+    """
+
+    def test_keys(self) -> None:
+        """
+        IPv4 addresses are their own key; IPv6 ones share their /64; IPv4-mapped ones are
+        IPv4.
+        """
+        self.assertEqual(throttleKey("192.0.2.7"), "192.0.2.7")
+        self.assertEqual(throttleKey("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64")
+        self.assertEqual(throttleKey("2001:db8:1:2:bbbb::9"), "2001:db8:1:2::/64")
+        self.assertNotEqual(throttleKey("2001:db8:1:3::1"), throttleKey("2001:db8:1:2::1"))
+        self.assertEqual(throttleKey("::ffff:192.0.2.7"), "192.0.2.7")
+        self.assertIsNone(throttleKey(None))
 
 
 class FakeThreads:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import time
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from caplab.proxy import adblock
 from caplab.proxy.hooks import Verdict
+from caplab.proxy.listfile import readRules
 from caplab.proxy.policy import HostList, HostPolicy, PolicyFileError
 from tests.test_policy import TempFiles, policyOf
 
@@ -198,6 +201,38 @@ class ParseTests(SynchronousTestCase):
             self.assertTrue(adblock.isCosmetic(line), line)
         for line in ["## Heading", "#####", "# comment", "a.example # c", "||a.example^$x"]:
             self.assertFalse(adblock.isCosmetic(line), line)
+
+
+class AnyInputTests(SynchronousTestCase):
+    """
+    Whatever a list file holds, reading it gives rules, skipped lines or a
+    L{PolicyFileError} naming the file and line: never another exception.
+    """
+
+    @given(
+        lines=st.lists(st.text(alphabet="|@$^#!*./:-_=,~[] abcAB019\t", max_size=30), max_size=8),
+        filterList=st.booleans(),
+    )
+    def test_neverCrashes(self, lines: list[str], filterList: bool) -> None:
+        if filterList:
+            lines = ["! a filter list", *lines]
+        try:
+            rules = list(readRules(lines, "list.txt"))
+        except PolicyFileError as e:
+            self.assertFalse(filterList)
+            self.assertRegex(str(e), r"^list\.txt:\d+: ")
+            return
+        kinds = {kind for kind, _, _ in rules}
+        self.assertLessEqual(
+            kinds, {"domain", "wildcard", "exempt", "network", "exempt network", "skip"}
+        )
+        blocked = HostList()
+        blocked.addLines(lines, "list.txt")
+        policy = HostPolicy(blocked, HostList())
+        if not kinds & {"exempt", "exempt network"}:
+            for kind, value, number in rules:
+                if kind == "domain":
+                    self.assertIsNotNone(policy.check(value), (value, number))
 
 
 class LargeFilterListTests(TempFiles, SynchronousTestCase):

@@ -40,7 +40,13 @@ from caplab.proxy.htpasswd import (
     parseHash,
     parseHtpasswd,
 )
-from caplab.proxy.throttle import CheckScheduler, FailureLog, FailureTable, Overloaded
+from caplab.proxy.throttle import (
+    CheckScheduler,
+    FailureLog,
+    FailureTable,
+    Overloaded,
+    throttleKey,
+)
 
 __all__ = [
     "DEFAULT_REALM",
@@ -257,19 +263,19 @@ class HtpasswdAuthenticator:
             waiting.append(d)
         else:
             try:
-                d = self.scheduler.submit(client, _check, users.get(user), password)
+                d = self.scheduler.submit(throttleKey(client), _check, users.get(user), password)
             except Overloaded:
                 self.failureLog.failed(client, user, "refused unchecked: too many waiting")
                 # Answered after a while (the address's delay, a second at least), so that
                 # a client over its share does not turn the refusals into a busy loop.
-                delay = max(REFUSAL_DELAY, self.failures.delay(client))
+                delay = max(REFUSAL_DELAY, self.failures.delay(throttleKey(client)))
                 return deferLater(self._clock, delay, lambda: None)
             waiting = self._checking[key] = []
             d.addBoth(self._checked, key, waiting)
 
         def checked(good: bool) -> str | None:
             if not good:
-                self.failures.record(client)
+                self.failures.record(throttleKey(client))
                 self.failureLog.failed(client, user)
                 return None
             if self._cacheSeconds > 0 and self.users is users:

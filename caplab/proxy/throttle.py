@@ -22,6 +22,7 @@ threads.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
@@ -34,6 +35,23 @@ from twisted.logger import Logger
 
 #: Failures are logged under the namespace of authentication, for filters.
 log = Logger(namespace="caplab.proxy.auth")
+
+
+def throttleKey(address: str | None) -> str | None:
+    """
+    Whose share of checks a client address counts against: an IPv4 address itself (an
+    IPv4-mapped IPv6 one as IPv4), an IPv6 address its /64 network, which one host commonly
+    has whole (so that it cannot dodge its delay by changing address).
+    """
+    if address is None or ":" not in address:
+        return address
+    try:
+        parsed = ipaddress.IPv6Address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(ipaddress.IPv6Network((parsed, 64), strict=False))
 
 
 class FailureTable:
