@@ -32,6 +32,8 @@ SHA512 = (
     ".oW377/RvCyTnL7Cy60"
 )
 SHA256 = "$5$V9r1egPcTkNbojil$De4R1KxJDwCbqF5z/ktRM62d9hePhPfr5JWBJSXgzn/"
+#: As htpasswd writes by default (Apache MD5); made with libpass.
+APR1 = "$apr1$Kx.WcFev$skNKmPSfKXPtRVCpWxIAF1"
 
 HTPASSWD = f"# users\nalice:{BCRYPT}\n\nbob:{SHA512}\ncarol:{SHA256}\n"
 
@@ -86,6 +88,12 @@ class HtpasswdTests(SynchronousTestCase):
         for stored in users.values():
             self.assertTrue(stored.verify(b"s3cret"))
             self.assertFalse(stored.verify(b"s3creT"))
+            self.assertFalse(stored.weak)
+        [apr1] = parseHtpasswd([f"erin:{APR1}"], "u").values()
+        self.assertEqual(apr1.scheme, "apr-md5")
+        self.assertTrue(apr1.weak)
+        self.assertTrue(apr1.verify(b"s3cret"))
+        self.assertFalse(apr1.verify(b"s3creT"))
         for prefix in ("$2a$", "$2b$"):
             [other] = parseHtpasswd([f"dave:{BCRYPT.replace('$2y$', prefix)}"], "u").values()
             self.assertTrue(other.verify(b"s3cret"))
@@ -103,9 +111,11 @@ class HtpasswdTests(SynchronousTestCase):
         never the hash.
         """
         for line, why in [
-            ("alice:$apr1$abc$def", "Apache MD5"),
+            ("alice:$apr1$abc$def", "malformed apr-md5"),
+            ("alice:$apr1$" + "x" * 10 + "$" + APR1[15:], "malformed apr-md5"),
             ("alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "{SHA}"),
             ("alice:plaintext", "unsupported hash"),
+            ("alice:abhWCwoTZY2c6", "unsupported hash"),
             ("alice:$2y$04$short", "malformed bcrypt"),
             ("alice:" + BCRYPT.replace("$2y$", "$2x$"), "malformed bcrypt"),
             ("alice:$6$rounds=10$salt$" + SHA512[20:], "malformed sha512-crypt"),

@@ -281,6 +281,24 @@ def test_pac(origin: OriginProcess, tmp_path: Path) -> None:
         assert f'"PROXY {proxy.address}"' in script
         assert '"intranet.example"' in script
 
+        # Under the name the browser used; HEAD gets the head only.
+        head = subprocess.run(
+            [
+                "curl", "-sS", "--max-time", str(WAIT), "-I", "-H", "Host: proxy.lab.test:3128",
+                url,
+            ],
+            capture_output=True, timeout=WAIT + 5,
+        )  # fmt: skip
+        assert head.stdout.startswith(b"HTTP/1.1 200 "), head
+        length = re.search(rb"(?i)content-length: (\d+)", head.stdout)
+        assert length is not None, head
+        named = subprocess.run(
+            ["curl", "-sS", "--max-time", str(WAIT), "-H", "Host: proxy.lab.test:3128", url],
+            capture_output=True, timeout=WAIT + 5,
+        )  # fmt: skip
+        assert b'"PROXY proxy.lab.test:3128"' in named.stdout, named
+        assert int(length.group(1)) == len(named.stdout)
+
 
 @pytest.mark.browser
 def test_statsPageInChromium(origin: OriginProcess, tmp_path: Path) -> None:

@@ -9,11 +9,11 @@ import re
 import tempfile
 from pathlib import Path
 
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.test.requesthelper import DummyRequest
+from twisted.web.resource import Resource
 
-from caplab.proxy.pac import PAC_CONTENT_TYPE, PacResource, pacScript
+from caplab.proxy.hooks import IPage, PageRequest, PageResponse
+from caplab.proxy.pac import PAC_CONTENT_TYPE, PacPage, PacResource, pacScript
 from tests.conftest import requireProgram
 
 #: (host, expected answer) pairs the PAC file is asked about in the JavaScript tests.
@@ -30,13 +30,20 @@ CASES = [
 ]
 
 
-def render(resource: PacResource, host: bytes | None, local: object) -> tuple[bytes, DummyRequest]:
-    request = DummyRequest([b"proxy.pac"])
+def render(
+    page: PacPage,
+    host: bytes | None,
+    local: tuple[str, int] = ("127.0.0.1", 8080),
+    method: bytes = b"GET",
+) -> PageResponse:
+    headers = [(b"Accept", b"*/*")]
     if host is not None:
-        request.requestHeaders.setRawHeaders(b"host", [host])
-    request.getHost = lambda: local  # type: ignore[method-assign]
-    body = resource.render_GET(request)
-    return body, request
+        headers.append((b"Host", host))
+    return page.render(PageRequest(method, b"/proxy.pac", b"", headers, "127.0.0.1", local))
+
+
+def header(response: PageResponse, name: bytes) -> list[bytes]:
+    return [v for n, v in response.headers if n.lower() == name.lower()]
 
 
 class ScriptTests(SynchronousTestCase):
@@ -70,36 +77,60 @@ class ScriptTests(SynchronousTestCase):
             self.assertRaises(ValueError, pacScript, "p:1", [domain])
 
 
-class ResourceTests(SynchronousTestCase):
+class PageTests(SynchronousTestCase):
     """
-    L{PacResource} serves the script for the address the browser used.
+    L{PacPage} serves the script for the address the browser used.
     """
+
+    def test_isAPage(self) -> None:
+        """
+        It is an L{IPage} (no twisted.web resource), under its old name too.
+        """
+        page: IPage = PacPage()
+        self.assertNotIsInstance(page, Resource)
+        self.assertIs(PacResource, PacPage)
 
     def test_fromHostHeader(self) -> None:
         """
-        The C{Host} header names the proxy, with the PAC media type.
+        The C{Host} header names the proxy, with the PAC media type and a cache lifetime.
         """
-        body, request = render(PacResource(["intranet.example"]), b"proxy.lab.example:3128", None)
-        self.assertIn(b'"PROXY proxy.lab.example:3128"', body)
-        self.assertIn(b'"intranet.example"', body)
-        self.assertEqual(request.responseHeaders.getRawHeaders(b"content-type"), [PAC_CONTENT_TYPE])
+        response = render(PacPage(["intranet.example"]), b"proxy.lab.example:3128")
+        self.assertEqual(response.code, 200)
+        self.assertIn(b'"PROXY proxy.lab.example:3128"', response.body)
+        self.assertIn(b'"intranet.example"', response.body)
+        self.assertEqual(header(response, b"content-type"), [PAC_CONTENT_TYPE])
+        self.assertEqual(header(response, b"cache-control"), [b"max-age=300"])
 
     def test_badHostHeader(self) -> None:
         """
         Without a usable C{Host} header the local address is named, IPv6 bracketed.
         """
-        for header in [None, b"no-port.example", b'x:1"+alert(1)+"']:
-            body, _ = render(PacResource(), header, IPv4Address("TCP", "127.0.0.1", 8080))
-            self.assertIn(b'"PROXY 127.0.0.1:8080"', body)
-        body, _ = render(PacResource(), None, IPv6Address("TCP", "::1", 8081))
-        self.assertIn(b'"PROXY [::1]:8081"', body)
+        for value in [None, b"no-port.example", b'x:1"+alert(1)+"', b"a:1\r\nX: y"]:
+            response = render(PacPage(), value)
+            self.assertIn(b'"PROXY 127.0.0.1:8080"', response.body)
+        response = render(PacPage(), None, ("::1", 8081))
+        self.assertIn(b'"PROXY [::1]:8081"', response.body)
 
     def test_fixedAddress(self) -> None:
         """
         A configured address wins over the request's.
         """
-        body, _ = render(PacResource(proxyAddress="10.0.0.1:80"), b"other:1", None)
-        self.assertIn(b'"PROXY 10.0.0.1:80"', body)
+        response = render(PacPage(proxyAddress="10.0.0.1:80"), b"other:1")
+        self.assertIn(b'"PROXY 10.0.0.1:80"', response.body)
+
+    def test_head(self) -> None:
+        """
+        C{HEAD} gets the same answer (the writer leaves the body out).
+        """
+        self.assertEqual(render(PacPage(), b"p:1", method=b"HEAD"), render(PacPage(), b"p:1"))
+
+    def test_otherMethods(self) -> None:
+        """
+        Other methods get 405 with C{Allow}.
+        """
+        response = render(PacPage(), b"p:1", method=b"POST")
+        self.assertEqual(response.code, 405)
+        self.assertEqual(header(response, b"allow"), [b"GET, HEAD"])
 
 
 class JavaScriptTests(SynchronousTestCase):

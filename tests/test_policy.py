@@ -360,10 +360,106 @@ class FileTests(TempFiles, SynchronousTestCase):
         policy = ReloadableHostPolicy([path], [])
         self.assertIsNotNone(policy.check("a.example"))
         self.writeFile("list.txt", "b.example\n")
-        self.assertEqual(policy.reload(), "1 block rules, 0 allow rules")
+        self.assertEqual(policy.reload(), f"block list {path}: 1 rule")
         self.assertIsNone(policy.check("a.example"))
         self.assertIsNotNone(policy.check("b.example"))
         self.writeFile("list.txt", "c.example\nhttp://broken/\n")
         self.assertRaises(PolicyFileError, policy.reload)
         self.assertIsNotNone(policy.check("b.example"))
         self.assertIsNone(policy.check("c.example"))
+
+
+class AddressSpellingTests(SynchronousTestCase):
+    """
+    Address rules hold for every spelling of the address a resolver accepts (issue 9).
+    """
+
+    def test_blockedInEverySpelling(self) -> None:
+        """
+        A rule for C{127.0.0.1} blocks C{127.1}, C{2130706433}, C{0x7f000001},
+        C{0177.0.0.1}, C{127.000.000.001} and C{[::ffff:127.0.0.1]}, each named canonically.
+        """
+        from tests.test_policy_addresses import LOOPBACK_SPELLINGS
+
+        policy = policyOf("127.0.0.1\n")
+        for spelling in LOOPBACK_SPELLINGS:
+            self.assertEqual(normaliseHost(spelling), "127.0.0.1", spelling)
+            self.assertEqual(policy.check(spelling), Verdict("127.0.0.1", "block.txt:1"), spelling)
+
+    def test_rulesInAnySpelling(self) -> None:
+        """
+        A rule may itself be written in any spelling; it is kept canonical.
+        """
+        policy = policyOf("0x7f000001\n::ffff:10.0.0.1\n")
+        self.assertEqual(policy.check("127.0.0.1"), Verdict("127.0.0.1", "block.txt:1"))
+        self.assertEqual(policy.check("10.0.0.1"), Verdict("10.0.0.1", "block.txt:2"))
+
+    def test_namesEndingInDigitsStayNames(self) -> None:
+        """
+        A name whose labels end in digits is still matched as a name.
+        """
+        policy = policyOf("host1.example\n")
+        self.assertIsNotNone(policy.check("www.host1.example"))
+        self.assertEqual(normaliseHost("cafe.babe"), "cafe.babe")
+        self.assertEqual(normaliseHost("08.0.0.1"), "08.0.0.1")
+
+
+class NetworkRuleTests(SynchronousTestCase):
+    """
+    CIDR network rules and the check of resolved addresses.
+    """
+
+    def test_networks(self) -> None:
+        """
+        C{10.0.0.0/8} blocks every address in it, in any spelling; the most specific rule
+        names the verdict.
+        """
+        policy = policyOf("10.0.0.0/8\nfc00::/7\n10.1.0.0/16\n")
+        self.assertEqual(policy.check("10.9.9.9"), Verdict("10.0.0.0/8", "block.txt:1"))
+        self.assertEqual(policy.check("0x0a010203"), Verdict("10.1.0.0/16", "block.txt:3"))
+        self.assertEqual(policy.check("[fd00::1]"), Verdict("fc00::/7", "block.txt:2"))
+        self.assertIsNone(policy.check("11.0.0.1"))
+        self.assertIsNone(policy.check("10.example"))
+
+    def test_badNetwork(self) -> None:
+        """
+        A network with host bits set or a bad length is an error naming file and line.
+        """
+        for line in ["10.0.0.1/8", "10.0.0.0/40", "example.com/8"]:
+            with self.assertRaises(PolicyFileError) as caught:
+                policyOf(f"ok.example\n{line}\n")
+            self.assertIn("block.txt:2: ", str(caught.exception))
+
+    def test_checkAddress(self) -> None:
+        """
+        L{HostPolicy.checkAddress} applies address and network rules to an address a name
+        resolved to, IPv4-mapped IPv6 as IPv4; an address allow rule wins; name rules and
+        C{--default-deny} (which the name has passed already) do not apply.
+        """
+        policy = policyOf(
+            "127.0.0.0/8\n10.0.0.0/8\nblocked.example\n",
+            "10.1.2.3\nintranet.example\n",
+            defaultDeny=True,
+        )
+        self.assertEqual(policy.checkAddress("127.0.0.1"), Verdict("127.0.0.0/8", "block.txt:1"))
+        self.assertEqual(
+            policy.checkAddress("::ffff:127.0.0.5"), Verdict("127.0.0.0/8", "block.txt:1")
+        )
+        self.assertIsNone(policy.checkAddress("10.1.2.3"))
+        self.assertIsNotNone(policy.checkAddress("10.1.2.4"))
+        self.assertIsNone(policy.checkAddress("192.0.2.1"))
+        self.assertEqual(policy.checkAddress("nonsense"), Verdict("not an IP address", "caplab"))
+
+    def test_summary(self) -> None:
+        """
+        The summary names each file with its rule count, and the default-deny mode.
+        """
+        self.assertEqual(
+            policyOf().summary(), "block list block.txt: 0 rules; allow list allow.txt: 0 rules"
+        )
+        self.assertEqual(
+            policyOf("a.example\nb.example\n", "c.example\n", defaultDeny=True).summary(),
+            "block list block.txt: 2 rules; allow list allow.txt: 1 rule; --default-deny: only "
+            "allowed hosts",
+        )
+        self.assertEqual(HostPolicy(HostList(), HostList()).summary(), "no block or allow lists")

@@ -545,7 +545,9 @@ class PolicyTests(Harness):
         class Authenticator:
             realm = "lab"
 
-            def authenticate(self, credentials: bytes | None) -> Deferred[str | None]:
+            def authenticate(
+                self, credentials: bytes | None, client: str | None = None
+            ) -> Deferred[str | None]:
                 return succeed("alice" if credentials == b"Basic good" else None)
 
         channel, transport = self.connect(authenticator=Authenticator())

@@ -97,7 +97,9 @@ class ExpectTests(Harness):
         class Authenticator:
             realm = "lab"
 
-            def authenticate(self, credentials: bytes | None) -> Deferred[str | None]:
+            def authenticate(
+                self, credentials: bytes | None, client: str | None = None
+            ) -> Deferred[str | None]:
                 return succeed(None)
 
         channel, transport = self.connect(authenticator=Authenticator())

@@ -63,9 +63,10 @@ class ReloaderTests(TempFiles, SynchronousTestCase):
         self.assertIsNotNone(self.policy.check("c.example"))
         self.assertEqual(sorted(self.authenticator.users), ["dave", "erin"])
         summaries = [(e["what"], e["summary"]) for e in events if "summary" in e]
+        block = os.path.join(self._directory, "block.txt")
         self.assertEqual(
             summaries,
-            [("block/allow lists", "2 block rules, 0 allow rules"), ("auth file", "2 users")],
+            [("block/allow lists", f"block list {block}: 2 rules"), ("auth file", "2 users")],
         )
         self.assertEqual(self.reloadCount("ok"), 1)
 

@@ -1,16 +1,16 @@
 """
 Proxy authentication (RFC 9110 §11.7.1 C{Proxy-Authorization: Basic ...}) against an htpasswd
-file.
+file (its format, and which hashes are accepted: L{caplab.proxy.htpasswd}; users with Apache
+MD5 hashes are named in one warning in the log, as bcrypt is much stronger).
 
-The file has one C{user:hash} a line, as C{htpasswd -B} (bcrypt, C{$2y$}/C{$2b$}/C{$2a$}) or
-C{mkpasswd -m sha-512} / C{-m sha-256} (SHA-crypt, C{$6$}/C{$5$}) write them; C{#} comment lines
-and blank lines are ignored.  Other schemes (Apache MD5 C{$apr1$}, C{{SHA}}, DES crypt, plain
-text) are refused when the file is loaded, so a weak or mistyped file never half-works.
-
-Hash checks are slow on purpose (tens of milliseconds), so they run in a thread pool and the
-reactor never waits for them.  A good check is remembered for a while (C{cacheSeconds}) under
-a keyed digest of the header, never the header itself, so a browser sending the same header
-with each request costs one slow check, not one per request.  Credentials are never logged.
+Hash checks are slow on purpose (tens of milliseconds), so they run in a thread pool of their
+own (not the reactor's, which name lookups and disk-cache commits use) and the reactor never
+waits for them; L{caplab.proxy.throttle} keeps a flood of wrong passwords from one address
+from delaying other clients' logins.  A good check is remembered for a while
+(C{cacheSeconds}) under a keyed digest of the header, never the header itself, so a browser
+sending the same header with each request costs one slow check, not one per request; checks
+of the same header under way at once are done once.  Passwords are never logged; failures
+are, with the client's address and the user name.
 """
 
 from __future__ import annotations
@@ -20,130 +20,58 @@ import binascii
 import hashlib
 import hmac
 import os
-import re
-import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import bcrypt
-from passlib.hash import sha256_crypt, sha512_crypt
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-_BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
+from caplab.proxy.htpasswd import (
+    AuthFileError,
+    PasswordHash,
+    loadHtpasswd,
+    parseHash,
+    parseHtpasswd,
+)
+from caplab.proxy.throttle import (
+    CheckScheduler,
+    FailureLog,
+    FailureTable,
+    Overloaded,
+    throttleKey,
+)
+
+__all__ = [
+    "DEFAULT_REALM",
+    "AuthFileError",
+    "HtpasswdAuthenticator",
+    "PasswordHash",
+    "basicCredentials",
+    "loadHtpasswd",
+    "parseBasic",
+    "parseHash",
+    "parseHtpasswd",
+]
+
+log = Logger(namespace="caplab.proxy.auth")
 
 #: A bcrypt hash of a random password: checked for unknown users, so that a wrong user name
 #: takes as long to refuse as a wrong password.
 _DUMMY_HASH = b"$2b$10$sYXr0tT7dg/LfzEjtheehOh9iwo1cqxBQu6JcXKmilYI8Hg7kGsUK"
 
+#: Seconds before a request refused unchecked (too many checks waiting from its address) is
+#: answered, at least.
+REFUSAL_DELAY = 1.0
+
 #: The default realm of C{Proxy-Authenticate: Basic realm="..."}.
 DEFAULT_REALM = "caplab proxy"
-
-
-class AuthFileError(Exception):
-    """
-    The htpasswd file cannot be used: unreadable, or a line that is not C{user:hash} with a
-    supported hash.  The message names the file and line (and never a hash).
-    """
-
-
-@dataclass(frozen=True)
-class PasswordHash:
-    """
-    One user's stored hash and the scheme that checks it.
-    """
-
-    scheme: str  # "bcrypt", "sha256-crypt" or "sha512-crypt"
-    value: str
-
-    def __repr__(self) -> str:
-        return f"PasswordHash({self.scheme!r}, ...)"
-
-    def verify(self, password: bytes) -> bool:
-        """
-        Whether C{password} matches (slow: call it in a thread).
-        """
-        if self.scheme == "bcrypt":
-            # Like Apache's htpasswd, only the first 72 bytes count for bcrypt.
-            return bcrypt.checkpw(password[:72], self.value.encode("ascii"))
-        handler = sha512_crypt if self.scheme == "sha512-crypt" else sha256_crypt
-        return bool(handler.verify(password, self.value))
-
-
-def parseHash(text: str) -> PasswordHash:
-    """
-    The L{PasswordHash} that C{text} stores.
-
-    @raise ValueError: a scheme caplab does not accept, or a malformed hash.
-    """
-    if text.startswith("$2"):
-        if not _BCRYPT.fullmatch(text):
-            raise ValueError("malformed bcrypt hash")
-        return PasswordHash("bcrypt", text)
-    for prefix, scheme, handler in (
-        ("$5$", "sha256-crypt", sha256_crypt),
-        ("$6$", "sha512-crypt", sha512_crypt),
-    ):
-        if text.startswith(prefix):
-            try:
-                with warnings.catch_warnings():
-                    # passlib warns (and clamps) where glibc would too, e.g. rounds=10.
-                    warnings.simplefilter("error")
-                    parsed = handler.from_string(text)
-            except (ValueError, Warning):
-                parsed = None
-            if parsed is None or not parsed.checksum:
-                raise ValueError(f"malformed {scheme} hash")
-            return PasswordHash(scheme, text)
-    if text.startswith("$apr1$"):
-        raise ValueError("Apache MD5 ($apr1$) hashes are too weak: use htpasswd -B (bcrypt)")
-    if text.startswith("{SHA}"):
-        raise ValueError("{SHA} hashes are too weak: use htpasswd -B (bcrypt)")
-    raise ValueError("unsupported hash: use bcrypt (htpasswd -B) or SHA-crypt ($5$, $6$)")
-
-
-def parseHtpasswd(lines: Iterable[str], source: str) -> dict[str, PasswordHash]:
-    """
-    The users in htpasswd C{lines} from C{source} (a file name, for messages).
-
-    @raise AuthFileError: a line is not C{user:hash} with a supported hash, or a user is
-        listed twice.
-    """
-    users: dict[str, PasswordHash] = {}
-    for number, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, colon, hashText = line.partition(":")
-        if not colon or not user:
-            raise AuthFileError(f"{source}:{number}: not a user:hash line")
-        if user in users:
-            raise AuthFileError(f"{source}:{number}: user {user!r} is listed twice")
-        try:
-            users[user] = parseHash(hashText.strip())
-        except ValueError as e:
-            raise AuthFileError(f"{source}:{number}: user {user!r}: {e}") from None
-    return users
-
-
-def loadHtpasswd(path: str) -> dict[str, PasswordHash]:
-    """
-    The users in the htpasswd file at C{path}.
-
-    @raise AuthFileError: unreadable, or see L{parseHtpasswd}.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            return parseHtpasswd(f, path)
-    except OSError as e:
-        raise AuthFileError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise AuthFileError(f"{path}: not UTF-8 text ({e.reason})") from None
 
 
 def parseBasic(proxyAuthorization: bytes | None) -> tuple[str, bytes] | None:
@@ -178,14 +106,25 @@ def basicCredentials(user: str, password: str) -> bytes:
     return b"Basic " + base64.b64encode(raw)
 
 
+def defaultCheckThreads() -> int:
+    """
+    Threads for hash checks: half the cores (at least 1, at most 4), so that checks never
+    take every core from the reactor.
+    """
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+#: (path, weak users) already warned about, so that loading the same file twice (the options
+#: check, then the service) warns once, and a reload warns again only if it changed.
+_warned: dict[str, frozenset[str]] = {}
+
+
 class HtpasswdAuthenticator:
     """
     An L{IAuthenticator} for the users in an htpasswd file, reloadable.
 
     @ivar realm: the realm of the C{Proxy-Authenticate} challenge.
     """
-
-    log = Logger()
 
     def __init__(
         self,
@@ -195,12 +134,20 @@ class HtpasswdAuthenticator:
         threadPool: ThreadPool | None = None,
         cacheSeconds: float = 300.0,
         cacheSize: int = 1024,
+        threads: int | None = None,
+        failures: FailureTable | None = None,
+        failureLog: FailureLog | None = None,
     ) -> None:
         """
-        @param reactor: for the thread pool results and the clock of the cache (the global
-            reactor by default); an L{IReactorFromThreads} and L{IReactorTime}.
-        @param threadPool: where the hash checks run (the reactor's by default).
+        @param reactor: for the thread pool results, the clock of the cache and of the
+            throttling (the global reactor by default); an L{IReactorFromThreads} and
+            L{IReactorTime}.
+        @param threadPool: where the hash checks run (default: a pool of C{threads} threads
+            of its own, started at the first check and stopped when the reactor stops).
         @param cacheSeconds: how long a good check is remembered (0: never).
+        @param threads: checks run at once (default: L{defaultCheckThreads}).
+        @param failures: failed checks per client address (default: a L{FailureTable}).
+        @param failureLog: logs failures (default: a L{FailureLog}).
         @raise AuthFileError: the file cannot be used.
         """
         if reactor is None:
@@ -212,11 +159,18 @@ class HtpasswdAuthenticator:
         self._reactor: IReactorFromThreads = reactor
         self._clock: IReactorTime = reactor
         self._threadPool = threadPool
+        self._threads = threads or defaultCheckThreads()
         self._cacheSeconds = cacheSeconds
         self._cacheSize = cacheSize
         self._cacheKey = os.urandom(32)
         self._cache: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
-        self.users = loadHtpasswd(path)
+        #: keyed digest -> Deferreds of the requests waiting for the check under way
+        self._checking: dict[bytes, list[Deferred[bool]]] = {}
+        self.failures = failures if failures is not None else FailureTable(reactor)
+        self.failureLog = failureLog if failureLog is not None else FailureLog(reactor)
+        self.scheduler = CheckScheduler(reactor, self._inThread, self.failures, slots=self._threads)
+        self.users: dict[str, PasswordHash] = {}
+        self.use(loadHtpasswd(path))
 
     def reload(self) -> str:
         """
@@ -237,17 +191,50 @@ class HtpasswdAuthenticator:
 
     def use(self, users: dict[str, PasswordHash]) -> str:
         """
-        Use C{users} (from L{load}) from now on; remembered checks are forgotten.
+        Use C{users} (from L{load}) from now on; remembered checks are forgotten.  Users with
+        Apache MD5 hashes are named in one warning (per file and set of such users).
 
-        @return: a summary for the log.
+        @return: a summary for the log (L{summary}).
         """
         self.users = users
         self._cache.clear()
-        return f"{len(self.users)} users"
+        self._checking = {}  # checks under way are of the old users: none is shared
+        weak = frozenset(name for name, stored in users.items() if stored.weak)
+        if weak and _warned.get(self.path) != weak:
+            names = ", ".join(repr(name) for name in sorted(weak)[:5])
+            more = f" and {len(weak) - 5} more" if len(weak) > 5 else ""
+            log.warn(
+                "auth file {path}: {count} users have Apache MD5 ($apr1$) hashes ({names}"
+                "{more}), which are fast to guess; bcrypt is much stronger: htpasswd -B "
+                "{path} USER",
+                path=self.path,
+                count=len(weak),
+                names=names,
+                more=more,
+            )
+        _warned[self.path] = weak
+        return self.summary()
 
-    def authenticate(self, proxyAuthorization: bytes | None) -> Deferred[str | None]:
+    def summary(self) -> str:
         """
-        The user name if C{proxyAuthorization} holds good credentials, else None.
+        One line for the log: how many users, and how many with weak hashes.
+        """
+        weak = sum(1 for stored in self.users.values() if stored.weak)
+        text = f"{len(self.users)} users"
+        if weak:
+            text += f" ({weak} with Apache MD5 hashes: bcrypt is stronger)"
+        return text
+
+    def authenticate(
+        self, proxyAuthorization: bytes | None, client: str | None = None
+    ) -> Deferred[str | None]:
+        """
+        The user name if C{proxyAuthorization}, from client address C{client}, holds good
+        credentials, else None.
+
+        Checks are queued fairly between addresses; an address with many recent failures
+        has its checks delayed, and with too many waiting it is refused (None) without a
+        check, after its delay.
         """
         credentials = parseBasic(proxyAuthorization)
         if credentials is None:
@@ -262,13 +249,27 @@ class HtpasswdAuthenticator:
                 return succeed(remembered[0])
             del self._cache[key]
         user, password = credentials
-        stored = self.users.get(user)
         users = self.users
-        d = self._inThread(_check, stored, password)
+        waiting = self._checking.get(key)
+        if waiting is not None:
+            d: Deferred[bool] = Deferred()
+            waiting.append(d)
+        else:
+            try:
+                d = self.scheduler.submit(throttleKey(client), _check, users.get(user), password)
+            except Overloaded:
+                self.failureLog.failed(client, user, "refused unchecked: too many waiting")
+                # Answered after a while (the address's delay, a second at least), so that
+                # a client over its share does not turn the refusals into a busy loop.
+                delay = max(REFUSAL_DELAY, self.failures.delay(throttleKey(client)))
+                return deferLater(self._clock, delay, lambda: None)
+            waiting = self._checking[key] = []
+            d.addBoth(self._checked, key, waiting)
 
         def checked(good: bool) -> str | None:
             if not good:
-                self.log.info("proxy authentication failed for user {user!r}", user=user)
+                self.failures.record(throttleKey(client))
+                self.failureLog.failed(client, user)
                 return None
             if self._cacheSeconds > 0 and self.users is users:
                 self._cache[key] = (user, self._clock.seconds() + self._cacheSeconds)
@@ -278,11 +279,38 @@ class HtpasswdAuthenticator:
 
         return d.addCallback(checked)
 
+    def _checked(
+        self, result: bool | Failure, key: bytes, waiters: list[Deferred[bool]]
+    ) -> bool | Failure:
+        """
+        A check is done: give its result to the requests that waited for the same one.
+        """
+        if self._checking.get(key) is waiters:
+            del self._checking[key]
+        for waiting in waiters:
+            if isinstance(result, Failure):
+                waiting.errback(result)
+            else:
+                waiting.callback(result)
+        return result
+
     def _inThread(self, f: Callable[..., bool], *args: Any) -> Deferred[bool]:
         pool = self._threadPool
         if pool is None:
-            pool = self._reactor.getThreadPool()  # type: ignore[attr-defined]
+            pool = self._threadPool = ThreadPool(
+                minthreads=0, maxthreads=self._threads, name="caplab-auth"
+            )
+            pool.start()
+            self._reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
+                "during", "shutdown", self._stop
+            )
         return deferToThreadPool(self._reactor, pool, f, *args)
+
+    def _stop(self) -> None:
+        self.scheduler.stop()
+        self.failureLog.stop()
+        if self._threadPool is not None:
+            self._threadPool.stop()
 
 
 def _check(stored: PasswordHash | None, password: bytes) -> bool:

@@ -187,7 +187,7 @@ class Exchange:
             if not (self.gone or self.answer.done):
                 self.answer.error(500, "Internal Server Error", "could not check credentials")
 
-        d = authenticator.authenticate(credentials)
+        d = authenticator.authenticate(credentials, self.clientHost)
         d.addCallbacks(checked, failed).addErrback(self._internalError)
 
     def _admitted(self) -> None:
@@ -304,7 +304,10 @@ class Exchange:
 
     def tunnelFailed(self, error: UpstreamError) -> None:
         if not self.gone:
-            self.refuse(error)
+            if error.code == 403:
+                self._blocked(error)
+            else:
+                self.refuse(error)
 
     def tunnelClosed(self, received: int) -> None:
         """
@@ -443,7 +446,10 @@ class Exchange:
         if self.gone or reason.check(CancelledError):
             return
         if isinstance(reason.value, UpstreamError):
-            self.refuse(reason.value)
+            if reason.value.code == 403:
+                self._blocked(reason.value)  # an address rule, checked when connecting
+            else:
+                self.refuse(reason.value)
             return
         log.failure("fetching {uri}", reason, uri=self.uri.decode("latin-1"))
         self.answer.error(502, "Bad Gateway", "the proxy could not fetch this page")

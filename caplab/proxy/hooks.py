@@ -226,9 +226,12 @@ class IAuthenticator(Protocol):
 
     realm: str
 
-    def authenticate(self, proxyAuthorization: bytes | None) -> Deferred[str | None]:
+    def authenticate(
+        self, proxyAuthorization: bytes | None, client: str | None = None
+    ) -> Deferred[str | None]:
         """
-        The user name if the credentials are good, else None (answer 407).
+        The user name if the credentials are good, else None (answer 407); C{client} is the
+        client's address (failures are throttled and logged by address).
         """
 
 

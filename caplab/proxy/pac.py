@@ -14,10 +14,8 @@ import json
 import re
 from collections.abc import Sequence
 
-from twisted.web.resource import Resource
-from twisted.web.server import Request
-
-from caplab.proxy.policy import normaliseName
+from caplab.proxy.hooks import PageRequest, PageResponse
+from caplab.proxy.hostnames import normaliseName
 
 #: The media type browsers expect for a PAC file.
 PAC_CONTENT_TYPE = b"application/x-ns-proxy-autoconfig"
@@ -70,44 +68,59 @@ function FindProxyForURL(url, host) {{
 """
 
 
-class PacResource(Resource):
+class PacPage:
     """
-    Serves L{pacScript} for the address the browser used to reach the proxy.
+    The L{IPage} at C{/proxy.pac}: L{pacScript} for the address the browser used to reach the
+    proxy.
 
     @ivar proxyAddress: the C{host:port} to name in the script; None to take it from the
         request's C{Host} header (if well-formed) or else the local address it came to.
     """
 
-    isLeaf = True
-
     def __init__(self, bypass: Sequence[str] = (), proxyAddress: str | None = None) -> None:
         """
         @raise ValueError: see L{pacScript}.
         """
-        super().__init__()
         self.bypass = sorted({normaliseName(domain) for domain in bypass})
         self.proxyAddress = proxyAddress
         if proxyAddress is not None:
             pacScript(proxyAddress, self.bypass)
 
-    def addressFor(self, request: Request) -> str:
+    def addressFor(self, request: PageRequest) -> str:
         """
         The proxy's C{host:port} as the client reached it.
         """
         if self.proxyAddress is not None:
             return self.proxyAddress
-        host = (request.getHeader(b"host") or b"").decode("latin-1").strip()
-        if _HOST_PORT.fullmatch(host):
-            return host
-        local = request.getHost()
-        address = getattr(local, "host", "127.0.0.1")
+        for name, value in request.headers:
+            if name.lower() == b"host":
+                host = value.decode("latin-1").strip()
+                if _HOST_PORT.fullmatch(host):
+                    return host
+                break
+        address, port = request.local
         if ":" in address:
             address = f"[{address}]"
-        return f"{address}:{getattr(local, 'port', 8080)}"
+        return f"{address}:{port}"
 
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", PAC_CONTENT_TYPE)
-        request.setHeader(b"cache-control", b"max-age=300")
-        return pacScript(self.addressFor(request), self.bypass).encode("ascii")
+    def render(self, request: PageRequest) -> PageResponse:
+        """
+        The script for C{GET} and C{HEAD} (the writer leaves out the body of a C{HEAD}); 405
+        for any other method.
+        """
+        if request.method not in (b"GET", b"HEAD"):
+            return PageResponse(
+                405,
+                [(b"Allow", b"GET, HEAD"), (b"Content-Type", b"text/plain; charset=utf-8")],
+                b"the PAC file is read with GET\n",
+            )
+        script = pacScript(self.addressFor(request), self.bypass)
+        return PageResponse(
+            200,
+            [(b"Content-Type", PAC_CONTENT_TYPE), (b"Cache-Control", b"max-age=300")],
+            script.encode("ascii"),
+        )
 
-    render_HEAD = render_GET
+
+#: The former name, while the composition root still uses it.
+PacResource = PacPage

@@ -1,113 +1,74 @@
 """
 Destination block and allow lists: which hosts the proxy may reach.
 
-One rule a line, in files given with C{--block-list} and C{--allow-list}:
+The lists' syntax (domains, C{*.} wildcards, hosts-file lines, addresses and networks,
+Adblock filter-list rules) is read by L{caplab.proxy.listfile}; this module keeps the rules
+for lookup and decides.
 
-    - C{example.com}: that domain and every subdomain of it;
-    - C{*.example.com}: the subdomains only, not C{example.com} itself;
-    - C{0.0.0.0 ads.example.com tracker.example.net}: a hosts-file line, as published block
-      lists use; each name is a rule like C{example.com} (C{localhost} and friends, which such
-      lists carry for the machine's own sake, are skipped);
-    - C{192.0.2.7} or C{2001:db8::1}: that address exactly;
-    - C{#} starts a comment, blank lines are ignored.
-
-Matching is by host name, case-insensitive and IDNA-normalised (C{bücher.example} and
-C{xn--bcher-kva.example} are the same rule), and looks up each suffix of the host in a dict:
-O(labels) whatever the size of the lists.  An allow rule wins over every block rule; with
-C{--default-deny} a host that no allow rule names is blocked.
+Host names are matched case-insensitively and IDNA-normalised (C{bücher.example} and
+C{xn--bcher-kva.example} are the same rule), looking up each suffix of the host in a dict:
+O(labels) whatever the size of the lists.  Addresses are matched in every spelling a
+resolver accepts (C{127.1}, C{0x7f000001}, C{[::ffff:127.0.0.1]}: see
+L{caplab.proxy.addresses}), and L{HostPolicy.checkAddress} checks the addresses a name
+resolves to, before the proxy connects (L{caplab.proxy.connect}).  An allow rule wins over
+every block rule; with C{--default-deny} a host that no allow rule names is blocked.
 
 This module is pure: no I/O besides reading the list files, no reactor.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import idna
-
+from caplab.proxy import listfile
+from caplab.proxy.addresses import IPAddress, NetworkTable, parseAddress
 from caplab.proxy.hooks import Verdict
+from caplab.proxy.hostnames import normaliseHost, normaliseName
+from caplab.proxy.listfile import HOSTS_FILE_SKIP, PolicyFileError, readRules
 
-#: Host names that hosts-file block lists carry for the machine itself, never as blocks.
-HOSTS_FILE_SKIP = frozenset(
-    {
-        "localhost",
-        "localhost.localdomain",
-        "local",
-        "broadcasthost",
-        "ip6-localhost",
-        "ip6-loopback",
-        "ip6-localnet",
-        "ip6-mcastprefix",
-        "ip6-allnodes",
-        "ip6-allrouters",
-        "ip6-allhosts",
-        "0.0.0.0",
-    }
-)
-
-_ASCII_NAME = re.compile(r"(?:[a-z0-9_-]{1,63}\.)*[a-z0-9_-]{1,63}")
-_IPV4_LIKE = re.compile(r"[0-9.]+")
+__all__ = [
+    "DEFAULT_DENY",
+    "HOSTS_FILE_SKIP",
+    "FileSummary",
+    "HostList",
+    "HostPolicy",
+    "PolicyFileError",
+    "ReloadableHostPolicy",
+    "normaliseHost",
+    "normaliseName",
+]
 
 #: The rule and source of the verdict for a host no allow rule names under --default-deny.
 DEFAULT_DENY = Verdict(rule="--default-deny", source="not in any --allow-list")
 
 
-class PolicyFileError(Exception):
+Where = tuple[int, int]
+
+
+@dataclass
+class FileSummary:
     """
-    A block or allow list cannot be used: unreadable, or a line that is not a rule.
-
-    The message names the file and line, e.g. C{blocked.txt:12: 'http://x/' is not a host
-    name}.
+    What was read from one list file: how many rules, and how many lines were skipped, by
+    why (see L{caplab.proxy.adblock}).
     """
 
+    source: str
+    rules: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
 
-def normaliseName(name: str) -> str:
-    """
-    The canonical form of host name C{name}: lower-case ASCII (IDNA A-labels), without a
-    trailing dot.
-
-    @raise ValueError: C{name} is not a host name.
-    """
-    name = name.strip().rstrip(".")
-    if name.isascii():
-        name = name.lower()
-    else:
-        try:
-            name = idna.encode(name, uts46=True).decode("ascii")
-        except idna.IDNAError as e:
-            raise ValueError(f"{name!r} is not a valid international domain name ({e})") from None
-    if len(name) > 253 or not _ASCII_NAME.fullmatch(name):
-        raise ValueError(f"{name!r} is not a host name")
-    return name
-
-
-def _ipAddress(text: str) -> str | None:
-    """
-    The canonical text of IP address C{text} (brackets, zone index dropped), or None.
-    """
-    text = text.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    if ":" not in text and not _IPV4_LIKE.fullmatch(text):
-        return None  # the common case, a name: no exception raised and caught
-    try:
-        return str(ipaddress.ip_address(text.split("%", 1)[0]))
-    except ValueError:
-        return None
-
-
-def normaliseHost(host: str) -> str:
-    """
-    The canonical form of a request's host: an IP address as L{ipaddress} writes it, a name
-    as L{normaliseName} does.
-
-    @raise ValueError: C{host} is neither.
-    """
-    address = _ipAddress(host)
-    return address if address is not None else normaliseName(host)
+    def describe(self) -> str:
+        """
+        One phrase for the log: C{"ads.txt: 12034 rules, 57 skipped (40 cosmetic, 17 path or
+        pattern)"}.
+        """
+        text = f"{self.source}: {self.rules} rule{'' if self.rules == 1 else 's'}"
+        total = sum(self.skipped.values())
+        if total:
+            kinds = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
+            text += f", {total} skipped ({kinds})"
+        return text
 
 
 class HostList:
@@ -115,75 +76,62 @@ class HostList:
     The rules of one kind (block or allow) from any number of files, for suffix lookup.
 
     Each rule remembers the file and line it came from; the text of a file name is stored
-    once, a rule costs one dict entry.
+    once, a rule costs one dict entry.  Exceptions (C{@@||name^} of filter lists) exempt a
+    domain and its subdomains from the list's rules.
+
+    @ivar files: what was read from each file, in order.
     """
 
     def __init__(self) -> None:
-        #: name -> (source index, line number): matches the name and its subdomains.
-        self._domains: dict[str, tuple[int, int]] = {}
-        #: name -> (source index, line number): matches the subdomains only (C{*.name}).
-        self._wildcards: dict[str, tuple[int, int]] = {}
-        #: addresses -> (source index, line number): exact match only.
-        self._addresses: dict[str, tuple[int, int]] = {}
+        #: name -> where: matches the name and its subdomains.
+        self._domains: dict[str, Where] = {}
+        #: name -> where: matches the subdomains only (C{*.name}).
+        self._wildcards: dict[str, Where] = {}
+        #: name -> where: exempts the name and its subdomains.
+        self._exceptions: dict[str, Where] = {}
+        #: addresses and networks.
+        self._networks: NetworkTable[Where] = NetworkTable()
+        self._exemptNetworks: NetworkTable[Where] = NetworkTable()
         self._sources: list[str] = []
+        self.files: list[FileSummary] = []
 
     def __len__(self) -> int:
-        return len(self._domains) + len(self._wildcards) + len(self._addresses)
+        return len(self._domains) + len(self._wildcards) + len(self._networks)
 
     def addLines(self, lines: Iterable[str], source: str) -> None:
         """
-        Add the rules in C{lines}, which come from C{source} (a file name, for messages).
+        Add the rules in C{lines} (see L{caplab.proxy.listfile}), which come from C{source}
+        (a file name, for messages).
 
         @raise PolicyFileError: a line is not a rule; C{self} is then partly filled and
             should be thrown away.
         """
         index = len(self._sources)
         self._sources.append(source)
-        domains, addresses = self._domains, self._addresses
-        knownAddresses: set[str] = set()
-        for number, line in enumerate(lines, 1):
-            if "#" in line:
-                line = line.split("#", 1)[0]
-            fields = line.split()
-            if not fields:
+        summary = FileSummary(source)
+        self.files.append(summary)
+        tables = {
+            listfile.DOMAIN: self._domains,
+            listfile.WILDCARD: self._wildcards,
+            listfile.EXEMPT: self._exceptions,
+        }
+        networks = {
+            listfile.NETWORK: self._networks,
+            listfile.EXEMPT_NETWORK: self._exemptNetworks,
+        }
+        skipped = summary.skipped
+        rules = 0
+        for kind, value, number in readRules(lines, source):
+            table = tables.get(kind)
+            if table is not None:
+                table.setdefault(value, (index, number))
+            elif kind == listfile.SKIP:
+                skipped[value] += 1
                 continue
-            where = (index, number)
-            try:
-                if len(fields) == 1:
-                    self._addRule(fields[0], where)
-                    continue
-                if fields[0] not in knownAddresses and _ipAddress(fields[0]) is None:
-                    raise ValueError(
-                        f"{line.strip()!r} is neither a rule nor a hosts-file line "
-                        "(ADDRESS NAME ...)"
-                    )
-                for name in fields[1:]:
-                    if name.lower() in HOSTS_FILE_SKIP:
-                        continue
-                    address = _ipAddress(name)
-                    if address is not None:
-                        addresses.setdefault(address, where)
-                    else:
-                        domains.setdefault(normaliseName(name), where)
-            except ValueError as e:
-                raise PolicyFileError(f"{source}:{number}: {e}") from None
-            if len(fields) > 1:
-                knownAddresses.add(fields[0])
-
-    def _addRule(self, text: str, where: tuple[int, int]) -> None:
-        if text.startswith("*."):
-            self._wildcards.setdefault(normaliseName(text[2:]), where)
-            return
-        address = _ipAddress(text)
-        if address is not None:
-            self._addresses.setdefault(address, where)
-        elif "*" in text or "/" in text or ":" in text:
-            raise ValueError(
-                f"{text!r} is not a rule: write a domain (example.com), *.example.com "
-                "or an IP address"
-            )
-        else:
-            self._domains.setdefault(normaliseName(text), where)
+            else:
+                networks[kind].add(value, (index, number))
+            rules += 1
+        summary.rules = rules
 
     def addFile(self, path: str) -> None:
         """
@@ -204,10 +152,20 @@ class HostList:
         The rule that names C{host} (already normalised with L{normaliseHost}), the most
         specific first, or None.
         """
-        if host in self._addresses:
-            return self._verdict(host, self._addresses[host])
-        if ":" in host or (host[-1:].isdigit() and _ipAddress(host) is not None):
-            return None
+        if ":" in host or host[-1:].isdigit():
+            address = parseAddress(host)
+            if address is not None:
+                return self.matchAddress(address)
+        exceptions = self._exceptions
+        if exceptions:
+            suffix = host
+            while True:
+                if suffix in exceptions:
+                    return None
+                dot = suffix.find(".")
+                if dot < 0:
+                    break
+                suffix = suffix[dot + 1 :]
         domains, wildcards = self._domains, self._wildcards
         suffix = host
         first = True
@@ -225,7 +183,18 @@ class HostList:
                 return None
             suffix = suffix[dot + 1 :]
 
-    def _verdict(self, rule: str, where: tuple[int, int]) -> Verdict:
+    def matchAddress(self, address: IPAddress) -> Verdict | None:
+        """
+        The rule (an address or the most specific network) that names C{address}, or None.
+        """
+        if self._exemptNetworks.lookup(address) is not None:
+            return None
+        found = self._networks.lookup(address)
+        if found is None:
+            return None
+        return self._verdict(*found)
+
+    def _verdict(self, rule: str, where: Where) -> Verdict:
         index, line = where
         return Verdict(rule=rule, source=f"{self._sources[index]}:{line}")
 
@@ -272,6 +241,33 @@ class HostPolicy:
             return verdict
         return DEFAULT_DENY if self.defaultDeny else None
 
+    def checkAddress(self, address: str) -> Verdict | None:
+        """
+        None if the proxy may connect to C{address} (one a name resolved to, in any
+        spelling), else the L{Verdict} of the address or network rule that blocks it.
+
+        The name itself has passed L{check} already (that is where C{--default-deny}
+        applies); here an address or network allow rule wins over address and network
+        block rules, and a name's allow rule does not: a block rule for C{10.0.0.0/8} holds
+        for every name that resolves into it, unless an allow rule names the address.
+        """
+        parsed = parseAddress(address)
+        if parsed is None:
+            return Verdict(rule="not an IP address", source="caplab")
+        if self.allowed.matchAddress(parsed) is not None:
+            return None
+        return self.blocked.matchAddress(parsed)
+
+    def summary(self) -> str:
+        """
+        One line for the log: the rules read and skipped, per file.
+        """
+        parts = [f"block list {f.describe()}" for f in self.blocked.files]
+        parts += [f"allow list {f.describe()}" for f in self.allowed.files]
+        if self.defaultDeny:
+            parts.append("--default-deny: only allowed hosts")
+        return "; ".join(parts) if parts else "no block or allow lists"
+
 
 class ReloadableHostPolicy:
     """
@@ -293,11 +289,14 @@ class ReloadableHostPolicy:
     def check(self, host: str) -> Verdict | None:
         return self.current.check(host)
 
+    def checkAddress(self, address: str) -> Verdict | None:
+        return self.current.checkAddress(address)
+
     def reload(self) -> str:
         """
         Read the files again and use the new rules.
 
-        @return: a summary for the log (C{"12034 block rules, 3 allow rules"}).
+        @return: a summary for the log (L{summary}).
         @raise PolicyFileError: a file is unreadable or broken; the old rules stay.
         """
         return self.use(self.load())
@@ -314,10 +313,15 @@ class ReloadableHostPolicy:
         """
         Use C{policy} (from L{load}) from now on.
 
-        @return: a summary for the log.
+        @return: a summary for the log (L{summary}).
         """
         self.current = policy
-        return self.describe()
+        return self.summary()
 
-    def describe(self) -> str:
-        return f"{len(self.current.blocked)} block rules, {len(self.current.allowed)} allow rules"
+    def summary(self) -> str:
+        """
+        One line for the log, at start-up and after a reload: how many rules were read and
+        skipped, per file (C{"block list ads.txt: 12034 rules, 57 skipped (40 cosmetic, 17
+        path or pattern); allow list ok.txt: 3 rules"}).
+        """
+        return self.current.summary()

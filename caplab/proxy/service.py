@@ -52,14 +52,17 @@ def makeProxyFactory(
     @param connector: how to reach origins (default: L{EndpointConnector} with C{--resolve}
         and C{--upstream-ca}).
     """
+    components = _policyComponents(config, reactor)
     if connector is None:
+        parent = getattr(components, "parent", None)
         connector = EndpointConnector(
             reactor,
             resolve=config.get("resolve") or {},
             caFile=config.get("upstream-ca"),
             connectTimeout=config.get("upstream-timeout", 60.0) or 30.0,
+            hostPolicy=getattr(components, "hostPolicy", None),
+            trusted=[parent.host] if parent is not None else [],
         )
-    components = _policyComponents(config, reactor)
     if components is not None and components.parent is not None:
         connector = ChainingConnector(connector, components.router, reactor)
     forwarder = Forwarder(reactor, connector, timeout=config.get("upstream-timeout", 60.0))
@@ -104,7 +107,7 @@ def makeProxyFactory(
         answeredBy = _worker(config)
     settings.upstream = upstream
     if components is not None:
-        settings.pages[b"/proxy.pac"] = ResourcePage(components.pac)
+        settings.pages[b"/proxy.pac"] = components.pac
         settings.pages[b"/stats"] = ResourcePage(StatsResource(components.metrics, answeredBy))
     settings.forwarder = forwarder  # type: ignore[attr-defined]
     accessLog = None

@@ -1,0 +1,49 @@
+"""
+The canonical form of a host: a name in lower-case IDNA A-labels, or an address in its
+canonical text whatever its spelling (L{caplab.proxy.addresses}).
+
+Block lists, C{--resolve}, the cache key and the request's target all use this form, so that
+one host is always written one way.  Pure functions.
+"""
+
+from __future__ import annotations
+
+import re
+
+import idna
+
+from caplab.proxy.addresses import canonicalAddress
+
+_ASCII_NAME = re.compile(r"(?:[a-z0-9_-]{1,63}\.)*[a-z0-9_-]{1,63}")
+
+
+def normaliseName(name: str) -> str:
+    """
+    The canonical form of host name C{name}: lower-case ASCII (IDNA A-labels), without a
+    trailing dot.
+
+    @raise ValueError: C{name} is not a host name.
+    """
+    name = name.strip().rstrip(".")
+    if name.isascii():
+        name = name.lower()
+    else:
+        try:
+            name = idna.encode(name, uts46=True).decode("ascii")
+        except idna.IDNAError as e:
+            raise ValueError(f"{name!r} is not a valid international domain name ({e})") from None
+    if len(name) > 253 or not _ASCII_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a host name")
+    return name
+
+
+def normaliseHost(host: str) -> str:
+    """
+    The canonical form of a request's host: an IP address in its canonical text (whatever
+    spelling a resolver accepts: C{127.1}, C{0x7f000001} and C{[::ffff:127.0.0.1]} are all
+    C{127.0.0.1}), a name as L{normaliseName} writes it.
+
+    @raise ValueError: C{host} is neither.
+    """
+    address = canonicalAddress(host)
+    return address if address is not None else normaliseName(host)

@@ -1,0 +1,78 @@
+"""
+End-to-end tests of address rules through the real C{twist caplab} with curl (issue 9, item
+4): a rule for C{127.0.0.1} holds for every spelling of that address a resolver accepts, for
+plain requests and CONNECT alike, and for the address a name resolves to.
+
+curl writes IPv4 literals canonically itself, so the spellings are sent as they are with
+C{--request-target} (plain requests) and C{--connect-to} (the host of the CONNECT request).
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pytest
+
+from tests.origins import OriginProcess
+from tests.origins.proxy import runningProxy
+from tests.test_e2e_policy import body, codes, curl
+from tests.test_policy_addresses import LOOPBACK_SPELLINGS
+from tests.tls import TEST_HOST, TestPKI
+
+pytestmark = pytest.mark.e2e
+
+#: Spellings of 127.0.0.1 that getaddrinfo connects to (the first six, of issue 9, each got
+#: 200 before).
+SPELLINGS = LOOPBACK_SPELLINGS[:6]
+
+
+def test_everySpellingBlocked(origin: OriginProcess, pki: TestPKI, tmp_path: Path) -> None:
+    """
+    With C{127.0.0.1} blocked, GET and CONNECT to each other spelling of it get the 403 page,
+    which names the canonical address, the rule and its file and line.
+    """
+    block = tmp_path / "block.txt"
+    block.write_text("# loopback\n127.0.0.1\n")
+    http, https = origin.ports["http"], origin.ports["https"]
+    with runningProxy(origin, tmp_path, "--block-list", str(block), caCert=pki.caCert) as proxy:
+        for spelling in SPELLINGS:
+            target = f"http://{spelling}:{http}/hello/spelled"
+            plain = curl(
+                proxy.address, "--request-target", target, f"http://127.0.0.1:{http}/hello/x"
+            )
+            assert codes(plain)[0] == 403, (spelling, plain)
+            page = html.unescape(body(plain).decode())
+            assert "access to 127.0.0.1 is blocked by the rule '127.0.0.1'" in page, page
+            assert f"{block}:2" in page, page
+
+            tunnel = curl(
+                proxy.address,
+                "--cacert", str(pki.caCert),
+                "--connect-to", f"{TEST_HOST}:{https}:{spelling}:{https}",
+                origin.url("/hello/tunnel", "https"),
+            )  # fmt: skip
+            assert codes(tunnel)[1] == 403, (spelling, tunnel)
+            assert tunnel.returncode != 0
+
+
+def test_resolvedAddressBlocked(origin: OriginProcess, pki: TestPKI, tmp_path: Path) -> None:
+    """
+    A name that resolves (here through C{--resolve}, and C{localhost} through the system's
+    resolver) to a blocked address is refused with a 403 naming the address and the rule,
+    GET and CONNECT alike.
+    """
+    block = tmp_path / "block.txt"
+    block.write_text("127.0.0.0/8\n::1\n")
+    with runningProxy(origin, tmp_path, "--block-list", str(block), caCert=pki.caCert) as proxy:
+        plain = curl(proxy.address, origin.url("/hello/resolved"))
+        assert codes(plain)[0] == 403, plain
+        page = html.unescape(body(plain).decode())
+        assert f"access to {TEST_HOST} is blocked: it is at 127.0.0.1" in page, page
+        assert f"{block}:1" in page, page
+
+        tunnel = curl(proxy.address, "--cacert", str(pki.caCert), origin.url("/x", "https"))
+        assert codes(tunnel)[1] == 403, tunnel
+
+        local = curl(proxy.address, f"http://localhost:{origin.ports['http']}/hello/local")
+        assert codes(local)[0] == 403, local
