@@ -20,8 +20,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import _QUEUED_SENTINEL
 from twisted.web.proxy import ProxyRequest
+from twisted.web.resource import Resource
 
-from caplab import __version__
 from caplab.internals import sendNow
 from caplab.proxy.body import StreamedBody
 from caplab.proxy.headers import (
@@ -34,12 +34,14 @@ from caplab.proxy.headers import (
 from caplab.proxy.hooks import (
     Headers,
     IAuthenticator,
+    IPage,
+    PageRequest,
     Target,
     UpstreamError,
     UpstreamRequest,
     UpstreamResponse,
 )
-from caplab.proxy.pages import errorPage, reason, statusPage
+from caplab.proxy.pages import errorPage, reason
 from caplab.proxy.target import TargetError, parseAuthority, parseTarget
 
 if TYPE_CHECKING:
@@ -292,12 +294,14 @@ class CaplabProxyRequest(ProxyRequest):
                 "this is a proxy: send requests in absolute form (GET http://host/path)",
             )
             return
-        if path == b"/":
-            factory = self.channel.factory
-            page = statusPage(__version__, factory.uptime(), factory.counters())
-            self.respond(200, [(b"Content-Type", b"text/html; charset=utf-8")], page)
-            return
         resource = self.settings.statusResources.get(path)
+        if resource is None and path == b"/":
+            from caplab.metrics import legacyStatusPage  # until the root registers "/"
+
+            resource = legacyStatusPage(self.channel.factory)
+        if resource is not None and not isinstance(resource, Resource):
+            self._servePage(resource, path)
+            return
         if resource is not None:
             body = resource.render(self)
             if isinstance(body, bytes):
@@ -305,6 +309,25 @@ class CaplabProxyRequest(ProxyRequest):
                 self.finish()
             return
         self.respondError(404, "Not Found", "the proxy has no such page; / is its status page")
+
+    def _servePage(self, page: IPage, path: bytes) -> None:
+        """
+        Answer with one of the proxy's own pages (an L{IPage}).
+        """
+        channel = self.channel
+        local = channel.localAddress
+        fields = [(n, v) for n, vs in self.requestHeaders.getAllRawHeaders() for v in vs]
+        query = self.uri.split(b"?", 1)[1] if b"?" in self.uri else b""
+        request = PageRequest(
+            self.method,
+            path,
+            query,
+            fields,
+            channel.clientHost,
+            (getattr(local, "host", ""), getattr(local, "port", 0)),
+        )
+        response = page.render(request)
+        self.respond(response.code, response.headers, response.body)
 
     def _connect(self) -> None:
         try:
