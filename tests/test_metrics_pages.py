@@ -27,7 +27,7 @@ def get(path: bytes = b"/", method: bytes = b"GET") -> PageRequest:
     return PageRequest(method, path, b"", [], "127.0.0.1", ("127.0.0.1", 8080))
 
 
-class _Rows(HTMLParser):
+class FigureRows(HTMLParser):
     """
     The C{data-metric}/C{data-value} pairs and the visible text of each figure's row.
     """
@@ -52,12 +52,12 @@ class _Rows(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "tr" and self._current is not None:
-            self.shown[self._current] = self._cells[-1]
+            self.shown[self._current] = self._cells[-1].strip()
             self._current = None
 
 
-def rowsOf(body: bytes) -> _Rows:
-    parser = _Rows()
+def rowsOf(body: bytes) -> FigureRows:
+    parser = FigureRows()
     parser.feed(body.decode())
     return parser
 

@@ -455,3 +455,7 @@ class OffloaderTests(TestCase):
         self.assertIsNot(first, threading.main_thread())
         self.assertIs(first, second)
         self.assertIn("caplab-metrics", first.name)
+        offloader.stop()
+        self.assertFalse(first.is_alive())
+        with self.assertRaises(RuntimeError):
+            await offloader.run(lambda: None)

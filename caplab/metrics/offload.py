@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -38,8 +38,11 @@ class Offloader:
         self.reactor = reactor
         self.name = name
         self._pool: ThreadPool | None = None
+        self._stopped = False
 
     def run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
+        if self._stopped:
+            return fail(RuntimeError("the metrics thread has stopped (shutting down)"))
         if self._pool is None:
             self._pool = ThreadPool(minthreads=0, maxthreads=1, name=self.name)
             self._pool.start()
@@ -48,8 +51,9 @@ class Offloader:
 
     def stop(self) -> None:
         """
-        Wait for the job under way (if any) and end the thread.
+        Wait for the job under way (if any) and end the thread; later jobs fail at once.
         """
+        self._stopped = True
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.stop()

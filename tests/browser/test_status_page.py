@@ -7,7 +7,6 @@ its bars below them), compared by regions and colours rather than pixel by pixel
 from __future__ import annotations
 
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from tests.origins.proxy import runningProxy
 from tests.support import CaplabProcess
 from tests.test_e2e_metrics import Samples, scrape, total
 from tests.test_e2e_policy import codes, curl
+from tests.test_metrics_pages import rowsOf
 
 pytestmark = pytest.mark.browser
 
@@ -30,34 +30,6 @@ WIDTH, HEIGHT = 1200, 1000
 
 def rgb(colour: str) -> tuple[int, int, int]:
     return (int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16))
-
-
-class Figures(HTMLParser):
-    """
-    Each figure row of the page: its metric, exact value, and the text a person sees.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: dict[str, tuple[float, str]] = {}
-        self._row: tuple[str, float] | None = None
-        self._text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        found = dict(attrs)
-        if tag == "tr" and found.get("data-metric"):
-            self._row = (found["data-metric"] or "", float(found["data-value"] or "nan"))
-            self._text = []
-
-    def handle_data(self, data: str) -> None:
-        if self._row is not None:
-            self._text.append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "tr" and self._row is not None:
-            metric, value = self._row
-            self.rows[metric] = (value, self._text[-1].strip())
-            self._row = None
 
 
 def chromium(url: str, workdir: Path, *action: str) -> str:
@@ -100,9 +72,7 @@ def test_statusPageInChromium(origin: OriginProcess, tmp_path: Path) -> None:
         chromium(f"http://{proxy.address}/", tmp_path / "shot", f"--screenshot={screenshot}")
 
     assert "<h1>caplab proxy</h1>" in dom, dom
-    parser = Figures()
-    parser.feed(dom)
-    rows = parser.rows
+    rows = rowsOf(dom.encode())
     # Counted when a response is done: the page's own request is not in it yet.
     for metric in (
         "caplab_proxy_requests_total",
@@ -114,16 +84,16 @@ def test_statusPageInChromium(origin: OriginProcess, tmp_path: Path) -> None:
         "caplab_cache_misses_total",
         "caplab_cache_stored_bytes",
     ):
-        assert rows[metric][0] == total(before, metric), (metric, rows[metric])
+        assert rows.values[metric] == total(before, metric), (metric, rows.values[metric])
     for metric in ("caplab_proxy_requests_total", "caplab_cache_hits_total"):
-        assert int(rows[metric][1].replace(",", "")) == rows[metric][0], rows[metric]
-    assert rows["caplab_proxy_requests_total"][0] == 6
-    assert rows["caplab_cache_hits_total"][0] >= 1
+        assert int(rows.shown[metric].replace(",", "")) == rows.values[metric], metric
+    assert rows.values["caplab_proxy_requests_total"] == 6
+    assert rows.values["caplab_cache_hits_total"] >= 1
     # The browser's own connection is open while the page is made.
-    opened = rows["caplab_proxy_connections_total"][0]
+    opened = rows.values["caplab_proxy_connections_total"]
     assert total(before, "caplab_proxy_connections_total") < opened
     assert opened <= total(after, "caplab_proxy_connections_total")
-    assert rows["caplab_proxy_active_connections"][0] >= 1
+    assert rows.values["caplab_proxy_active_connections"] >= 1
     hits, misses = (
         total(before, "caplab_cache_hits_total"),
         total(before, "caplab_cache_misses_total"),
