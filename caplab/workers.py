@@ -49,6 +49,7 @@ from caplab.address import hostPort
 from caplab.listening import StreamListener, reportListenFailure
 from caplab.metrics import AdminSite, MetricsDirectory, Offloader, adminNetworks
 from caplab.metrics.admin import adminResource
+from caplab.metrics.operations import WorkersCacheAdmin
 from caplab.wrapping import HalfCloseWrapper
 
 #: The environment variable through which the parent tells a worker which sockets it got.
@@ -444,7 +445,7 @@ def supervisorFromConfig(
             description,
             serverFromString(reactor, description),
             AdminSite(
-                adminResource(directory),
+                adminResource(directory, WorkersCacheAdmin(directory, reactor)),
                 adminNetworks(config.get("admin-allow"), config.get("allow")),
                 reactor,
             ),

@@ -13,7 +13,8 @@ One idea per module:
     who may use it;
   - L{instrument}: counting by wrapping factories, and the upstream latency fetcher;
   - L{shared}, L{publisher}, L{directory}: the C{--workers} metrics directory (its files;
-    a worker's side; the supervisor's side);
+    a worker's side; the supervisor's side), and L{operations}: the supervisor's purge and
+    flush, passed on to every worker's cache through it;
   - L{process}: a process's own figures; L{offload}: the metrics' own thread for blocking
     reads; L{throttle}: log lines that cannot flood.
 
@@ -32,10 +33,12 @@ Wiring (in the composition root), a single process::
     site = AdminSite(adminResource(LocalScrape(metrics, offloader), cacheAdmin),
                      adminNetworks(config["admin-allow"], config["allow"]), reactor)
 
-and in a C{--workers} worker, also
-C{WorkerPublisher(metrics, os.environ[METRICS_ENVIRONMENT], reactor, offloader, index)} as
-a service (it makes the pages show the whole server), while the supervisor serves
-C{adminResource(directory)} for its L{MetricsDirectory}.
+and in a C{--workers} worker, also C{WorkerPublisher(metrics,
+os.environ[METRICS_ENVIRONMENT], reactor, offloader, index, cache=cacheAdmin)} as a service
+(it makes the pages show the whole server, and runs the supervisor's purges and flushes on
+this worker's cache), while the supervisor serves
+C{adminResource(directory, WorkersCacheAdmin(directory, reactor))} for its
+L{MetricsDirectory}.
 """
 
 from caplab.metrics.admin import (
@@ -64,6 +67,7 @@ from caplab.metrics.instrument import (
     ReceivedBytesFactory,
 )
 from caplab.metrics.offload import Offloader
+from caplab.metrics.operations import WorkersCacheAdmin
 from caplab.metrics.pages import StatsPage, StatusPage
 from caplab.metrics.publisher import WorkerPublisher
 from caplab.metrics.registry import KNOWN_METHODS, LATENCY_BUCKETS, CacheFigures, methodLabel
@@ -92,6 +96,7 @@ __all__ = [
     "StatsResource",
     "StatusPage",
     "WorkerPublisher",
+    "WorkersCacheAdmin",
     "adminNetworks",
     "adminResource",
     "countReceivedBytes",

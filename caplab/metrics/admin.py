@@ -29,6 +29,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from caplab.metrics.offload import IOffloader
+from caplab.metrics.operations import NoCache
 from caplab.metrics.process import processFamilies
 from caplab.metrics.registry import Metrics
 from caplab.metrics.throttle import ThrottledWarning
@@ -47,6 +48,9 @@ LOOPBACK: tuple[Network, ...] = (
 
 #: Largest request body the admin endpoint reads (a purge's form); larger ones get 413.
 MAX_BODY = 65536
+
+#: The answer of a cache operation where there is no cache to operate on.
+NO_CACHE = "this caplab has no cache the admin endpoint can reach (--no-cache?)"
 
 #: Longest URL a purge may name.
 MAX_URL = 8192
@@ -274,7 +278,7 @@ class CacheOperation(Resource):
             _finishJSON(request, 403, {"error": refusal})
             return NOT_DONE_YET
         if self.cache is None:
-            _finishJSON(request, 404, {"error": "this caplab has no cache (--no-cache)"})
+            _finishJSON(request, 404, {"error": NO_CACHE})
             return NOT_DONE_YET
         client = getattr(request.getClientAddress(), "host", "-")
         if self.operation == "flush":
@@ -305,6 +309,10 @@ class CacheOperation(Resource):
                 _finishJSON(request, 200 if count else 404, {"url": url, "purged": count})
 
         def failed(failure: Failure) -> None:
+            if failure.check(NoCache):
+                if not gone:
+                    _finishJSON(request, 404, {"error": NO_CACHE})
+                return
             log.warn(
                 "caplab admin: cache {operation} failed: {error}",
                 operation=self.operation,

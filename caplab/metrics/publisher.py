@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from caplab.metrics.figures import Figures, LocalFigures, WorkerFigures, sums
 from caplab.metrics.history import seriesOf
 from caplab.metrics.offload import IOffloader
+from caplab.metrics.operations import Command, CommandRunner, readCommands
 from caplab.metrics.process import labelled, processFamilies
 from caplab.metrics.registry import Metrics
 from caplab.metrics.shared import (
@@ -35,6 +36,7 @@ from caplab.metrics.shared import (
     writeJSON,
 )
 from caplab.metrics.throttle import ThrottledWarning
+from caplab.proxy.hooks import ICacheAdmin
 
 
 class WorkerPublisher(Service):
@@ -59,12 +61,15 @@ class WorkerPublisher(Service):
         index: int | None = None,
         pid: int | None = None,
         interval: float = 1.0,
+        cache: ICacheAdmin | None = None,
     ) -> None:
         """
         @param reactor: schedules the publishing (C{IReactorTime}) and the final write at
             shutdown (C{IReactorCore}).
         @param index: this worker's number (1, 2 ...), for the pages.
         @param pid: this worker's process id (by default this process's).
+        @param cache: this worker's cache, for the supervisor's purge and flush (None: it
+            has none; see L{caplab.metrics.operations}).
         """
         self.metrics = metrics
         self.directory = directory
@@ -74,6 +79,7 @@ class WorkerPublisher(Service):
         self.pid = os.getpid() if pid is None else pid
         self.interval = interval
         self.state: DirectoryState | None = None
+        self.commands = CommandRunner(directory, offloader, self.pid, cache, metrics.now)
         self._families: list[Metric] = []
         self._loop: LoopingCall | None = None
         self._shutdownTrigger: Any = None
@@ -117,14 +123,18 @@ class WorkerPublisher(Service):
             self.pid, self.index, self.metrics.created, now, [*families, *process], rate
         ).toJSON()
 
-    def _exchange(self, families: list[Metric], rate: dict[int, int], now: float) -> DirectoryState:
+    def _exchange(
+        self, families: list[Metric], rate: dict[int, int], now: float
+    ) -> tuple[DirectoryState, list[Command]]:
         """
         (In the metrics thread.)
         """
         writeJSON(workerFile(self.directory, self.pid), self._snapshot(families, rate, now))
-        return readDirectory(self.directory)
+        return readDirectory(self.directory), readCommands(self.directory)
 
-    def _read(self, state: DirectoryState) -> None:
+    def _read(self, read: tuple[DirectoryState, list[Command]]) -> None:
+        state, commands = read
+        self.commands.run(commands)
         self.state = state
         self._families = state.families()
         if state.unreadable:
