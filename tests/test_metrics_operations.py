@@ -28,7 +28,7 @@ from caplab.metrics.operations import (
 from caplab.metrics.publisher import WorkerPublisher
 from caplab.metrics.registry import Metrics
 from tests.test_metrics_admin import FakeCacheAdmin, Response
-from tests.test_metrics_shared import InlineOffloader
+from tests.test_metrics_shared import InlineOffloader, temporaryDirectory
 
 ID = "0123456789abcdef0123456789abcdef"
 
@@ -60,8 +60,7 @@ class CommandTests(SynchronousTestCase):
         A worker runs each command once, ignores one older than a minute, and answers
         "no cache" when it has none.
         """
-        path = self.mktemp()
-        os.mkdir(path)
+        path = temporaryDirectory(self)
         now = [1000.0]
         cache = FakeCacheAdmin(3)
         runner = CommandRunner(path, InlineOffloader(), 101, cache, lambda: now[0])
