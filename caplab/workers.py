@@ -18,9 +18,9 @@ The parent supervises:
   - C{SIGHUP} is passed on to every worker (they reload their lists);
   - the workers log JSON to the parent, which re-publishes each event with
     C{worker N pid P} as its system, in the parent's own log format;
-  - the workers keep their metrics in a private directory of the parent's (prometheus-client's
-    multiprocess mode, L{caplab.metrics.MetricsDirectory}), so that the parent's
-    C{--admin-endpoint} and every worker's status pages show the whole server's figures.
+  - the workers share their metrics through a private directory of the parent's
+    (L{caplab.metrics.MetricsDirectory}), so that the parent's C{--admin-endpoint} and every
+    worker's status pages show the whole server's figures.
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ from twisted.python.failure import Failure
 
 from caplab.address import hostPort
 from caplab.listening import StreamListener, reportListenFailure
-from caplab.metrics import AdminSite, MetricsDirectory, adminResource
+from caplab.metrics import AdminSite, MetricsDirectory, Offloader, adminNetworks
+from caplab.metrics.admin import adminResource
+from caplab.metrics.operations import WorkersCacheAdmin
 from caplab.wrapping import HalfCloseWrapper
 
 #: The environment variable through which the parent tells a worker which sockets it got.
@@ -388,7 +390,7 @@ class WorkerSupervisor(Service):
                 shared.socket.close()
             self.sockets = []
             if self.metricsDirectory is not None:
-                self.metricsDirectory.remove()
+                return self.metricsDirectory.remove().addCallback(lambda _: result)
             return result
 
         return ended.addBoth(closeSockets)
@@ -424,7 +426,7 @@ def supervisorFromConfig(
         return shared
 
     top = MultiService()
-    directory = MetricsDirectory()
+    directory = MetricsDirectory(Offloader(reactor))
     WorkerSupervisor(
         reactor,
         config["workers"],
@@ -442,7 +444,11 @@ def supervisorFromConfig(
             "admin",
             description,
             serverFromString(reactor, description),
-            AdminSite(adminResource(directory.registry())),
+            AdminSite(
+                adminResource(directory, WorkersCacheAdmin(directory, reactor)),
+                adminNetworks(config.get("admin-allow"), config.get("allow")),
+                reactor,
+            ),
             reactor,
             onListenFailure,
         ).setServiceParent(top)

@@ -880,15 +880,16 @@ class MetricsTests(FetcherTestCase):
         """
         A miss, then a hit; the stored bytes after the store.
         """
-        from caplab.metrics import Metrics
+        from caplab.metrics import Metrics, sums
 
         metrics = Metrics()
         self.cache.metrics = metrics
         self.prime([(b"Cache-Control", b"max-age=60")])
         self.fetch()
-        self.assertEqual(metrics.cacheMisses._value.get(), 1)
-        self.assertEqual(metrics.cacheHits._value.get(), 1)
-        self.assertEqual(metrics.cacheBytes._value.get(), self.store.size)
+        totals = sums(metrics.families())
+        self.assertEqual(totals["caplab_cache_misses_total"], 1)
+        self.assertEqual(totals["caplab_cache_hits_total"], 1)
+        self.assertEqual(totals["caplab_cache_stored_bytes"], self.store.size)
 
 
 class ModelTests(SynchronousTestCase):

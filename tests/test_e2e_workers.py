@@ -10,7 +10,8 @@ import os
 import re
 import signal
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -146,11 +147,40 @@ def proxyGet(proxyPort: int, target: str) -> tuple[int, bytes]:
     return int(head.split(b" ", 2)[1]), body
 
 
+def adminSamples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """
+    The supervisor's C{/metrics}, parsed by prometheus-client.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as conn:
+        conn.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        text = conn.makefile("rb").read().partition(b"\r\n\r\n")[2].decode()
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def waitFor(check: Callable[[], object], what: str, timeout: float = WAIT) -> object:
+    """
+    Call C{check} until it returns something true (the workers share their figures once a
+    second); fail after C{timeout}.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.1)
+
+
 def test_metricsOfTheWholeServer() -> None:
     """
     With C{--workers 2 --admin-endpoint}, the parent's C{/metrics} counts the requests both
-    workers answered, and a worker's status and stats pages show the whole server's figures
-    and say which worker answered.  The metrics directory goes when the server stops.
+    workers answered (within a second), each worker's status page has a row per worker and
+    a total that adds them up, the stats page says which worker answered, and each process's
+    memory is exported under its pid.  The metrics directory goes when the server stops.
     """
     process = CaplabProcess(
         [
@@ -181,23 +211,33 @@ def test_metricsOfTheWholeServer() -> None:
             finally:
                 os.kill(pids[frozenIndex], signal.SIGCONT)
 
+        get200 = ("caplab_proxy_requests_total", (("code", "200"), ("method", "GET")))
+        waitFor(lambda: adminSamples(adminPort).get(get200) == sent, f"/metrics counting {sent}")
+        samples = adminSamples(adminPort)
+        assert [k for k in samples if k[0] == "caplab_proxy_requests_total"] == [get200]
+        supervisor = process.process.pid  # type: ignore[union-attr]
+        for pid in (*pids.values(), supervisor):
+            rss = ("caplab_process_resident_memory_bytes", (("pid", str(pid)),))
+            assert samples.get(rss, 0) > 1_000_000, (pid, samples)
+
+        def rows() -> tuple[int, list[int]] | None:
+            code, page = proxyGet(proxyPort, "/")
+            assert code == 200
+            total = re.search(rb"requests since start</th><td>([\d,]+)<", page)
+            assert total is not None, page
+            counts = re.findall(rb'<tr(?: class="self")? data-pid="\d+">(?:<td>[^<]*</td>){4}'
+                                rb"<td>([\d,]+)</td>", page)  # fmt: skip
+            shown = int(total.group(1).replace(b",", b""))
+            perWorker = [int(c.replace(b",", b"")) for c in counts]
+            return (shown, perWorker) if shown >= sent and len(perWorker) == 2 else None
+
+        shown, perWorker = waitFor(rows, "the status page showing every worker")  # type: ignore[misc]
+        assert sum(perWorker) == shown and all(perWorker), (shown, perWorker)
+
         code, stats = proxyGet(proxyPort, "/stats")
         assert code == 200
         assert b"the figures are the whole server's" in stats
-        # Every request so far was a GET answered 200, by one worker or the other.
-        assert f"<tr><td>GET</td><td>200</td><td>{sent}</td></tr>".encode() in stats, stats
-        sent += 1
-
-        with socket.create_connection(("127.0.0.1", adminPort), timeout=WAIT) as conn:
-            conn.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-            text = conn.makefile("rb").read().partition(b"\r\n\r\n")[2].decode()
-        counted = 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "caplab_proxy_requests_total":
-                    assert sample.labels == {"method": "GET", "code": "200"}, sample
-                    counted += sample.value
-        assert counted == sent
+        assert re.search(rb"<tr><td>GET</td><td>200</td><td>\d+</td></tr>", stats), stats
         assert os.path.isdir(directory)
     finally:
         process.stop()

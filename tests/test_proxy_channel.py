@@ -20,7 +20,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from caplab.proxy.accesslog import AccessLog
 from caplab.proxy.channel import ProxySettings
 from caplab.proxy.factory import ProxyFactory
-from caplab.proxy.hooks import UpstreamError, UpstreamRequest, UpstreamResponse, Verdict
+from caplab.proxy.hooks import (
+    PageRequest,
+    PageResponse,
+    UpstreamError,
+    UpstreamRequest,
+    UpstreamResponse,
+    Verdict,
+)
 
 PROXY = IPv4Address("TCP", "127.0.0.1", 8080)
 CLIENT = IPv4Address("TCP", "127.0.0.1", 50000)
@@ -431,18 +438,38 @@ class AdmissionTests(Harness):
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 508 "))
         self.assertEqual(self.fetcher.calls, [])
 
-    def test_statusPage(self) -> None:
+    def test_ownPages(self) -> None:
         """
-        C{GET /} in origin form is the status page with version, uptime and counters.
+        A request in origin form (C{GET /stats?x}) is answered by the page registered for its
+        path, which is given the request's parts, the client and the address it connected
+        to; HEAD gets the head alone; another path is a 404; another method a 400.
         """
-        channel, transport = self.connect(idleTimeout=0)
-        self.clock.advance(125)
-        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: proxy\r\n\r\n")
-        reply = transport.value()
-        self.assertTrue(reply.startswith(b"HTTP/1.1 200 "))
-        self.assertIn(b"0:02:05", reply)
-        self.assertIn(b"requests since start</th><td>1<", reply)
-        self.assertIn(b"open connections</th><td>1<", reply)
+        rendered: list[PageRequest] = []
+
+        class Page:
+            def render(self, request: PageRequest) -> PageResponse:
+                rendered.append(request)
+                return PageResponse(200, [(b"Content-Type", b"text/plain")], b"figures")
+
+        channel, transport = self.connect(idleTimeout=0, pages={b"/stats": Page()})
+        channel.dataReceived(b"GET /stats?window=60 HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        [request] = rendered
+        self.assertEqual(
+            (request.method, request.path, request.query, request.client, request.local),
+            (b"GET", b"/stats", b"window=60", "127.0.0.1", ("127.0.0.1", 8080)),
+        )
+        self.assertEqual(request.headers, [(b"Host", b"proxy")])
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(transport.value().endswith(b"\r\nContent-Length: 7\r\n\r\nfigures"))
+        transport.clear()
+        channel.dataReceived(b"HEAD /stats HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        self.assertTrue(transport.value().endswith(b"\r\nContent-Length: 7\r\n\r\n"))
+        transport.clear()
+        channel.dataReceived(b"GET /nope HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 404 "))
+        transport.clear()
+        channel.dataReceived(b"POST /stats HTTP/1.1\r\nHost: proxy\r\nContent-Length: 0\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "))
 
     def test_requestLineTooLong414(self) -> None:
         """

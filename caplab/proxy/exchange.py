@@ -25,10 +25,9 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from caplab import __version__
 from caplab.proxy import admission
 from caplab.proxy.admission import Refusal
-from caplab.proxy.answer import ESTABLISHED, HTML, Answer, Client
+from caplab.proxy.answer import ESTABLISHED, Answer, Client
 from caplab.proxy.body import DISCARD, StreamedBody
 from caplab.proxy.headers import maxForwards, upstreamRequestHeaders, viaValue, withMaxForwards
 from caplab.proxy.hooks import (
@@ -40,7 +39,6 @@ from caplab.proxy.hooks import (
     UpstreamResponse,
 )
 from caplab.proxy.http1 import MessageError, RequestHead, tokens
-from caplab.proxy.pages import statusPage
 from caplab.proxy.target import TargetError, parseAuthority, parseTarget
 from caplab.proxy.tunnel import PendingTunnel, Relay
 
@@ -235,12 +233,6 @@ class Exchange:
             return
         path, _, query = self.uri.partition(b"?")
         page = self.settings.pages.get(path)
-        if page is None and path == b"/":
-            factory = self.channel.factory
-            answer.complete(
-                200, [HTML], statusPage(__version__, factory.uptime(), factory.counters())
-            )
-            return
         if page is None:
             answer.error(404, "Not Found", "the proxy has no such page; / is its status page")
             return

@@ -15,14 +15,20 @@ from typing import Any
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.task import LoopingCall
 
-from caplab.metrics import LatencyFetcher, StatsResource, countReceivedBytes, sums
+from caplab.metrics import (
+    LatencyFetcher,
+    StatsResource,
+    countReceivedBytes,
+    legacyStatusPage,
+    sums,
+)
 from caplab.proxy.accesslog import AccessLog
 from caplab.proxy.admission import LOOPBACK
 from caplab.proxy.channel import ProxySettings
 from caplab.proxy.connect import EndpointConnector
 from caplab.proxy.factory import ProxyFactory
 from caplab.proxy.forward import Forwarder
-from caplab.proxy.hooks import IAuthenticator, IFetcher, IHostPolicy, PageRequest, PageResponse
+from caplab.proxy.hooks import IAuthenticator, IFetcher, IHostPolicy
 from caplab.proxy.options import portList
 from caplab.proxy.tunnel import TunnelOpener
 from caplab.proxy.upstream import ChainingConnector, ChainingFetcher
@@ -108,7 +114,7 @@ def makeProxyFactory(
     settings.upstream = upstream
     if components is not None:
         settings.pages[b"/proxy.pac"] = components.pac
-        settings.pages[b"/stats"] = ResourcePage(StatsResource(components.metrics, answeredBy))
+        settings.pages[b"/stats"] = StatsResource(components.metrics, answeredBy)
     settings.forwarder = forwarder  # type: ignore[attr-defined]
     accessLog = None
     if config.get("access-log"):
@@ -117,46 +123,11 @@ def makeProxyFactory(
         factory: ProxyFactory = WorkerProxyFactory(settings, accessLog, answeredBy)
     else:
         factory = ProxyFactory(settings, accessLog)
+    settings.pages[b"/"] = legacyStatusPage(factory)
     if components is not None and metrics is components.metrics:
         countReceivedBytes(factory, metrics)
     settings.tunnels = TunnelOpener(connector, reactor, metrics)
     return factory
-
-
-class ResourcePage:
-    """
-    A twisted.web leaf resource served as one of the proxy's own pages (L{IPage}).
-    """
-
-    def __init__(self, resource: Any) -> None:
-        self.resource = resource
-
-    def render(self, request: PageRequest) -> PageResponse:
-        fake = _PageRequest(request)
-        body = self.resource.render(fake)
-        return PageResponse(200, fake.outgoing, body if isinstance(body, bytes) else b"")
-
-
-class _PageRequest:
-    def __init__(self, request: PageRequest) -> None:
-        self.request = request
-        self.method = request.method
-        self.outgoing: list[tuple[bytes, bytes]] = []
-
-    def setHeader(self, name: bytes, value: bytes) -> None:
-        self.outgoing.append((name, value))
-
-    def getHeader(self, name: bytes) -> bytes | None:
-        for n, v in self.request.headers:
-            if n.lower() == name.lower():
-                return v
-        return None
-
-    def getHost(self) -> Any:
-        from twisted.internet.address import IPv4Address
-
-        host, port = self.request.local
-        return IPv4Address("TCP", host, port)
 
 
 def _worker(config: Mapping[str, Any]) -> str:

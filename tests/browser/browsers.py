@@ -243,6 +243,14 @@ def countPixels(path: Path, rgb: tuple[int, int, int]) -> int:
     How many pixels of the PNG at C{path} (8-bit RGB or RGBA, not interlaced, as browsers
     write screenshots) have exactly colour C{rgb}.
     """
+    return sum(pixelsPerRow(path, rgb))
+
+
+def pixelsPerRow(path: Path, rgb: tuple[int, int, int]) -> list[int]:
+    """
+    For each row of the PNG at C{path}, top first, how many of its pixels have exactly
+    colour C{rgb} (for where on a screenshot something was drawn).
+    """
     data = path.read_bytes()
     width, height = pngSize(path)
     depth, colourType, interlace = data[24], data[25], data[28]
@@ -257,7 +265,7 @@ def countPixels(path: Path, rgb: tuple[int, int, int]) -> int:
     raw = zlib.decompress(compressed)
     stride = width * channels
     previous = bytearray(stride)
-    wanted, count = bytes(rgb), 0
+    wanted, counts = bytes(rgb), []
     for y in range(height):
         start = y * (stride + 1)
         kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
@@ -276,6 +284,6 @@ def countPixels(path: Path, rgb: tuple[int, int, int]) -> int:
                 pa, pb, pc = abs(estimate - left), abs(estimate - up), abs(estimate - upLeft)
                 nearest = left if pa <= pb and pa <= pc else up if pb <= pc else upLeft
                 line[x] = (line[x] + nearest) & 0xFF
-        count += sum(1 for x in range(0, stride, channels) if line[x : x + 3] == wanted)
+        counts.append(sum(1 for x in range(0, stride, channels) if line[x : x + 3] == wanted))
         previous = line
-    return count
+    return counts
