@@ -8,11 +8,18 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress
 
 
+def bracketed(host: str) -> str:
+    """
+    C{host} as it stands in a URL or before a port: an IPv6 address in brackets (C{[::1]}).
+    """
+    return f"[{host}]" if ":" in host else host
+
+
 def hostPort(host: str, port: int) -> str:
     """
     C{host:port}, with an IPv6 host in brackets (C{[::1]:8080}).
     """
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{bracketed(host)}:{port}"
 
 
 def describeAddress(address: IAddress | None) -> str:

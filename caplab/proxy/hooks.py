@@ -23,6 +23,8 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 
+from caplab.address import bracketed, hostPort
+
 
 @dataclass(frozen=True)
 class Target:
@@ -38,9 +40,8 @@ class Target:
 
     @property
     def authority(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
         default = 443 if self.scheme == "https" else 80
-        return host if self.port == default else f"{host}:{self.port}"
+        return bracketed(self.host) if self.port == default else hostPort(self.host, self.port)
 
     @property
     def uri(self) -> str:

@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Sequence
 
+from caplab.address import hostPort
 from caplab.proxy.hooks import PageRequest, PageResponse
 from caplab.proxy.hostnames import normaliseName
 
@@ -98,10 +99,7 @@ class PacPage:
                 if _HOST_PORT.fullmatch(host):
                     return host
                 break
-        address, port = request.local
-        if ":" in address:
-            address = f"[{address}]"
-        return f"{address}:{port}"
+        return hostPort(*request.local)
 
     def render(self, request: PageRequest) -> PageResponse:
         """

@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
+from caplab.address import hostPort
 from caplab.proxy.auth import basicCredentials
 from caplab.proxy.body import DISCARD
 from caplab.proxy.connect import connectQuietly
@@ -75,8 +76,7 @@ class ParentProxy:
         """
         C{host:port} (IPv6 bracketed), for logs and error pages: never the credentials.
         """
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return hostPort(self.host, self.port)
 
 
 def parseProxyURL(url: str) -> ParentProxy:
@@ -179,9 +179,7 @@ def authority(host: str, port: int) -> bytes:
     """
     C{host:port} as CONNECT names it, IPv6 bracketed.
     """
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{port}".encode("ascii")
+    return hostPort(host, port).encode("ascii")
 
 
 def unreachableParent(parent: ParentProxy, reason: Failure) -> UpstreamError:
