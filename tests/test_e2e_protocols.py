@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from tests.conftest import requireProgram
 from tests.origins import WAIT, OriginProcess
 from tests.origins.proxy import ProxyUnderTest
 from tests.origins.scripted import OriginClosed, OriginConnection, ScriptedOrigin
+from tests.origins.websocket import EchoServer
 from tests.support import runningCaplab
 
 pytestmark = pytest.mark.e2e
@@ -104,70 +104,6 @@ def test_http10KeepAlive(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
 
 
 # WebSocket over plain http://, in absolute form
-
-
-class EchoServer:
-    """
-    An aiohttp WebSocket echo server on loopback, in a thread of its own: C{/echo} echoes
-    every message; C{/refuse} answers the handshake with a plain 403.
-    """
-
-    def __init__(self) -> None:
-        from aiohttp import web
-
-        self.port = 0
-        self.handshakes: list[dict[str, str]] = []
-        self._ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        app = web.Application()
-        app.router.add_get("/echo", self._echo)
-        app.router.add_get("/refuse", self._refuse)
-        self._runner = web.AppRunner(app)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        assert self._ready.wait(WAIT), "the echo server did not start"
-
-    def _run(self) -> None:
-        from aiohttp import web
-
-        asyncio.set_event_loop(self._loop)
-
-        async def start() -> None:
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            self._ready.set()
-
-        self._loop.run_until_complete(start())
-        self._loop.run_forever()
-
-    async def _echo(self, request: Any) -> Any:
-        from aiohttp import WSMsgType, web
-
-        self.handshakes.append(dict(request.headers))
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for message in ws:
-            if message.type == WSMsgType.TEXT:
-                await ws.send_str(message.data.upper())
-            elif message.type == WSMsgType.BINARY:
-                await ws.send_bytes(message.data)
-        return ws
-
-    async def _refuse(self, request: Any) -> Any:
-        from aiohttp import web
-
-        return web.Response(status=403, text="no websockets here")
-
-    def close(self) -> None:
-        async def stop() -> None:
-            await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(WAIT)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(WAIT)
-        self._loop.close()
 
 
 @pytest.fixture

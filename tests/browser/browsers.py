@@ -140,10 +140,16 @@ def pacDataURL(proxy: str, host: str = TEST_HOST) -> str:
     return f"data:application/x-ns-proxy-autoconfig;base64,{encoded}"
 
 
-def chromium(url: str, proxy: str | None, workdir: Path, caCert: Path | None = None) -> BrowserRun:
+def chromium(
+    url: str,
+    proxy: str | None,
+    workdir: Path,
+    caCert: Path | None = None,
+    extra: list[str] | None = None,
+) -> BrowserRun:
     """
     Load C{url} in headless Chromium through C{proxy} (None: no proxy at all); stdout is the
-    DOM after load.
+    DOM after load.  C{extra} options go before the URL.
     """
     home = workdir / "chromium-home"
     env = _baseEnvironment(home)
@@ -167,6 +173,7 @@ def chromium(url: str, proxy: str | None, workdir: Path, caCert: Path | None = N
             if proxy is not None
             else ["--no-proxy-server"]
         ),
+        *(extra or []),
         "--dump-dom",
         url,
     ]
