@@ -16,6 +16,7 @@ import pytest
 
 from tests.origins import OriginProcess, runningOrigin
 from tests.origins.proxy import ProxyUnderTest, runningProxy
+from tests.origins.websocket import EchoServer
 from tests.tls import TestPKI, makePKI
 
 
@@ -58,3 +59,15 @@ def proxy(
     """
     with runningProxy(origin, tmp_path_factory.mktemp("proxy"), caCert=pki.caCert) as running:
         yield running
+
+
+@pytest.fixture
+def echo() -> Iterator[EchoServer]:
+    """
+    A WebSocket origin (L{tests.origins.websocket}) on loopback, for one test.
+    """
+    server = EchoServer()
+    try:
+        yield server
+    finally:
+        server.close()

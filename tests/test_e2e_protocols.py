@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,15 +103,6 @@ def test_http10KeepAlive(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
 
 
 # WebSocket over plain http://, in absolute form
-
-
-@pytest.fixture
-def echo() -> Iterator[EchoServer]:
-    server = EchoServer()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def _websocket(proxy: str, url: str, messages: list[Any]) -> list[Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.clients import codeAndBody, curl, rawExchange
 from tests.conftest import requireProgram
 from tests.origins import WAIT, OriginProcess
 from tests.origins.proxy import ProxyUnderTest, runningProxy
@@ -23,43 +24,6 @@ from tests.support import runningCaplab
 from tests.tls import TEST_HOST
 
 pytestmark = pytest.mark.e2e
-
-
-def curl(
-    proxy: ProxyUnderTest, *args: str, input: bytes | None = None, timeout: float = WAIT
-) -> subprocess.CompletedProcess[bytes]:
-    """
-    C{curl -sS -x PROXY ARGS}, bounded by C{timeout}.
-    """
-    requireProgram("curl")
-    return subprocess.run(
-        ["curl", "-sS", "--max-time", str(timeout), "-x", f"http://{proxy.address}", *args],
-        input=input,
-        capture_output=True,
-        timeout=timeout + 5,
-    )
-
-
-def codeAndBody(result: subprocess.CompletedProcess[bytes]) -> tuple[int, bytes]:
-    """
-    The status printed by C{-w '\\n%{http_code}'} and the body before it.
-    """
-    body, _, code = result.stdout.rpartition(b"\n")
-    return int(code), body
-
-
-def rawExchange(proxy: ProxyUnderTest, data: bytes, timeout: float = WAIT) -> bytes:
-    """
-    Send C{data} on a new connection to the proxy and read until it closes.
-    """
-    with socket.create_connection((proxy.host, proxy.port), timeout=timeout) as s:
-        s.sendall(data)
-        chunks = []
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
 
 
 def test_getAndPost(origin: OriginProcess, proxy: ProxyUnderTest) -> None:
@@ -101,7 +65,7 @@ def test_httpsUntrustedCertificate502(origin: OriginProcess, tmp_path: Path) -> 
     with runningProxy(origin, tmp_path) as proxy:
         url = origin.url("/hello/untrusted", "https")
         reply = rawExchange(
-            proxy, f"GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            (proxy.host, proxy.port), f"GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
         )
     assert reply.startswith(b"HTTP/1.1 502 "), reply[:300]
     assert b"could not be verified" in reply
@@ -183,11 +147,13 @@ def test_limits(proxy: ProxyUnderTest) -> None:
     An over-long request line is a 414; an over-large header block a 431.
     """
     longLine = b"GET http://" + TEST_HOST.encode() + b"/" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n"
-    assert rawExchange(proxy, longLine).startswith(b"HTTP/1.1 414 ")
+    assert rawExchange((proxy.host, proxy.port), longLine).startswith(b"HTTP/1.1 414 ")
     bigHeaders = b"GET http://" + TEST_HOST.encode() + b"/ HTTP/1.1\r\n"
     bigHeaders += b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(80)) + b"\r\n"
-    assert rawExchange(proxy, bigHeaders).startswith(b"HTTP/1.1 431 ")
-    assert rawExchange(proxy, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    assert rawExchange((proxy.host, proxy.port), bigHeaders).startswith(b"HTTP/1.1 431 ")
+    assert rawExchange((proxy.host, proxy.port), b"NOT HTTP AT ALL\r\n\r\n").startswith(
+        b"HTTP/1.1 400 "
+    )
 
 
 def test_idleKeepAliveClosed(origin: OriginProcess, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.clients import curl
 from tests.conftest import requireProgram
 from tests.origins import WAIT, OriginProcess, runningOrigin
 from tests.origins.proxy import ProxyUnderTest, runningProxy
@@ -33,21 +34,6 @@ from tests.tls import TEST_HOST, TestPKI
 pytestmark = pytest.mark.e2e
 
 MiB = 1024 * 1024
-
-
-def curl(
-    proxy: ProxyUnderTest, *args: str, input: bytes | None = None, timeout: float = WAIT
-) -> subprocess.CompletedProcess[bytes]:
-    """
-    Run C{curl -sS -x PROXY ARGS} (bounded by C{timeout}); stdout holds the body.
-    """
-    requireProgram("curl")
-    return subprocess.run(
-        ["curl", "-sS", "--max-time", str(timeout), "-x", f"http://{proxy.address}", *args],
-        input=input,
-        capture_output=True,
-        timeout=timeout + 5,
-    )
 
 
 def statusOf(result: subprocess.CompletedProcess[bytes]) -> int:

@@ -9,7 +9,6 @@ test host, so the echo the page shows came through it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +21,6 @@ from tests.support import runningCaplab
 from tests.tls import TEST_HOST
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
-
-
-@pytest.fixture
-def echo() -> Iterator[EchoServer]:
-    server = EchoServer()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def test_chromiumWebSocketThroughConnect(echo: EchoServer, tmp_path: Path) -> None:

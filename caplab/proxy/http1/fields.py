@@ -126,3 +126,31 @@ def tokens(values: list[bytes]) -> list[bytes]:
             if item:
                 out.append(item)
     return out
+
+
+def framingFields(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[list[bytes], list[bytes], list[bytes], int]:
+    """
+    The values of the fields that frame a message, found in one pass (names compared by
+    length first: most fields are none of these): C{Content-Length}, C{Transfer-Encoding}
+    and C{Connection}, and how many C{Host} fields there are.
+    """
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    connection: list[bytes] = []
+    hosts = 0
+    for name, value in headers:
+        size = len(name)
+        if size == 4:
+            if name.lower() == b"host":
+                hosts += 1
+        elif size == 10:
+            if name.lower() == b"connection":
+                connection.append(value)
+        elif size == 14:
+            if name.lower() == b"content-length":
+                lengths.append(value)
+        elif size == 17 and name.lower() == b"transfer-encoding":
+            codings.append(value)
+    return lengths, codings, connection, hosts

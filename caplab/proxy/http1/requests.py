@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 
 from caplab.proxy.http1.events import Event, RequestHead
-from caplab.proxy.http1.fields import FieldError, parseFields, tokens
+from caplab.proxy.http1.fields import FieldError, framingFields, parseFields, tokens
 from caplab.proxy.http1.reader import MessageReader
 
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/1\.([01])")
@@ -133,23 +133,7 @@ def frameRequest(
 
     @raise FramingError: the framing is ambiguous or not supported.
     """
-    lengths: list[bytes] = []
-    codings: list[bytes] = []
-    connection: list[bytes] = []
-    hosts = 0
-    for name, value in headers:
-        size = len(name)
-        if size == 4:
-            if name.lower() == b"host":
-                hosts += 1
-        elif size == 10:
-            if name.lower() == b"connection":
-                connection.append(value)
-        elif size == 14:
-            if name.lower() == b"content-length":
-                lengths.append(value)
-        elif size == 17 and name.lower() == b"transfer-encoding":
-            codings.append(value)
+    lengths, codings, connection, hosts = framingFields(headers)
     if hosts > 1 or (http11 and hosts != 1):
         raise FramingError("an HTTP/1.1 request needs exactly one Host field")
     bodyLength: int | None = 0

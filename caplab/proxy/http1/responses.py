@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 
 from caplab.proxy.http1.events import Event, InterimResponse, ResponseHead
-from caplab.proxy.http1.fields import FieldError, parseFields, tokens
+from caplab.proxy.http1.fields import FieldError, framingFields, parseFields, tokens
 from caplab.proxy.http1.reader import HEAD, SWITCHED, MessageReader
 from caplab.proxy.http1.requests import contentLength
 
@@ -132,19 +132,7 @@ def frameResponse(
 
     @raise FieldError: the framing is faulty or not supported.
     """
-    lengths: list[bytes] = []
-    codings: list[bytes] = []
-    connection: list[bytes] = []
-    for name, value in headers:
-        size = len(name)
-        if size == 10:
-            if name.lower() == b"connection":
-                connection.append(value)
-        elif size == 14:
-            if name.lower() == b"content-length":
-                lengths.append(value)
-        elif size == 17 and name.lower() == b"transfer-encoding":
-            codings.append(value)
+    lengths, codings, connection, _ = framingFields(headers)
     options = tokens(connection) if connection else []
     keepAlive = (b"close" not in options) if http11 else (b"keep-alive" in options)
     version = b"HTTP/1.1" if http11 else b"HTTP/1.0"

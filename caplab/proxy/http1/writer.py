@@ -32,31 +32,29 @@ def _checked(head: bytes, lines: int) -> bytes:
     return head
 
 
-def requestHead(method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """
-    A request's head: the request line, C{headers} as given (framing fields included by the
-    caller), and the empty line.
-    """
-    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
+def _head(startLine: list[bytes], headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    lines = startLine
     count = 2
     for name, value in headers:
         lines += (name, b": ", value, b"\r\n")
         count += 1
     lines.append(b"\r\n")
     return _checked(b"".join(lines), count)
+
+
+def requestHead(method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """
+    A request's head: the request line, C{headers} as given (framing fields included by the
+    caller), and the empty line.
+    """
+    return _head([method, b" ", target, b" HTTP/1.1\r\n"], headers)
 
 
 def responseHead(code: int, phrase: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     """
     A response's head in HTTP/1.1: status line, C{headers} as given, the empty line.
     """
-    lines = [b"HTTP/1.1 %d " % code, phrase, b"\r\n"]
-    count = 2
-    for name, value in headers:
-        lines += (name, b": ", value, b"\r\n")
-        count += 1
-    lines.append(b"\r\n")
-    return _checked(b"".join(lines), count)
+    return _head([b"HTTP/1.1 %d " % code, phrase, b"\r\n"], headers)
 
 
 def chunk(data: bytes) -> bytes:
