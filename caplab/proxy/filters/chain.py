@@ -164,7 +164,7 @@ class FilterChain:
         if any(coding not in KNOWN_CODINGS for coding in codings):
             counters.add("untransformed-coding")
             return None
-        markTransformed(head.headers, decoded=bool(codings))
+        markTransformed(head.headers)
         if request.method == b"HEAD":
             return None
         counters.add("responses-transformed")

@@ -36,6 +36,7 @@ from caplab.proxy.filters.reporting import FilterCounters
 from caplab.proxy.filters.text import HTML_TYPES, codecName
 from caplab.proxy.filters.urlhost import srcsetURLs, urlHost
 from caplab.proxy.hooks import IHostPolicy, UpstreamRequest
+from caplab.proxy.policy import normaliseHost
 
 #: The default window: the longest tag the blocker waits for, in bytes.
 DEFAULT_WINDOW = 65536
@@ -251,7 +252,13 @@ class ElementBlocker:
         if verdict is None:
             if len(verdicts) >= 1024:
                 verdicts.clear()
-            verdict = verdicts[host] = self._policy.check(host) is not None
+            try:
+                name = normaliseHost(host)
+            except ValueError:
+                verdict = False  # no host a browser could reach: nothing to block
+            else:
+                verdict = self._policy.check(name) is not None
+            verdicts[host] = verdict
         return verdict
 
 

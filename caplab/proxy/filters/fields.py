@@ -195,16 +195,14 @@ def weakETag(value: bytes) -> bytes:
     return b"W/" + value
 
 
-def markTransformed(headers: Headers, decoded: bool) -> None:
+def markTransformed(headers: Headers) -> None:
     """
-    Edit C{headers} in place for a body the proxy transforms as it streams: no
-    C{Content-Length} (the client gets it chunked, or close-delimited), no digests, a weak
-    C{ETag}, C{Accept-Ranges: none} (a range of the transformed bytes cannot be served),
-    and without C{Content-Encoding} when the body was C{decoded}.
+    Edit C{headers} in place for a body the proxy transforms as it streams (decoded from
+    its content codings, sent as identity): no C{Content-Length} (the client gets it
+    chunked, or close-delimited), no digests, no C{Content-Encoding}, a weak C{ETag},
+    C{Accept-Ranges: none} (a range of the transformed bytes cannot be served).
     """
-    drop = STALE_WHEN_TRANSFORMED | {b"accept-ranges"}
-    if decoded:
-        drop = drop | {b"content-encoding"}
+    drop = STALE_WHEN_TRANSFORMED | {b"accept-ranges", b"content-encoding"}
     kept: Headers = []
     for name, value in headers:
         lower = name.lower()
