@@ -345,3 +345,62 @@ class ReloadTests(SynchronousTestCase):
             response, _ = makeResponse([(b"Content-Type", b"text/plain")], [b"aa"])
             receive(filters.filterResponse(makeRequest(), response))
         self.assertEqual(counters["substitutions"], 4)
+
+
+class FilteringFetcherTests(SynchronousTestCase):
+    def test_aroundAFetcher(self) -> None:
+        """
+        The request the wrapped fetcher sees is filtered; its response is filtered; a
+        reloadable chain is read once per request.
+        """
+        from twisted.internet.defer import Deferred
+
+        from caplab.proxy.filters.fetcher import FilteringFetcher
+
+        seen: list[UpstreamRequest] = []
+        pending: list[Deferred[Any]] = []
+
+        class Inner:
+            def fetch(self, request: UpstreamRequest, body: Any) -> Deferred[Any]:
+                seen.append(request)
+                d: Deferred[Any] = Deferred()
+                pending.append(d)
+                return d
+
+        tables = [{"privacy": True, "rewrite": ["* s/hello/one/g"]}]
+        reloadable = ReloadableFilterChain(lambda: chain(tables[-1]))
+        fetcher = FilteringFetcher(reloadable, Inner())
+        results: list[Any] = []
+        fetcher.fetch(makeRequest(path=b"/?fbclid=1&a=2"), None).addCallback(results.append)
+        self.assertEqual(seen[0].target.path, b"/?a=2")
+        tables.append({"rewrite": ["* s/hello/two/g"]})
+        reloadable.use(reloadable.load())
+        response, _ = makeResponse([(b"Content-Type", b"text/plain")], [b"hello"])
+        pending[0].callback(response)
+        self.assertEqual(receive(results[0]).body, b"one", "the chain it started with")
+
+    def test_failsOpen(self) -> None:
+        """
+        A bug in the chain's response side is logged, and the response passes unfiltered.
+        """
+        from twisted.internet.defer import succeed
+
+        from caplab.proxy.filters.fetcher import FilteringFetcher
+
+        response, _ = makeResponse(HTML, [PAGE])
+
+        class Broken(FilterChain):
+            def filterResponse(self, request: Any, response: Any) -> Any:
+                raise ZeroDivisionError()
+
+        class Inner:
+            def fetch(self, request: UpstreamRequest, body: Any) -> Any:
+                return succeed(response)
+
+        results: list[Any] = []
+        fetcher = FilteringFetcher(Broken(), Inner())
+        with capturedLogs() as events:
+            fetcher.fetch(makeRequest(), None).addCallback(results.append)
+        self.assertIs(results[0], response)
+        self.assertEqual(len(events), 1)
+        self.flushLoggedErrors(ZeroDivisionError)
