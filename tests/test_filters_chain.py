@@ -81,7 +81,7 @@ class TransformedResponseTests(SynchronousTestCase):
         self.assertIs(sink.done, True)
         self.assertEqual(filters.counters["responses-transformed"], 1)
         self.assertEqual(filters.counters["elements-blocked"], 1)
-        self.assertEqual(filters.counters["substitutions"], 2)
+        self.assertEqual(filters.counters["rewrites"], 1)
 
     def test_weakETagStaysWeak(self) -> None:
         response, _ = makeResponse([*HTML, (b"ETag", b'W/"v1"')], [PAGE])
@@ -344,7 +344,7 @@ class ReloadTests(SynchronousTestCase):
         for filters in (one, two):
             response, _ = makeResponse([(b"Content-Type", b"text/plain")], [b"aa"])
             receive(filters.filterResponse(makeRequest(), response))
-        self.assertEqual(counters["substitutions"], 4)
+        self.assertEqual(counters["rewrites"], 2)
 
 
 class FilteringFetcherTests(SynchronousTestCase):

@@ -243,7 +243,18 @@ class StreamingTests(SynchronousTestCase):
         )
         assert transform is not None
         runTransform(transform, [b"hello ", b"world"])
-        self.assertEqual(counters["substitutions"], 3)
+        self.assertEqual(counters["rewrites"], 1)
+        transform = RewriteFilter(parseRewrite("* s/l+/L/g"), counters).transformBody(
+            makeRequest(), ResponseHead(200, b"OK", [], "text/plain", None)
+        )
+        assert transform is not None
+        runTransform(transform, [b"hello ", b"world"])
+        transform = RewriteFilter(parseRewrite("* s/l+/L/g"), counters).transformBody(
+            makeRequest(), ResponseHead(200, b"OK", [], "text/plain", None)
+        )
+        assert transform is not None
+        runTransform(transform, [b"nothing to see"])
+        self.assertEqual(counters["rewrites"], 2)
 
     def test_onlyText(self) -> None:
         """

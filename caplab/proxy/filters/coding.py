@@ -54,6 +54,7 @@ class ZlibDecoder:
         self._decompressor: zlib._Decompress | None = None
         self._started = False
         self._ended = False
+        self._head = b""  # deflate: the first byte, until the second tells the format
 
     def _new(self, first: bytes) -> zlib._Decompress:
         if self._coding == "gzip":
@@ -64,6 +65,12 @@ class ZlibDecoder:
         return zlib.decompressobj(-zlib.MAX_WBITS)
 
     def decode(self, data: bytes) -> Iterator[bytes]:
+        if self._coding == "deflate" and not self._started:
+            data = self._head + data
+            if len(data) < 2:
+                self._head = data
+                return
+            self._head = b""
         while data:
             if self._decompressor is None:
                 if self._ended and self._coding != "gzip":
@@ -87,6 +94,8 @@ class ZlibDecoder:
                 data = decompressor.unused_data + data
 
     def flush(self) -> Iterator[bytes]:
+        if self._head:
+            raise DecodeError(f"the {self._coding} stream was cut short")
         decompressor = self._decompressor
         if decompressor is not None:
             try:

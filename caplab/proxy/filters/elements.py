@@ -71,7 +71,7 @@ _ATTRIBUTES = (
     rb"(?:[\t\n\f\r /]++|" + _NAME + rb"(?:" + _VALUE + rb"|(?!" + _WS + rb"*+=)))*+"
 )
 #: Everything up to the next tag that matters (or something cut off by the end).
-_SKIP = re.compile(
+_SKIP = (
     rb"(?:[^<]++"
     rb"|</[a-zA-Z][^\t\n\f\r />]*+" + _ATTRIBUTES + rb">"
     # tags whose first letter starts no name that matters (most), then the others
@@ -84,8 +84,9 @@ _SKIP = re.compile(
     rb"|</[^a-zA-Z>][^>]*+>"
     rb"|</>)*+"
 )
-#: A whole tag that matters: its name, and where its attributes start and end.
-_STOP = re.compile(rb"<(" + _STOP_NAMES + rb")(?=[\t\n\f\r />])" + _ATTRIBUTES + rb">")
+#: What can be passed on as it is, then the whole tag that matters after it, if it is whole:
+#: its name is group 1, its attributes run from there to the end.
+_NEXT = re.compile(_SKIP + rb"(?:<(" + _STOP_NAMES + rb")(?=[\t\n\f\r />])" + _ATTRIBUTES + rb">)?")
 #: One attribute of a whole tag that matters (its name and value), or the tag's end.
 _ATTRIBUTE = re.compile(
     rb"[\t\n\f\r /]*+(?:(>)|(" + _NAME + rb")(?:" + _WS + rb"*+=" + _WS + rb"*+"
@@ -96,6 +97,10 @@ _END_TAGS = {
     name: re.compile(rb"</" + _anyCase(name.decode()) + rb"(?=[\t\n\f\r />])") for name in _RAW_TEXT
 }
 _END_TAG_REST = re.compile(_ATTRIBUTES + rb">")
+#: The common URLs, read without decoding: an absolute one with a plain host name (group 1),
+#: and a relative one (no scheme, no character reference, no backslash, no space).
+_PLAIN_URL = re.compile(rb"(?:[hH][tT][tT][pP][sS]?:)?//([A-Za-z0-9.\-_]+)(?::[0-9]*)?(?=[/?#]|$)")
+_RELATIVE_URL = re.compile(rb"(?![/\\]{2})[^:&\\\x00-\x20]*$")
 #: Bytes that may hold the start of an end tag: "</noframes" and what follows the name.
 _LONGEST_END_TAG = 2 + max(len(n) for n in _RAW_TEXT) + 1
 
@@ -142,29 +147,27 @@ class ElementBlocker:
 
     def _scan(self, buffer: bytes, final: bool) -> bytes:
         out: list[bytes] = []
+        kept = 0  # the start of the bytes passed on as they are, not yet in out
         position = 0
         size = len(buffer)
         while position < size:
             state = self._state
             if state == _DATA:
-                end = _SKIP.match(buffer, position).end()  # type: ignore[union-attr]
-                if end > position:
-                    out.append(buffer[position:end])
-                    position = end
+                found = _NEXT.match(buffer, position)
+                assert found is not None  # it matches the empty string
+                if found.start(1) < 0:
+                    position = found.end()
                     if position >= size:
                         break
-                stop = _STOP.match(buffer, position)
-                if stop is None:
                     if final or size - position > self.window:
-                        out.append(b"<")  # not a tag after all, or one too long to wait for
-                        position += 1
+                        position += 1  # not a tag after all, or one too long to wait for
                         continue
                     break  # cut off: wait for the rest
-                if self._tag(buffer, stop):
-                    out.append(buffer[position : stop.end()])
-                position = stop.end()
+                if not self._tag(buffer, found):
+                    out.append(buffer[kept : found.start(1) - 1])
+                    kept = found.end()
+                position = found.end()
             elif state == _PLAINTEXT:
-                out.append(buffer[position:])
                 position = size
             else:
                 assert self._endTag is not None
@@ -175,12 +178,11 @@ class ElementBlocker:
                     if not final:
                         lt = buffer.rfind(b"<", max(position, size - _LONGEST_END_TAG))
                         cut = lt if lt >= 0 else size
-                    if state == _RAW:
-                        out.append(buffer[position:cut])
                     position = cut
+                    if state == _DROP:
+                        kept = cut
                     break
                 if state == _RAW:
-                    out.append(buffer[position : match.start()])
                     position = match.start()  # the end tag is skipped as any other
                     self._state = _DATA
                     continue
@@ -193,14 +195,19 @@ class ElementBlocker:
                     position = match.end()  # an end tag too long to wait for: drop its name
                 else:
                     position = match.start()
+                    kept = position
                     break
+                kept = position
                 self._state = _DATA
         self._buffer = buffer[position:] if position < size else b""
+        if not out:
+            return buffer if kept == 0 and position == size else buffer[kept:position]
+        out.append(buffer[kept:position])
         return b"".join(out)
 
     def _tag(self, buffer: bytes, stop: re.Match[bytes]) -> bool:
         """
-        Handle the whole tag C{stop}: whether to keep it.
+        Handle the whole tag that matters found by C{stop} (L{_NEXT}): whether to keep it.
         """
         name = stop.group(1).lower()
         wanted = _CHECKED.get(name)
@@ -238,6 +245,16 @@ class ElementBlocker:
 
     def _blocked(self, values: dict[bytes, bytes]) -> bool:
         for attributeName, value in values.items():
+            if attributeName not in _SRCSET:
+                plain = _PLAIN_URL.match(value)
+                if plain is not None:
+                    if self._hostBlocked(plain.group(1).decode("ascii").lower()):
+                        return True
+                    continue
+                if _RELATIVE_URL.match(value) is not None:
+                    if self._baseHost is not None and self._hostBlocked(self._baseHost):
+                        return True
+                    continue
             text = self._text(value)
             urls = srcsetURLs(text) if attributeName in _SRCSET else [text]
             for url in urls:

@@ -18,7 +18,7 @@ COUNTERS = {
     "cookies-dropped": "third-party requests sent without their Cookie",
     "set-cookies-dropped": "Set-Cookie fields dropped from third-party responses",
     "header-rules": "header fields added, set or removed by header rules",
-    "substitutions": "text substitutions made by rewrite rules",
+    "rewrites": "responses whose text a rewrite rule changed",
     "elements-blocked": "HTML elements removed because their host is blocked",
     "responses-transformed": "response bodies transformed",
     "untransformed-no-transform": "bodies passed untransformed: Cache-Control: no-transform",

@@ -263,7 +263,7 @@ def parseRewrite(text: str, source: str = "--rewrite") -> RewriteRule:
 
 class _Counted(Generic[AnyStr]):
     """
-    A L{StreamSubstitution} that counts its replacements as it goes.
+    A substitution that counts the response as rewritten once it replaced something.
     """
 
     def __init__(
@@ -273,24 +273,24 @@ class _Counted(Generic[AnyStr]):
     ) -> None:
         self._substitution: StreamSubstitution[AnyStr] | LiteralSubstitution[AnyStr] = substitution
         self._counters = counters
-        self._counted = 0
+        self._counted = False
         self.window = substitution.window
 
     def feed(self, text: AnyStr) -> AnyStr:
         out = self._substitution.feed(text)
-        self._count()
+        if not self._counted and self._substitution.changed:
+            self._count()
         return out
 
     def finish(self) -> AnyStr:
         out = self._substitution.finish()
-        self._count()
+        if not self._counted and self._substitution.changed:
+            self._count()
         return out
 
     def _count(self) -> None:
-        count = self._substitution.count
-        if count != self._counted:
-            self._counters.add("substitutions", count - self._counted)
-            self._counted = count
+        self._counted = True
+        self._counters.add("rewrites")
 
 
 class RewriteFilter:

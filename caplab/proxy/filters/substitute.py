@@ -33,6 +33,13 @@ class StreamSubstitution(Generic[AnyStr]):
     @ivar count: the replacements made so far.
     """
 
+    @property
+    def changed(self) -> bool:
+        """
+        Whether anything was replaced so far.
+        """
+        return self.count > 0
+
     def __init__(
         self,
         pattern: re.Pattern[AnyStr],
@@ -122,7 +129,8 @@ class LiteralSubstitution(Generic[AnyStr]):
     the occurrences C{replace} finds are the ones a left-to-right search finds.
 
     @ivar window: the most characters held back (the string's length less one).
-    @ivar count: the replacements made so far.
+    @ivar changed: whether anything was replaced so far (not how often: counting would
+        cost a second pass over the text).
     """
 
     def __init__(self, literal: AnyStr, replacement: AnyStr) -> None:
@@ -131,7 +139,7 @@ class LiteralSubstitution(Generic[AnyStr]):
         self._replacement: AnyStr = replacement
         self.window = len(literal) - 1
         self._carry: AnyStr = literal[:0]
-        self.count = 0
+        self.changed = False
 
     def feed(self, text: AnyStr) -> AnyStr:
         buffer = self._carry + text if self._carry else text
@@ -154,8 +162,7 @@ class LiteralSubstitution(Generic[AnyStr]):
         return self._replace(buffer)
 
     def _replace(self, text: AnyStr) -> AnyStr:
-        found = text.count(self._literal)
-        if not found:
-            return text
-        self.count += found
-        return text.replace(self._literal, self._replacement)
+        replaced = text.replace(self._literal, self._replacement)
+        if replaced is not text:  # CPython returns the text itself when nothing matched
+            self.changed = True
+        return replaced
