@@ -42,6 +42,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from caplab.proxy.cache.storage import NoProducer  # noqa: E402
 from caplab.proxy.filters.config import buildChain, parseFilterConfig  # noqa: E402
 from caplab.proxy.hooks import Target, UpstreamRequest, UpstreamResponse  # noqa: E402
 from caplab.proxy.policy import HostList, HostPolicy  # noqa: E402
@@ -109,17 +110,6 @@ def policy() -> HostPolicy:
     return HostPolicy(blocked, HostList())
 
 
-class _Producer:
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
 class _Sink:
     def __init__(self) -> None:
         self.received = 0
@@ -150,7 +140,7 @@ def throughput(
         started = time.process_time()
 
         def deliver(sink: Any) -> None:
-            sink.bodyStarted(_Producer())
+            sink.bodyStarted(NoProducer())
             for piece in pieces:
                 sink.bodyData(piece)
             sink.bodyDone(True)
