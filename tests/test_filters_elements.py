@@ -106,6 +106,37 @@ class ElementBlockerTests(SynchronousTestCase):
             for cut in range(len(page) + 1):
                 self.assertEqual(block(splitAt(page, [cut])), want, (page, cut))
 
+    def test_fastPathNeverTakesATagThatMatters(self) -> None:
+        """
+        The quick alternative for other tags never starts the name of one that matters.
+        """
+        import re
+
+        from caplab.proxy.filters.elements import _OTHER_START, _STOPS
+
+        quick = re.compile(_OTHER_START)
+        for name in _STOPS:
+            for spelling in (name, name.upper(), name.capitalize()):
+                self.assertIsNone(quick.match(spelling), spelling)
+        for name in (
+            b"p",
+            b"a",
+            b"div",
+            b"span",
+            b"li",
+            b"b",
+            b"input",
+            b"table",
+            b"nav",
+            b"strong",
+            b"section",
+            b"i",
+            b"template",
+            b"td",
+            b"bar",
+        ):
+            self.assertIsNotNone(quick.match(name), name)
+
     def test_xhtmlSelfClosing(self) -> None:
         """
         In XHTML a self-closing C{<script/>} has no content: removing it removes nothing

@@ -70,13 +70,20 @@ _ATTRIBUTES = (
     rb"(?:[ ]?+[a-zA-Z\-]++=\"[^\"]*+\")*+"  # the common case, quickly
     rb"(?:[\t\n\f\r /]++|" + _NAME + rb"(?:" + _VALUE + rb"|(?!" + _WS + rb"*+=)))*+"
 )
+#: The start of a tag name that no name that matters starts with, told by its first three
+#: letters at most.
+_OTHER_START = (
+    rb"(?:[ac-hj-kmoq-ru-wyzAC-HJ-KMOQ-RU-WYZ]|[pP](?![lL][aA])|[lL](?![iI][nN])"
+    rb"|[iI](?![fF][rR]|[mM][aAgG])|[sS](?![cC][rR]|[tT][yY])|[tT](?![eE][xX]|[iI][tT])"
+    rb"|[bB](?![aA][sS])|[nN](?![oO][eEfF])|[xX](?![mM][pP]))"
+)
 #: Everything up to the next tag that matters (or something cut off by the end): runs of
 #: text, each followed by a tag that does not matter (one loop step for both, for speed).
 _SKIP = (
     rb"(?:[^<]*+(?:"
     rb"</[a-zA-Z][^\t\n\f\r />]*+" + _ATTRIBUTES + rb">"
-    # tags whose first letter starts no name that matters (most), then the others
-    rb"|<[ac-hj-kmoq-ru-wyzAC-HJ-KMOQ-RU-WYZ][^\t\n\f\r />]*+" + _ATTRIBUTES + rb">"
+    # tags whose first two letters start no name that matters (most), then the others
+    rb"|<" + _OTHER_START + rb"[^\t\n\f\r />]*+" + _ATTRIBUTES + rb">"
     rb"|<(?!" + _STOP_NAMES + rb"[\t\n\f\r />])[a-zA-Z][^\t\n\f\r />]*+" + _ATTRIBUTES + rb">"
     rb"|<(?=[^a-zA-Z!/?])"
     rb"|<!--(?:>|->|(?:[^\-]++|-(?!-!?>))*+--!?>)"
