@@ -160,6 +160,24 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(config.plugins[0].options, {"types": "text/plain"})
         self.assertIsNone(parseFilterConfig(tableFromOptions(privacySkip=["gpc"])).privacy)
 
+    def test_optionMessages(self) -> None:
+        """
+        Parsed as options, the messages name the options.
+        """
+        for kwargs, message in [
+            ({"rewrite": ["* s/(/x/"]}, "--rewrite '* s/(/x/': bad regular expression"),
+            ({"requestHeader": ["* drop X"]}, "--request-header '* drop X'"),
+            ({"responseHeader": ["* set Host: x"]}, "--response-header '* set Host: x'"),
+            ({"blockElements": ["a b"]}, "--block-elements: 'a b' is not a host pattern"),
+            ({"privacy": True, "privacySkip": ["gcp"]}, "--privacy-skip 'gcp': name parts"),
+            ({"privacy": True, "stripParameters": ["a*b"]}, "--strip-param: 'a*b'"),
+            ({"filters": ["upper"]}, "--filter 'upper': expected"),
+            ({"window": 1}, "--filter-window: expected a number of bytes"),
+        ]:
+            with self.assertRaises(FilterConfigError) as caught:
+                parseFilterConfig(tableFromOptions(**kwargs), options=True)
+            self.assertTrue(str(caught.exception).startswith(message), str(caught.exception))
+
     def assertBad(self, table: dict[str, Any], message: str) -> None:
         with self.assertRaises(FilterConfigError) as caught:
             parseFilterConfig(table)

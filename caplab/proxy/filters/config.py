@@ -70,6 +70,18 @@ KEYS = frozenset(
 )
 #: The keys of the C{[filters.privacy]} table.
 PRIVACY_KEYS = frozenset({"enabled", "skip", "strip-parameters"})
+#: The command-line option of each key (for messages about options).
+OPTION_NAMES = {
+    "rewrite": "--rewrite",
+    "request-header": "--request-header",
+    "response-header": "--response-header",
+    "block-elements": "--block-elements",
+    "privacy": "--privacy",
+    "privacy.skip": "--privacy-skip",
+    "privacy.strip-parameters": "--strip-param",
+    "filter": "--filter",
+    "window": "--filter-window",
+}
 #: The smallest and largest window.
 WINDOW_RANGE = (256, 262144)
 
@@ -111,7 +123,7 @@ def _strings(value: Any, where: str) -> list[str]:
     raise FilterConfigError(f"{where}: expected a string or a list of strings, got {value!r}")
 
 
-def _privacy(value: Any, where: str) -> PrivacySettings | None:
+def _privacy(value: Any, where: str, options: bool = False) -> PrivacySettings | None:
     if isinstance(value, bool):
         return PrivacySettings() if value else None
     if not isinstance(value, Mapping):
@@ -126,25 +138,29 @@ def _privacy(value: Any, where: str) -> PrivacySettings | None:
         raise FilterConfigError(f"{where}.enabled: expected true or false, got {enabled!r}")
     if not enabled:
         return None
+    skipWhere = OPTION_NAMES["privacy.skip"] if options else f"{where}.skip"
+    stripWhere = (
+        OPTION_NAMES["privacy.strip-parameters"] if options else f"{where}.strip-parameters"
+    )
     skipped: frozenset[str] = frozenset()
-    for text in _strings(value.get("skip", []), f"{where}.skip"):
-        skipped |= parsePrivacyParts(text, f"{where}.skip")
-    extra = _strings(value.get("strip-parameters", []), f"{where}.strip-parameters")
+    for text in _strings(value.get("skip", []), skipWhere):
+        skipped |= parsePrivacyParts(text, skipWhere)
+    extra = _strings(value.get("strip-parameters", []), stripWhere)
     try:
         tracking = TrackingParameters([*DEFAULT_TRACKING_PARAMETERS, *extra])
     except FilterConfigError as e:
-        raise FilterConfigError(f"{where}.strip-parameters: {e}") from None
+        raise FilterConfigError(f"{stripWhere}: {e}") from None
     parts = frozenset(PARTS) - skipped
     if not parts:
         return None
     return PrivacySettings(parts, tracking)
 
 
-def _plugins(value: Any, where: str) -> tuple[PluginSpec, ...]:
+def _plugins(value: Any, where: str, options: bool = False) -> tuple[PluginSpec, ...]:
     items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
     specs = []
     for index, item in enumerate(items):
-        place = f"{where}[{index}]"
+        place = where if options else f"{where}[{index}]"
         if isinstance(item, str):
             specs.append(parsePluginSpec(item, place))
             continue
@@ -168,46 +184,53 @@ def _plugins(value: Any, where: str) -> tuple[PluginSpec, ...]:
     return tuple(specs)
 
 
-def parseFilterConfig(table: Mapping[str, Any], source: str = "[filters]") -> FilterConfig:
+def parseFilterConfig(
+    table: Mapping[str, Any], source: str = "[filters]", options: bool = False
+) -> FilterConfig:
     """
     Parse the C{[filters]} table (see the module docstring).
 
+    @param source: where the table comes from, for messages (C{[filters]}).
+    @param options: the table stands for command-line options (L{tableFromOptions}):
+        messages name the options (C{--rewrite}) instead of the keys.
     @raise FilterConfigError: an unknown key, a value of the wrong kind, or a bad rule; the
-        message names the key (and the rule).
+        message names the key or option (and the rule).
     """
     unknown = sorted(set(table) - KEYS)
     if unknown:
         raise FilterConfigError(
             f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(KEYS))})"
         )
+
+    def where(key: str) -> str:
+        return OPTION_NAMES[key] if options else f"{source} {key}"
+
     window = table.get("window", DEFAULT_WINDOW)
     low, high = WINDOW_RANGE
     if not isinstance(window, int) or isinstance(window, bool) or not low <= window <= high:
         raise FilterConfigError(
-            f"{source} window: expected a number of bytes from {low} to {high}, got {window!r}"
+            f"{where('window')}: expected a number of bytes from {low} to {high}, got {window!r}"
         )
     rewrites = tuple(
-        parseRewrite(text, f"{source} rewrite")
-        for text in _strings(table.get("rewrite", []), f"{source} rewrite")
+        parseRewrite(text, where("rewrite"))
+        for text in _strings(table.get("rewrite", []), where("rewrite"))
     )
     requestHeaders = tuple(
-        parseHeaderRule(text, f"{source} request-header")
-        for text in _strings(table.get("request-header", []), f"{source} request-header")
+        parseHeaderRule(text, where("request-header"))
+        for text in _strings(table.get("request-header", []), where("request-header"))
     )
     responseHeaders = tuple(
-        parseHeaderRule(text, f"{source} response-header")
-        for text in _strings(table.get("response-header", []), f"{source} response-header")
+        parseHeaderRule(text, where("response-header"))
+        for text in _strings(table.get("response-header", []), where("response-header"))
     )
     blockPatterns = [
         pattern.strip()
-        for text in _strings(table.get("block-elements", []), f"{source} block-elements")
+        for text in _strings(table.get("block-elements", []), where("block-elements"))
         for pattern in text.split(",")
     ]
-    blockElements = (
-        HostSelector(blockPatterns, f"{source} block-elements") if blockPatterns else None
-    )
-    privacy = _privacy(table.get("privacy", False), f"{source} privacy")
-    plugins = _plugins(table.get("filter", []), f"{source} filter")
+    blockElements = HostSelector(blockPatterns, where("block-elements")) if blockPatterns else None
+    privacy = _privacy(table.get("privacy", False), where("privacy"), options)
+    plugins = _plugins(table.get("filter", []), where("filter"), options)
     return FilterConfig(
         rewrites, requestHeaders, responseHeaders, blockElements, privacy, plugins, window
     )
@@ -226,7 +249,7 @@ def tableFromOptions(
 ) -> dict[str, Any]:
     """
     The C{[filters]} table the command-line options stand for (C{--rewrite} ... each
-    repeatable), for L{parseFilterConfig}.
+    repeatable), for L{parseFilterConfig} with C{options=True}.
     """
     table: dict[str, Any] = {
         "rewrite": list(rewrite),
