@@ -65,7 +65,8 @@ def test_httpsUntrustedCertificate502(origin: OriginProcess, tmp_path: Path) -> 
     with runningProxy(origin, tmp_path) as proxy:
         url = origin.url("/hello/untrusted", "https")
         reply = rawExchange(
-            (proxy.host, proxy.port), f"GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            (proxy.host, proxy.port),
+            f"GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode(),
         )
     assert reply.startswith(b"HTTP/1.1 502 "), reply[:300]
     assert b"could not be verified" in reply

@@ -1,0 +1,259 @@
+"""
+The filter chain around the cache: an L{IFilterChain} made of the configured filters, each
+selected per host pattern.
+
+Requests: each request filter selected for the target's host runs in order, before the
+cache key is computed.  Responses, after the cache, per client, on hits and misses alike:
+the selected response filters first edit the head (header rules, C{Set-Cookie}), then say
+whether they transform the body.  A body is transformed only if
+
+    - it is a body: not the response to C{HEAD}, not a 1xx, C{204} or C{304};
+    - it is whole: a C{206} (part of a body) passes untransformed, since a match or an
+      element may straddle the range and the offsets of the transformed bytes are not the
+      original's; transformed responses say C{Accept-Ranges: none} instead, so clients do
+      not ask for ranges of them, and their C{ETag} is weak, so C{If-Range} never matches;
+    - neither the response nor the request says C{Cache-Control: no-transform} (RFC 9110
+      §7.7);
+    - its content codings are known: C{gzip}, C{deflate} and C{br} are decoded for the
+      filters, others pass untransformed.
+
+A transformed body is sent as C{identity}, not encoded again: compressing costs several
+times what the filters cost (gzip at its fastest level about 6 ms per MiB, against about 1
+for a rewrite), the leg between proxy and client is the fast one (a LAN, often loopback),
+and the origin-to-proxy leg stays compressed.  It loses C{Content-Length} (the client gets
+it chunked, or close-delimited over HTTP/1.0), its digests (C{Content-MD5}, C{Digest},
+C{Repr-Digest}, C{Content-Digest}) and C{Accept-Ranges}; its strong C{ETag} becomes weak.
+The response to a C{HEAD} that would be transformed gets the same fields, and a C{304}
+weak C{ETag}s, so a client's stored copy stays consistent.
+
+When no filter is selected for a host, or none applies to a response, the request or
+response is returned as it came: no copy, no wrapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from caplab.proxy.filters.coding import KNOWN_CODINGS, Decoding
+from caplab.proxy.filters.fields import (
+    contentCodings,
+    hasNoTransform,
+    markTransformed,
+    parseContentType,
+    weakenETags,
+)
+from caplab.proxy.filters.hosts import HostSelector
+from caplab.proxy.filters.interfaces import (
+    IRequestFilter,
+    IResponseFilter,
+    ITransform,
+    ResponseHead,
+)
+from caplab.proxy.filters.reporting import FilterCounters, RateLimitedLog
+from caplab.proxy.filters.stream import TransformSink
+from caplab.proxy.hooks import IBodySink, UpstreamRequest, UpstreamResponse
+
+#: The most bytes a transform may declare it holds back; one that declares more is not used.
+MAX_WINDOW = 1 << 20
+
+#: Responses without a body to transform.
+_BODILESS = frozenset({204, 304})
+
+
+class FilterChain:
+    """
+    An L{IFilterChain}: the request and response filters, each with the hosts it is for.
+    """
+
+    def __init__(
+        self,
+        requestFilters: Sequence[tuple[HostSelector, IRequestFilter]] = (),
+        responseFilters: Sequence[tuple[HostSelector, IResponseFilter]] = (),
+        counters: FilterCounters | None = None,
+        log: RateLimitedLog | None = None,
+        callLater: Callable[..., Any] | None = None,
+        summary: str = "",
+    ) -> None:
+        """
+        @param log: where failures go (a broken body, a failing plugin); None: nowhere.
+        @param callLater: C{reactor.callLater}, so a transformed body gives the reactor back
+            now and then; None: never.
+        @param summary: what the chain holds, for the log (L{describe}).
+        """
+        self.requestFilters = list(requestFilters)
+        self.responseFilters = list(responseFilters)
+        self.counters = counters if counters is not None else FilterCounters()
+        self.log = log
+        self.callLater = callLater
+        self.summary = summary
+
+    def describe(self) -> str:
+        return self.summary or (
+            f"{len(self.requestFilters)} request and {len(self.responseFilters)} response filters"
+        )
+
+    # IFilterChain
+
+    def filterRequest(self, request: UpstreamRequest, client: str) -> UpstreamRequest:
+        host = request.target.host
+        for hosts, requestFilter in self.requestFilters:
+            if hosts.matches(host):
+                try:
+                    request = requestFilter.filterRequest(request, client)
+                except Exception as e:
+                    self._failed(requestFilter, "a request", e)
+        return request
+
+    def filterResponse(
+        self, request: UpstreamRequest, response: UpstreamResponse
+    ) -> UpstreamResponse:
+        host = request.target.host
+        selected = [f for hosts, f in self.responseFilters if hosts.matches(host)]
+        if not selected:
+            return response
+        headers = list(response.headers)
+        mediaType, charset = parseContentType(headers)
+        head = ResponseHead(response.code, response.phrase, headers, mediaType, charset)
+        for responseFilter in selected:
+            try:
+                responseFilter.filterHead(request, head)
+            except Exception as e:
+                self._failed(responseFilter, "a response head", e)
+        if head.headers != response.headers:
+            head.mediaType, head.charset = parseContentType(head.headers)
+        deliverBody = self._transformed(request, response, head, selected)
+        if deliverBody is None and head.headers == response.headers:
+            return response
+        return replace(
+            response,
+            headers=head.headers,
+            deliverBody=deliverBody if deliverBody is not None else response.deliverBody,
+        )
+
+    # The body
+
+    def _transformed(
+        self,
+        request: UpstreamRequest,
+        response: UpstreamResponse,
+        head: ResponseHead,
+        selected: list[IResponseFilter],
+    ) -> Callable[[IBodySink], None] | None:
+        """
+        The wrapped C{deliverBody} if the body is transformed, else None; edits
+        C{head.headers} for a transformed body, or a bodiless stand-in for one.
+        """
+        code = response.code
+        if code < 200 or code in _BODILESS:
+            if code == 304 and not all(getattr(f, "headersOnly", False) for f in selected):
+                weakenETags(head.headers)
+            return None
+        transforms = self._transforms(request, head, selected)
+        if not transforms:
+            return None
+        counters = self.counters
+        if code == 206:
+            counters.add("untransformed-partial")
+            return None
+        if hasNoTransform(head.headers) or hasNoTransform(request.headers):
+            counters.add("untransformed-no-transform")
+            return None
+        codings = contentCodings(head.headers)
+        if any(coding not in KNOWN_CODINGS for coding in codings):
+            counters.add("untransformed-coding")
+            return None
+        markTransformed(head.headers)
+        if request.method == b"HEAD":
+            return None
+        counters.add("responses-transformed")
+        original = response.deliverBody
+        decoding = Decoding(codings) if codings else None
+        uri = request.target.uri
+        callLater = self.callLater
+
+        def onError(reason: str) -> None:
+            counters.add("broken-bodies")
+            if self.log is not None:
+                self.log.warn(
+                    "broken-body",
+                    "caplab filters cut off the body of {uri}: {reason}",
+                    uri=uri,
+                    reason=reason,
+                )
+
+        def deliverBody(sink: IBodySink) -> None:
+            original(TransformSink(sink, transforms, decoding, onError, callLater))
+
+        return deliverBody
+
+    def _transforms(
+        self, request: UpstreamRequest, head: ResponseHead, selected: list[IResponseFilter]
+    ) -> list[ITransform]:
+        transforms = []
+        for responseFilter in selected:
+            try:
+                transform = responseFilter.transformBody(request, head)
+            except Exception as e:
+                self._failed(responseFilter, "a response", e)
+                continue
+            if transform is None:
+                continue
+            if transform.window > MAX_WINDOW:
+                self._failed(
+                    responseFilter,
+                    "a response",
+                    ValueError(f"it holds back {transform.window} bytes, over {MAX_WINDOW}"),
+                )
+                continue
+            transforms.append(transform)
+        return transforms
+
+    def _failed(self, failing: object, what: str, error: Exception) -> None:
+        name = getattr(failing, "name", failing.__class__.__name__)
+        if self.log is not None:
+            self.log.warn(
+                f"filter-{name}",
+                "caplab filter {name} failed on {what} and was skipped: {error}",
+                name=name,
+                what=what,
+                error=f"{error.__class__.__name__}: {error}",
+            )
+
+
+class ReloadableFilterChain:
+    """
+    An L{IFilterChain} and L{caplab.reload.IReloadable}: L{load} builds a new chain from the
+    configuration as it is now, L{use} swaps it in atomically.
+
+    A request in flight keeps the chain it started with if the request flow takes
+    L{current} once per request and uses that for both of its calls; this object's own
+    methods use whatever chain is current at the time.
+    """
+
+    def __init__(self, build: Callable[[], FilterChain]) -> None:
+        """
+        @param build: builds a chain from the current configuration (may raise
+            L{caplab.proxy.filters.hosts.FilterConfigError}).
+        """
+        self.build = build
+        self.current = build()
+
+    def load(self) -> FilterChain:
+        return self.build()
+
+    def use(self, chain: FilterChain) -> str:
+        self.current = chain
+        return chain.describe()
+
+    def describe(self) -> str:
+        return self.current.describe()
+
+    def filterRequest(self, request: UpstreamRequest, client: str) -> UpstreamRequest:
+        return self.current.filterRequest(request, client)
+
+    def filterResponse(
+        self, request: UpstreamRequest, response: UpstreamResponse
+    ) -> UpstreamResponse:
+        return self.current.filterResponse(request, response)

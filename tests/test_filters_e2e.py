@@ -1,0 +1,347 @@
+"""
+End-to-end tests of the filters through the proxy's real core, over real loopback sockets,
+with real clients (curl): a rewrite on a gzip origin read with C{curl --compressed}, the
+privacy rules as the origin sees them, a large body transformed with flat memory, and a
+cache hit transformed per client while the stored entry stays the origin's bytes.
+
+Until C{twist caplab} has the filter options, the proxy under test is this module run as a
+program (C{python -m tests.test_filters_e2e caplab SPEC}): the proxy factory of
+L{caplab.proxy.service.makeProxyFactory} (the same channel, request flow, forwarder and cache
+as C{twist caplab}) with the filter chain in front of the cache through
+L{caplab.proxy.filters.fetcher.FilteringFetcher}, and a small origin of its own.  It logs
+C{caplab proxy listening on ...} and C{caplab origin listening on ...} like C{twist caplab},
+so L{tests.support.CaplabProcess} runs it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import requireProgram
+from tests.support import WAIT, CaplabProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: The host name of the test origin's pages, and of the third party the element blocker
+#: removes (the proxy resolves both to the origin; nothing else does).
+SITE = "site.caplab.test"
+THIRD_PARTY = "blocked.caplab.test"
+
+#: The page the browsers load: a script and an image from the blocked third party, a
+#: script of the site's own that reports what it finds, and text a rewrite changes.
+PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>filters</title>
+<script src="http://{third}:{port}/evil.js"></script>
+</head><body>
+<p id="greeting">hello from the lab</p>
+<img id="ad" src="http://{third}:{port}/evil.png" width="10" height="10">
+<IMG SRC='http://{third}:{port}/evil2.png'>
+<div id="result">pending</div>
+<script src="/own.js"></script>
+</body></html>
+"""
+OWN_JS = """
+var found = document.querySelectorAll('script[src*="blocked"], img[src*="blocked"]').length;
+var text = document.getElementById('greeting').textContent;
+document.getElementById('result').textContent = 'blocked elements: ' + found + '; ' + text;
+new Image().src = '/beacon?found=' + found + '&text=' + encodeURIComponent(text) +
+    '&page=' + encodeURIComponent(location.search.slice(1));
+"""
+
+pytestmark = pytest.mark.e2e
+
+
+# --- the program: origin and filtered proxy --------------------------------------------
+
+
+def serve(spec: dict[str, Any]) -> None:
+    """
+    Run the origin and the filtered proxy described by C{spec} until SIGTERM.
+    """
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.web import resource, server
+
+    from caplab.proxy.filters.config import buildChain, parseFilterConfig
+    from caplab.proxy.filters.fetcher import FilteringFetcher
+    from caplab.proxy.filters.reporting import RateLimitedLog
+    from caplab.proxy.policy import HostList, HostPolicy
+    from caplab.proxy.service import _cached, makeProxyFactory
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    requests: list[dict[str, Any]] = []
+
+    class Origin(resource.Resource):
+        isLeaf = True
+
+        def render(self, request: Any) -> Any:
+            host = (request.getHeader(b"host") or b"").decode()
+            path = request.uri.decode()
+            raw = request.requestHeaders.getAllRawHeaders()
+            lines = [[n.decode(), v.decode()] for n, values in raw for v in values]
+            entry = {"host": host, "uri": path, "headers": lines}
+            if not path.startswith("/_log"):
+                requests.append(entry)
+                print("ORIGIN " + json.dumps(entry), flush=True)
+            name = request.path.decode()
+            if name == "/_log":
+                request.setHeader(b"content-type", b"application/json")
+                return json.dumps(requests).encode()
+            if name == "/echo":
+                request.setHeader(b"content-type", b"application/json")
+                request.setHeader(b"set-cookie", b"tracking=1")
+                return json.dumps(entry).encode()
+            if name == "/gzip":
+                request.setHeader(b"content-type", b"text/html; charset=utf-8")
+                request.setHeader(b"content-encoding", b"gzip")
+                request.setHeader(b"etag", b'"gz1"')
+                return gzip.compress(b"<p>hello gzip world, hello again</p>\n" * 1000)
+            if name == "/cached":
+                request.setHeader(b"content-type", b"text/plain")
+                request.setHeader(b"cache-control", b"public, max-age=600")
+                return b"hello from the cache\n"
+            if name == "/big":
+                return self.big(request, int(request.args.get(b"mib", [b"1"])[0]))
+            if name == "/page.html":
+                request.setHeader(b"content-type", b"text/html")
+                return PAGE.format(third=THIRD_PARTY, port=spec["originPort"]).encode()
+            if name == "/own.js":
+                request.setHeader(b"content-type", b"application/javascript")
+                return OWN_JS.encode()
+            if name in ("/evil.js", "/beacon"):
+                request.setHeader(b"content-type", b"application/javascript")
+                return b"document.title = 'evil';" if name == "/evil.js" else b""
+            if name in ("/evil.png", "/evil2.png"):
+                request.setHeader(b"content-type", b"image/png")
+                return b"\x89PNG"
+            request.setResponseCode(404)
+            return b"no such page\n"
+
+        def big(self, request: Any, mib: int) -> Any:
+            line = b"hello " + b"x" * 1017 + b"\n"
+            chunk = line * 64  # 64 KiB
+            total = mib * 16
+            request.setHeader(b"content-type", b"text/plain")
+            request.setHeader(b"content-length", b"%d" % (total * len(chunk)))
+
+            class Pull:
+                sent = 0
+
+                def resumeProducing(self) -> None:
+                    if self.sent >= total:
+                        request.unregisterProducer()
+                        request.finish()
+                        return
+                    self.sent += 1
+                    request.write(chunk)
+
+                def stopProducing(self) -> None:
+                    self.sent = total
+
+            producer = Pull()
+            request.registerProducer(producer, False)
+            request.notifyFinish().addErrback(lambda _: producer.stopProducing())
+            return server.NOT_DONE_YET
+
+    site = server.Site(Origin())
+    site.displayTracebacks = False
+    originPort = reactor.listenTCP(spec.get("originPort", 0), site, interface="127.0.0.1")
+    spec["originPort"] = originPort.getHost().port
+    print(f"caplab origin listening on 127.0.0.1:{spec['originPort']}", flush=True)
+
+    blocked = HostList()
+    blocked.addLines(spec.get("elementsBlocked", []), "e2e")
+    chain = buildChain(
+        parseFilterConfig(spec["filters"]),
+        HostPolicy(blocked, HostList()),
+        log=RateLimitedLog(reactor.seconds),
+        callLater=reactor.callLater,
+    )
+    config: dict[str, Any] = {
+        "resolve": {SITE: "127.0.0.1", THIRD_PARTY: "127.0.0.1"},
+        "max-connections": 1000,
+    }
+    if spec.get("cache"):
+        config["cache-size"] = 64 << 20
+    else:
+        config["no-cache"] = True
+
+    def fetcher(upstream: Any) -> Any:
+        return FilteringFetcher(chain, _cached(config, upstream, reactor))
+
+    factory = makeProxyFactory(config, reactor, fetcher=fetcher, metrics=None)
+    proxyPort = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    print(f"caplab proxy listening on 127.0.0.1:{proxyPort.getHost().port}", flush=True)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    serve(json.loads(sys.argv[-1]))
+    raise SystemExit(0)
+
+
+# --- the tests --------------------------------------------------------------------------
+
+
+class FilteredProxy:
+    """
+    The program above, running.
+    """
+
+    def __init__(self, process: CaplabProcess) -> None:
+        self.process = process
+        self.proxyPort = process.port("proxy")
+        self.originPort = process.port("origin")
+
+    @property
+    def proxy(self) -> str:
+        return f"http://127.0.0.1:{self.proxyPort}"
+
+    def url(self, path: str, host: str = SITE) -> str:
+        return f"http://{host}:{self.originPort}{path}"
+
+    def originLog(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.originPort}/_log", timeout=WAIT) as f:
+            return json.loads(f.read())
+
+    def curl(
+        self, *args: str, path: str = "/", host: str = SITE
+    ) -> subprocess.CompletedProcess[bytes]:
+        curl = requireProgram("curl")
+        return subprocess.run(
+            [curl, "-sS", "--max-time", str(WAIT), "-x", self.proxy, *args, self.url(path, host)],
+            capture_output=True, timeout=WAIT + 5, check=True,
+        )  # fmt: skip
+
+
+@contextmanager
+def runningFiltered(spec: dict[str, Any]) -> Iterator[FilteredProxy]:
+    """
+    Run this module as the filtered proxy of C{spec}, until the block ends.
+    """
+    environment = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "tests.test_filters_e2e"]
+    process = CaplabProcess([json.dumps(spec)], env=environment, command=command).start()
+    try:
+        process.waitListening("origin", "proxy")
+        yield FilteredProxy(process)
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def filtered(request: pytest.FixtureRequest) -> Iterator[FilteredProxy]:
+    with runningFiltered(request.param) as running:
+        yield running
+
+
+REWRITE = {"filters": {"rewrite": [f"{SITE} s/hello/HOWDY/g"]}}
+
+
+@pytest.mark.parametrize("filtered", [REWRITE], indirect=True)
+def test_rewriteOnGzipOriginWithCurlCompressed(filtered: FilteredProxy) -> None:
+    """
+    curl asks for compressed content; the origin sends gzip; the proxy decodes, rewrites
+    and sends identity, which curl reads whole.
+    """
+    done = filtered.curl("--compressed", "-D", "-", path="/gzip")
+    head, _, body = done.stdout.partition(b"\r\n\r\n")
+    assert body == b"<p>HOWDY gzip world, HOWDY again</p>\n" * 1000
+    fields = head.lower()
+    assert b"content-encoding" not in fields
+    assert b"transfer-encoding: chunked" in fields
+    assert b'etag: w/"gz1"' in fields
+
+
+PRIVACY = {"filters": {"privacy": True}}
+
+
+@pytest.mark.parametrize("filtered", [PRIVACY], indirect=True)
+def test_privacyRulesSeenAtTheOrigin(filtered: FilteredProxy) -> None:
+    """
+    A third-party request through the proxy reaches the origin without its tracking
+    parameters and cookie, with the Referer reduced to its origin and C{Sec-GPC: 1}; its
+    C{Set-Cookie} does not reach the client.
+    """
+    done = filtered.curl(
+        "-D", "-",
+        "-H", "Referer: http://news.example/2026/story.html?id=7",
+        "-H", "Cookie: uid=42",
+        "-H", "Accept: image/webp,*/*",
+        path="/echo?utm_source=newsletter&id=3&fbclid=abc",
+    )  # fmt: skip
+    head, _, body = done.stdout.partition(b"\r\n\r\n")
+    seen = json.loads(body)
+    assert seen["uri"] == "/echo?id=3"
+    headers = {name.lower(): value for name, value in seen["headers"]}
+    assert headers["referer"] == "http://news.example/"
+    assert headers["sec-gpc"] == "1"
+    assert "cookie" not in headers
+    assert b"set-cookie" not in head.lower()
+
+
+BIG = {"filters": {"rewrite": [f"{SITE} s/hello/HOWDY/g"]}}
+
+
+@pytest.mark.parametrize("filtered", [BIG], indirect=True)
+def test_largeBodyWithFlatMemory(filtered: FilteredProxy) -> None:
+    """
+    1 GiB of text is rewritten on its way through (every line of it, read as it comes,
+    never stored), and the proxy's memory stays flat.
+    """
+    assert filtered.process.process is not None
+    pid = filtered.process.process.pid
+    before = _rss(pid)
+    curl = requireProgram("curl")
+    argv = [curl, "-sS", "--max-time", "120", "-x", filtered.proxy, filtered.url("/big?mib=1024")]
+    size = lines = 0
+    with subprocess.Popen(argv, stdout=subprocess.PIPE) as reader:
+        assert reader.stdout is not None
+        carry = b""
+        for block in iter(lambda: reader.stdout.read(1 << 20), b""):  # type: ignore[union-attr]
+            size += len(block)
+            text = carry + block
+            assert b"hello" not in text
+            lines += block.count(b"\n")
+            carry = text[-8:]
+        assert reader.wait(WAIT) == 0
+    after = _rss(pid)
+    assert size == 1 << 30
+    assert lines == size // 1024
+    assert after - before < 32 << 20, (before, after)
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+CACHED = {"filters": {"rewrite": [f"{SITE} s/hello/HOWDY/g"]}, "cache": True}
+
+
+@pytest.mark.parametrize("filtered", [CACHED], indirect=True)
+def test_cacheHitTransformedPerClient(filtered: FilteredProxy) -> None:
+    """
+    The first request stores the origin's bytes and is rewritten; a hit is rewritten too;
+    a client that asks for C{no-transform} gets the stored original from the cache.
+    """
+    first = filtered.curl("-D", "-", path="/cached").stdout
+    second = filtered.curl("-D", "-", path="/cached").stdout
+    original = filtered.curl("-D", "-", "-H", "Cache-Control: no-transform", path="/cached").stdout
+    assert first.endswith(b"\r\n\r\nHOWDY from the cache\n")
+    assert second.endswith(b"\r\n\r\nHOWDY from the cache\n")
+    assert original.endswith(b"\r\n\r\nhello from the cache\n")
+    assert b"hit" in second.lower().split(b"cache-status:")[1].split(b"\r\n")[0]
+    assert b"hit" in original.lower().split(b"cache-status:")[1].split(b"\r\n")[0]
+    assert [r["uri"] for r in filtered.originLog()].count("/cached") == 1
