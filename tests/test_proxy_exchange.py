@@ -359,3 +359,61 @@ class SwitchTests(Harness):
         self.assertTrue(transport.value().endswith(b"firstdown"))
         Switched.side.connectionLost()
         self.assertTrue(transport.disconnecting)
+
+
+class FilterTests(Harness):
+    """
+    The filter chain around the cache (C{settings.filters}).
+    """
+
+    def test_oneChainPerRequest(self) -> None:
+        """
+        The request is filtered (with the client's address) before it is fetched, and its
+        response with the same chain, even if a reload put another in force meanwhile.
+        """
+        calls: list[tuple[str, Any]] = []
+
+        class Chain:
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+            def filterRequest(self, request: Any, client: str) -> Any:
+                calls.append((self.name, client))
+                request.headers.append((b"X-Filtered", self.name.encode()))
+                return request
+
+            def filterResponse(self, request: Any, response: Any) -> Any:
+                calls.append((self.name, response.code))
+                response.headers.append((b"X-Seen-By", self.name.encode()))
+                return response
+
+        class Reloadable:
+            current = Chain("first")
+
+        reloadable = Reloadable()
+        channel, transport = self.connect(filters=reloadable)
+        channel.dataReceived(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n")
+        [(request, _, _)] = self.fetcher.calls
+        self.assertIn((b"X-Filtered", b"first"), request.headers)
+        reloadable.current = Chain("second")
+        self.fetcher.answer(200, [(b"Content-Length", b"0")])
+        self.assertEqual(calls, [("first", "127.0.0.1"), ("first", 200)])
+        self.assertIn(b"\r\nX-Seen-By: first\r\n", transport.value())
+
+    def test_upgradesNotFiltered(self) -> None:
+        """
+        A protocol upgrade passes no filter: what follows is not HTTP.
+        """
+
+        class Refusing:
+            def filterRequest(self, request: Any, client: str) -> Any:
+                raise AssertionError("filtered")
+
+            filterResponse = filterRequest
+
+        channel, transport = self.connect(filters=Refusing())
+        channel.dataReceived(
+            b"GET http://h/ HTTP/1.1\r\nHost: h\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
+        )
+        self.fetcher.answer(426, [(b"Content-Length", b"0")])
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 426 "))

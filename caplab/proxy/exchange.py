@@ -32,6 +32,7 @@ from caplab.proxy.body import DISCARD, StreamedBody
 from caplab.proxy.headers import maxForwards, upstreamRequestHeaders, viaValue, withMaxForwards
 from caplab.proxy.hooks import (
     Headers,
+    IFilterChain,
     PageRequest,
     Target,
     UpstreamError,
@@ -100,6 +101,7 @@ class Exchange:
         self._received = 0
         self._expectContinue = False
         self._fetching: Deferred[UpstreamResponse] | None = None
+        self._filters: IFilterChain | None = None
         self._tunnel: PendingTunnel | None = None
         self._connectTo: tuple[str, int] = ("", 0)
         if head.bodyLength != 0:
@@ -372,7 +374,9 @@ class Exchange:
         if upgrade is not None:
             fetcher = settings.upstream or fetcher
         elif settings.filters is not None:
-            request = settings.filters.filterRequest(request, self.clientHost)
+            # The chain in force now serves this request to its end, whatever a reload does.
+            self._filters = filters = getattr(settings.filters, "current", settings.filters)
+            request = filters.filterRequest(request, self.clientHost)
         self.request = request
         d = self._fetching = fetcher.fetch(request, body)
         d.addCallbacks(self._gotResponse, self._fetchFailed).addErrback(self._internalError)
@@ -427,10 +431,9 @@ class Exchange:
             relay = Relay(self, f"{authority} (upgraded)")
             relay.startSwitched(switched, self.channel.startTunnel(relay))
             return
-        filters = self.settings.filters
-        request = self.request
-        if filters is not None and request is not None and request.upgrade is None:
-            response = filters.filterResponse(request, response)
+        filters = self._filters
+        if filters is not None and self.request is not None:
+            response = filters.filterResponse(self.request, response)
         self.answer.relay(response)
 
     def _fetchFailed(self, reason: Failure) -> None:
