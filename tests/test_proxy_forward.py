@@ -131,6 +131,25 @@ class ForwarderTests(SynchronousTestCase):
         protocol.dataReceived(b"llo")
         self.assertEqual((b"".join(sink.data), sink.done), (b"hello", True))
 
+    def test_bodyWithHeadHandedOverWithIt(self) -> None:
+        """
+        Body bytes that arrive in the same read as the head are there as soon as the body is
+        asked for in the Deferred's callback (so the client gets head and body in one write),
+        and the end follows.
+        """
+        d, protocol = self.fetch()
+        seen: list[tuple[bytes, bool | None]] = []
+        sink = Sink()
+
+        def got(response: UpstreamResponse) -> None:
+            response.deliverBody(sink)
+            seen.append((b"".join(sink.data), sink.done))
+
+        d.addCallback(got)
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        self.assertEqual(seen, [(b"hello", None)])
+        self.assertIs(sink.done, True)
+
     def test_chunkedResponseDecoded(self) -> None:
         """
         A chunked body is decoded (the sink gets the data, not the framing) and

@@ -51,13 +51,14 @@ def clientRefusal(host: str) -> Refusal:
 
 
 def loopRefusal(
-    target: Target, fields: Iterable[tuple[bytes, bytes]], pseudonym: bytes, local: Any
+    target: Target, via: Iterable[bytes], pseudonym: bytes, local: Any
 ) -> Refusal | None:
     """
-    A 508 if the request already came through this proxy (its C{Via} names C{pseudonym}),
-    or is for the proxy's own address (C{local}: the address the client connected to).
+    A 508 if the request already came through this proxy (its C{Via} values name
+    C{pseudonym}), or is for the proxy's own address (C{local}: the address the client
+    connected to).
     """
-    if loops(fields, pseudonym):
+    if loops(via, pseudonym):
         return Refusal(508, "Loop Detected", "the request has passed through this proxy before")
     if getattr(local, "port", None) == target.port and _isLocal(target.host, local):
         return Refusal(

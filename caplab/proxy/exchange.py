@@ -100,12 +100,47 @@ class Exchange:
         self.answer.requestDone = self.requestDone
         self._received = 0
         self._expectContinue = False
+        self._readFields(head)
         self._fetching: Deferred[UpstreamResponse] | None = None
         self._filters: IFilterChain | None = None
         self._tunnel: PendingTunnel | None = None
         self._connectTo: tuple[str, int] = ("", 0)
         if head.bodyLength != 0:
             self.body = StreamedBody(channel, head.bodyLength, self._bodyWanted)
+
+    def _readFields(self, head: RequestHead) -> None:
+        """
+        Note the few request fields the exchange acts on, in one pass over the head (names
+        compared by length first: most fields are none of these).
+        """
+        self.via: list[bytes] = []
+        self.expect: list[bytes] = []
+        self.upgrade: bytes | None = None
+        self.credentials: bytes | None = None
+        self.referer: bytes | None = None
+        self.userAgent: bytes | None = None
+        for name, value in head.headers:
+            size = len(name)
+            if size == 3:
+                if name.lower() == b"via":
+                    self.via.append(value)
+            elif size == 6:
+                if name.lower() == b"expect":
+                    self.expect.append(value)
+            elif size == 7:
+                lower = name.lower()
+                if lower == b"referer":
+                    self.referer = value
+                elif lower == b"upgrade" and self.upgrade is None:
+                    self.upgrade = value
+            elif size == 10:
+                if name.lower() == b"user-agent":
+                    self.userAgent = value
+            elif size == 19 and self.credentials is None:
+                if name.lower() == b"proxy-authorization":
+                    self.credentials = value
+        if head.version != b"HTTP/1.1" or b"upgrade" not in head.connection:
+            self.upgrade = None  # an upgrade is asked with Connection: upgrade, in HTTP/1.1
 
     # Admission
 
@@ -126,12 +161,12 @@ class Exchange:
             self._ownPage()
             return
         try:
-            self.target = target = parseTarget(uri, websocket=self._upgrade() is not None)
+            self.target = target = parseTarget(uri, websocket=self.upgrade is not None)
         except TargetError as e:
             self.refuse(e)
             return
         refusal = admission.loopRefusal(
-            target, self.head.headers, self.settings.pseudonym, channel.localAddress
+            target, self.via, self.settings.pseudonym, channel.localAddress
         )
         if refusal is None:
             refusal = self._expectation() or self._bodyLimit(self.head.bodyLength)
@@ -145,10 +180,9 @@ class Exchange:
         C{Expect}: only C{100-continue} is understood (417 for anything else); it is
         answered once the request is admitted and its body wanted, never before.
         """
-        values = [v for n, v in self.head.headers if len(n) == 6 and n.lower() == b"expect"]
-        if not values:
+        if not self.expect:
             return None
-        if tokens(values) != [b"100-continue"]:
+        if tokens(self.expect) != [b"100-continue"]:
             return Refusal(417, "Expectation Failed", "only Expect: 100-continue is supported")
         self._expectContinue = self.body is not None
         return None
@@ -164,11 +198,6 @@ class Exchange:
         if authenticator is None:
             self._admitted()
             return
-        credentials = None
-        for name, value in self.head.headers:
-            if len(name) == 19 and name.lower() == b"proxy-authorization":
-                credentials = value
-                break
 
         def checked(user: str | None) -> None:
             if self.gone or self.answer.done:
@@ -187,7 +216,7 @@ class Exchange:
             if not (self.gone or self.answer.done):
                 self.answer.error(500, "Internal Server Error", "could not check credentials")
 
-        d = authenticator.authenticate(credentials, self.clientHost)
+        d = authenticator.authenticate(self.credentials, self.clientHost)
         d.addCallbacks(checked, failed).addErrback(self._internalError)
 
     def _admitted(self) -> None:
@@ -268,7 +297,7 @@ class Exchange:
         if refusal is None:
             refusal = admission.loopRefusal(
                 Target("https", host, port, b""),
-                self.head.headers,
+                self.via,
                 settings.pseudonym,
                 self.channel.localAddress,
             )
@@ -329,19 +358,6 @@ class Exchange:
 
     # Dispatch: forwarding
 
-    def _upgrade(self) -> bytes | None:
-        """
-        The client's C{Upgrade} field, if it asks to switch protocols (HTTP/1.1, with
-        C{Connection: upgrade}): the request is then forwarded with it, past the cache.
-        """
-        head = self.head
-        if head.version != b"HTTP/1.1" or b"upgrade" not in head.connection:
-            return None
-        for name, value in head.headers:
-            if len(name) == 7 and name.lower() == b"upgrade":
-                return value
-        return None
-
     def _forward(self, target: Target) -> None:
         settings = self.settings
         method = self.method
@@ -360,7 +376,7 @@ class Exchange:
             self.clientHost.encode() if settings.forwardedFor else None,
             self.head.connection,
         )
-        upgrade = self._upgrade()
+        upgrade = self.upgrade
         body = self.body
         request = UpstreamRequest(
             method,
@@ -538,15 +554,3 @@ class Exchange:
         if self._fetching is not None:
             d, self._fetching = self._fetching, None
             d.cancel()
-
-    # For the access log
-
-    def header(self, name: bytes) -> bytes | None:
-        """
-        The first value of the request's field C{name}, or None.
-        """
-        lower = name.lower()
-        for n, v in self.head.headers:
-            if n.lower() == lower:
-                return v
-        return None

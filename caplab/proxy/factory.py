@@ -140,8 +140,8 @@ class ProxyFactory(ServerFactory):
             exchange.version,
             answer.code,
             answer.sentLength,
-            exchange.header(b"referer"),
-            exchange.header(b"user-agent"),
+            exchange.referer,
+            exchange.userAgent,
             answer.cacheStatus,
         )
 

@@ -40,16 +40,39 @@ def _connectionTokens(fields: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]
     return frozenset(tokens)
 
 
-def endToEnd(fields: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes] = HOP_BY_HOP) -> Headers:
+#: The lengths of the hop-by-hop field names: a field of another length is none of them.
+_HOP_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP)
+
+#: The lengths of the request fields L{upstreamRequestHeaders} drops or rewrites.
+_REQUEST_LENGTHS = frozenset(len(name) for name in _REQUEST_OWN | {b"via", b"x-forwarded-for"})
+
+
+def endToEnd(
+    fields: Iterable[tuple[bytes, bytes]],
+    connection: Iterable[bytes] | None = None,
+    drop: frozenset[bytes] = HOP_BY_HOP,
+) -> Headers:
     """
     The fields of C{fields} that are end-to-end: without the hop-by-hop ones and without any
     field that a C{Connection} field names. Order and repeated fields are kept.
+
+    @param connection: the C{Connection} options (lower-case), if the caller has them at
+        hand (else C{fields} are searched for them).
     """
-    fields = list(fields)
-    named = _connectionTokens(fields)
+    if connection is None:
+        fields = list(fields)
+        named = _connectionTokens(fields)
+    else:
+        named = frozenset(connection)
     if named:
         drop = drop | named
-    return [(name, value) for name, value in fields if name.lower() not in drop]
+        return [(name, value) for name, value in fields if name.lower() not in drop]
+    lengths = _HOP_LENGTHS
+    return [
+        (name, value)
+        for name, value in fields
+        if len(name) not in lengths or name.lower() not in drop
+    ]
 
 
 def upstreamRequestHeaders(
@@ -67,19 +90,26 @@ def upstreamRequestHeaders(
     C{Content-Length}, C{Transfer-Encoding} and C{Expect} are left out: the forwarder frames
     the body it sends itself.
 
-    @param connection: the values of the C{Connection} fields, if the caller has them at
+    @param connection: the C{Connection} options (lower-case), if the caller has them at
         hand (else C{fields} are searched for them).
     """
     if connection is None:
         fields = list(fields)
         named = _connectionTokens(fields)
     else:
-        named = _connectionTokens((b"connection", value) for value in connection)
-    drop = _REQUEST_OWN | named if named else _REQUEST_OWN
+        named = frozenset(connection)
+    if named:
+        drop = _REQUEST_OWN | named
+        lengths = _REQUEST_LENGTHS | {len(name) for name in named}
+    else:
+        drop, lengths = _REQUEST_OWN, _REQUEST_LENGTHS
     out: Headers = [(b"Host", host)]
     vias: list[bytes] = []
     xff: list[bytes] = []
     for name, value in fields:
+        if len(name) not in lengths:
+            out.append((name, value))
+            continue
         lower = name.lower()
         if lower in drop:
             continue
@@ -124,12 +154,13 @@ def withMaxForwards(fields: Headers, remaining: int) -> Headers:
     return out
 
 
-def loops(fields: Iterable[tuple[bytes, bytes]], pseudonym: bytes) -> bool:
+def loops(via: Iterable[bytes], pseudonym: bytes) -> bool:
     """
-    Whether a request already passed through this proxy (its C{Via} names C{pseudonym}).
+    Whether a request already passed through this proxy (its C{Via} values name
+    C{pseudonym}).
     """
-    for name, value in fields:
-        if name.lower() == b"via" and pseudonym in value:
+    for value in via:
+        if pseudonym in value:
             for entry in value.split(b","):
                 parts = entry.split()
                 if len(parts) >= 2 and parts[1] == pseudonym:

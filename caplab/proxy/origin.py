@@ -348,15 +348,24 @@ class OriginConnection(Protocol):
         self._handle(transfer, self.reader.receive(data))
 
     def _handle(self, transfer: Transfer, events: list[Any]) -> None:
-        for event in events:
+        index = 0
+        count = len(events)
+        while index < count:
             if self.transfer is not transfer:
                 return  # cancelled (or aborted) by a callback
+            event = events[index]
+            index += 1
             if type(event) is bytes:
                 self._deliver(transfer, event)
             elif event is END:
                 self._complete(transfer)
             elif type(event) is ResponseHead:
-                self._gotHead(transfer, event)
+                # Body bytes that came with the head are handed over with it, so that a
+                # small response leaves for the client in one write.
+                first = index
+                while index < count and type(events[index]) is bytes:
+                    index += 1
+                self._gotHead(transfer, event, events[first:index])
             elif type(event) is InterimResponse:
                 interim = transfer.request.interim
                 if interim is not None:
@@ -364,17 +373,20 @@ class OriginConnection(Protocol):
             elif type(event) is MessageError:
                 self._failed(transfer, event)
 
-    def _gotHead(self, transfer: Transfer, head: ResponseHead) -> None:
+    def _gotHead(self, transfer: Transfer, head: ResponseHead, body: list[bytes]) -> None:
         if not head.keepAlive:
             self._reusable = False
         if head.switched:
             self._switch(transfer, head)
             return
         response = UpstreamResponse(
-            head.code, head.phrase, endToEnd(head.headers), self._deliverBodyFor(transfer)
+            head.code,
+            head.phrase,
+            endToEnd(head.headers, head.connection),
+            self._deliverBodyFor(transfer),
         )
         transfer.response = response
-        transfer.pending = []
+        transfer.pending = body
         d, transfer.deferred = transfer.deferred, None
         if d is not None:
             d.callback(response)
