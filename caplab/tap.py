@@ -23,6 +23,7 @@ from caplab.listening import Listening, exitWithFailureStatus
 from caplab.proxy.cache.options import CacheOptions
 from caplab.proxy.options import ProxyOptions
 from caplab.proxy.policy_options import PolicyOptions
+from caplab.reconfigure import watchConfig
 from caplab.reload import SignalReloadService
 from caplab.trace import TracerService
 from caplab.wiring import ConfigError, Parts, SupervisorParts, build, buildSupervisor
@@ -270,7 +271,7 @@ def makeService(
     try:
         if not inWorker and config["workers"] > 1:
             return supervisorService(buildSupervisor(config, reactor), onListenFailure)
-        parts = build(config, reactor)
+        parts = watchConfig(build(config, reactor))
     except ConfigError as e:
         sys.stderr.write(f"Error: {e}\n")
         raise SystemExit(EXIT_USAGE) from None

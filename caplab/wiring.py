@@ -10,7 +10,7 @@ new component is one more function and one more field of L{Parts}.
 
 A file that cannot be used (a block list with a bad line, an htpasswd file with a weak hash)
 raises L{ConfigError}: at start-up C{makeService} reports it in one line and exits 64; on
-C{SIGHUP} (L{ConfigReload}) the old configuration stays in force.
+C{SIGHUP} (L{caplab.reconfigure.ConfigReload}) the old configuration stays in force.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.threads import deferToThreadPool
@@ -158,6 +157,8 @@ class Parts:
     drain: Drain | None
     notifier: Notifier
     reloader: Reloader = field(init=False)
+    #: reads the C{--config} file again on C{SIGHUP} (L{caplab.reconfigure.ConfigReload}).
+    configReload: IReloadable | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.reloader = Reloader(
@@ -174,8 +175,8 @@ class Parts:
         other lists), then the lists and the auth file.
         """
         steps: list[tuple[str, IReloadable]] = []
-        if self.options.get("config"):
-            steps.append((f"configuration {self.options['config']}", ConfigReload(self)))
+        if self.configReload is not None:
+            steps.append((f"configuration {self.options['config']}", self.configReload))
         if self.policy.hostPolicy is not None:
             steps.append(("block/allow lists", self.policy.hostPolicy))
         if self.policy.authenticator is not None:
@@ -550,121 +551,3 @@ def describeParts(parts: Parts) -> str:
     else:
         said.append("workers: 1 (this process)")
     return "caplab configuration: " + "; ".join(said)
-
-
-# --- reloading the configuration ---------------------------------------------------------
-
-#: Options a reload puts in force; any other change needs a restart.
-RELOADABLE = (
-    "block-list",
-    "allow-list",
-    "default-deny",
-    "auth-file",
-    "allow",
-    "connect-ports",
-    "x-forwarded-for",
-    "pac-bypass",
-    "access-log",
-    "trace",
-)
-
-
-class ConfigReload:
-    """
-    Reads the C{--config} file and the command line again (L{load}, in a thread) and puts
-    what may change without a restart in force (L{use}); the log says which changed options
-    need a restart.  A bad file keeps the whole old configuration.
-    """
-
-    def __init__(self, parts: Parts) -> None:
-        self.parts = parts
-
-    def load(self) -> Any:
-        current = self.parts.options
-        fresh = type(current)()
-        fresh.parseOptions(list(current.argv))
-        return fresh
-
-    def use(self, fresh: Any) -> str:
-        parts = self.parts
-        old = parts.options
-        names = sorted(set(old) | set(fresh))
-        changed = [
-            name for name in names if _comparable(old.get(name)) != _comparable(fresh.get(name))
-        ]
-        reloadable = [name for name in changed if name in RELOADABLE]
-        restart = [name for name in changed if name not in RELOADABLE]
-        # Adding or removing a log file needs the service that writes it: a restart.
-        for name, current in (("access-log", parts.accessLog), ("trace", parts.tracer)):
-            if name in reloadable and (current is None or not fresh[name] or fresh[name] == "-"):
-                reloadable.remove(name)
-                restart.append(name)
-        if reloadable:
-            self._apply(fresh, reloadable)
-        for name in restart:
-            fresh[name] = old.get(name)  # keep what is in force until the restart
-        parts.options = fresh
-        if restart:
-            log.warn(
-                "caplab configuration: changing {options} needs a restart; the old values "
-                "stay in force until then",
-                options=", ".join(f"--{name}" for name in sorted(restart)),
-            )
-        if not reloadable:
-            return "no change to put in force"
-        return "changed " + ", ".join(f"--{name}" for name in reloadable)
-
-    def _apply(self, fresh: Any, changed: list[str]) -> None:
-        parts = self.parts
-        policy = parts.policy
-        reactor = parts.reactor
-        if {"block-list", "allow-list", "default-deny"} & set(changed):
-            if fresh["block-list"] or fresh["allow-list"] or fresh["default-deny"]:
-                if policy.hostPolicy is None:
-                    policy.hostPolicy = ReloadableHostPolicy([], [])
-                # The lists step after this one reads the new files (in a thread).
-                policy.hostPolicy.blockFiles = list(fresh["block-list"])
-                policy.hostPolicy.allowFiles = list(fresh["allow-list"])
-                policy.hostPolicy.defaultDeny = bool(fresh["default-deny"])
-            else:
-                policy.hostPolicy = None
-        if "auth-file" in changed:
-            if not fresh["auth-file"]:
-                policy.authenticator = None
-            elif policy.authenticator is None:
-                policy.authenticator = buildAuthenticatorOrKeep(fresh, reactor)
-            else:
-                policy.authenticator.path = fresh["auth-file"]
-        if "pac-bypass" in changed:
-            policy.pac.bypass = list(fresh["pac-bypass"])
-        if "access-log" in changed and parts.accessLog is not None:
-            parts.accessLog.path = fresh["access-log"]
-        if "trace" in changed and parts.tracer is not None:
-            parts.tracer.path = fresh["trace"]
-        if parts.proxy is not None:
-            parts.proxy.reconfigure(fresh, policy)
-
-
-def buildAuthenticatorOrKeep(options: Mapping[str, Any], reactor: Any) -> Any:
-    """
-    A new authenticator for a reload (none on failure: the error is logged).
-    """
-    try:
-        return buildAuthenticator(options["auth-file"], reactor)
-    except ConfigError as e:
-        log.error("caplab reload: {reason}; proxy authentication stays off", reason=str(e))
-        return None
-
-
-def _comparable(value: Any) -> Any:
-    if isinstance(value, list):
-        return [str(each) for each in value]
-    if isinstance(value, dict):
-        return sorted((str(k), str(v)) for k, v in value.items())
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    return value
-
-
-def threadRunner(reactor: Any) -> Callable[[Callable[[], Any]], Deferred[Any]]:
-    return lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f)

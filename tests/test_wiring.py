@@ -22,9 +22,10 @@ from caplab.proxy.cache.fetcher import CachingFetcher
 from caplab.proxy.cache.storage import MemoryStore
 from caplab.proxy.hooks import Target
 from caplab.proxy.upstream import NextHop
+from caplab.reconfigure import ConfigReload, watchConfig
 from caplab.tap import Options, makeService
 from caplab.trace import TracingFactory
-from caplab.wiring import ConfigError, ConfigReload, build
+from caplab.wiring import ConfigError, build
 from caplab.workers import WORKER_ENVIRONMENT
 from tests.test_auth import HTPASSWD, SHA256
 from tests.test_policy import TempFiles
@@ -232,7 +233,7 @@ class ConfigReloadTests(TempFiles, SynchronousTestCase):
         two = self.writeFile("two.txt", "b.example\n")
         users = self.writeFile("users", f"dave:{SHA256}\n")
         config = self.writeFile("caplab.toml", f'block-list = ["{one}"]\ncache-size = "64M"\n')
-        parts = build(parse("--config", config, "--no-tcp"), Reactor())
+        parts = watchConfig(build(parse("--config", config, "--no-tcp"), Reactor()))
         parts.reloader.runInThread = inline
         assert parts.policy.hostPolicy is not None and parts.proxy is not None
         self.assertIsNotNone(parts.policy.hostPolicy.check("a.example"))
@@ -266,7 +267,7 @@ class ConfigReloadTests(TempFiles, SynchronousTestCase):
         """
         one = self.writeFile("one.txt", "a.example\n")
         config = self.writeFile("caplab.toml", f'block-list = ["{one}"]\n')
-        parts = build(parse("--config", config, "--no-tcp"), Reactor())
+        parts = watchConfig(build(parse("--config", config, "--no-tcp"), Reactor()))
         parts.reloader.runInThread = inline
         before = dict(parts.options)
         for text, message in [
