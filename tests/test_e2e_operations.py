@@ -203,10 +203,14 @@ def test_systemdReadiness(tmp_path: Path) -> None:
             assert process.process is not None
             assert ready["MAINPID"] == str(process.process.pid)
             assert ready["STATUS"].startswith("serving; caplab configuration: ")
-            # Every listener is up by then: all three were announced, and they answer.
-            for name in ("tcp", "udp", "proxy"):
-                assert name in process.addresses, process.output
+            # Every listener is up by then: all three were announced (before READY, in the
+            # output this test reads in a thread of its own), and they answer.
+            process.waitListening("tcp", "udp", "proxy")
+            mark = process.lines.index(
+                next(line for line in process.lines if "caplab proxy listening" in line)
+            )
             assert status(proxyGet(process.port("proxy"))) == 200
+            process.waitForLine(r"caplab configuration: ", start=mark)
             process.process.send_signal(signal.SIGHUP)
             assert notify.recv(4096).decode().startswith("RELOADING=1\nMONOTONIC_USEC=")
             assert notify.recv(4096).decode().startswith("READY=1\nSTATUS=reloaded")

@@ -13,16 +13,28 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError
+from twisted.internet.interfaces import IReactorPluggableNameResolver
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from caplab.internals import sendNow
 from caplab.proxy.body import StreamedBody
 from caplab.proxy.channel import CaplabProxy
 from caplab.proxy.connect import EndpointConnector, parseResolve
 from caplab.proxy.options import ProxyOptions, portList
+
+
+@implementer(IReactorPluggableNameResolver)
+class ResolvingMemoryReactor(MemoryReactorClock):
+    """
+    A memory reactor with a name resolver, which L{HostnameEndpoint} asks for (Twisted's own
+    L{MemoryReactorClock} provides one only from Twisted 25 on; 24.7 warns without it).
+    """
+
+    nameResolver: Any = None  # no name is resolved in these tests
 
 
 class ConnectorTests(SynchronousTestCase):
@@ -36,7 +48,7 @@ class ConnectorTests(SynchronousTestCase):
         C{resolve} maps them to an address.
         """
         connector = EndpointConnector(
-            MemoryReactorClock(), resolve={"origin.test": "127.0.0.1", "six.test": "::1"}
+            ResolvingMemoryReactor(), resolve={"origin.test": "127.0.0.1", "six.test": "::1"}
         )
         self.assertIsInstance(connector.endpoint("192.0.2.1", 80), TCP4ClientEndpoint)
         self.assertIsInstance(connector.endpoint("2001:db8::1", 80), TCP6ClientEndpoint)
@@ -62,7 +74,7 @@ class ConnectorTests(SynchronousTestCase):
         """
         A TLS endpoint verifies the origin's name (the options are made for the host).
         """
-        connector = EndpointConnector(MemoryReactorClock())
+        connector = EndpointConnector(ResolvingMemoryReactor())
         endpoint = connector.endpoint("example.com", 443, tls=True)
         self.assertNotIsInstance(endpoint, HostnameEndpoint)
         self.assertIn("example.com", connector._tlsOptions)
