@@ -343,7 +343,7 @@ def buildCache(
             callLater=reactor.callLater,
             runInThread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
         )
-        where = f"on disk in {directory} ({len(disk)} entries, {humanSize(disk.size)}), {sizes}"
+        where = f"on disk in {directory} ({len(disk)} entries, {disk.size} bytes), {sizes}"
         return CacheParts(CachingFetcher(inner, disk, reactor, metrics=metrics), disk, where)
     memory = MemoryStore(size, maxObject, callLater=reactor.callLater)
     return CacheParts(
