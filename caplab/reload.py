@@ -153,6 +153,11 @@ class Reloader:
                 self.log.failure("caplab reload of {what} failed, keeping the old rules", what=what)
                 continue
             self.log.info("caplab reloaded {what}: {summary}", what=what, summary=summary)
+        if not done:
+            self.log.info(
+                "caplab has nothing to {what} (no --config, list, auth file or log file)",
+                what="reload" if reload else "reopen",
+            )
         if reload:
             if self.metrics is not None:
                 self.metrics.reloaded(ok)

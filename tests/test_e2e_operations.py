@@ -95,6 +95,7 @@ def test_sighupWithoutListsKeepsRunning() -> None:
         process.process.send_signal(signal.SIGHUP)
         process.process.send_signal(signal.SIGUSR1)
         process.waitForLine(r"caplab received SIGHUP: reloading", start=mark)
+        process.waitForLine(r"caplab has nothing to reload \(no --config", start=mark)
         process.waitForLine(r"caplab received SIGUSR1: reopening the log files", start=mark)
         with socket.create_connection(("127.0.0.1", process.port("tcp")), timeout=WAIT) as conn:
             conn.sendall(b"still here")
