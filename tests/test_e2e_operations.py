@@ -307,9 +307,11 @@ def test_ctrlCUnderWorkers() -> None:
         os.killpg(process.pid, signal.SIGINT)
         rest, _ = process.communicate(timeout=WAIT)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(WAIT)
+        try:  # the whole group: a worker left behind by a failure must not outlive the test
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(WAIT)
     output = "".join(lines) + rest
     assert process.returncode == -signal.SIGINT, output
     assert "Traceback" not in output and "ReactorNotRunning" not in output, output
