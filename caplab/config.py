@@ -250,7 +250,9 @@ class ConfigurableOptions(usage.Options):
 
     def getUsage(self, width: int | None = None) -> str:
         if self._failed:
-            return f"Run '{self.command} --help' for the options.\n"
+            program = os.path.basename(sys.argv[0]) if sys.argv else ""
+            command = f"{program} caplab" if program in ("twist", "twistd") else self.command
+            return f"Run '{command} --help' for the options.\n"
         width = width or int(os.environ.get("COLUMNS", "80"))
         width = max(60, min(width, 100))
         grouped: dict[str, list[str]] = {group: [] for group in GROUPS}

@@ -316,6 +316,7 @@ def supervisorService(
     parts.supervisor.setServiceParent(top)
 
     def ready() -> None:
+        log.info("{summary}", summary=parts.summary())
         parts.supervisor.startWorkers()
         parts.notifier.ready(f"serving with {parts.supervisor.count} workers")
 

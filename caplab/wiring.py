@@ -343,7 +343,8 @@ def buildCache(
             callLater=reactor.callLater,
             runInThread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
         )
-        where = f"on disk in {directory} ({len(disk)} entries, {disk.size} bytes), {sizes}"
+        held = f"{_count(len(disk), 'entry', 'entries')}, {_count(disk.size, 'byte')}"
+        where = f"on disk in {directory} ({held}), {sizes}"
         return CacheParts(CachingFetcher(inner, disk, reactor, metrics=metrics), disk, where)
     memory = MemoryStore(size, maxObject, callLater=reactor.callLater)
     return CacheParts(
@@ -472,7 +473,10 @@ class SupervisorParts:
     notifier: Notifier
 
     def summary(self) -> str:
-        return f"caplab runs {self.supervisor.count} workers; each logs its own configuration"
+        return (
+            f"caplab configuration: {self.supervisor.count} workers on the sockets above; "
+            "each logs what is in force in it"
+        )
 
 
 def buildSupervisor(options: Any, reactor: Any) -> SupervisorParts:
@@ -525,14 +529,15 @@ def describeParts(parts: Parts) -> str:
             )
             deny = "; default deny" if options["default-deny"] else ""
             said.append(
-                f"policy: {len(current.blocked)} block rules and {len(current.allowed)} allow "
-                f"rules from {lists or 'no file'}{deny}"
+                f"policy: {_count(len(current.blocked), 'block rule')} and "
+                f"{_count(len(current.allowed), 'allow rule')} from {lists or 'no file'}{deny}"
             )
         else:
             said.append("policy: no block or allow lists (every host may be reached)")
         if policy.authenticator is not None:
             said.append(
-                f"auth: {len(policy.authenticator.users)} users in {policy.authenticator.path}"
+                f"auth: {_count(len(policy.authenticator.users), 'user')} in "
+                f"{policy.authenticator.path}"
             )
         else:
             said.append("auth: none (no --auth-file)")
@@ -551,3 +556,7 @@ def describeParts(parts: Parts) -> str:
     else:
         said.append("workers: 1 (this process)")
     return "caplab configuration: " + "; ".join(said)
+
+
+def _count(number: int, one: str, many: str | None = None) -> str:
+    return f"{number} {one if number == 1 else many or one + 's'}"
