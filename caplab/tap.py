@@ -6,6 +6,7 @@ components that L{caplab.wiring} (the composition root) makes of them.
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -267,7 +268,7 @@ def makeService(
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    inWorker = WORKER_ENVIRONMENT in __import__("os").environ
+    inWorker = WORKER_ENVIRONMENT in os.environ
     try:
         if not inWorker and config["workers"] > 1:
             return supervisorService(buildSupervisor(config, reactor), onListenFailure)
