@@ -137,7 +137,8 @@ class Parts:
 
     @ivar listeners: what listens, in order: the uppercase services, the proxy, the admin
         endpoint.
-    @ivar logs: the log files that C{SIGUSR1}/C{SIGHUP} reopen, as (what, reopener).
+    @ivar reloader: what C{SIGHUP} (L{reloadSteps}, then L{logSteps}) and C{SIGUSR1}
+        (L{logSteps}) run.
     @ivar worker: the sockets inherited from the C{--workers} parent, in a worker.
     @ivar drain: waits for open connections when a worker stops.
     """

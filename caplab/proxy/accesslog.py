@@ -149,16 +149,23 @@ class AccessLog:
         self._dropped.stop()
         if self._opened:
             self._opened = False
-
-            def closeFile() -> None:
-                f, self._file = self._file, None
-                if f is not None:
-                    f.close()
-
-            self.runInThread(closeFile).addErrback(self._failed)
+            self.useFile(None)
         stop = getattr(self.runInThread, "stop", None)
         if stop is not None:
             stop()
+
+    def useFile(self, new: IO[str] | None) -> None:
+        """
+        Write to C{new} (None: nowhere) once the lines handed over so far are written, and
+        close the file in use: in the writer's thread, in order with the writes.
+        """
+
+        def swap() -> None:
+            old, self._file = self._file, new
+            if old is not None:
+                old.close()
+
+        self.runInThread(swap).addErrback(self._failed)
 
     def _timestamp(self) -> str:
         now = int(self.clock.seconds())
@@ -276,11 +283,5 @@ class LogReopener:
             return "standard output, nothing to reopen"
         accessLog.flush()
         accessLog._opened = True
-
-        def swap() -> None:
-            old, accessLog._file = accessLog._file, new
-            if old is not None:
-                old.close()
-
-        accessLog.runInThread(swap).addErrback(accessLog._failed)
+        accessLog.useFile(new)
         return f"reopened {accessLog.path}"
