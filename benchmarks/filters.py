@@ -31,7 +31,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -280,17 +279,6 @@ def wrkMode(args: argparse.Namespace) -> int:
         base = [twist, "caplab", "--no-tcp", "--no-udp", "--no-cache", "--max-connections", "10000"]
         rewrite = [*base, "--rewrite", "* s/hello/HOWDY/g"]
         blocking = [*base, "--block-list", str(blockList), "--block-elements", "*"]
-        served = (
-            args.served
-            or b"--rewrite"
-            not in subprocess.run([*base, "--help"], capture_output=True, timeout=60).stdout
-        )
-        if served:
-            stand_in = [sys.executable, str(Path(__file__).resolve()), "--block-list",
-                        str(blockList)]  # fmt: skip
-            rewrite = [*stand_in, "--filters", json.dumps({"rewrite": ["* s/hello/HOWDY/g"]})]
-            blocking = [*stand_in, "--filters", json.dumps({"block-elements": ["*"]})]
-            print("caplab's filtering targets: the stand-in (proxy factory + filter chain)")
         targets: list[tuple[str, list[str] | None, Callable[[bytes], bool]]] = [
             ("caplab pass-through", base, lambda body: body == page),
             (
@@ -320,8 +308,6 @@ def wrkMode(args: argparse.Namespace) -> int:
                 (directory / "caplab.action").write_text(PRIVOXY_ACTION)
                 privoxy = shutil.which("privoxy") or "/usr/sbin/privoxy"
                 argv = [privoxy, "--no-daemon", str(directory / "config")]
-            elif command[0] == sys.executable:
-                argv = [*command, "--serve-proxy", str(port)]
             else:
                 argv = [*command, "--proxy-port", str(port)]
             proc = bl.Proc(name.replace(" ", "-"), argv, pb.PROXY_CPU, str(tmp))
@@ -426,30 +412,6 @@ def _table(rows: Iterable[dict[str, Any]], args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(list(rows), indent=1))
 
 
-def serveProxy(port: int, table: dict[str, Any], blockList: str | None) -> None:
-    """
-    Run caplab's proxy (no cache) with the filters of C{table} in front, on C{port}: the
-    stand-in for C{twist caplab --rewrite ...} until the options are wired.
-    """
-    from twisted.internet import reactor
-
-    from caplab.proxy.filters.fetcher import FilteringFetcher
-    from caplab.proxy.service import makeProxyFactory
-
-    hostPolicy = policy()
-    if blockList:
-        blocked = HostList()
-        blocked.addFile(blockList)
-        hostPolicy = HostPolicy(blocked, HostList())
-    chain = buildChain(parseFilterConfig(table), hostPolicy, callLater=reactor.callLater)
-    config = {"no-cache": True, "max-connections": 10000}
-    factory = makeProxyFactory(
-        config, reactor, fetcher=lambda upstream: FilteringFetcher(chain, upstream), metrics=None
-    )
-    reactor.listenTCP(port, factory, interface="127.0.0.1", backlog=4096)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -460,20 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=5, help="wrk: seconds per run")
     parser.add_argument("--conns", type=int, default=10, help="wrk: connections")
     parser.add_argument("--json", type=Path, help="wrk: also write the raw rows here")
-    parser.add_argument(
-        "--served",
-        action="store_true",
-        help="wrk: run caplab's filtering targets with this script's stand-in (the proxy "
-        "factory with the filter chain in front) instead of twist caplab's options "
-        "(the default when twist caplab has no --rewrite yet)",
-    )
-    parser.add_argument("--serve-proxy", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--filters", default="{}", help=argparse.SUPPRESS)
-    parser.add_argument("--block-list", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_proxy is not None:
-        serveProxy(args.serve_proxy, json.loads(args.filters), args.block_list)
-        return 0
     if args.wrk:
         args.reps = args.reps or 3
         return wrkMode(args)

@@ -15,7 +15,8 @@ instructions are divided by the requests wrk completed (kernel work, the ``send`
   hit-1k, hit-64k           the cache on, the object stored during the warm-up: hits
 
     .venv/bin/python benchmarks/proxy_instructions.py
-    .venv/bin/python benchmarks/proxy_instructions.py --tests hit-1k --before /work/old/.venv/bin/python
+    .venv/bin/python benchmarks/proxy_instructions.py --tests hit-1k \\
+        --before ../old/.venv/bin/python
 
 ``--before PYTHON`` also measures another revision's caplab (the ``python`` of a virtual
 environment where it is installed), alternated with this one in each repetition.

@@ -13,9 +13,9 @@ def seconds(value: str) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise ValueError(f"{value!r} is not a number of seconds") from None
+        raise ValueError("not a number of seconds") from None
     if not number >= 0 or number == float("inf"):
-        raise ValueError(f"{value!r} is not a number of seconds (0 or more)")
+        raise ValueError("not a number of seconds (0 or more)")
     return number
 
 
@@ -26,4 +26,5 @@ def timeoutSeconds(value: str) -> float:
     return seconds(value)
 
 
-timeoutSeconds.coerceDoc = "Seconds, 0 or more; 0 switches the timeout off."  # type: ignore[attr-defined]
+seconds.metavar = "SECONDS"  # type: ignore[attr-defined]
+timeoutSeconds.metavar = "SECONDS"  # type: ignore[attr-defined]

@@ -24,6 +24,7 @@ from typing import Any
 from OpenSSL import SSL
 from twisted.internet import tcp
 from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.logger import Logger
 from zope.interface import implementer
 
 _PLAIN = (tcp.Server, tcp.Client)
@@ -75,3 +76,23 @@ class PlatformPlusFile:
         context.set_default_verify_paths()
         if self.caFile:
             context.load_verify_locations(self.caFile)
+
+
+# --- A listening port's own log events ------------------------------------------------------
+#
+# twisted.internet.tcp.Port logs its accept errors (EMFILE, ENFILE, ENOBUFS ...) through the
+# private class attribute Port._logger: two or three lines for each connection it has to close
+# for want of a file descriptor.  An instance attribute of the same name gives one port a
+# logger of its own (Twisted's tests do the same), whose observer can count those events and
+# rate-limit them (caplab.listening.AcceptErrors).
+
+
+def observePortLog(port: Any, observer: Any) -> bool:
+    """
+    Send the log events of listening C{port} (a L{tcp.Port}) to C{observer} instead of the
+    global log; return False (and change nothing) for any other kind of port.
+    """
+    if not isinstance(port, tcp.Port) or not isinstance(getattr(port, "_logger", None), Logger):
+        return False
+    port._logger = Logger(namespace=port._logger.namespace, observer=observer)
+    return True

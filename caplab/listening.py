@@ -1,6 +1,14 @@
 """
-Services that listen and say where: one log line with the real address once listening, and a
-clear message (not a traceback) when they cannot.
+Listening on every service's address, all or nothing: each listener is started, and only
+once all of them listen is each announced, in one line with its real address (then the
+C{whenListening} callbacks run, e.g. telling systemd C{READY=1}).  If any cannot listen, the
+others are closed again without a word, one line says which cannot and why (never a
+traceback), and the process exits with L{EXIT_CANNOT_LISTEN}.  The C{whenListening}
+callbacks wait for the reactor to run, so that its signal handlers are installed by then.
+
+Twisted's own line for each port (C{"ProxyFactory starting on 8080"}) is left out of the
+log, so each listener is announced once; its accept errors (C{EMFILE} when the process
+runs out of file descriptors) are rate-limited into one line per second with a count.
 """
 
 from __future__ import annotations
@@ -8,25 +16,52 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
-from twisted.logger import Logger
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
+from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
+from twisted.python import log as legacyLog
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from caplab.address import describeAddress
+from caplab.internals import observePortLog
+from caplab.ratelimit import LogThrottle
+
+log = Logger(namespace="caplab.listening")
+
+#: The exit status of a process in which a service could not listen (EX_UNAVAILABLE).
+EXIT_CANNOT_LISTEN = 69
 
 
-class StreamListener(Service):
+class IListener(Protocol):
     """
-    Listen on a stream server endpoint (TCP, TLS, UNIX ...) for one named service.
+    One service's listening address.
 
-    @ivar port: the listening port once listening, else None.
+    @ivar label: the service's name in the log (C{tcp}, C{proxy}).
+    @ivar description: where it listens, as the user gave it (for error messages).
+    @ivar note: added to the announcement (C{" (2 workers)"}), or C{""}.
     """
 
-    log = Logger()
+    label: str
+    description: str
+    note: str
+
+    def listen(self) -> Any:
+        """
+        Start listening; return the port (C{getHost}, C{stopListening}) or a Deferred of it.
+        """
+
+
+class StreamListener:
+    """
+    A stream server endpoint (TCP, TLS, UNIX ...) and the factory that serves it.
+    """
+
+    note = ""
 
     def __init__(
         self,
@@ -34,53 +69,23 @@ class StreamListener(Service):
         description: str,
         endpoint: IStreamServerEndpoint,
         factory: IProtocolFactory,
-        reactor: Any,
-        onFailure: Callable[[], None] | None = None,
     ) -> None:
-        self.onFailure = onFailure
-        self.name = label
         self.label = label
         self.description = description
         self.endpoint = endpoint
         self.factory = factory
-        self.reactor = reactor
-        self.port: IListeningPort | None = None
-        self._waiting: Any = None
 
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._waiting = self.endpoint.listen(self.factory)
-        self._waiting.addCallbacks(self._listening, self._failed)
-
-    def startService(self) -> None:
-        super().startService()
-        if self._waiting is None:
-            self.privilegedStartService()
-
-    def _listening(self, port: IListeningPort) -> IListeningPort:
-        self.port = port
-        where = describeAddress(port.getHost())
-        self.log.info("caplab {service} listening on {address}", service=self.label, address=where)
-        return port
-
-    def _failed(self, failure: Failure) -> None:
-        reportListenFailure(self.reactor, self.label, self.description, failure, self.onFailure)
-
-    def stopService(self) -> Any:
-        super().stopService()
-        waiting, self._waiting = self._waiting, None
-        if waiting is None:
-            return None
-        waiting.cancel()
-        return waiting.addCallback(lambda port: port.stopListening() if port else None)
+    def listen(self) -> Deferred[Any]:
+        return self.endpoint.listen(self.factory)
 
 
-class DatagramListener(Service):
+class DatagramListener:
     """
-    Listen on a UDP port for one named service (Twisted has no UDP server endpoint).
+    A UDP port (Twisted has no UDP server endpoint) and its protocol; in a C{--workers}
+    worker, C{adopt} takes over the socket the parent bound instead.
     """
 
-    log = Logger()
+    note = ""
 
     def __init__(
         self,
@@ -89,59 +94,189 @@ class DatagramListener(Service):
         interface: str,
         protocol: Any,
         reactor: Any,
-        onFailure: Callable[[], None] | None = None,
         adopt: Callable[[Any], Any] | None = None,
     ) -> None:
-        self.onFailure = onFailure
-        self.adopt = adopt
-        self.name = label
         self.label = label
         self.portNumber = port
         self.interface = interface
         self.protocol = protocol
         self.reactor = reactor
-        self.port: Any = None
-        self._tried = False
+        self.adopt = adopt
+        self.description = f"udp:{port}:interface={interface}"
+
+    def listen(self) -> Any:
+        if self.adopt is not None:
+            return self.adopt(self.protocol)
+        return self.reactor.listenUDP(
+            self.portNumber, self.protocol, interface=self.interface, maxPacketSize=65535
+        )
+
+
+class Listening(Service):
+    """
+    Starts every listener, all or nothing, and stops them.
+
+    @ivar ports: label -> listening port, once all listen.
+    """
+
+    name = "listening"
+
+    def __init__(
+        self,
+        listeners: Sequence[IListener],
+        reactor: Any,
+        onFailure: Callable[[], None] | None = None,
+        whenListening: Sequence[Callable[[], None]] = (),
+    ) -> None:
+        """
+        @param onFailure: called when a listener cannot listen (by default nothing; the
+            plugin passes L{exitWithFailureStatus}).
+        @param whenListening: called once every listener listens and the reactor runs.
+        """
+        self.listeners = list(listeners)
+        self.reactor = reactor
+        self.onFailure = onFailure
+        self.whenListening = list(whenListening)
+        self.ports: dict[str, Any] = {}
+        self._acceptErrors: list[AcceptErrors] = []
+        self._started: Deferred[Any] | None = None
+        self._stopped = False
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        if self._tried:  # twistd calls this and then startService: listen (or fail) once
-            return
-        self._tried = True
-        try:
-            if self.adopt is not None:  # a --workers worker: the parent bound the socket
-                self.port = self.adopt(self.protocol)
-            else:
-                self.port = self.reactor.listenUDP(
-                    self.portNumber, self.protocol, interface=self.interface, maxPacketSize=65535
-                )
-        except Exception:
-            reportListenFailure(
-                self.reactor,
-                self.label,
-                f"udp:{self.portNumber}:interface={self.interface}",
-                Failure(),
-                self.onFailure,
-            )
-            return
-        where = describeAddress(self.port.getHost())
-        self.log.info("caplab {service} listening on {address}", service=self.label, address=where)
+        self._start()
 
     def startService(self) -> None:
         super().startService()
-        self.privilegedStartService()
+        self._start()
+
+    def _start(self) -> None:
+        # twistd calls privilegedStartService and then startService: listen once.
+        if self._started is not None:
+            return
+        self._stopped = False
+        attempts = [self._listenQuietly(listener) for listener in self.listeners]
+        self._started = DeferredList(attempts, consumeErrors=True)
+        self._started.addCallback(self._allTried)
+
+    def _listenQuietly(self, listener: IListener) -> Deferred[Any]:
+        # Twisted's ports log "<Factory> starting on <port>" with the legacy log, which
+        # takes its fields from the context: at debug level and without a format, twist
+        # (which logs from info up) and twistd (which writes no empty line) leave it out,
+        # and each listener is announced once, by _allTried.
+        return legacyLog.callWithContext(
+            {"log_level": LogLevel.debug, "log_format": ""}, maybeDeferred, listener.listen
+        )
+
+    def _allTried(self, results: list[tuple[bool, Any]]) -> None:
+        failed = [
+            (listener, result)
+            for listener, (ok, result) in zip(self.listeners, results, strict=True)
+            if not ok
+        ]
+        if failed or self._stopped:
+            for ok, port in results:
+                if ok:
+                    maybeDeferred(port.stopListening).addErrback(lambda f: None)
+            if failed:
+                reportListenFailures(self.reactor, failed, self.onFailure)
+            return
+        for listener, (_, port) in zip(self.listeners, results, strict=True):
+            self.ports[listener.label] = port
+            acceptErrors = AcceptErrors(listener.label, self.reactor)
+            if observePortLog(port, acceptErrors):
+                self._acceptErrors.append(acceptErrors)
+            log.info(
+                "caplab {service} listening on {address}{note}",
+                service=listener.label,
+                address=describeAddress(port.getHost()),
+                note=listener.note,
+            )
+        # Once the reactor runs: its signal handlers are in place by then, so a service
+        # manager told "ready" may send SIGHUP at once.
+        self.reactor.callWhenRunning(self._ready)
+
+    def _ready(self) -> None:
+        if self._stopped:
+            return
+        for callback in self.whenListening:
+            callback()
 
     def stopService(self) -> Any:
         super().stopService()
-        self._tried = False
-        port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()
-        return None
+        self._stopped = True
+        started, self._started = self._started, None
+        ports, self.ports = list(self.ports.values()), {}
+        for acceptErrors in self._acceptErrors:
+            acceptErrors.throttle.stop()
+        self._acceptErrors = []
+        if started is None:
+            return None
+        started.cancel()
+        return DeferredList([maybeDeferred(port.stopListening) for port in ports])
 
 
-#: The exit status of a process in which a service could not listen (EX_UNAVAILABLE).
-EXIT_CANNOT_LISTEN = 69
+@implementer(ILogObserver)
+class AcceptErrors:
+    """
+    Receives a listening port's own log events (Twisted's L{tcp.Port}): its accept errors
+    (the process is out of file descriptors, say) become one rate-limited line with a
+    count; everything else goes on to the log as it is.
+
+    Twisted closes a connection it cannot serve for want of a file descriptor at once
+    ("EMFILE recovery"), and logs two or three lines for each: under a flood, thousands.
+    """
+
+    def __init__(self, label: str, clock: Any, publish: ILogObserver = globalLogPublisher) -> None:
+        self.publish = publish
+        self.throttle = LogThrottle(
+            Logger(namespace="caplab.listening", observer=publish),
+            clock,
+            "caplab {service} cannot accept connections: {reason} ({total} closed at once so far)",
+            summary="caplab {service} closed {burst} connections at once in {duration}s: "
+            "{reason} ({total} so far)",
+        )
+        self.label = label
+
+    def __call__(self, event: Any) -> None:
+        text = event.get("log_format") or ""
+        if text.startswith("EMFILE recovery: Closed socket"):
+            self.throttle.event(service=self.label, reason=_EMFILE)
+        elif text.startswith("Could not accept new connection"):
+            error = event.get("acceptError", "?")
+            reason = _EMFILE if error in ("EMFILE", "ENFILE") else f"accept failed ({error})"
+            self.throttle.event(service=self.label, reason=reason)
+        elif text.startswith(("EMFILE encountered", "Re-reserving EMFILE")):
+            return  # the steps of the recovery above, counted there
+        else:
+            self.publish(event)
+
+
+_EMFILE = (
+    "out of file descriptors (EMFILE; raise the limit, e.g. LimitNOFILE= or ulimit -n, or "
+    "lower --max-connections)"
+)
+
+
+def reportListenFailures(
+    reactor: Any,
+    failed: Sequence[tuple[IListener, Failure]],
+    onFailure: Callable[[], None] | None = None,
+) -> None:
+    """
+    Log in one line which services cannot listen and why, call C{onFailure} and stop the
+    reactor once it runs.
+    """
+    reasons = "; ".join(
+        f"{listener.label} on {listener.description}: {_reason(failure)}"
+        for listener, failure in failed
+    )
+    # Error rather than critical: before twist starts logging, it also copies critical
+    # events to standard error, which would print the line twice.
+    log.error("caplab cannot listen: {reasons}", reasons=reasons)
+    if onFailure is not None:
+        onFailure()
+    reactor.callWhenRunning(_stopReactor, reactor)
 
 
 def reportListenFailure(
@@ -152,18 +287,14 @@ def reportListenFailure(
     onFailure: Callable[[], None] | None = None,
 ) -> None:
     """
-    Log why a service cannot listen, in one line, call C{onFailure} and stop the reactor.
+    L{reportListenFailures} for one service.
     """
-    reason = failure.getErrorMessage() or repr(failure.value)
-    Logger(namespace="caplab.listening").critical(
-        "caplab {service} cannot listen on {description}: {reason}",
-        service=label,
-        description=description,
-        reason=reason,
-    )
-    if onFailure is not None:
-        onFailure()
-    reactor.callWhenRunning(_stopReactor, reactor)
+    listener = StreamListener(label, description, None, None)  # type: ignore[arg-type]
+    reportListenFailures(reactor, [(listener, failure)], onFailure)
+
+
+def _reason(failure: Failure) -> str:
+    return failure.getErrorMessage() or repr(failure.value)
 
 
 def exitWithFailureStatus() -> None:

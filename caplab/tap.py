@@ -1,33 +1,40 @@
 """
-The composition root: C{twist caplab} / C{twistd -n caplab} options and the service tree.
-
-This is the one place that wires the services together; everything below it takes its
-collaborators (reactor, tracer, configuration values) as arguments.
+C{twist caplab} / C{twistd -n caplab}: the options, and the service tree built from the
+components that L{caplab.wiring} (the composition root) makes of them.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
 from caplab import __version__
 from caplab.coerce import seconds
-from caplab.listening import DatagramListener, StreamListener, exitWithFailureStatus
+from caplab.config import ConfigurableOptions, OptionError
+from caplab.listening import Listening, exitWithFailureStatus
 from caplab.proxy.cache.options import CacheOptions
+from caplab.proxy.filters.options import FilterOptions
 from caplab.proxy.options import ProxyOptions
-from caplab.proxy.policy_options import PolicyOptions, addPolicyServices
-from caplab.tcp import UppercaseFactory
-from caplab.trace import Tracer, TracerService
-from caplab.udp import UppercaseDatagramProtocol
-from caplab.workers import Drain, InheritedSockets, WorkerOptions, supervisorFromConfig
+from caplab.proxy.policy_options import PolicyOptions
+from caplab.reconfigure import watchConfig
+from caplab.reload import SignalReloadService
+from caplab.trace import TracerService
+from caplab.wiring import ConfigError, Parts, SupervisorParts, build, buildSupervisor
+from caplab.workers import WORKER_ENVIRONMENT, WorkerOptions
 
 log = Logger(namespace="caplab.tap")
+
+#: The exit status of a usage or configuration error (EX_USAGE), as C{twist} uses it.
+EXIT_USAGE = 64
 
 
 def portNumber(value: str) -> int:
@@ -37,13 +44,13 @@ def portNumber(value: str) -> int:
     try:
         port = int(value)
     except ValueError:
-        raise ValueError(f"{value!r} is not a port number (0-65535)") from None
+        raise ValueError("not a port number (0-65535)") from None
     if not 0 <= port <= 65535:
-        raise ValueError(f"{value!r} is not a port number (0-65535)")
+        raise ValueError("not a port number (0-65535)")
     return port
 
 
-portNumber.coerceDoc = "A port number, 0-65535; 0 picks a free port."  # type: ignore[attr-defined]
+portNumber.coerceDoc = "0 picks a free port."  # type: ignore[attr-defined]
 
 
 def positiveInt(value: str) -> int:
@@ -53,10 +60,13 @@ def positiveInt(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise ValueError(f"{value!r} is not a whole number") from None
+        raise ValueError("not a whole number") from None
     if number < 1:
-        raise ValueError(f"{value!r} must be at least 1")
+        raise ValueError("must be at least 1")
     return number
+
+
+positiveInt.metavar = "N"  # type: ignore[attr-defined]
 
 
 def listenAddress(value: str) -> str:
@@ -66,7 +76,10 @@ def listenAddress(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
-        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
+        raise ValueError("not an IPv4 or IPv6 address") from None
+
+
+listenAddress.metavar = "ADDRESS"  # type: ignore[attr-defined]
 
 
 def traceFile(value: str) -> str:
@@ -78,8 +91,11 @@ def traceFile(value: str) -> str:
         with open(value, "a", encoding="utf-8"):
             pass
     except OSError as e:
-        raise ValueError(f"cannot write to {value!r}: {e.strerror or e}") from None
+        raise ValueError(f"cannot write to it: {e.strerror or e}") from None
     return value
+
+
+traceFile.metavar = "FILE"  # type: ignore[attr-defined]
 
 
 def isLoopback(interface: str) -> bool:
@@ -98,11 +114,20 @@ def tcpDescription(port: int, interface: str) -> str:
     return f"tcp:{port}:interface={interface}"
 
 
-class Options(ProxyOptions, PolicyOptions, CacheOptions, WorkerOptions, usage.Options):
+class Options(
+    ProxyOptions, PolicyOptions, CacheOptions, FilterOptions, WorkerOptions, ConfigurableOptions
+):
     """
     Options of C{twist caplab}.
     """
 
+    helpGroup = "services"
+    helpGroupOf = {
+        "trace": "operations",
+        "config": "operations",
+        "help": "operations",
+        "version": "operations",
+    }
     synopsis = "[options]"
     longdesc = (
         "Runs the uppercase TCP service, the uppercase UDP service and the HTTP forward "
@@ -174,6 +199,16 @@ class Options(ProxyOptions, PolicyOptions, CacheOptions, WorkerOptions, usage.Op
         ],
     ]
 
+    def opt_help(self) -> None:
+        """
+        List the options with their defaults and exit.
+        """
+        try:
+            print(self)
+        except BrokenPipeError:  # | head
+            pass
+        raise SystemExit(0)
+
     def opt_version(self) -> None:
         """
         Print caplab's version and exit.
@@ -195,6 +230,7 @@ class Options(ProxyOptions, PolicyOptions, CacheOptions, WorkerOptions, usage.Op
             self.checkProxyOptions()
             self.checkPolicyOptions()
             self.checkCacheOptions()
+            self.checkFilterOptions()
         self.checkWorkerOptions()
 
     def _checkEndpoint(self, option: str, description: str | None, port: int) -> str:
@@ -210,17 +246,18 @@ class Options(ProxyOptions, PolicyOptions, CacheOptions, WorkerOptions, usage.Op
             serverFromString(reactor, description)
         except IndexError:
             # systemd:...:index=N without a socket N handed over (LISTEN_FDS)
-            raise usage.UsageError(
+            raise OptionError(
+                option,
                 f"--{option} {description!r}: no such socket was passed to this process "
-                "(systemd socket activation sets LISTEN_FDS)"
+                "(systemd socket activation sets LISTEN_FDS)",
             ) from None
         except Exception as e:  # ValueError, OSError, OpenSSL errors: all mean "bad option"
-            raise usage.UsageError(f"--{option} {description!r}: {e}") from None
+            raise OptionError(option, f"--{option} {description!r}: {e}") from None
         return description
 
 
 def makeService(
-    config: Options | dict[str, Any],
+    config: Options,
     reactor: Any = None,
     onListenFailure: Callable[[], None] | None = exitWithFailureStatus,
 ) -> IService:
@@ -235,108 +272,98 @@ def makeService(
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    inherited = InheritedSockets.fromEnvironment()
-    if inherited is None and config.get("workers", 1) > 1:
-        return supervisorFromConfig(config, reactor, onListenFailure)
+    inWorker = WORKER_ENVIRONMENT in os.environ
+    try:
+        if not inWorker and config["workers"] > 1:
+            return supervisorService(buildSupervisor(config, reactor), onListenFailure)
+        parts = watchConfig(build(config, reactor))
+    except ConfigError as e:
+        sys.stderr.write(f"Error: {e}\n")
+        raise SystemExit(EXIT_USAGE) from None
+    if inWorker:
+        # Ctrl-C reaches the whole process group; the parent stops its workers itself
+        # (SIGTERM, with --worker-grace), so a worker ignores the terminal's SIGINT.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return serviceTree(parts, onListenFailure)
+
+
+def serviceTree(parts: Parts, onListenFailure: Callable[[], None] | None = None) -> MultiService:
+    """
+    The services of one caplab process (or worker) made of C{parts}.
+    """
     top = MultiService()
-    listeners = Listeners(top, reactor, onListenFailure, inherited, config.get("worker-grace", 0))
-    tracer = Tracer.open(config["trace"]) if config["trace"] else None
-    if tracer is not None:
-        TracerService(tracer).setServiceParent(top)
+    if parts.drain is not None:
+        parts.drain.setServiceParent(top)
+    if parts.tracer is not None:
+        TracerService(parts.tracer).setServiceParent(top)
+    for service in parts.services:
+        service.setServiceParent(top)
+    if parts.proxy is not None:
+        _warnIfReachable(parts.options)
+        ProxyService(parts).setServiceParent(top)
 
-    if not config["no-tcp"]:
-        factory: Any = UppercaseFactory(
-            unicode=config["unicode"],
-            idleTimeout=config["idle-timeout"] or None,
-            maxConnections=config["max-connections"],
-            clock=reactor,
-        )
-        if tracer is not None:
-            factory = tracer.wrapFactory("tcp", factory)
-        listeners.stream("tcp", config["tcp-endpoint"], factory)
+    def ready() -> None:
+        summary = parts.summary()
+        log.info("{summary}", summary=summary)
+        parts.notifier.ready(f"serving; {summary}")
 
-    if not config["no-udp"]:
-        listeners.datagram(
-            "udp",
-            config["udp-port"],
-            config["interface"],
-            UppercaseDatagramProtocol(unicode=config["unicode"], tracer=tracer, clock=reactor),
-        )
-
-    if not config["no-proxy"]:
-        _addProxy(listeners, config, reactor, tracer)
-
-    addPolicyServices(top, config, reactor, onListenFailure)
+    Listening(parts.listeners, parts.reactor, onListenFailure, [ready]).setServiceParent(top)
+    SignalReloadService(parts.reloader, parts.reactor).setServiceParent(top)
+    NotifyStopping(parts.notifier).setServiceParent(top)
     return top
 
 
-class Listeners:
+def supervisorService(
+    parts: SupervisorParts, onListenFailure: Callable[[], None] | None = None
+) -> MultiService:
     """
-    Adds listening services to the tree: on endpoints of their own, or, in a C{--workers}
-    worker, on the sockets inherited from the parent (with a L{Drain} for a graceful stop).
+    The services of the C{--workers} parent: it binds the sockets, then starts the workers.
+    """
+    top = MultiService()
+    parts.supervisor.setServiceParent(top)
+
+    def ready() -> None:
+        log.info("{summary}", summary=parts.summary())
+        parts.supervisor.startWorkers()
+        parts.notifier.ready(f"serving with {parts.supervisor.count} workers")
+
+    Listening(parts.listeners, parts.reactor, onListenFailure, [ready]).setServiceParent(top)
+    NotifyStopping(parts.notifier).setServiceParent(top)
+    return top
+
+
+class ProxyService(Service):
+    """
+    Closes the proxy's idle origin connections when the services stop.
     """
 
-    def __init__(
-        self,
-        top: MultiService,
-        reactor: Any,
-        onListenFailure: Callable[[], None] | None,
-        inherited: InheritedSockets | None,
-        grace: float,
-    ) -> None:
-        self.top = top
-        self.reactor = reactor
-        self.onListenFailure = onListenFailure
-        self.inherited = inherited
-        self.drain: Drain | None = None
-        if inherited is not None:
-            self.drain = Drain(reactor, grace)
-            self.drain.setServiceParent(top)
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
 
-    def stream(self, label: str, description: str, factory: Any) -> None:
-        if self.inherited is not None and self.drain is not None:
-            endpoint: Any = self.inherited.streamEndpoint(self.reactor, label)
-            factory = self.drain.track(factory)
-        else:
-            endpoint = serverFromString(self.reactor, description)
-        StreamListener(
-            label, description, endpoint, factory, self.reactor, self.onListenFailure
-        ).setServiceParent(self.top)
-
-    def datagram(self, label: str, port: int, interface: str, protocol: Any) -> None:
-        adopt = None
-        if self.inherited is not None:
-            inherited = self.inherited
-            adopt = lambda protocol: inherited.adoptDatagram(self.reactor, label, protocol)  # noqa: E731
-        DatagramListener(
-            label, port, interface, protocol, self.reactor, self.onListenFailure, adopt
-        ).setServiceParent(self.top)
+    def stopService(self) -> None:
+        super().stopService()
+        if self.parts.proxy is not None:
+            self.parts.proxy.closeIdle()
 
 
-def _addProxy(
-    listeners: Listeners,
-    config: Options | dict[str, Any],
-    reactor: Any,
-    tracer: Tracer | None,
-) -> None:
+class NotifyStopping(Service):
     """
-    Add the web proxy, if this version of caplab has one.
+    Tells systemd C{STOPPING=1} when the services stop.
     """
-    try:
-        from caplab.proxy.service import makeProxyFactory
-    except ImportError:
-        log.warn("caplab proxy is not part of this version yet: not listening")
-        return
-    factory = makeProxyFactory(config, reactor)
-    if tracer is not None:
-        factory = tracer.wrapFactory("proxy", factory)
+
+    def __init__(self, notifier: Any) -> None:
+        self.notifier = notifier
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.notifier.stopping()
+
+
+def _warnIfReachable(config: Any) -> None:
     description = config["proxy-endpoint"]
-    if not config["proxy-endpoint"].startswith(("tcp:", "tcp6:")) or not isLoopback(
-        config["interface"]
-    ):
+    if not description.startswith(("tcp:", "tcp6:")) or not isLoopback(config["interface"]):
         log.warn(
             "caplab proxy on {description} may be reachable from other machines; it serves "
             "only clients in its --allow networks",
             description=description,
         )
-    listeners.stream("proxy", description, factory)

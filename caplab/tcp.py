@@ -16,6 +16,7 @@ from zope.interface import implementer
 
 from caplab.address import describeAddress
 from caplab.internals import nothingQueued, sendNow
+from caplab.ratelimit import LogThrottle
 from caplab.upper import StreamTransform, streamTransform
 
 
@@ -124,7 +125,8 @@ class UppercaseFactory(Factory):
     @ivar idleTimeout: seconds without input before a connection is closed (None: never).
     @ivar maxConnections: connections over this number are closed at once and logged (at
         most one line per L{refusalLogInterval} seconds, so that a flood of connections
-        does not flood the log too; each line counts the refusals so far).
+        does not flood the log too; each line counts the refusals so far, and a summary
+        follows a burst: L{LogThrottle}).
     @ivar clock: schedules idle timeouts (the global reactor unless given).
     @ivar active: connections open now.
     @ivar refused: connections refused so far.
@@ -153,7 +155,15 @@ class UppercaseFactory(Factory):
         self.maxConnections = maxConnections
         self.active = 0
         self.refused = 0
-        self._nextRefusalLog = float("-inf")
+        self._refusals = LogThrottle(
+            self.log,
+            clock,
+            "caplab tcp refusing connection from {peer}: {active} connections open "
+            "(--max-connections {limit}; {total} refused so far)",
+            summary="caplab tcp refused {burst} connections in {duration}s "
+            "(--max-connections {limit}; {total} refused so far)",
+            interval=self.refusalLogInterval,
+        )
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         if self.active >= self.maxConnections:
@@ -163,15 +173,9 @@ class UppercaseFactory(Factory):
 
     def _refuse(self, addr: IAddress | None) -> None:
         self.refused += 1
-        now = self.clock.seconds()
-        if now < self._nextRefusalLog:
-            return
-        self._nextRefusalLog = now + self.refusalLogInterval
-        self.log.warn(
-            "caplab tcp refusing connection from {peer}: {active} connections open "
-            "(--max-connections {limit}; {refused} refused so far)",
-            peer=describeAddress(addr),
-            active=self.active,
-            limit=self.maxConnections,
-            refused=self.refused,
+        self._refusals.event(
+            peer=describeAddress(addr), active=self.active, limit=self.maxConnections
         )
+
+    def stopFactory(self) -> None:
+        self._refusals.stop()

@@ -44,17 +44,30 @@ class Tracer:
     Writes trace lines to one file for all services and connections.
     """
 
-    def __init__(self, output: IO[str], now: Callable[[], str] = _utcnow) -> None:
+    def __init__(
+        self, output: IO[str], now: Callable[[], str] = _utcnow, path: str | None = None
+    ) -> None:
+        """
+        @param path: the file C{output} writes to, if it is one (L{reopener} opens it again).
+        """
         self._output = output
         self._now = now
         self._ids = itertools.count(1)
+        self.path = path
 
     @classmethod
     def open(cls, path: str) -> Tracer:
         """
         Append to the file at C{path} (line-buffered, so C{tail -f} shows it live).
         """
-        return cls(open(path, "a", buffering=1, encoding="utf-8"))
+        return cls(_appendTo(path), path=path)
+
+    def reopener(self) -> TraceReopener:
+        """
+        What reopens the trace file (an L{IReloadable} of L{caplab.reload}): logrotate
+        moves it away, then signals.
+        """
+        return TraceReopener(self)
 
     def nextConnection(self, service: str) -> str:
         """
@@ -96,6 +109,35 @@ class Tracer:
         Close the trace file.
         """
         self._output.close()
+
+
+def _appendTo(path: str) -> IO[str]:
+    return open(path, "a", buffering=1, encoding="utf-8")
+
+
+class TraceReopener:
+    """
+    L{load} opens the trace's path again (in a thread); L{use} writes to the new file from
+    now on and closes the old one.
+    """
+
+    def __init__(self, tracer: Tracer) -> None:
+        self.tracer = tracer
+
+    def load(self) -> IO[str] | None:
+        if self.tracer.path is None:
+            return None
+        return _appendTo(self.tracer.path)
+
+    def use(self, new: IO[str] | None) -> str:
+        if new is None:
+            return "nothing to reopen"
+        old, self.tracer._output = self.tracer._output, new
+        if old.closed:  # the services stopped meanwhile
+            new.close()
+        else:
+            old.close()
+        return f"reopened {self.tracer.path}"
 
 
 class TracerService(Service):

@@ -12,6 +12,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from caplab.address import hostPort
+from caplab.ratelimit import LogThrottle
 from caplab.upper import upperDatagram
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ class UppercaseDatagramProtocol(DatagramProtocol):
     (a full socket buffer under a burst, an unreachable sender) are logged and the service
     goes on with the next datagram.  So that a flood cannot flood the log as well, at most
     one such warning is logged per L{errorLogInterval} seconds; it says how many replies
-    have failed so far.
+    have failed so far, and a summary follows a burst (L{LogThrottle}).
 
     @ivar received: datagrams received so far.
     @ivar answered: replies sent so far.
@@ -58,7 +59,14 @@ class UppercaseDatagramProtocol(DatagramProtocol):
         self.received = 0
         self.answered = 0
         self.failed = 0
-        self._nextErrorLog = float("-inf")
+        self._failures = LogThrottle(
+            self.log,
+            clock,
+            "caplab udp could not answer {peer}: {error} ({total} replies failed so far)",
+            summary="caplab udp could not answer {burst} datagrams in {duration}s "
+            "({total} replies failed so far)",
+            interval=self.errorLogInterval,
+        )
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         self.received += 1
@@ -75,16 +83,10 @@ class UppercaseDatagramProtocol(DatagramProtocol):
 
     def _sendFailed(self, addr: tuple[str, int], error: Exception) -> None:
         self.failed += 1
-        now = self.clock.seconds()
-        if now < self._nextErrorLog:
-            return
-        self._nextErrorLog = now + self.errorLogInterval
-        self.log.warn(
-            "caplab udp could not answer {peer}: {error} ({failed} replies failed so far)",
-            peer=hostPort(str(addr[0]), int(addr[1])),
-            error=error,
-            failed=self.failed,
-        )
+        self._failures.event(peer=hostPort(str(addr[0]), int(addr[1])), error=error)
+
+    def stopProtocol(self) -> None:
+        self._failures.stop()
 
     def connectionRefused(self) -> None:
         """

@@ -35,9 +35,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
@@ -45,11 +44,9 @@ from twisted.protocols.policies import WrappingFactory
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from caplab.address import hostPort
-from caplab.listening import StreamListener, reportListenFailure
-from caplab.metrics import AdminSite, MetricsDirectory, Offloader, adminNetworks
-from caplab.metrics.admin import adminResource
-from caplab.metrics.operations import WorkersCacheAdmin
+from caplab.coerce import seconds
+from caplab.metrics import MetricsDirectory
+from caplab.sdnotify import NOTIFY_SOCKET
 from caplab.wrapping import HalfCloseWrapper
 
 #: The environment variable through which the parent tells a worker which sockets it got.
@@ -73,29 +70,31 @@ def workerCount(value: str) -> int:
     try:
         count = int(value)
     except ValueError:
-        raise ValueError(f"{value!r} is not a number of workers (or 'auto')") from None
+        raise ValueError("not a number of workers (or 'auto')") from None
     if not 1 <= count <= 256:
-        raise ValueError(f"{value!r} is not a number of workers from 1 to 256 (or 'auto')")
+        raise ValueError("not a number of workers from 1 to 256 (or 'auto')")
     return count
 
 
-workerCount.coerceDoc = "A number from 1 to 256, or 'auto' (one per core)."  # type: ignore[attr-defined]
+workerCount.metavar = "N"  # type: ignore[attr-defined]
 
 
 class WorkerOptions:
     """
     The options of C{--workers}, mixed into L{caplab.tap.Options}.
 
-    It also remembers the command-line arguments, so the workers get the same options.
+    The workers get the same command line (L{caplab.config.ConfigurableOptions.argv}).
     """
+
+    helpGroup = "workers"
 
     optParameters: list[list[Any]] = [
         [
             "workers",
             None,
             1,
-            "Worker processes serving the same ports, each with its own reactor; 'auto' is "
-            "one per core. Needs tcp:/tcp6: listening addresses.",
+            "Worker processes (1-256) serving the same ports, each with its own reactor; "
+            "'auto' is one per core. Needs tcp:/tcp6: listening addresses.",
             workerCount,
         ],
         [
@@ -103,15 +102,9 @@ class WorkerOptions:
             None,
             10.0,
             "Seconds a stopping worker lets its open connections finish before it exits.",
-            float,
+            seconds,
         ],
     ]
-
-    argv: list[str] = []
-
-    def parseOptions(self, options: Sequence[str] | None = None) -> None:
-        self.argv = list(sys.argv[1:] if options is None else options)
-        super().parseOptions(options)  # type: ignore[misc]
 
     def checkWorkerOptions(self) -> None:
         """
@@ -210,7 +203,11 @@ class WorkerProcess(ProcessProtocol):
 
 class WorkerSupervisor(Service):
     """
-    Binds the shared sockets, runs the workers, restarts them, stops them gracefully.
+    Runs the workers on the shared sockets, restarts them, stops them gracefully.
+
+    The sockets are bound by their listeners (L{SharedSocketListener}, in the parent's
+    L{caplab.listening.Listening} service); once every one listens, L{startWorkers} starts
+    the workers.
     """
 
     log = Logger()
@@ -224,16 +221,21 @@ class WorkerSupervisor(Service):
         grace: float,
         executable: str = sys.executable,
         environ: Mapping[str, str] = os.environ,
-        onListenFailure: Callable[[], None] | None = None,
         publish: Callable[[dict[str, Any]], None] = globalLogPublisher,
-        handleHangup: bool = False,
+        handleSignals: bool = False,
         metricsDirectory: MetricsDirectory | None = None,
+        waitForSockets: bool = False,
     ) -> None:
         """
+        @param sockets: the shared sockets, once bound.
+        @param waitForSockets: start the workers when L{startWorkers} is called (once their
+            listeners have bound every socket), not when the service starts.
+        @param handleSignals: pass C{SIGHUP} and C{SIGUSR1} on to every worker.
         @param metricsDirectory: where the workers keep their metrics (created when the
-            service starts, removed when it has stopped), or None.
+            workers start, removed when they have stopped), or None.
         """
-        self.handleHangup = handleHangup
+        self.handleSignals = handleSignals
+        self.waitForSockets = waitForSockets
         self.metricsDirectory = metricsDirectory
         self.reactor = reactor
         self.count = count
@@ -241,8 +243,8 @@ class WorkerSupervisor(Service):
         self.makeSockets = sockets
         self.grace = grace
         self.executable = executable
-        self.environ = dict(environ)
-        self.onListenFailure = onListenFailure
+        # A worker never talks to systemd: the parent says when the whole server is ready.
+        self.environ = {k: v for k, v in environ.items() if k != NOTIFY_SOCKET}
         self.publish = publish
         self.sockets: list[SharedSocket] = []
         self.workers: dict[int, WorkerProcess] = {}
@@ -250,24 +252,23 @@ class WorkerSupervisor(Service):
         self.restarts: dict[int, Any] = {}
         self.stopping = False
         self._allEnded: defer.Deferred[None] | None = None
-        self._previousHangup: Any = None
+        self._previousHandlers: dict[int, Any] = {}
 
     def startService(self) -> None:
         super().startService()
-        try:
-            self.sockets = self.makeSockets()
-        except OSError as e:
-            reportListenFailure(
-                self.reactor, "workers", "the shared sockets", Failure(e), self.onListenFailure
-            )
+        if self.handleSignals:
+            for number in (signal.SIGHUP, signal.SIGUSR1):
+                self._previousHandlers[number] = signal.signal(number, self._relaySignal)
+        if not self.waitForSockets:
+            self.startWorkers()
+
+    def startWorkers(self) -> None:
+        """
+        Start every worker on the shared sockets (once all are bound).
+        """
+        if self.stopping or not self.running:
             return
-        for shared in self.sockets:
-            self.log.info(
-                "caplab {service} listening on {address} ({count} workers)",
-                service=shared.label,
-                address=_socketAddress(shared.socket),
-                count=self.count,
-            )
+        self.sockets = self.makeSockets()
         if self.metricsDirectory is not None:
             self.log.info(
                 "caplab workers keep their metrics in {directory}",
@@ -275,11 +276,9 @@ class WorkerSupervisor(Service):
             )
         for index in range(1, self.count + 1):
             self.startWorker(index)
-        if self.handleHangup:
-            self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
 
-    def _hangup(self, signum: int, frame: Any) -> None:
-        self.reactor.callFromThread(self.signalWorkers, "HUP")
+    def _relaySignal(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.signalWorkers, signum)
 
     def workerArguments(self) -> list[str]:
         return [self.executable, "-m", "twisted", "--log-format=json", "caplab", *self.argv]
@@ -348,17 +347,18 @@ class WorkerSupervisor(Service):
         delay = min(RESTART_DELAY * 2**failures, RESTART_DELAY_MAX)
         self.failures[worker.index] = failures + 1
         self.log.warn(
-            "caplab worker {index} (pid {pid}) exited: {reason}; starting it again in {delay}s",
+            "caplab worker {index} (pid {pid}) {ended}; starting it again in {delay}s",
             index=worker.index,
             pid=worker.pid,
-            reason=reason.getErrorMessage(),
+            ended=howItEnded(reason),
             delay=delay,
         )
         self.restarts[worker.index] = self.reactor.callLater(delay, self.startWorker, worker.index)
 
-    def signalWorkers(self, name: str) -> None:
+    def signalWorkers(self, name: str | int) -> None:
         """
-        Send signal C{name} (C{"TERM"}, C{"HUP"}, C{"KILL"}) to every running worker.
+        Send signal C{name} (C{"TERM"}, C{"HUP"}, C{"KILL"}, or a number such as
+        C{signal.SIGUSR1}) to every running worker.
         """
         for worker in list(self.workers.values()):
             try:
@@ -373,9 +373,9 @@ class WorkerSupervisor(Service):
             if pending.active():
                 pending.cancel()
         self.restarts.clear()
-        if self._previousHangup is not None:
-            signal.signal(signal.SIGHUP, self._previousHangup)
-            self._previousHangup = None
+        previous, self._previousHandlers = self._previousHandlers, {}
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
         ended: defer.Deferred[None] = defer.Deferred()
         if self.workers:
             self._allEnded = ended
@@ -385,74 +385,100 @@ class WorkerSupervisor(Service):
         else:
             ended.callback(None)
 
-        def closeSockets(result: object) -> object:
-            for shared in self.sockets:
-                shared.socket.close()
+        def removeDirectory(result: object) -> object:
+            # The sockets are their listeners' to close.
             self.sockets = []
             if self.metricsDirectory is not None:
                 return self.metricsDirectory.remove().addCallback(lambda _: result)
             return result
 
-        return ended.addBoth(closeSockets)
+        return ended.addBoth(removeDirectory)
 
 
-def _socketAddress(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return hostPort(host, port)
-
-
-def supervisorFromConfig(
-    config: Mapping[str, Any], reactor: Any, onListenFailure: Callable[[], None] | None
-) -> MultiService:
+def howItEnded(reason: Failure) -> str:
     """
-    The service tree of the parent process under C{--workers N}.
+    How a worker process ended, for a person: C{"was killed by SIGKILL"}, C{"exited with
+    status 3"}.
     """
-
-    def sockets() -> list[SharedSocket]:
-        shared: list[SharedSocket] = []
+    value = reason.value
+    number = getattr(value, "signal", None)
+    if number is not None:
         try:
-            for label, option in (("tcp", "tcp-endpoint"), ("proxy", "proxy-endpoint")):
-                if not config[f"no-{label}"]:
-                    port, interface = parseTCPDescription(config[option])
-                    sock = bindSocket(socket.SOCK_STREAM, interface, port)
-                    shared.append(SharedSocket(label, socket.SOCK_STREAM, sock, 3 + len(shared)))
-            if not config["no-udp"]:
-                sock = bindSocket(socket.SOCK_DGRAM, config["interface"], config["udp-port"])
-                shared.append(SharedSocket("udp", socket.SOCK_DGRAM, sock, 3 + len(shared)))
-        except OSError:
-            for each in shared:
-                each.socket.close()
-            raise
-        return shared
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"was killed by {name}"
+    status = getattr(value, "exitCode", None)
+    if status is not None:
+        return f"exited with status {status}"
+    return f"ended: {reason.getErrorMessage()}"
 
-    top = MultiService()
-    directory = MetricsDirectory(Offloader(reactor))
-    WorkerSupervisor(
-        reactor,
-        config["workers"],
-        getattr(config, "argv", []),
-        sockets,
-        config["worker-grace"],
-        onListenFailure=onListenFailure,
-        handleHangup=True,
-        metricsDirectory=directory,
-    ).setServiceParent(top)
-    description = config.get("admin-endpoint")
-    if description:
-        # The workers leave --admin-endpoint to the parent (see addPolicyServices).
-        StreamListener(
-            "admin",
-            description,
-            serverFromString(reactor, description),
-            AdminSite(
-                adminResource(directory, WorkersCacheAdmin(directory, reactor)),
-                adminNetworks(config.get("admin-allow"), config.get("allow")),
-                reactor,
-            ),
-            reactor,
-            onListenFailure,
-        ).setServiceParent(top)
-    return top
+
+class SharedSocketListener:
+    """
+    One service's socket in the C{--workers} parent (an L{caplab.listening.IListener}):
+    L{listen} binds it; the workers adopt it.
+    """
+
+    def __init__(
+        self, label: str, kind: int, interface: str, port: int, childFD: int, workers: int
+    ) -> None:
+        self.label = label
+        self.kind = kind
+        self.interface = interface
+        self.port = port
+        self.childFD = childFD
+        self.note = f" ({workers} workers)"
+        scheme = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+        self.description = f"{scheme}:{port}:interface={interface}"
+        self.shared: SharedSocket | None = None
+
+    def listen(self) -> SharedSocketListener:
+        sock = bindSocket(self.kind, self.interface, self.port)
+        self.shared = SharedSocket(self.label, self.kind, sock, self.childFD)
+        return self
+
+    def getHost(self) -> Any:
+        from twisted.internet.address import IPv4Address, IPv6Address
+
+        assert self.shared is not None
+        host, port = self.shared.socket.getsockname()[:2]
+        if self.shared.socket.family == socket.AF_INET6:
+            return IPv6Address("UDP" if self.kind == socket.SOCK_DGRAM else "TCP", host, port)
+        return IPv4Address("UDP" if self.kind == socket.SOCK_DGRAM else "TCP", host, port)
+
+    def stopListening(self) -> None:
+        if self.shared is not None:
+            self.shared.socket.close()
+            self.shared = None
+
+
+def sharedSockets(config: Mapping[str, Any]) -> list[SharedSocketListener]:
+    """
+    The sockets the C{--workers} parent binds, one per service, on descriptors 3, 4, ...
+    """
+    found: list[SharedSocketListener] = []
+    workers = config["workers"]
+    for label, option in (("tcp", "tcp-endpoint"), ("proxy", "proxy-endpoint")):
+        if not config[f"no-{label}"]:
+            port, interface = parseTCPDescription(config[option])
+            found.append(
+                SharedSocketListener(
+                    label, socket.SOCK_STREAM, interface, port, 3 + len(found), workers
+                )
+            )
+    if not config["no-udp"]:
+        found.append(
+            SharedSocketListener(
+                "udp",
+                socket.SOCK_DGRAM,
+                config["interface"],
+                config["udp-port"],
+                3 + len(found),
+                workers,
+            )
+        )
+    return found
 
 
 # --- the worker side ---------------------------------------------------------------------

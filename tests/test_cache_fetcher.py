@@ -851,25 +851,6 @@ class OptionsTests(SynchronousTestCase):
         self.addCleanup(os.unlink, blocker)
         self.assertRaises(usage.UsageError, self.parse, "--cache-dir", os.path.join(blocker, "sub"))
 
-    def test_build(self) -> None:
-        """
-        L{cachingFetcher} wraps the forwarder in a memory or disk cache, or not at all.
-        """
-        from caplab.proxy.cache.options import cachingFetcher
-
-        inner = FakeOrigin()
-        clock = Clock()
-        self.assertIs(cachingFetcher({"no-cache": True}, inner, clock), inner)
-        memory = cachingFetcher({"cache-size": 1 << 20}, inner, clock)
-        assert isinstance(memory, CachingFetcher)
-        self.assertIsInstance(memory.store, MemoryStore)
-        self.assertEqual(memory.store.maxSize, 1 << 20)
-        directory = tempfile.mkdtemp(prefix="caplab-cache-test-")
-        self.addCleanup(shutil.rmtree, directory, True)
-        disk = cachingFetcher({"cache-dir": directory}, inner, clock)
-        assert isinstance(disk, CachingFetcher)
-        self.assertIsInstance(disk.store, DiskStore)
-
 
 class MetricsTests(FetcherTestCase):
     """

@@ -430,7 +430,8 @@ def test_sigtermStopsCleanly() -> None:
 def test_portInUse(service: str) -> None:
     """
     A port already in use ends the process with status 69 and one line saying why, with no
-    traceback.
+    traceback, printed once (not again on standard error); the other service, which could
+    listen, is never announced.
     """
     kind = socket.SOCK_STREAM if service == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, kind) as busy:
@@ -455,19 +456,21 @@ def test_portInUse(service: str) -> None:
             timeout=WAIT,
         )
     assert result.returncode == 69
-    message = f"caplab {service} cannot listen on {service}:{port}:interface=127.0.0.1: "
+    message = f"caplab cannot listen: {service} on {service}:{port}:interface=127.0.0.1: "
     assert [line for line in result.stdout.splitlines() if message in line] != []
-    assert len([line for line in result.stdout.splitlines() if "cannot listen" in line]) == 1
+    everything = (result.stdout + result.stderr).splitlines()
+    assert len([line for line in everything if "cannot listen" in line]) == 1
     assert "Address already in use" in result.stdout
+    assert "listening on" not in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(
     "args, shown",
     [
-        (["--tcp-port", "99999"], "'99999' is not a port number"),
+        (["--tcp-port", "99999"], "--tcp-port '99999': not a port number"),
         (["--tcp-endpoint", "ssl:0:privateKey=/nonexistent.pem"], "--tcp-endpoint"),
-        (["--trace", "/nonexistent/trace.txt"], "cannot write to '/nonexistent/trace.txt'"),
+        (["--trace", "/nonexistent/trace.txt"], "--trace '/nonexistent/trace.txt': cannot write"),
     ],
 )
 def test_usageErrorNoTraceback(args: list[str], shown: str) -> None:

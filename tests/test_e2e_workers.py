@@ -64,6 +64,8 @@ def workers() -> Iterator[CaplabProcess]:
         for index in (1, 2):
             process.waitForLine(rf"\[worker {index} pid \d+\] caplab tcp listening on ")
             process.waitForLine(rf"\[worker {index} pid \d+\] caplab udp listening on ")
+            # Logged once the worker's reactor runs, with its signal handlers in place.
+            process.waitForLine(rf"\[worker {index} pid \d+\] caplab configuration: ")
         yield process
     finally:
         process.stop()
@@ -93,7 +95,10 @@ def test_killedWorkerIsRestarted(workers: CaplabProcess) -> None:
     mark = len(workers.lines)
     os.kill(victim, signal.SIGKILL)
     assert exchange(port, b"still here") == b"STILL HERE"
-    workers.waitForLine(rf"caplab worker 1 \(pid {victim}\) exited", start=mark)
+    workers.waitForLine(
+        rf"caplab worker 1 \(pid {victim}\) was killed by SIGKILL; starting it again in ",
+        start=mark,
+    )
     workers.waitForLine(r"caplab worker 1 started \(pid \d+\)", start=mark)
     replacement = workerPids(workers, mark)[1]
     assert replacement != victim

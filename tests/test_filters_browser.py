@@ -5,10 +5,10 @@ removes.  The rendered page has no such element (Chromium's DOM; Firefox's repor
 the page's own script), the third party's origin saw no request at all, and a rewrite rule
 changed the text the browser rendered.
 
-The third party is not blocked at the request level here (only its elements are removed),
-so had an element slipped through, the browser would have fetched it through the proxy and
-the origin would have logged it.  The proxy under test is the one of
-L{tests.test_filters_e2e}.
+The third party is on the proxy's block list, which C{--block-elements} uses: had an element
+slipped through, the browser would have asked the proxy for it (and got a 403), so the
+proxy's access log, which must have no line for the third party, shows that its requests
+never even started.  The proxy under test is the one of L{tests.test_filters_e2e}.
 """
 
 from __future__ import annotations
@@ -25,15 +25,21 @@ from tests.test_filters_e2e import SITE, THIRD_PARTY, FilteredProxy, runningFilt
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-SPEC = {
-    "filters": {"block-elements": [SITE], "rewrite": [f"{SITE} s/hello/HOWDY/g"]},
-    "elementsBlocked": [THIRD_PARTY],
-}
+OPTIONS = [
+    "--no-cache",
+    "--access-log",
+    "-",
+    "--block-elements",
+    SITE,
+    "--rewrite",
+    f"{SITE} s/hello/HOWDY/g",
+    f"block:{THIRD_PARTY}",
+]
 
 
 @pytest.fixture(scope="module")
-def filtered() -> Iterator[FilteredProxy]:
-    with runningFiltered(SPEC) as running:
+def filtered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FilteredProxy]:
+    with runningFiltered(OPTIONS, tmp_path_factory.mktemp("filtered")) as running:
         yield running
 
 
@@ -59,6 +65,8 @@ def assertNothingFromTheThirdParty(filtered: FilteredProxy, browser: str) -> dic
     """
     log = filtered.originLog()
     assert not [r for r in log if r["host"].startswith(THIRD_PARTY)], log
+    asked = [line for line in filtered.process.output.splitlines() if THIRD_PARTY in line]
+    assert not [line for line in asked if "GET http://" in line], asked
     beacons = [r for r in log if r["uri"].startswith("/beacon?")]
     reports = [dict(p.split("=", 1) for p in r["uri"].split("?", 1)[1].split("&")) for r in beacons]
     mine = [r for r in reports if r["page"] == browser]

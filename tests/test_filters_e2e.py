@@ -1,16 +1,12 @@
 """
-End-to-end tests of the filters through the proxy's real core, over real loopback sockets,
-with real clients (curl): a rewrite on a gzip origin read with C{curl --compressed}, the
+End-to-end tests of the filters through the real C{twist caplab}, with its filter options,
+and real clients (curl): a rewrite on a gzip origin read with C{curl --compressed}, the
 privacy rules as the origin sees them, a large body transformed with flat memory, and a
 cache hit transformed per client while the stored entry stays the origin's bytes.
 
-Until C{twist caplab} has the filter options, the proxy under test is this module run as a
-program (C{python -m tests.test_filters_e2e caplab SPEC}): the proxy factory of
-L{caplab.proxy.service.makeProxyFactory} (the same channel, request flow, forwarder and cache
-as C{twist caplab}) with the filter chain in front of the cache through
-L{caplab.proxy.filters.fetcher.FilteringFetcher}, and a small origin of its own.  It logs
-C{caplab proxy listening on ...} and C{caplab origin listening on ...} like C{twist caplab},
-so L{tests.support.CaplabProcess} runs it.
+The origin is this module run as a program (C{python -m tests.test_filters_e2e}): a small
+twisted.web site that logs C{caplab origin listening on ...}, so that
+L{tests.support.CaplabProcess} runs it, and serves its request log at C{/_log}.
 """
 
 from __future__ import annotations
@@ -65,19 +61,13 @@ pytestmark = pytest.mark.e2e
 # --- the program: origin and filtered proxy --------------------------------------------
 
 
-def serve(spec: dict[str, Any]) -> None:
+def serveOrigin() -> None:
     """
-    Run the origin and the filtered proxy described by C{spec} until SIGTERM.
+    Run the origin until SIGTERM.
     """
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
     from twisted.web import resource, server
-
-    from caplab.proxy.filters.config import buildChain, parseFilterConfig
-    from caplab.proxy.filters.fetcher import FilteringFetcher
-    from caplab.proxy.filters.reporting import RateLimitedLog
-    from caplab.proxy.policy import HostList, HostPolicy
-    from caplab.proxy.service import _cached, makeProxyFactory
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
     requests: list[dict[str, Any]] = []
@@ -115,7 +105,7 @@ def serve(spec: dict[str, Any]) -> None:
                 return self.big(request, int(request.args.get(b"mib", [b"1"])[0]))
             if name == "/page.html":
                 request.setHeader(b"content-type", b"text/html")
-                return PAGE.format(third=THIRD_PARTY, port=spec["originPort"]).encode()
+                return PAGE.format(third=THIRD_PARTY, port=originPort).encode()
             if name == "/own.js":
                 request.setHeader(b"content-type", b"application/javascript")
                 return OWN_JS.encode()
@@ -156,38 +146,14 @@ def serve(spec: dict[str, Any]) -> None:
 
     site = server.Site(Origin())
     site.displayTracebacks = False
-    originPort = reactor.listenTCP(spec.get("originPort", 0), site, interface="127.0.0.1")
-    spec["originPort"] = originPort.getHost().port
-    print(f"caplab origin listening on 127.0.0.1:{spec['originPort']}", flush=True)
-
-    blocked = HostList()
-    blocked.addLines(spec.get("elementsBlocked", []), "e2e")
-    chain = buildChain(
-        parseFilterConfig(spec["filters"]),
-        HostPolicy(blocked, HostList()),
-        log=RateLimitedLog(reactor.seconds),
-        callLater=reactor.callLater,
-    )
-    config: dict[str, Any] = {
-        "resolve": {SITE: "127.0.0.1", THIRD_PARTY: "127.0.0.1"},
-        "max-connections": 1000,
-    }
-    if spec.get("cache"):
-        config["cache-size"] = 64 << 20
-    else:
-        config["no-cache"] = True
-
-    def fetcher(upstream: Any) -> Any:
-        return FilteringFetcher(chain, _cached(config, upstream, reactor))
-
-    factory = makeProxyFactory(config, reactor, fetcher=fetcher, metrics=None)
-    proxyPort = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    print(f"caplab proxy listening on 127.0.0.1:{proxyPort.getHost().port}", flush=True)
-    reactor.run()
+    listening = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+    originPort = listening.getHost().port
+    print(f"caplab origin listening on 127.0.0.1:{originPort}", flush=True)
+    reactor.run()  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":
-    serve(json.loads(sys.argv[-1]))
+    serveOrigin()
     raise SystemExit(0)
 
 
@@ -196,13 +162,13 @@ if __name__ == "__main__":
 
 class FilteredProxy:
     """
-    The program above, running.
+    The origin above and C{twist caplab} in front of it, running.
     """
 
-    def __init__(self, process: CaplabProcess) -> None:
-        self.process = process
-        self.proxyPort = process.port("proxy")
-        self.originPort = process.port("origin")
+    def __init__(self, origin: CaplabProcess, proxy: CaplabProcess) -> None:
+        self.process = proxy
+        self.proxyPort = proxy.port("proxy")
+        self.originPort = origin.port("origin")
 
     @property
     def proxy(self) -> str:
@@ -226,27 +192,43 @@ class FilteredProxy:
 
 
 @contextmanager
-def runningFiltered(spec: dict[str, Any]) -> Iterator[FilteredProxy]:
+def runningFiltered(options: list[str], workdir: Path) -> Iterator[FilteredProxy]:
     """
-    Run this module as the filtered proxy of C{spec}, until the block ends.
+    Run the origin, and C{twist caplab} with C{options} in front of it (the test hosts
+    resolved to the origin; C{--block-list} files given as C{block:HOST} are written to
+    C{workdir}), until the block ends.
     """
     environment = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "tests.test_filters_e2e"]
-    process = CaplabProcess([json.dumps(spec)], env=environment, command=command).start()
+    origin = CaplabProcess([], env=environment, command=command).start()
+    arguments = ["--no-tcp", "--no-udp", "--proxy-port", "0"]
+    arguments += ["--resolve", f"{SITE}=127.0.0.1", "--resolve", f"{THIRD_PARTY}=127.0.0.1"]
+    for option in options:
+        if option.startswith("block:"):
+            listFile = workdir / "blocked.txt"
+            listFile.write_text(option[len("block:") :] + "\n")
+            arguments += ["--block-list", str(listFile)]
+        else:
+            arguments.append(option)
     try:
-        process.waitListening("origin", "proxy")
-        yield FilteredProxy(process)
+        origin.waitListening("origin")
+        proxy = CaplabProcess(arguments).start()
+        try:
+            proxy.waitListening("proxy")
+            yield FilteredProxy(origin, proxy)
+        finally:
+            proxy.stop()
     finally:
-        process.stop()
+        origin.stop()
 
 
 @pytest.fixture
-def filtered(request: pytest.FixtureRequest) -> Iterator[FilteredProxy]:
-    with runningFiltered(request.param) as running:
+def filtered(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FilteredProxy]:
+    with runningFiltered(request.param, tmp_path) as running:
         yield running
 
 
-REWRITE = {"filters": {"rewrite": [f"{SITE} s/hello/HOWDY/g"]}}
+REWRITE = ["--no-cache", "--rewrite", f"{SITE} s/hello/HOWDY/g"]
 
 
 @pytest.mark.parametrize("filtered", [REWRITE], indirect=True)
@@ -264,7 +246,7 @@ def test_rewriteOnGzipOriginWithCurlCompressed(filtered: FilteredProxy) -> None:
     assert b'etag: w/"gz1"' in fields
 
 
-PRIVACY = {"filters": {"privacy": True}}
+PRIVACY = ["--no-cache", "--privacy"]
 
 
 @pytest.mark.parametrize("filtered", [PRIVACY], indirect=True)
@@ -291,7 +273,7 @@ def test_privacyRulesSeenAtTheOrigin(filtered: FilteredProxy) -> None:
     assert b"set-cookie" not in head.lower()
 
 
-BIG = {"filters": {"rewrite": [f"{SITE} s/hello/HOWDY/g"]}}
+BIG = ["--no-cache", "--rewrite", f"{SITE} s/hello/HOWDY/g"]
 
 
 @pytest.mark.parametrize("filtered", [BIG], indirect=True)
@@ -327,7 +309,7 @@ def _rss(pid: int) -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-CACHED = {"filters": {"rewrite": [f"{SITE} s/hello/HOWDY/g"]}, "cache": True}
+CACHED = ["--rewrite", f"{SITE} s/hello/HOWDY/g"]
 
 
 @pytest.mark.parametrize("filtered", [CACHED], indirect=True)

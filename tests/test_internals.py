@@ -14,7 +14,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from caplab.internals import nothingQueued, sendNow
+from caplab.internals import nothingQueued, observePortLog, sendNow
 
 
 class _Collect(Protocol):
@@ -138,3 +138,92 @@ class TrustRootTests(SynchronousTestCase):
         ssl.optionsForClientTLS("example.test", trustRoot=Recording(None))
         context = ssl.CertificateOptions(trustRoot=Recording(None)).getContext()
         self.assertEqual(calls, [context])
+
+
+class _AcceptFails:
+    """
+    Stands in for a listening socket: C{accept} gives each of C{results} in turn (an
+    exception is raised), then C{EAGAIN}.
+    """
+
+    def __init__(self, real: Any, *results: Any) -> None:
+        self.real = real
+        self.results = list(results)
+
+    def accept(self) -> Any:
+        import errno
+
+        result = self.results.pop(0) if self.results else OSError(errno.EAGAIN, "again")
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+class PortLogTests(TestCase):
+    """
+    L{observePortLog}: a L{tcp.Port}'s accept errors go to its C{_logger}, and an instance
+    attribute of that name receives them, in the formats L{caplab.listening.AcceptErrors}
+    recognises.
+    """
+
+    def listening(self) -> tuple[Any, list[dict[str, Any]]]:
+        port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        events: list[dict[str, Any]] = []
+        self.assertTrue(observePortLog(port, events.append))
+        return port, events
+
+    def test_emfileRecovery(self) -> None:
+        """
+        C{EMFILE}: Twisted frees its reserved descriptor, accepts and closes the waiting
+        connection, and logs the three steps to the port's own logger.
+        """
+        import errno
+        import socket
+
+        port, events = self.listening()
+        real = port.socket
+        waiting = socket.socket()
+        port.socket = _AcceptFails(
+            real, OSError(errno.EMFILE, "EMFILE"), (waiting, ("127.0.0.1", 5))
+        )
+        try:
+            port.doRead()
+        finally:
+            port.socket = real
+        self.assertEqual(
+            [event["log_format"] for event in events],
+            [
+                "EMFILE encountered; releasing reserved file descriptor.",
+                "EMFILE recovery: Closed socket from {address}",
+                "Re-reserving EMFILE recovery file descriptor.",
+            ],
+        )
+        self.assertEqual(waiting.fileno(), -1)  # closed
+
+    def test_otherAcceptError(self) -> None:
+        """
+        Other accept errors are one event, with the error's name in C{acceptError}.
+        """
+        import errno
+
+        port, events = self.listening()
+        real = port.socket
+        port.socket = _AcceptFails(real, OSError(errno.ENOBUFS, "ENOBUFS"))
+        try:
+            port.doRead()
+        finally:
+            port.socket = real
+        self.assertEqual(
+            [(e["log_format"], e["acceptError"]) for e in events],
+            [("Could not accept new connection ({acceptError})", "ENOBUFS")],
+        )
+
+    def test_otherPorts(self) -> None:
+        """
+        Any other port is left alone.
+        """
+        self.assertFalse(observePortLog(object(), print))

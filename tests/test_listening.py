@@ -1,5 +1,6 @@
 """
-Tests of L{caplab.listening}: services say where they listen, and fail in one clear line.
+Tests of L{caplab.listening}: every listener listens before any is announced, a failure is
+one clear line, Twisted's own port lines are quiet and its accept errors rate-limited.
 """
 
 from __future__ import annotations
@@ -11,13 +12,18 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.trial.unittest import TestCase
 
 from caplab import listening
+from caplab.address import describeAddress
 from caplab.listening import (
     EXIT_CANNOT_LISTEN,
+    AcceptErrors,
     DatagramListener,
+    Listening,
     StreamListener,
     exitWithFailureStatus,
     reportListenFailure,
@@ -84,82 +90,179 @@ def messages(events: list[Any], level: LogLevel | None = None) -> list[str]:
     return [formatEvent(e) for e in events if level is None or e["log_level"] == level]
 
 
-def test_streamListeningLine() -> None:
+class FakeListener:
     """
-    Once listening, a stream service logs one line with its name and real address.
+    An L{IListener} whose C{listen} gives C{result} (a port) or raises it (an exception).
     """
-    port = FakePort(IPv6Address("TCP", "::1", 40123))
-    endpoint, factory = Endpoint(port), Factory.forProtocol(Protocol)
-    service = StreamListener("tcp", "tcp6:0", endpoint, factory, UDPReactor())
+
+    note = ""
+
+    def __init__(self, label: str, result: Any) -> None:
+        self.label = label
+        self.description = f"{label}:description"
+        self.result = result
+        self.listens = 0
+
+    def listen(self) -> Any:
+        self.listens += 1
+        if isinstance(self.result, Exception):
+            raise self.result
+        return self.result
+
+
+def inUse(port: int) -> CannotListenError:
+    return CannotListenError("127.0.0.1", port, OSError(98, "Address already in use"))
+
+
+def test_announcedOnceAllListen() -> None:
+    """
+    Every listener listens, once although twistd calls both start methods; only then is
+    each announced, in one line with its name and real address, and C{whenListening} runs.
+    """
+    tcp = FakePort(IPv6Address("TCP", "::1", 40123))
+    udp = FakePort(IPv4Address("UDP", "127.0.0.1", 40124))
+    listeners = [FakeListener("tcp", tcp), FakeListener("udp", udp)]
+    ready: list[bool] = []
+    reactor = UDPReactor()
+    service = Listening(listeners, reactor, whenListening=[lambda: ready.append(True)])
     with capturedLogs() as events:
         service.privilegedStartService()
         service.startService()
-    assert endpoint.listened == [factory]  # once, although both start methods ran
-    assert messages(events) == ["caplab tcp listening on [::1]:40123"]
-    assert service.port is port
+    assert [listener.listens for listener in listeners] == [1, 1]
+    assert ready == []  # not before the reactor runs
+    [(whenRunning, args)] = reactor.whenRunning
+    whenRunning(*args)
+    assert messages(events) == [
+        "caplab tcp listening on [::1]:40123",
+        "caplab udp listening on 127.0.0.1:40124",
+    ]
+    assert ready == [True]
+    assert service.ports == {"tcp": tcp, "udp": udp}
     service.stopService()
-    assert port.stopped
+    assert tcp.stopped and udp.stopped
 
 
-def test_streamListenFailure() -> None:
+def test_oneFailsNoneAnnounced() -> None:
     """
-    A stream service that cannot listen logs one critical line naming the service, the
-    description and the reason, calls C{onFailure} and stops the reactor when it runs.
+    If one listener cannot listen, the others are closed again without being announced,
+    one error line names the one that failed and why, C{onFailure} is called and the
+    reactor is stopped once it runs; C{whenListening} is not called.
     """
-    reactor, failures = UDPReactor(), []
-    error = CannotListenError("127.0.0.1", 12000, OSError(98, "Address already in use"))
-    service = StreamListener(
-        "tcp", "tcp:12000", Endpoint(error), Factory(), reactor, lambda: failures.append(1)
+    reactor, failures, ready = UDPReactor(), [], []
+    tcp = FakePort(IPv4Address("TCP", "127.0.0.1", 40000))
+    service = Listening(
+        [FakeListener("tcp", tcp), FakeListener("proxy", inUse(8080))],
+        reactor,
+        lambda: failures.append(1),
+        [lambda: ready.append(True)],
     )
     with capturedLogs() as events:
         service.startService()
-    assert messages(events, LogLevel.critical) == [
-        "caplab tcp cannot listen on tcp:12000: Couldn't listen on 127.0.0.1:12000: "
-        "[Errno 98] Address already in use."
+    assert messages(events) == [
+        "caplab cannot listen: proxy on proxy:description: Couldn't listen on "
+        "127.0.0.1:8080: [Errno 98] Address already in use."
     ]
-    assert len(events) == 1
-    assert failures == [1]
+    assert events[0]["log_level"] == LogLevel.error
+    assert tcp.stopped
+    assert failures == [1] and ready == []
     assert [f for f, _ in reactor.whenRunning] == [listening._stopReactor]
-    assert service.stopService() is not None  # nothing to stop, and no error either
+    assert service.stopService() is not None
 
 
-def test_datagramListening() -> None:
+def test_severalFailInOneLine() -> None:
     """
-    A datagram service listens on its port and interface for datagrams up to 64 KiB, logs
-    its address, listens only once under C{twistd} (both start methods), and stops.
+    Several listeners that cannot listen are reported in the same one line.
+    """
+    service = Listening(
+        [FakeListener("tcp", inUse(12000)), FakeListener("udp", KeyError())], UDPReactor()
+    )
+    with capturedLogs() as events:
+        service.startService()
+    assert messages(events) == [
+        "caplab cannot listen: tcp on tcp:description: Couldn't listen on 127.0.0.1:12000: "
+        "[Errno 98] Address already in use.; udp on udp:description: KeyError()"
+    ]
+
+
+def test_datagramListener() -> None:
+    """
+    A datagram listener listens on its port and interface for datagrams up to 64 KiB, or
+    adopts the parent's socket in a worker.
     """
     reactor = UDPReactor()
     protocol = DatagramProtocol()
-    service = DatagramListener("udp", 0, "127.0.0.1", protocol, reactor)
-    with capturedLogs() as events:
-        service.privilegedStartService()
-        service.startService()
+    listener = DatagramListener("udp", 0, "127.0.0.1", protocol, reactor)
+    port = listener.listen()
     assert reactor.udp == [(0, protocol, "127.0.0.1", 65535)]
-    assert messages(events) == ["caplab udp listening on 127.0.0.1:40000"]
-    port = service.port
-    service.stopService()
-    assert port.stopped and service.port is None
+    assert describeAddress(port.getHost()) == "127.0.0.1:40000"
+    assert listener.description == "udp:0:interface=127.0.0.1"
+    adopted: list[Any] = []
+    listener = DatagramListener("udp", 0, "127.0.0.1", protocol, reactor, adopted.append)
+    listener.listen()
+    assert adopted == [protocol]
 
 
-def test_datagramListenFailureReportedOnce() -> None:
+def test_streamListener() -> None:
     """
-    A datagram service that cannot listen reports it once, in one critical line, even when
-    C{twistd} calls both C{privilegedStartService} and C{startService}.
+    A stream listener listens on its endpoint with its factory.
     """
-    error = CannotListenError("127.0.0.1", 12005, OSError(98, "Address already in use"))
-    reactor, failures = UDPReactor(error), []
-    service = DatagramListener(
-        "udp", 12005, "127.0.0.1", DatagramProtocol(), reactor, lambda: failures.append(1)
-    )
+    port = FakePort(IPv4Address("TCP", "127.0.0.1", 1))
+    endpoint, factory = Endpoint(port), Factory.forProtocol(Protocol)
+    assert StreamListener("tcp", "tcp:0", endpoint, factory).listen().result is port
+    assert endpoint.listened == [factory]
+
+
+class QuietTests(TestCase):
+    """
+    On a real reactor: Twisted's own "<Factory> starting on <port>" line is logged at debug
+    level and without a format (so neither twist nor twistd writes it), and each listener
+    is announced once.
+    """
+
+    def test_twistedLineAtDebugLevel(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import serverFromString
+
+        endpoint = serverFromString(reactor, "tcp:0:interface=127.0.0.1")
+        factory = Factory.forProtocol(Protocol)
+        factory.noisy = False
+        service = Listening([StreamListener("tcp", "tcp:0", endpoint, factory)], reactor)
+        with capturedLogs() as events:
+            service.startService()
+        self.addCleanup(service.stopService)
+        starting = [e for e in events if "starting on" in " ".join(e.get("message", ()))]
+        assert len(starting) == 1 and starting[0]["log_level"] == LogLevel.debug
+        assert formatEvent(starting[0]) == ""
+        info = [formatEvent(e) for e in events if e["log_level"] == LogLevel.info]
+        assert len(info) == 1 and info[0].startswith("caplab tcp listening on 127.0.0.1:")
+
+
+def test_acceptErrorsRateLimited() -> None:
+    """
+    A port's EMFILE recovery events (three per closed connection) become one line per
+    second with a running count, then a summary; its other events pass through.
+    """
+    clock = Clock()
+    published: list[dict[str, Any]] = []
+    observer = AcceptErrors("proxy", clock, published.append)
     with capturedLogs() as events:
-        service.privilegedStartService()
-        service.startService()
-    assert messages(events) == [
-        "caplab udp cannot listen on udp:12005:interface=127.0.0.1: Couldn't listen on "
-        "127.0.0.1:12005: [Errno 98] Address already in use."
-    ]
-    assert failures == [1]
-    assert len(reactor.whenRunning) == 1
+        for _ in range(500):
+            observer({"log_format": "EMFILE encountered; releasing reserved file descriptor."})
+            observer({"log_format": "EMFILE recovery: Closed socket from {address}"})
+            observer({"log_format": "Re-reserving EMFILE recovery file descriptor."})
+        observer({"log_format": "Could not accept new connection ({acceptError})",
+                  "acceptError": "ENOBUFS"})  # fmt: skip
+        observer({"log_format": "something else"})
+        clock.pump([1.0] * 3)
+    lines = [formatEvent(e) for e in published]
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("caplab proxy cannot accept connections: out of file descriptors")
+    assert lines[0].endswith("(1 closed at once so far)")
+    assert lines[1] == "something else" or published[1]["log_format"] == "something else"
+    assert lines[2].startswith("caplab proxy cannot accept connections: accept failed (ENOBUFS)")
+    assert lines[2].endswith("(501 closed at once so far)")
+    assert lines[3].startswith("caplab proxy closed 501 connections at once in 0s: ")
+    assert events == []
 
 
 def test_reasonWithoutMessage() -> None:
@@ -171,7 +274,7 @@ def test_reasonWithoutMessage() -> None:
     reactor = UDPReactor()
     with capturedLogs() as events:
         reportListenFailure(reactor, "tcp", "unix:/x", Failure(KeyError()))
-    assert messages(events) == ["caplab tcp cannot listen on unix:/x: KeyError()"]
+    assert messages(events) == ["caplab cannot listen: tcp on unix:/x: KeyError()"]
 
 
 def test_stopReactorOnlyWhenRunning() -> None:

@@ -62,7 +62,8 @@ def test_helpShowsEveryDefault() -> None:
         assert f"--{name}" in text
     for name, default in options.defaults.items():
         if default is not None and f"{name}=" in options.longOpt:
-            assert f"[default: {default}]" in text, name
+            assert f"[default: {options.displayDefault(name)}]" in text, name
+    assert "[default: 64M]" in text
 
 
 def test_twistdRunsServices(tmp_path: Path) -> None:

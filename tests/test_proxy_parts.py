@@ -1,7 +1,7 @@
 """
 Tests for the proxy's smaller parts: L{caplab.proxy.connect} (how origins are reached),
 L{caplab.proxy.options}, L{caplab.proxy.body}, L{caplab.proxy.sendnow},
-L{caplab.proxy.tunnel}'s failures and L{caplab.proxy.service}'s wiring.
+L{caplab.proxy.tunnel}'s failures (the wiring is tested in tests/test_wiring.py).
 """
 
 from __future__ import annotations
@@ -13,18 +13,28 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError
+from twisted.internet.interfaces import IReactorPluggableNameResolver
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from caplab.internals import sendNow
 from caplab.proxy.body import StreamedBody
 from caplab.proxy.channel import CaplabProxy
 from caplab.proxy.connect import EndpointConnector, parseResolve
-from caplab.proxy.hooks import UpstreamRequest
 from caplab.proxy.options import ProxyOptions, portList
-from caplab.proxy.service import makeProxyFactory
+
+
+@implementer(IReactorPluggableNameResolver)
+class ResolvingMemoryReactor(MemoryReactorClock):
+    """
+    A memory reactor with a name resolver, which L{HostnameEndpoint} asks for (Twisted's own
+    L{MemoryReactorClock} provides one only from Twisted 25 on; 24.7 warns without it).
+    """
+
+    nameResolver: Any = None  # no name is resolved in these tests
 
 
 class ConnectorTests(SynchronousTestCase):
@@ -38,7 +48,7 @@ class ConnectorTests(SynchronousTestCase):
         C{resolve} maps them to an address.
         """
         connector = EndpointConnector(
-            MemoryReactorClock(), resolve={"origin.test": "127.0.0.1", "six.test": "::1"}
+            ResolvingMemoryReactor(), resolve={"origin.test": "127.0.0.1", "six.test": "::1"}
         )
         self.assertIsInstance(connector.endpoint("192.0.2.1", 80), TCP4ClientEndpoint)
         self.assertIsInstance(connector.endpoint("2001:db8::1", 80), TCP6ClientEndpoint)
@@ -64,7 +74,7 @@ class ConnectorTests(SynchronousTestCase):
         """
         A TLS endpoint verifies the origin's name (the options are made for the host).
         """
-        connector = EndpointConnector(MemoryReactorClock())
+        connector = EndpointConnector(ResolvingMemoryReactor())
         endpoint = connector.endpoint("example.com", 443, tls=True)
         self.assertNotIsInstance(endpoint, HostnameEndpoint)
         self.assertIn("example.com", connector._tlsOptions)
@@ -286,63 +296,3 @@ class TunnelFailureTests(SynchronousTestCase):
             self.assertTrue(reply.startswith(b"HTTP/1.1 502 "), reply)
             self.assertIn(text, reply)
             self.assertIn(b"origin.test", reply)
-
-
-class ServiceTests(SynchronousTestCase):
-    """
-    L{makeProxyFactory}: the hook points.
-    """
-
-    def test_collaborators(self) -> None:
-        """
-        A fetcher wrapper gets the forwarding chain and is used; a host policy,
-        authenticator and metrics given are the ones the requests see.
-        """
-        wrapped: list[Any] = []
-
-        class Fetcher:
-            def __init__(self, inner: Any) -> None:
-                wrapped.append(inner)
-
-            def fetch(self, request: UpstreamRequest, body: Any) -> Deferred[Any]:
-                return Deferred()
-
-        policy, authenticator, metrics = object(), object(), object()
-        factory: Any = makeProxyFactory(
-            {"no-cache": True},
-            MemoryReactorClock(),
-            fetcher=Fetcher,
-            hostPolicy=policy,  # type: ignore[arg-type]
-            authenticator=authenticator,  # type: ignore[arg-type]
-            metrics=metrics,
-        )
-        settings = factory.settings
-        self.assertIsInstance(settings.fetcher, Fetcher)
-        self.assertEqual(len(wrapped), 1)
-        self.assertIs(settings.hostPolicy, policy)
-        self.assertIs(settings.authenticator, authenticator)
-        self.assertIs(settings.metrics, metrics)
-
-    def test_config(self) -> None:
-        """
-        The options reach the proxy's settings.
-        """
-        factory: Any = makeProxyFactory(
-            {
-                "no-cache": True,
-                "allow": [ipaddress.ip_network("10.0.0.0/8")],
-                "connect-ports": "443,8443",
-                "x-forwarded-for": True,
-                "header-timeout": 5.0,
-                "keep-alive-timeout": 7.0,
-                "max-connections": 3,
-            },
-            MemoryReactorClock(),
-        )
-        settings = factory.settings
-        self.assertEqual(settings.allow, (ipaddress.ip_network("10.0.0.0/8"),))
-        self.assertEqual(settings.connectPorts, frozenset({443, 8443}))
-        self.assertTrue(settings.forwardedFor)
-        self.assertEqual(
-            (settings.headerTimeout, settings.idleTimeout, settings.maxConnections), (5.0, 7.0, 3)
-        )

@@ -38,13 +38,14 @@ def optionRows() -> dict[str, str]:
     return rows
 
 
-def documented(default: object) -> str:
+def documented(name: str) -> str:
     """
-    How a default is written in the table: a set of values comma-separated, else as is.
+    How the default of option C{name} is written in the table: as C{--help} shows it
+    (sizes in human units, a set of values comma-separated).
     """
-    if isinstance(default, set | frozenset | list | tuple):
-        return ",".join(sorted(str(value) for value in default))
-    return str(default)
+    shown = Options().displayDefault(name)
+    assert shown is not None
+    return shown
 
 
 def longOptions() -> list[str]:
@@ -87,7 +88,7 @@ def test_defaultDocumented(name: str) -> None:
     """
     Every option with a default shows that default, as C{--help} prints it, in its row.
     """
-    default = documented(parameterDefaults()[name])
+    default = documented(name)
     row = optionRows().get(name, "")
     assert f"``{default}``" in row, f"README.rst's row for --{name} does not say ``{default}``"
 

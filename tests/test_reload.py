@@ -246,3 +246,111 @@ class RealSignalTests(TempFiles, TestCase):
             self.assertEqual(signal.getsignal(signal.SIGHUP), original)
 
         return done.addCallback(reloaded)
+
+
+class Reopenable:
+    """
+    A log file that counts its reopenings.
+    """
+
+    def __init__(self) -> None:
+        self.reopened = 0
+
+    def load(self) -> str:
+        return "file"
+
+    def use(self, loaded: str) -> str:
+        self.reopened += 1
+        return "reopened"
+
+
+class Notes:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def reloading(self) -> None:
+        self.sent.append("RELOADING")
+
+    def ready(self, status: str) -> None:
+        self.sent.append(f"READY {status}")
+
+
+class LogsAndNotifyTests(TempFiles, SynchronousTestCase):
+    """
+    SIGUSR1 reopens the logs only; SIGHUP reloads and reopens, between C{RELOADING=1} and
+    C{READY=1}.
+    """
+
+    def test_reopenOnly(self) -> None:
+        """
+        L{Reloader.reopenLogs} reopens the logs and reads no list; it is not counted as a
+        reload.
+        """
+        path = self.writeFile("block.txt", "a.example\n")
+        policy = ReloadableHostPolicy([path], [])
+        log, notes, metrics = Reopenable(), Notes(), Metrics()
+        reloader = Reloader([("lists", policy)], inline, metrics, [("log", log)], notes)
+        self.writeFile("block.txt", "b.example\n")
+        with capturedLogs():
+            self.assertTrue(self.successResultOf(reloader.reopenLogs()))
+        self.assertEqual(log.reopened, 1)
+        self.assertIsNotNone(policy.check("a.example"))  # not reloaded
+        self.assertEqual(notes.sent, [])
+        self.assertIsNone(
+            metrics.registry.get_sample_value("caplab_reloads_total", {"result": "ok"})
+        )
+        with capturedLogs():
+            self.assertTrue(self.successResultOf(reloader.reload()))
+        self.assertEqual(log.reopened, 2)
+        self.assertIsNotNone(policy.check("b.example"))
+        self.assertEqual(notes.sent, ["RELOADING", "READY reloaded"])
+
+    def test_stepsAskedAgain(self) -> None:
+        """
+        The steps are asked for after each one: a step added by an earlier one (a new
+        configuration naming a list) runs in the same reload.
+        """
+        log = Reopenable()
+        steps: list[tuple[str, Any]] = []
+
+        class AddsOne:
+            def load(self) -> None:
+                return None
+
+            def use(self, loaded: None) -> str:
+                steps.append(("added", log))
+                return "added a step"
+
+        steps.append(("first", AddsOne()))
+        reloader = Reloader(lambda: list(steps), inline)
+        with capturedLogs():
+            self.assertTrue(self.successResultOf(reloader.reload()))
+        self.assertEqual(log.reopened, 1)
+
+    def test_usr1Signal(self) -> None:
+        """
+        The service handles SIGUSR1 as well as SIGHUP (the default action of either would
+        end the process), and restores both handlers when it stops.
+        """
+        signals = FakeSignals()
+        reactor = CallFromThreadRecorder()
+        calls: list[str] = []
+
+        class Recording:
+            def reload(self) -> None:
+                calls.append("reload")
+
+            def reopenLogs(self) -> None:
+                calls.append("reopen")
+
+        service = SignalReloadService(Recording(), reactor, installHandler=signals.install)  # type: ignore[arg-type]
+        service.startService()
+        signals.handlers[signal.SIGUSR1](signal.SIGUSR1, None)
+        signals.handlers[signal.SIGHUP](signal.SIGHUP, None)
+        with capturedLogs():
+            for f, args in reactor.calls:
+                f(*args)
+        self.assertEqual(calls, ["reopen", "reload"])
+        service.stopService()
+        self.assertEqual(signals.handlers[signal.SIGUSR1], signal.SIG_DFL)
+        self.assertEqual(signals.handlers[signal.SIGHUP], "previous")

@@ -4,6 +4,7 @@ Tests of C{twist caplab}'s options and service tree, L{caplab.tap}.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ from twisted.internet.testing import FakeDatagramTransport
 from twisted.python import usage
 
 from caplab import __version__
-from caplab.listening import DatagramListener, StreamListener
+from caplab.listening import DatagramListener, Listening, StreamListener
+from caplab.metrics import CountingTCPFactory
 from caplab.tap import Options, makeService
 from caplab.tcp import UppercaseFactory
 from caplab.trace import TracerService, TracingFactory
@@ -122,7 +124,9 @@ def test_traceFileCheckedEarly(tmp_path: Path) -> None:
     A C{--trace} file that cannot be written is a usage error naming the file, found while
     parsing rather than as a traceback when the services start; a good one is created.
     """
-    with pytest.raises(usage.UsageError, match="cannot write to '/nonexistent/t': No such"):
+    with pytest.raises(
+        usage.UsageError, match="--trace '/nonexistent/t': cannot write to it: No such"
+    ):
         parse("--trace", "/nonexistent/t")
     path = tmp_path / "trace.txt"
     assert parse("--trace", str(path))["trace"] == str(path)
@@ -180,10 +184,14 @@ def test_defaultServiceTree() -> None:
     127.0.0.1:12005, with the default behaviour, clocked by the given reactor.
     """
     service, reactor = build("--no-proxy")
-    names = sorted(s.name for s in service if isinstance(s, StreamListener | DatagramListener))
-    assert names == ["tcp", "udp"]
-    [(port, factory, backlog, interface)] = reactor.tcpServers
+    listening = service.getServiceNamed("listening")
+    assert isinstance(listening, Listening)
+    assert [type(each) for each in listening.listeners] == [StreamListener, DatagramListener]
+    assert sorted(listening.ports) == ["tcp", "udp"]
+    [(port, counting, backlog, interface)] = reactor.tcpServers
     assert (port, interface) == (12000, "127.0.0.1")
+    assert isinstance(counting, CountingTCPFactory)
+    factory = counting.wrappedFactory
     assert isinstance(factory, UppercaseFactory)
     assert (factory.unicode, factory.idleTimeout, factory.maxConnections) == (0, 300.0, 1000)
     assert factory.clock is reactor
@@ -206,7 +214,8 @@ def test_options() -> None:
         "--idle-timeout=0",
         "--max-connections=7",
     )
-    [(port, factory, _, interface)] = reactor.tcpServers
+    [(port, counting, _, interface)] = reactor.tcpServers
+    factory = counting.wrappedFactory
     assert (port, interface) == (4000, "127.0.0.2")
     assert (factory.unicode, factory.idleTimeout, factory.maxConnections) == (1, None, 7)
     [(udpPort, protocol, udpInterface, _)] = reactor.udp
@@ -252,7 +261,7 @@ def test_traceWrapsServices(tmp_path: Path) -> None:
     service, reactor = build("--no-proxy", "--trace", str(path))
     [(_, factory, _, _)] = reactor.tcpServers
     assert isinstance(factory, TracingFactory)
-    assert isinstance(factory.wrappedFactory, UppercaseFactory)
+    assert isinstance(factory.wrappedFactory.wrappedFactory, UppercaseFactory)
     [(_, protocol, _, _)] = reactor.udp
     assert protocol.tracer is factory.tracer
     [closer] = [s for s in service if isinstance(s, TracerService)]
@@ -269,4 +278,122 @@ def test_noTrace() -> None:
     """
     service, reactor = build("--no-proxy")
     assert not [s for s in service if isinstance(s, TracerService)]
-    assert isinstance(reactor.tcpServers[0][1], UppercaseFactory)
+    assert isinstance(reactor.tcpServers[0][1], CountingTCPFactory)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tcp-port", "70000"], "--tcp-port '70000': not a port number (0-65535)"),
+        (["--tcp-port=x"], "--tcp-port 'x': not a port number (0-65535)"),
+        (["--cache-size", "lots"], "--cache-size 'lots': not a size (e.g. 64M"),
+        (["--idle-timeout", "-1"], "--idle-timeout '-1': not a number of seconds (0 or more)"),
+        (["--workers", "0"], "--workers '0': not a number of workers from 1 to 256"),
+        (["--allow", "nonsense"], "--allow 'nonsense': not a network (CIDR)"),
+    ],
+)
+def test_usageErrorNamesOptionAndValue(args: list[str], message: str) -> None:
+    """
+    A bad value is reported with the option and the value, in one line, and afterwards the
+    usage text is a one-line pointer to C{--help}, not the whole help.
+    """
+    options = Options()
+    with pytest.raises(usage.UsageError) as raised:
+        options.parseOptions(args)
+    assert str(raised.value).startswith(message)
+    assert "\n" not in str(raised.value)
+    assert options.getUsage() == "Run 'twist caplab --help' for the options.\n"
+
+
+def helpText() -> str:
+    return Options().getUsage(width=80)
+
+
+def test_helpGrouped() -> None:
+    """
+    C{--help} lists the options under their groups, in order, each group's options together,
+    every option exactly once.
+    """
+    text = helpText()
+    titles = [line for line in text.splitlines() if line and not line.startswith(" ")]
+    assert [t for t in titles if t.endswith(":")] == [
+        "Services:", "Proxy:", "Policy:", "Cache:", "Filters:", "Operations:", "Workers:",
+    ]  # fmt: skip
+    sections = dict(
+        (block.split(":", 1)[0], block) for block in text.split("\n\n") if block.strip()
+    )
+    assert "--tcp-port=PORT" in sections["Services"]
+    assert "--connect-ports=PORTS" in sections["Proxy"]
+    assert "--block-list=FILE" in sections["Policy"]
+    assert "--cache-size=SIZE" in sections["Cache"]
+    assert "--access-log=FILE" in sections["Operations"]
+    assert "--config=FILE" in sections["Operations"]
+    assert "--workers=N" in sections["Workers"]
+    options = Options()
+    for name in (opt.rstrip("=") for opt in options.longOpt):
+        assert len(re.findall(rf"^  --{name}(?:=|$)", text, re.MULTILINE)) == 1, name
+
+
+def test_helpReadable() -> None:
+    """
+    No runs of spaces inside a description; sizes in human units; lines fit the width.
+    """
+    text = helpText()
+    for line in text.splitlines():
+        assert "  " not in line.strip(), line
+        assert len(line) <= 80, line
+    assert "[default: 64M]" in text and "[default: 8M]" in text
+    assert "67108864" not in text
+
+
+def test_configFile(tmp_path: Path) -> None:
+    """
+    C{--config FILE}: TOML with the options' own names; the command line wins, for a
+    repeatable option too (its list replaces the file's).
+    """
+    block = tmp_path / "block.txt"
+    block.write_text("a.example\n")
+    config = tmp_path / "caplab.toml"
+    config.write_text(
+        f'tcp-port = 4000\nudp-port = "4001"\nno-proxy = true\nunicode = false\n'
+        f'block-list = ["{block}", "{block}"]\ncache-size = "1G"\nidle-timeout = 1.5\n'
+    )
+    options = parse("--config", str(config), "--udp-port", "5001")
+    assert (options["tcp-port"], options["udp-port"]) == (4000, 5001)
+    assert (options["no-proxy"], options["unicode"]) == (1, 0)
+    assert options["block-list"] == [str(block), str(block)]
+    assert options["cache-size"] == 1 << 30 and options["idle-timeout"] == 1.5
+    assert options["tcp-endpoint"] == "tcp:4000:interface=127.0.0.1"
+    assert parse("--config", str(config), "--block-list", "/x")["block-list"] == ["/x"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("nonsense = 1\n", "{path}: nonsense: no such option"),
+        ("tcp-port = 70000\n", "{path}: tcp-port = 70000: not a port number (0-65535)"),
+        ("no-udp = 1\n", "{path}: no-udp = 1: true or false"),
+        ("tcp-port = [1, 2]\n", "{path}: tcp-port = [1, 2]: one value, not a list"),
+        ("tcp-port = \n", "--config '{path}': not TOML: "),
+        ('upstream-ca = "/nonexistent"\n', '{path}: upstream-ca = "/nonexistent": No such'),
+        ('config = "other.toml"\n', "{path}: config: not an option a file can set"),
+    ],
+)
+def test_configFileErrors(tmp_path: Path, text: str, message: str) -> None:
+    """
+    An unknown key or a bad value in the file is one line naming the file and the key.
+    """
+    config = tmp_path / "caplab.toml"
+    config.write_text(text)
+    with pytest.raises(usage.UsageError) as raised:
+        parse("--config", str(config))
+    assert str(raised.value).startswith(message.format(path=config)), str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_configFileMissing() -> None:
+    """
+    A config file that cannot be read is a usage error naming it.
+    """
+    with pytest.raises(usage.UsageError, match="--config '/nonexistent.toml': No such file"):
+        parse("--config", "/nonexistent.toml")

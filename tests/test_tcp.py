@@ -343,7 +343,7 @@ def test_maxConnections() -> None:
 def test_refusalLogRateLimited() -> None:
     """
     A flood of connections over the cap logs at most one line per C{refusalLogInterval}
-    seconds, and the next line counts every refusal.
+    seconds, each with the running count, and a summary of the burst once it is over.
     """
     clock = Clock()
     factory = UppercaseFactory(maxConnections=1, clock=clock)
@@ -353,9 +353,15 @@ def test_refusalLogRateLimited() -> None:
             assert factory.buildProtocol(PEER) is None
         clock.advance(factory.refusalLogInterval)
         assert factory.buildProtocol(PEER) is None
+        clock.pump([factory.refusalLogInterval] * 3)
     warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
-    assert len(warnings) == 2
-    assert warnings[1].endswith("(--max-connections 1; 501 refused so far)")
+    assert len(warnings) == 4
+    assert warnings[0].endswith("(--max-connections 1; 1 refused so far)")
+    assert warnings[1].endswith("(--max-connections 1; 500 refused so far)")
+    assert warnings[2].endswith("(--max-connections 1; 501 refused so far)")
+    assert warnings[3] == (
+        "caplab tcp refused 501 connections in 1s (--max-connections 1; 501 refused so far)"
+    )
     assert factory.refused == 501
 
 

@@ -173,3 +173,23 @@ def test_refusedConnectionTraced() -> None:
     first.makeConnection(StringTransport(peerAddress=PEER))
     assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5)) is None
     assert output.getvalue().splitlines()[-1] == "T tcp#2 127.0.0.1:5 refused"
+
+
+def test_reopen(tmp_path: Path) -> None:
+    """
+    The reopener opens the trace's path again (logrotate moved the file away): later lines
+    go to the new file, the old one is closed.
+    """
+    path = tmp_path / "trace.txt"
+    tracer = Tracer.open(str(path))
+    tracer.record("tcp#1", "127.0.0.1:1", "open")
+    path.rename(tmp_path / "trace.txt.1")
+    old = tracer._output
+    reopener = tracer.reopener()
+    assert reopener.use(reopener.load()) == f"reopened {path}"
+    assert old.closed
+    tracer.record("tcp#1", "127.0.0.1:1", "close")
+    tracer.close()
+    assert (tmp_path / "trace.txt.1").read_text().endswith("open\n")
+    assert path.read_text().endswith("tcp#1 127.0.0.1:1 close\n")
+    assert Tracer(io.StringIO()).reopener().use(None) == "nothing to reopen"

@@ -150,7 +150,7 @@ def test_messageTooLongLogged() -> None:
 def test_errorWarningsRateLimited() -> None:
     """
     Under a flood of failing sends at most one warning per C{errorLogInterval} is logged,
-    and the next one counts the failures in between.
+    each with the running count of failures, and a summary follows the burst.
     """
     clock = Clock()
     protocol = UppercaseDatagramProtocol(clock=clock)
@@ -162,9 +162,14 @@ def test_errorWarningsRateLimited() -> None:
         clock.advance(protocol.errorLogInterval)
         for _ in range(500):
             protocol.datagramReceived(b"x", SENDER)
+        clock.pump([protocol.errorLogInterval] * 3)
     warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
-    assert len(warnings) == 2
-    assert warnings[1].endswith("(501 replies failed so far)")
+    assert len(warnings) == 4
+    assert warnings[1].endswith("(500 replies failed so far)")
+    assert warnings[2].endswith("(1000 replies failed so far)")
+    assert warnings[3] == (
+        "caplab udp could not answer 1000 datagrams in 1s (1000 replies failed so far)"
+    )
     protocol.datagramReceived(b"ok", SENDER)
     assert transport.written == [(b"OK", SENDER)]
 

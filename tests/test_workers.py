@@ -22,7 +22,9 @@ from caplab.workers import (
     InheritedSockets,
     SharedSocket,
     WorkerSupervisor,
+    howItEnded,
     parseTCPDescription,
+    sharedSockets,
     workerCount,
 )
 
@@ -157,7 +159,7 @@ class SupervisorTests(SynchronousTestCase):
         self.assertNoResult(stopped)
         self.reactor.spawned[1]["protocol"].processEnded(ended(0))
         self.successResultOf(stopped)
-        self.assertEqual(self.tcp.fileno(), -1, "the shared socket is closed")
+        self.assertNotEqual(self.tcp.fileno(), -1, "the shared socket is its listener's")
 
     def test_stopKillsStragglers(self) -> None:
         """
@@ -294,3 +296,85 @@ class OptionTests(SynchronousTestCase):
                 {WORKER_ENVIRONMENT: json.dumps({"index": 1, "sockets": []})}
             )
         )
+
+
+def test_howItEnded() -> None:
+    """
+    A worker's end is told in words: the signal's name, or the exit status.
+    """
+    import signal as signals
+
+    from twisted.logger import capturedLogs, formatEvent
+
+    killed = Failure(ProcessTerminated(signal=signals.SIGKILL))
+    assert howItEnded(killed) == "was killed by SIGKILL"
+    assert howItEnded(ended(3)) == "exited with status 3"
+    reactor = FakeProcessReactor()
+    supervisor = WorkerSupervisor(
+        reactor, 1, [], lambda: [], grace=1.0, environ={}, publish=lambda event: None
+    )
+    supervisor.startService()
+    with capturedLogs() as events:
+        reactor.spawned[0]["protocol"].processEnded(killed)
+    assert [formatEvent(e) for e in events] == [
+        "caplab worker 1 (pid 1000) was killed by SIGKILL; starting it again in 0.5s"
+    ]
+
+
+def test_noNotifySocketForWorkers() -> None:
+    """
+    Workers never see C{NOTIFY_SOCKET}: only the parent tells systemd it is ready.
+    """
+    reactor = FakeProcessReactor()
+    supervisor = WorkerSupervisor(
+        reactor,
+        1,
+        [],
+        lambda: [],
+        grace=1.0,
+        environ={"NOTIFY_SOCKET": "/run/systemd/notify", "PATH": "/bin"},
+        publish=lambda event: None,
+    )
+    supervisor.startService()
+    assert "NOTIFY_SOCKET" not in reactor.spawned[0]["env"]
+    assert reactor.spawned[0]["env"]["PATH"] == "/bin"
+
+
+def test_waitForSockets() -> None:
+    """
+    With C{waitForSockets} the workers start only when L{WorkerSupervisor.startWorkers} is
+    called (every socket bound), and the sockets are read then.
+    """
+    reactor = FakeProcessReactor()
+    bound: list[SharedSocket] = []
+    supervisor = WorkerSupervisor(
+        reactor, 2, [], lambda: bound, grace=1.0, environ={}, waitForSockets=True
+    )
+    supervisor.startService()
+    assert reactor.spawned == []
+    with socket.socket() as sock:
+        bound.append(SharedSocket("tcp", socket.SOCK_STREAM, sock, 3))
+        supervisor.startWorkers()
+        assert [each["childFDs"][3] for each in reactor.spawned] == [sock.fileno()] * 2
+
+
+def test_sharedSocketListeners() -> None:
+    """
+    The parent's listeners bind one socket per service, on descriptors 3, 4, 5, and say
+    where they listen; closing them closes the sockets.
+    """
+    options = Options()
+    options.parseOptions(["--workers", "2", "--tcp-port", "0", "--proxy-port", "0"])
+    listeners = sharedSockets(options)
+    assert [(each.label, each.childFD, each.note) for each in listeners] == [
+        ("tcp", 3, " (2 workers)"),
+        ("proxy", 4, " (2 workers)"),
+        ("udp", 5, " (2 workers)"),
+    ]
+    for each in listeners:
+        port = each.listen()
+        assert port.getHost().host == "127.0.0.1" and port.getHost().port > 0
+        assert each.shared is not None
+        sock = each.shared.socket
+        port.stopListening()
+        assert sock.fileno() == -1

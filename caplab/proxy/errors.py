@@ -44,10 +44,23 @@ def tlsFailure(reason: Failure, target: Target) -> UpstreamError | None:
     name = type(reason.value).__name__
     module = type(reason.value).__module__
     if name == "VerificationError" or module.startswith("OpenSSL"):
-        text = str(reason.value)
+        text = _openSSLReason(reason.value) if reason.value is not None else ""
         if "certificate verify failed" in text or name == "VerificationError":
             detail = f"the TLS certificate of {target.authority} could not be verified ({text})"
         else:
             detail = f"TLS with {target.authority} failed ({text})"
         return UpstreamError(502, "Bad Gateway", detail)
     return None
+
+
+def _openSSLReason(error: BaseException) -> str:
+    """
+    What an OpenSSL error says, in words: C{[('SSL routines', '', 'wrong version number')]}
+    becomes C{wrong version number}.
+    """
+    reasons = [
+        entry[-1]
+        for entry in (error.args[0] if error.args and isinstance(error.args[0], list) else [])
+        if isinstance(entry, tuple) and entry and isinstance(entry[-1], str) and entry[-1]
+    ]
+    return "; ".join(reasons) if reasons else str(error)

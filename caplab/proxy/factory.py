@@ -12,8 +12,10 @@ from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
+from caplab.address import describeAddress
 from caplab.proxy.accesslog import AccessLog
 from caplab.proxy.channel import CaplabProxy, ProxySettings
+from caplab.ratelimit import LogThrottle
 
 if TYPE_CHECKING:
     from caplab.proxy.exchange import Exchange
@@ -39,6 +41,14 @@ class ProxyFactory(ServerFactory):
         self.refused = 0
         self.requests = 0
         self._sweep: Any = None
+        self.refusals = LogThrottle(
+            log,
+            self.clock,
+            "caplab proxy refusing connections from {peer} and others: {count} in the last "
+            "{interval}s, over --max-connections {limit} ({total} refused so far)",
+            summary="caplab proxy refused {burst} connections in {duration}s "
+            "(--max-connections {limit}; {total} refused so far)",
+        )
 
     def requestCounted(self) -> None:
         """
@@ -54,21 +64,14 @@ class ProxyFactory(ServerFactory):
         if self._sweep is not None and self._sweep.active():
             self._sweep.cancel()
         self._sweep = None
+        self.refusals.stop()
         if self.accessLog is not None:
             self.accessLog.close()
-        forwarder = getattr(self.settings, "forwarder", None)
-        if forwarder is not None:
-            forwarder.closeIdle()
 
     def buildProtocol(self, addr: IAddress | None) -> CaplabProxy | None:
         if len(self.channels) >= self.settings.maxConnections:
             self.refused += 1
-            log.warn(
-                "proxy connection from {peer} refused: {count} connections already "
-                "(--max-connections)",
-                peer=getattr(addr, "host", addr),
-                count=len(self.channels),
-            )
+            self.refusals.event(peer=describeAddress(addr), limit=self.settings.maxConnections)
             return None
         channel = CaplabProxy(self.settings)
         channel.factory = self

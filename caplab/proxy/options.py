@@ -7,9 +7,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from twisted.python import usage
-
 from caplab.coerce import timeoutSeconds
+from caplab.config import OptionError
 from caplab.proxy.cache.options import byteSize
 from caplab.proxy.connect import parseResolve
 
@@ -22,7 +21,7 @@ def portList(value: str) -> frozenset[int]:
     for item in value.split(","):
         item = item.strip()
         if not item.isdigit() or not 0 < int(item) < 65536:
-            raise ValueError(f"{item!r} in {value!r} is not a port (1-65535)")
+            raise ValueError(f"{item!r} is not a port (1-65535)")
         ports.add(int(item))
     if not ports:
         raise ValueError("name at least one port")
@@ -30,12 +29,16 @@ def portList(value: str) -> frozenset[int]:
 
 
 portList.coerceDoc = "Comma-separated ports, e.g. 443,8443."  # type: ignore[attr-defined]
+portList.metavar = "PORTS"  # type: ignore[attr-defined]
 
 
 class ProxyOptions:
     """
     The proxy's own options (where it listens is L{caplab.tap}'s business).
     """
+
+    helpGroup = "proxy"
+    helpGroupOf = {"access-log": "operations"}
 
     optParameters: list[list[Any]] = [
         [
@@ -103,14 +106,14 @@ class ProxyOptions:
         try:
             parsed = ipaddress.ip_network(network.strip(), strict=False)
         except ValueError:
-            raise usage.UsageError(f"--allow {network!r} is not a network (CIDR)") from None
+            raise OptionError("allow", f"--allow {network!r}: not a network (CIDR)") from None
         self.setdefault("allow", []).append(parsed)  # type: ignore[attr-defined]
 
     def opt_resolve(self, entry: str) -> None:
         try:
             host, address = parseResolve(entry)
         except ValueError as e:
-            raise usage.UsageError(f"--resolve {e}") from None
+            raise OptionError("resolve", f"--resolve {e}") from None
         self.setdefault("resolve", {})[host] = address  # type: ignore[attr-defined]
 
     # --help shows these; set here so that they are one line each.
@@ -119,9 +122,10 @@ class ProxyOptions:
         "repeatable. Default: loopback only (127.0.0.0/8 and ::1)."
     )
     opt_resolve.__doc__ = (
-        "HOST=ADDRESS: connect to ADDRESS for HOST instead of asking DNS (like curl "
-        "--resolve); repeatable."
+        "Connect to ADDRESS for HOST instead of asking DNS (like curl --resolve); repeatable."
     )
+    opt_allow.metavar = "CIDR"  # type: ignore[attr-defined]
+    opt_resolve.metavar = "HOST=ADDRESS"  # type: ignore[attr-defined]
 
     def checkProxyOptions(self) -> None:
         """
@@ -134,18 +138,24 @@ class ProxyOptions:
             try:
                 config["connect-ports"] = portList(config["connect-ports"])
             except ValueError as e:
-                raise usage.UsageError(f"--connect-ports: {e}") from None
+                raise OptionError("connect-ports", f"--connect-ports: {e}") from None
         caFile = config.get("upstream-ca")
         if caFile is not None:
             try:
                 with open(caFile, "rb") as f:
                     if b"-----BEGIN CERTIFICATE-----" not in f.read():
-                        raise usage.UsageError(f"--upstream-ca {caFile!r} holds no PEM certificate")
+                        raise OptionError(
+                            "upstream-ca", f"--upstream-ca {caFile!r}: holds no PEM certificate"
+                        )
             except OSError as e:
-                raise usage.UsageError(f"--upstream-ca {caFile!r}: {e.strerror}") from None
+                raise OptionError(
+                    "upstream-ca", f"--upstream-ca {caFile!r}: {e.strerror}"
+                ) from None
         accessLog = config.get("access-log")
         if accessLog not in (None, "-"):
             try:
                 open(accessLog, "a").close()
             except OSError as e:
-                raise usage.UsageError(f"--access-log {accessLog!r}: {e.strerror}") from None
+                raise OptionError(
+                    "access-log", f"--access-log {accessLog!r}: {e.strerror}"
+                ) from None

@@ -1,40 +1,22 @@
 """
 Command-line options of proxy policy and operations (block/allow lists, authentication,
-parent proxy, PAC, admin endpoint), mixed into L{caplab.tap.Options}, and the objects they
-describe.
+parent proxy, PAC, admin endpoint), mixed into L{caplab.tap.Options}.
 
-L{policyComponents} builds those objects once per configuration, so that the proxy (which
-uses them), the reload-on-SIGHUP service and the admin endpoint (which reload and expose
-them) share the same ones.
+They are parsed and checked here; the files they name are read by the composition root
+(L{caplab.wiring.buildPolicy}), which reports a broken one in one line.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass
+import ipaddress
 from typing import Any
 
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
 
-from caplab.listening import DatagramListener, StreamListener
-from caplab.metrics import (
-    AdminSite,
-    Metrics,
-    adminResource,
-    instrumentDatagramProtocol,
-    instrumentTCPFactory,
-)
-from caplab.proxy.auth import AuthFileError, HtpasswdAuthenticator
-from caplab.proxy.pac import PacResource
-from caplab.proxy.policy import PolicyFileError, ReloadableHostPolicy, normaliseName
-from caplab.proxy.upstream import ParentProxy, UpstreamRouter, parseProxyURL
-from caplab.reload import Reloader, SignalReloadService
-from caplab.workers import WORKER_ENVIRONMENT
+from caplab.config import OptionError
+from caplab.proxy.policy import normaliseName
+from caplab.proxy.upstream import parseProxyURL
 
 #: The repeatable options and the list each appends to.
 _LISTS = ("block-list", "allow-list", "no-upstream-for", "pac-bypass")
@@ -50,10 +32,21 @@ def adminDescription(value: str) -> str:
     return value
 
 
+adminDescription.metavar = "ENDPOINT"  # type: ignore[attr-defined]
+
+
 class PolicyOptions:
     """
     Options of proxy policy and operations.
     """
+
+    helpGroup = "policy"
+    helpGroupOf = {
+        "upstream-proxy": "proxy",
+        "no-upstream-for": "proxy",
+        "admin-endpoint": "operations",
+        "admin-allow": "operations",
+    }
 
     optParameters: list[list[Any]] = [
         [
@@ -74,8 +67,9 @@ class PolicyOptions:
             "admin-endpoint",
             None,
             None,
-            "Serve Prometheus metrics at /metrics on this endpoint (e.g. "
-            "tcp:9100:interface=127.0.0.1, or just a port on loopback). Default: off.",
+            "Serve Prometheus metrics at /metrics and the cache's purge and flush on this "
+            "endpoint (e.g. tcp:9100:interface=127.0.0.1, or just a port on loopback), to the "
+            "admin networks (--admin-allow). Default: off.",
             adminDescription,
         ],
     ]
@@ -122,36 +116,42 @@ class PolicyOptions:
         """
         self._append("pac-bypass", domain)
 
+    def opt_admin_allow(self, network: str) -> None:
+        """
+        Serve the admin endpoint only to clients from this network (CIDR); repeatable.
+        Without it, the proxy's --allow networks (loopback by default).
+        """
+        try:
+            parsed = ipaddress.ip_network(network.strip(), strict=False)
+        except ValueError:
+            raise OptionError(
+                "admin-allow", f"--admin-allow {network!r}: not a network (CIDR)"
+            ) from None
+        config: Any = self
+        config.setdefault("admin-allow", []).append(parsed)
+
+    opt_admin_allow.metavar = "CIDR"  # type: ignore[attr-defined]
+    opt_no_upstream_for.metavar = "DOMAIN"  # type: ignore[attr-defined]
+    opt_pac_bypass.metavar = "DOMAIN"  # type: ignore[attr-defined]
+
     def _append(self, name: str, value: str) -> None:
         config: Any = self
         config[name].append(value)
 
     def checkPolicyOptions(self) -> None:
         """
-        Check the policy options: every file readable and well-formed, every domain and URL
-        valid; raise L{usage.UsageError} (naming the file and line) otherwise.
+        Check the policy options: every domain and URL valid, no contradiction; raise
+        L{usage.UsageError} otherwise.  (The files are read when the proxy is built.)
         """
         config: Any = self
+        config.setdefault("admin-allow", [])
         if config["default-deny"] and not config["allow-list"]:
             raise usage.UsageError("--default-deny without an --allow-list blocks every host")
-        try:
-            checked = ReloadableHostPolicy(
-                config["block-list"], config["allow-list"], config["default-deny"]
-            )
-        except PolicyFileError as e:
-            raise usage.UsageError(f"--block-list/--allow-list: {e}") from None
-        if config["block-list"] or config["allow-list"]:
-            config[_CHECKED] = checked  # loaded once: policyComponents takes it over
-        if config["auth-file"] is not None:
-            try:
-                HtpasswdAuthenticator(config["auth-file"], reactor=_NoReactor())
-            except AuthFileError as e:
-                raise usage.UsageError(f"--auth-file: {e}") from None
         if config["upstream-proxy"] is not None:
             try:
                 parseProxyURL(config["upstream-proxy"])
             except ValueError as e:
-                raise usage.UsageError(f"--upstream-proxy: {e}") from None
+                raise OptionError("upstream-proxy", f"--upstream-proxy: {e}") from None
         elif config["no-upstream-for"]:
             raise usage.UsageError("--no-upstream-for needs an --upstream-proxy")
         for option in ("no-upstream-for", "pac-bypass"):
@@ -159,7 +159,7 @@ class PolicyOptions:
                 try:
                     normaliseName(domain.removeprefix("*."))
                 except ValueError as e:
-                    raise usage.UsageError(f"--{option}: {e}") from None
+                    raise OptionError(option, f"--{option}: {e}") from None
         description = config["admin-endpoint"]
         if description is not None:
             from twisted.internet import reactor
@@ -167,141 +167,6 @@ class PolicyOptions:
             try:
                 serverFromString(reactor, description)
             except Exception as e:  # ValueError, OSError ...: all mean "bad option"
-                raise usage.UsageError(f"--admin-endpoint {description!r}: {e}") from None
-
-
-class _NoReactor:
-    """
-    Stands in for a reactor where an object is built only to check its file.
-    """
-
-
-@dataclass
-class PolicyComponents:
-    """
-    The objects the policy options describe, shared by the proxy, reload and admin services.
-
-    @ivar hostPolicy: the block/allow lists, None if no list is given.
-    @ivar authenticator: None without C{--auth-file}.
-    @ivar router: the next hop of each request (direct without C{--upstream-proxy}).
-    @ivar parent: the parent proxy, or None.
-    @ivar pac: the C{/proxy.pac} resource.
-    @ivar metrics: the metrics of every service in this process.
-    """
-
-    hostPolicy: ReloadableHostPolicy | None
-    authenticator: HtpasswdAuthenticator | None
-    router: UpstreamRouter
-    parent: ParentProxy | None
-    pac: PacResource
-    metrics: Metrics
-
-
-_KEY = "_caplab.policyComponents"
-_CHECKED = "_caplab.checkedHostPolicy"
-
-
-def policyComponents(config: MutableMapping[str, Any], reactor: Any) -> PolicyComponents:
-    """
-    The L{PolicyComponents} for C{config} (built on first use, then the same ones).
-
-    @param config: parsed options (a L{PolicyOptions}, or a mapping with some of its keys;
-        missing keys take the defaults).
-    @raise PolicyFileError, AuthFileError, ValueError: a file or value is bad (the options
-        check has said so already, unless a file changed since).
-    """
-    built = config.get(_KEY)
-    if built is not None:
-        return built
-    proxy = not config.get("no-proxy", False)
-    blockFiles = list(config.get("block-list", []))
-    allowFiles = list(config.get("allow-list", []))
-    defaultDeny = bool(config.get("default-deny", False))
-    hostPolicy = None
-    checked = config.pop(_CHECKED, None)
-    if proxy and (blockFiles or allowFiles or defaultDeny):
-        if (
-            isinstance(checked, ReloadableHostPolicy)
-            and checked.blockFiles == blockFiles
-            and checked.allowFiles == allowFiles
-            and checked.defaultDeny == defaultDeny
-        ):
-            hostPolicy = checked
-        else:
-            hostPolicy = ReloadableHostPolicy(blockFiles, allowFiles, defaultDeny)
-    authenticator = None
-    if proxy and config.get("auth-file"):
-        authenticator = HtpasswdAuthenticator(config["auth-file"], reactor=reactor)
-    parent = None
-    if config.get("upstream-proxy"):
-        parent = parseProxyURL(config["upstream-proxy"])
-    built = PolicyComponents(
-        hostPolicy=hostPolicy,
-        authenticator=authenticator,
-        router=UpstreamRouter(parent, config.get("no-upstream-for", [])),
-        parent=parent,
-        pac=PacResource(config.get("pac-bypass", [])),
-        metrics=Metrics(),
-    )
-    config[_KEY] = built
-    return built
-
-
-def reloadables(components: PolicyComponents) -> list[tuple[str, Any]]:
-    """
-    What C{SIGHUP} reloads: (name for the log, reloadable) pairs.
-    """
-    found: list[tuple[str, Any]] = []
-    if components.hostPolicy is not None:
-        found.append(("block/allow lists", components.hostPolicy))
-    if components.authenticator is not None:
-        found.append(
-            (
-                f"auth file {os.path.basename(components.authenticator.path)}",
-                components.authenticator,
-            )
-        )
-    return found
-
-
-def addPolicyServices(
-    top: MultiService,
-    config: MutableMapping[str, Any],
-    reactor: Any,
-    onListenFailure: Callable[[], None] | None = None,
-) -> PolicyComponents:
-    """
-    Add what the policy options ask for to the service tree C{top}: counting for the
-    uppercase services already in it, the C{--admin-endpoint} listener, and reloading on
-    C{SIGHUP} (if there is anything to reload).
-
-    @return: the components, as the proxy shares them.
-    """
-    components = policyComponents(config, reactor)
-    metrics = components.metrics
-    for service in top:
-        if isinstance(service, StreamListener) and service.label == "tcp":
-            instrumentTCPFactory(service.factory, metrics)
-        elif isinstance(service, DatagramListener) and service.label == "udp":
-            instrumentDatagramProtocol(service.protocol, metrics)
-    description = config.get("admin-endpoint")
-    # A --workers worker leaves the admin endpoint to the parent, which adds up every
-    # worker's figures (caplab.workers.supervisorFromConfig).
-    if description and WORKER_ENVIRONMENT not in os.environ:
-        site = AdminSite(adminResource(metrics))
-        StreamListener(
-            "admin",
-            description,
-            serverFromString(reactor, description),
-            site,
-            reactor,
-            onListenFailure,
-        ).setServiceParent(top)
-    found = reloadables(components)
-    if found:
-
-        def runInThread(f: Callable[[], Any]) -> Deferred[Any]:
-            return deferToThreadPool(reactor, reactor.getThreadPool(), f)
-
-        SignalReloadService(Reloader(found, runInThread, metrics), reactor).setServiceParent(top)
-    return components
+                raise OptionError(
+                    "admin-endpoint", f"--admin-endpoint {description!r}: {e}"
+                ) from None

@@ -1,6 +1,6 @@
 """
-Command-line options of the proxy's cache, mixed into L{caplab.tap.Options}, and the one
-function that builds the cache they describe.
+Command-line options of the proxy's cache, mixed into L{caplab.tap.Options}.  The cache
+they describe is built by the composition root (L{caplab.wiring.buildCache}).
 """
 
 from __future__ import annotations
@@ -9,12 +9,9 @@ import os
 import re
 from typing import Any
 
-from twisted.logger import Logger
 from twisted.python import usage
 
-from caplab.proxy.hooks import IFetcher
-
-log = Logger(namespace="caplab.cache")
+from caplab.config import OptionError, humanSize
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -27,18 +24,22 @@ def byteSize(value: str) -> int:
     """
     match = _SIZE.match(value)
     if match is None:
-        raise ValueError(f"{value!r} is not a size (e.g. 64M, 512K, 1G or a number of bytes)")
+        raise ValueError("not a size (e.g. 64M, 512K, 1G or a number of bytes)")
     number, unit, _ = match.groups()
     return int(float(number) * _UNITS[unit.lower()])
 
 
 byteSize.coerceDoc = "A size: bytes, or with a suffix K, M, G (powers of 1024)."  # type: ignore[attr-defined]
+byteSize.formatDefault = humanSize  # type: ignore[attr-defined]
+byteSize.metavar = "SIZE"  # type: ignore[attr-defined]
 
 
 class CacheOptions:
     """
     The cache's options.
     """
+
+    helpGroup = "cache"
 
     optParameters: list[list[Any]] = [
         [
@@ -93,11 +94,11 @@ class CacheOptions:
             try:
                 parseRedisURL(config["cache-redis"])
             except ValueError as e:
-                raise usage.UsageError(f"--cache-redis: {e}") from None
+                raise OptionError("cache-redis", f"--cache-redis: {e}") from None
         if config["cache-max-object"] > config["cache-size"]:
             raise usage.UsageError("--cache-max-object must not be larger than --cache-size")
         directory = config["cache-dir"]
-        if directory is not None and _get(config, "workers", 1) > 1:
+        if directory is not None and config.get("workers", 1) > 1:
             # Each worker would index the directory on its own, evict the others' files
             # and hold --cache-size of its own.
             raise usage.UsageError("--cache-dir is one process's cache: not with --workers")
@@ -105,67 +106,6 @@ class CacheOptions:
             try:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
             except OSError as e:
-                raise usage.UsageError(f"--cache-dir {directory!r}: {e.strerror}") from None
+                raise OptionError("cache-dir", f"--cache-dir {directory!r}: {e.strerror}") from None
             if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
-                raise usage.UsageError(f"--cache-dir {directory!r} is not writable")
-
-
-def _get(config: Any, key: str, default: Any) -> Any:
-    try:
-        return config[key]
-    except KeyError:
-        return default
-
-
-def cachingFetcher(config: Any, inner: IFetcher, reactor: Any, metrics: Any = None) -> IFetcher:
-    """
-    C{inner} wrapped in the cache the options describe (C{inner} itself with C{--no-cache}).
-
-    @param config: parsed options (a L{CacheOptions}, or a mapping with its keys; missing
-        keys take the defaults).
-    @param metrics: where the cache counts hits, misses and stored bytes (or None).
-    """
-    from caplab.proxy.cache.disk import DiskStore
-    from caplab.proxy.cache.fetcher import CachingFetcher
-    from caplab.proxy.cache.storage import IStore, MemoryStore
-
-    if config.get("no-cache", False):
-        return inner
-    size = config.get("cache-size", 64 << 20)
-    maxObject = config.get("cache-max-object", 8 << 20)
-    directory = config.get("cache-dir")
-    store: IStore
-    if config.get("cache-redis"):
-        from caplab.proxy.cache.redisstore import PrimingFetcher, RedisStore, connectRedis
-
-        client, where = connectRedis(config["cache-redis"], reactor)
-        shared = RedisStore(client, reactor, size, maxObject, where=where)
-        log.info(
-            "caplab cache shared through Redis at {where}, near cache up to {maxSize} bytes",
-            where=where,
-            maxSize=size,
-        )
-        caching = CachingFetcher(inner, shared, reactor, metrics=metrics)
-        return PrimingFetcher(caching, shared, lambda request: request.target.uri)
-    if directory:
-        from twisted.internet.threads import deferToThreadPool
-
-        disk = DiskStore(
-            directory,
-            size,
-            maxObject,
-            callLater=reactor.callLater,
-            runInThread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
-        )
-        log.info(
-            "caplab cache in {directory}: {count} entries, {size} of {maxSize} bytes",
-            directory=directory,
-            count=len(disk),
-            size=disk.size,
-            maxSize=size,
-        )
-        store = disk
-    else:
-        store = MemoryStore(size, maxObject, callLater=reactor.callLater)
-        log.info("caplab cache in memory: up to {maxSize} bytes", maxSize=size)
-    return CachingFetcher(inner, store, reactor, metrics=metrics)
+                raise OptionError("cache-dir", f"--cache-dir {directory!r}: not writable")
