@@ -475,6 +475,58 @@ class RevalidationTests(FetcherTestCase):
         self.assertEqual(self.fetch().status, "caplab; hit; ttl=50")
         self.assertEqual(len(self.origin.requests), 2)
 
+    def test_notModifiedCookieGoesToOneClientOnly(self) -> None:
+        """
+        A 304 that carries C{Set-Cookie} (and other per-client fields) refreshes the stored
+        response without them: the client whose request was revalidated gets them, later
+        clients served from the refreshed entry never do.
+        """
+        self.prime([(b"Cache-Control", b"max-age=10"), (b"ETag", b'"v1"')])
+        self.clock.advance(20)
+        revalidated = self.fetch()
+        self.origin.respond(
+            304,
+            [
+                (b"Cache-Control", b"max-age=100"),
+                (b"ETag", b'"v1"'),
+                (b"Date", formatHTTPDate(self.clock.seconds())),
+                (b"Set-Cookie", b"session=alice"),
+                (b"Authentication-Info", b'nextnonce="n"'),
+            ],
+            b"",
+        )
+        self.assertEqual(revalidated.read(), b"hello")
+        self.assertEqual(revalidated.header(b"set-cookie"), b"session=alice")
+        self.assertEqual(revalidated.header(b"authentication-info"), b'nextnonce="n"')
+        later = self.fetch()
+        self.assertEqual(later.status, "caplab; hit; ttl=100")
+        self.assertEqual(later.read(), b"hello")
+        self.assertIsNone(later.header(b"set-cookie"))
+        self.assertIsNone(later.header(b"authentication-info"))
+        self.assertNotIn(b"session=alice", repr(self.store.lookup(TARGET.uri)).encode())
+
+    def test_backgroundNotModifiedCookieDropped(self) -> None:
+        """
+        A background revalidation's 304 has no client: its C{Set-Cookie} goes nowhere.
+        """
+        self.prime(
+            [(b"Cache-Control", b"max-age=10, stale-while-revalidate=60"), (b"ETag", b'"v"')]
+        )
+        self.clock.advance(20)
+        self.fetch().read()
+        self.origin.respond(
+            304,
+            [
+                (b"Cache-Control", b"max-age=100"),
+                (b"Date", formatHTTPDate(self.clock.seconds())),
+                (b"Set-Cookie", b"s=bob"),
+            ],
+            b"",
+        )
+        later = self.fetch()
+        self.assertEqual(later.status, "caplab; hit; ttl=100")
+        self.assertIsNone(later.header(b"set-cookie"))
+
     def test_requestMaxAgeZero(self) -> None:
         """
         C{Cache-Control: max-age=0} from the client revalidates a fresh entry.

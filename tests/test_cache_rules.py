@@ -468,12 +468,72 @@ class ValidationTests(SynchronousTestCase):
             (b"X-A", b"2"),
             (b"Content-Length", b"5"),
         ]
-        fresh = rules.freshenHeaders(
+        fresh = rules.updatedHeaders(
             stored, [(b"Cache-Control", b"max-age=60"), (b"X-A", b"3"), (b"Content-Length", b"0")]
         )
         self.assertEqual(
-            fresh, [(b"Content-Length", b"5"), (b"Cache-Control", b"max-age=60"), (b"X-A", b"3")]
+            fresh.headers,
+            [(b"Content-Length", b"5"), (b"Cache-Control", b"max-age=60"), (b"X-A", b"3")],
         )
+        self.assertEqual(fresh.perClient, [])
+
+    def test_updateKeepsPerClientFieldsOut(self) -> None:
+        """
+        Per-client fields of an update (C{Set-Cookie}, C{Set-Cookie2},
+        C{Authentication-Info}, C{Proxy-Authenticate}, C{Proxy-Authentication-Info}) never
+        reach the stored fields: they are returned apart, for the one client.
+        """
+        stored = [(b"Cache-Control", b"max-age=1"), (b"ETag", b'"v1"')]
+        perClient = [
+            (b"Set-Cookie", b"session=secret"),
+            (b"set-cookie2", b"old=style"),
+            (b"Authentication-Info", b'nextnonce="x"'),
+            (b"Proxy-Authenticate", b"Basic"),
+            (b"Proxy-Authentication-Info", b'nextnonce="y"'),
+        ]
+        update = rules.updatedHeaders(stored, [(b"Cache-Control", b"max-age=60"), *perClient])
+        self.assertEqual(update.headers, [(b"ETag", b'"v1"'), (b"Cache-Control", b"max-age=60")])
+        self.assertEqual(update.perClient, perClient)
+
+    def test_updateAppliesStorageRules(self) -> None:
+        """
+        An update never stores what L{rules.storable} strips: hop-by-hop fields, the fields
+        C{Connection} names, and those named by C{no-cache="..."} or C{private="..."} of the
+        update or of the stored response.
+        """
+        stored = [(b"Cache-Control", b'max-age=1, no-cache="X-Old"'), (b"X-Old", b"kept")]
+        update = rules.updatedHeaders(
+            stored,
+            [
+                (b"Connection", b"X-Hop"),
+                (b"X-Hop", b"1"),
+                (b"Keep-Alive", b"timeout=5"),
+                (b"X-Old", b"new"),
+                (b"X-Secret", b"mine"),
+                (b"X-Private", b"mine"),
+                (b"Cache-Control", b'max-age=60, no-cache="X-Secret", private="x-private"'),
+            ],
+        )
+        self.assertEqual(
+            update.headers,
+            [
+                (b"X-Old", b"kept"),
+                (b"Cache-Control", b'max-age=60, no-cache="X-Secret", private="x-private"'),
+            ],
+        )
+
+    def test_storableStripsConnectionFields(self) -> None:
+        """
+        A stored response leaves out the fields its C{Connection} names.
+        """
+        decision = rules.storable(
+            b"GET",
+            URI,
+            [],
+            200,
+            [(b"Cache-Control", b"max-age=60"), (b"Connection", b"X-Hop"), (b"X-Hop", b"1")],
+        )
+        self.assertEqual(decision.headers, [(b"Cache-Control", b"max-age=60")])
 
     def test_validatorsMatch(self) -> None:
         """

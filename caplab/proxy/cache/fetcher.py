@@ -475,10 +475,12 @@ class CachingFetcher:
                 if refreshed is not None:
                     now = self.clock.seconds()
                     fromStore = self._fromStore(
-                        refreshed, self._derived(refreshed), request, now, status
+                        refreshed[0], self._derived(refreshed[0]), request, now, status
                     )
                     if fromStore is not None:
                         finished()
+                        # the 304's per-client fields (Set-Cookie ...) are this client's
+                        fromStore.headers.extend(refreshed[1])
                         return fromStore
                 return self._forward(request, why, onDone)
             if response.code >= 500:
@@ -507,19 +509,21 @@ class CachingFetcher:
         derived: _Derived,
         notModified: UpstreamResponse,
         requestTime: float,
-    ) -> StoredEntry | None:
+    ) -> tuple[StoredEntry, Headers] | None:
         """
-        Update a stored response with a 304 (None if the 304 is about another one).
+        Update a stored response with a 304 (None if the 304 is about another one): the
+        refreshed entry and the 304's per-client fields, for the one client it answers.
         """
         if not entry.live or not rules.validatorsMatch(derived.rules, notModified.headers):
             return None
+        update = rules.updatedHeaders(entry.head.headers, notModified.headers)
         head = replace(
             entry.head,
-            headers=rules.freshenHeaders(entry.head.headers, notModified.headers),
+            headers=update.headers,
             requestTime=requestTime,
             responseTime=self.clock.seconds(),
         )
-        return self.store.refresh(entry, head)
+        return self.store.refresh(entry, head), update.perClient
 
     def _staleOnError(
         self,

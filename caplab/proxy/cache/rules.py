@@ -322,12 +322,13 @@ def storable(
             reason = "not cacheable"
         return Storability(False, reason, [])
     cc = cacheControl(responseHeaders)
-    kept = set(final.response.headers)
-    if "set-cookie" in kept and not cc.public and cc.s_maxage is None:
-        # Allowed by RFC 9111, but one client's session cookie must never reach another
-        # because an origin forgot "private": like Varnish, store these only when the
-        # origin says explicitly that shared caches may (or strips it: private="set-cookie").
-        return Storability(False, "set-cookie", [])
+    excluded = unstorableFields(responseHeaders)
+    if b"set-cookie" not in excluded and not cc.public and cc.s_maxage is None:
+        if firstHeader(responseHeaders, b"set-cookie") is not None:
+            # Allowed by RFC 9111, but one client's session cookie must never reach another
+            # because an origin forgot "private": like Varnish, store these only when the
+            # origin says explicitly that shared caches may (or strips it: private="set-cookie").
+            return Storability(False, "set-cookie", [])
     lifetime, _ = freshnessLifetime(code, responseHeaders, now)
     noValidator = (
         firstHeader(responseHeaders, b"etag") is None
@@ -339,9 +340,7 @@ def storable(
     ):
         # stale at once (or always to be revalidated) and nothing to revalidate it with
         return Storability(False, "never reusable", [])
-    return Storability(
-        True, "", [(n, v) for n, v in responseHeaders if n.decode("latin-1").lower() in kept]
-    )
+    return Storability(True, "", [(n, v) for n, v in responseHeaders if n.lower() not in excluded])
 
 
 @dataclass(frozen=True)
@@ -580,15 +579,84 @@ def validatorsMatch(rules: EntryRules, notModified: Headers) -> bool:
     return True
 
 
-def freshenHeaders(stored: Headers, notModified: Headers) -> Headers:
+#: Fields of a response about one client's exchange with the origin (its session, its
+#: authentication).  An update of a stored response (from a 304, a HEAD response or a 206)
+#: never stores them: they go to the client whose request brought them, and to no one else.
+PER_CLIENT_FIELDS = frozenset(
+    {
+        b"set-cookie",
+        b"set-cookie2",
+        b"authentication-info",
+        b"proxy-authenticate",
+        b"proxy-authentication-info",
+    }
+)
+
+#: Connection-specific fields, never stored (RFC 9111 section 3.1, RFC 9110 section 7.6.1).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authentication-info",
+        b"proxy-authorization",
+    }
+)
+
+
+def unstorableFields(headers: Headers) -> frozenset[bytes]:
     """
-    The stored header fields updated by a 304 (RFC 9111 section 3.2 and 4.3.4): every field
-    the 304 carries replaces all lines of that name, except those describing the body.
+    The lower-case names of the fields of C{headers} a shared cache must not store (RFC 9111
+    section 3.1): hop-by-hop fields, those C{Connection} names, and those named by a
+    qualified C{no-cache="..."} or C{private="..."} (sections 5.2.2.4 and 5.2.2.7).
     """
-    replaced = {name.lower() for name, _ in notModified if name.lower() not in NOT_UPDATED_BY_304}
+    names = set(HOP_BY_HOP)
+    for value in headerValues(headers, b"connection"):
+        names.update(member.strip().lower() for member in value.split(b","))
+    cc = cacheControl(headers)
+    for qualified in (cc.no_cache, cc.private):
+        if isinstance(qualified, list):
+            names.update(name.strip().lower().encode("latin-1") for name in qualified)
+    return frozenset(names)
+
+
+@dataclass(frozen=True)
+class Update:
+    """
+    A stored response's fields updated by a newer response about it (RFC 9111 section 3.2),
+    and the fields of that newer response meant for its own client only.
+    """
+
+    headers: Headers
+    perClient: Headers
+
+
+def updatedHeaders(stored: Headers, new: Headers) -> Update:
+    """
+    The one way stored header fields are updated (a 304, a HEAD response, a 206): every
+    field C{new} carries replaces all stored lines of that name, except C{Content-Length}
+    and those describing the stored body (L{NOT_UPDATED_BY_304}), the fields a shared cache
+    never stores (L{unstorableFields} of either message: what L{storable} strips when it
+    stores) and the per-client fields (L{PER_CLIENT_FIELDS}), which the caller gives to the
+    client that caused the update and to no one else.
+    """
+    excluded = unstorableFields(new) | unstorableFields(stored)
+    replaced: set[bytes] = set()
+    perClient: Headers = []
+    for name, value in new:
+        lower = name.lower()
+        if lower in PER_CLIENT_FIELDS:
+            perClient.append((name, value))
+        elif lower not in NOT_UPDATED_BY_304 and lower not in excluded:
+            replaced.add(lower)
     headers = [(n, v) for n, v in stored if n.lower() not in replaced]
-    headers.extend((n, v) for n, v in notModified if n.lower() in replaced)
-    return headers
+    headers.extend((n, v) for n, v in new if n.lower() in replaced)
+    return Update(headers, perClient)
 
 
 def _etagList(value: bytes) -> list[bytes]:
