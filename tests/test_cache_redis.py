@@ -12,6 +12,7 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from caplab.proxy.cache import redisstore
+from caplab.proxy.cache.entries import EntryHead
 from caplab.proxy.cache.redisstore import (
     PrimingFetcher,
     RedisStore,
@@ -20,7 +21,6 @@ from caplab.proxy.cache.redisstore import (
     parseRedisURL,
     timeToLive,
 )
-from caplab.proxy.cache.storage import EntryHead
 from caplab.proxy.hooks import Target, UpstreamRequest
 
 
@@ -105,9 +105,10 @@ def put(target: RedisStore, entryHead: EntryHead, body: bytes) -> None:
 class EncodingTests(SynchronousTestCase):
     def test_roundTrip(self) -> None:
         """
-        A stored variant comes back from its Redis value with the same head and body.
+        A stored variant comes back from its Redis value with the same head and body (any
+        byte a field may hold: obs-text and other controls; CR, LF and NUL are refused).
         """
-        original = head(extra=[(b"X-Bin", b"\xff\x00")])
+        original = head(extra=[(b"X-Bin", b"\xff\x01\x7f")])
         decoded, body = decodeEntry(encodeEntry(original, b"\x00body\xff"))
         self.assertEqual(decoded, original)
         self.assertEqual(body, b"\x00body\xff")
@@ -119,6 +120,9 @@ class EncodingTests(SynchronousTestCase):
         value = encodeEntry(head(), b"0123456789")
         self.assertRaises(ValueError, decodeEntry, value[:-1])
         self.assertRaises(ValueError, decodeEntry, b"not ours")
+        for bad in (b"a\x00b", b"a\r\nSet-Cookie: x=1"):
+            forged = encodeEntry(head(extra=[(b"X-Bad", bad)]), b"")
+            self.assertRaises(ValueError, decodeEntry, forged)
 
     def test_timeToLive(self) -> None:
         """

@@ -10,11 +10,15 @@ origin and do not see each other's entries.
 from __future__ import annotations
 
 import http.client
+import json
+import struct
 import subprocess
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +41,40 @@ def proxy(
 ) -> Iterator[ProxyUnderTest]:
     with runningProxy(origin, tmp_path_factory.mktemp("proxy")) as running:
         yield running
+
+
+def writeEntryFile(path: str, record: Any, body: bytes = b"") -> None:
+    """
+    A file in the disk cache's format (blocks of 64 KiB with a CRC-32 each, the JSON
+    record, a trailer with the record's length and CRC-32) whatever C{record} holds.
+    """
+    data = record if isinstance(record, bytes) else json.dumps(record).encode()
+    block = 65536
+    with open(path, "wb") as f:
+        for i in range(0, len(body), block):
+            piece = body[i : i + block]
+            f.write(struct.pack(">I", len(piece)) + piece + struct.pack(">I", zlib.crc32(piece)))
+        f.write(data)
+        f.write(struct.pack(">II8s", len(data), zlib.crc32(data), b"CAPLABC1"))
+
+
+def goodRecord(**changes: Any) -> dict[str, Any]:
+    """
+    A disk cache record as caplab writes it, with C{changes}.
+    """
+    record: dict[str, Any] = {
+        "uri": "http://example.com/good",
+        "varyNames": [],
+        "variant": [],
+        "code": 200,
+        "phrase": "OK",
+        "headers": [["Cache-Control", "max-age=60"]],
+        "requestTime": 1.0,
+        "responseTime": 2.0,
+        "bodyLength": 4,
+    }
+    record.update(changes)
+    return record
 
 
 def unique(route: str) -> str:
@@ -272,3 +310,25 @@ def test_noCache(origin: OriginProcess, tmp_path: Path) -> None:
         responses = [fetch(proxy, origin, path) for _ in range(2)]
     assert [r.cacheStatus for r in responses] == ["", ""]
     assert origin.stats()[path] == 2
+
+
+def test_damagedCacheDirectoryStarts(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    A cache directory with a directory named like an entry and an entry whose record (with
+    a valid checksum) has C{"phrase": null} does not stop C{twist caplab}: each is logged on
+    one line and left out; the proxy serves (issue 9 item 9).
+    """
+    cacheDir = tmp_path / "cache"
+    cacheDir.mkdir()
+    (cacheDir / "0123abcd-dir.entry").mkdir()
+    writeEntryFile(str(cacheDir / "0123abcd-null.entry"), goodRecord(phrase=None), b"good")
+    path = unique("cache/max-age=600")
+    with runningProxy(origin, tmp_path, "--cache-dir", str(cacheDir)) as proxy:
+        assert proxy.process.process is not None
+        proxy.process.waitForLine(r"0123abcd-dir\.entry: not a regular file")
+        proxy.process.waitForLine(r"0123abcd-null\.entry: field 'phrase' is NoneType")
+        proxy.process.waitForLine(r"caplab cache in .*: 0 entries")
+        assert fetch(proxy, origin, path).status == 200
+        assert "Traceback" not in proxy.process.output
+    assert (cacheDir / "0123abcd-dir.entry").is_dir()
+    assert not (cacheDir / "0123abcd-null.entry").exists()

@@ -25,7 +25,7 @@ L{UpstreamResponse.cacheStatus}.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -35,9 +35,10 @@ from twisted.python.failure import Failure
 
 from caplab.proxy.cache import rules
 from caplab.proxy.cache.collapsing import Flight, Waiter
+from caplab.proxy.cache.entries import EntryHead, StoredEntry
 from caplab.proxy.cache.rules import NO_REQUEST_RULES, Decision, EntryRules, RequestRules
 from caplab.proxy.cache.sinks import Discard, SliceSink, TeeSink, noBody
-from caplab.proxy.cache.storage import EntryHead, IStore, StoredEntry
+from caplab.proxy.cache.storage import IStore
 from caplab.proxy.hooks import (
     Headers,
     IBodySink,
@@ -48,7 +49,7 @@ from caplab.proxy.hooks import (
     UpstreamResponse,
 )
 
-#: Stored fields not sent as they are on a hit (recomputed: age, framing).
+#: Fields of a response not stored (recomputed on a hit: age, framing).
 _NOT_REPLAYED = frozenset({b"age", b"content-length", b"transfer-encoding"})
 
 _RANGE, _DIRECTIVES, _CONDITIONS = 1, 2, 4
@@ -59,18 +60,6 @@ _FLAGS = {
     b"if-none-match": _CONDITIONS,
     b"if-modified-since": _CONDITIONS,
 }
-
-
-@dataclass(frozen=True)
-class _Derived:
-    """
-    What the hit path needs of a stored entry, computed once per entry (and per refresh).
-    """
-
-    rules: EntryRules
-    #: The stored fields ready to send, bar C{Age}.
-    headers: Headers
-    notModifiedHeaders: Headers
 
 
 class CachingFetcher:
@@ -131,27 +120,26 @@ class CachingFetcher:
         requestRules = (
             RequestRules.fromHeaders(request.headers) if flags & _DIRECTIVES else NO_REQUEST_RULES
         )
-        entries = self.store.lookup(uri)
-        entry = self._select(entries, request.headers) if entries else None
+        entry, stored = self.store.select(uri, request.headers)
         now = self.clock.seconds()
         if entry is None:
             if requestRules.onlyIfCached:
                 return self._notCached()
-            why = "vary-miss" if entries else "miss"
+            why = "vary-miss" if stored else "miss"
             if collapsed:
                 return self._forward(request, f"{why}; collapsed")
             if self.metrics is not None:
                 self.metrics.cacheMiss()
             return self._miss(request, uri, why)
-        derived = self._derived(entry)
-        evaluation = rules.evaluate(derived.rules, requestRules, now)
+        entryRules = entry.rules
+        assert entryRules is not None
+        evaluation = rules.evaluate(entryRules, requestRules, now)
         if evaluation.decision is not Decision.REVALIDATE:
             detail = ""
             if evaluation.decision is Decision.STALE_REVALIDATE:
                 detail = "; detail=stale-while-revalidate"
             response = self._fromStore(
                 entry,
-                derived,
                 request,
                 now,
                 f"{self.name}; hit; ttl={int(evaluation.ttl)}{detail}",
@@ -161,7 +149,7 @@ class CachingFetcher:
                 if self.metrics is not None:
                     self.metrics.cacheHit()
                 if evaluation.decision is Decision.STALE_REVALIDATE:
-                    self._revalidateInBackground(entry, derived, request)
+                    self._revalidateInBackground(entry, entryRules, request)
                 return succeed(response)
             if collapsed:
                 return self._forward(request, "miss; collapsed")
@@ -170,15 +158,15 @@ class CachingFetcher:
             return self._notCached()
         if self.metrics is not None:
             self.metrics.cacheMiss()
-        why = "request" if evaluation.ttl > 0 and not derived.rules.noCache else "stale"
-        if request.method == b"HEAD" or not derived.rules.hasValidator:
+        why = "request" if evaluation.ttl > 0 and not entryRules.noCache else "stale"
+        if request.method == b"HEAD" or not entryRules.hasValidator:
             return self._forward(request, why)
         if collapsed:
-            return self._revalidate(entry, derived, request, requestRules, why, None)
+            return self._revalidate(entry, entryRules, request, requestRules, why, None)
         return self._collapse(
             uri,
             request,
-            lambda done: self._revalidate(entry, derived, request, requestRules, why, done),
+            lambda done: self._revalidate(entry, entryRules, request, requestRules, why, done),
         )
 
     def _afterWait(self, request: UpstreamRequest) -> Deferred[UpstreamResponse]:
@@ -187,34 +175,9 @@ class CachingFetcher:
         """
         return self._lookup(request, _scan(request.headers), collapsed=True)
 
-    def _select(self, entries: list[StoredEntry], requestHeaders: Headers) -> StoredEntry | None:
-        """
-        The most recent stored response whose secondary key matches the request.
-        """
-        for entry in entries:
-            names = entry.head.varyNames
-            if not names or rules.secondaryKey(names, requestHeaders) == entry.head.variant:
-                return entry
-        return None
-
-    def _derived(self, entry: StoredEntry) -> _Derived:
-        derived = entry.derived
-        if derived is None:
-            head = entry.head
-            headers = [(n, v) for n, v in head.headers if n.lower() not in _NOT_REPLAYED]
-            headers.append((b"Content-Length", b"%d" % entry.bodyLength))
-            derived = entry.derived = _Derived(
-                EntryRules.compute(head.code, head.headers, head.requestTime, head.responseTime),
-                headers,
-                rules.notModifiedHeaders(headers),
-            )
-        assert isinstance(derived, _Derived)
-        return derived
-
     def _fromStore(
         self,
         entry: StoredEntry,
-        derived: _Derived,
         request: UpstreamRequest,
         now: float,
         status: str,
@@ -226,27 +189,30 @@ class CachingFetcher:
 
         @param conditional: whether the request has preconditions (None: look).
         """
-        age = (b"Age", b"%d" % int(derived.rules.freshness.currentAge(now)))
+        entryRules = entry.rules
+        assert entryRules is not None
+        head = entry.head
+        age = (b"Age", b"%d" % int(entryRules.freshness.currentAge(now)))
         if conditional is None:
             conditional = bool(_scan(request.headers) & _CONDITIONS)
-        if conditional and rules.notModified(request.headers, derived.rules):
+        if conditional and rules.notModified(request.headers, entryRules):
             self.store.touch(entry)
-            return UpstreamResponse(
-                304, b"Not Modified", [*derived.notModifiedHeaders, age], noBody, status
-            )
+            if entry.notModified is None:
+                entry.notModified = rules.notModifiedHeaders(head.headers)
+            return UpstreamResponse(304, b"Not Modified", [*entry.notModified, age], noBody, status)
         if request.method == b"HEAD":
             if not entry.live:
                 return None
             self.store.touch(entry)
             return UpstreamResponse(
-                entry.head.code, entry.head.phrase, [*derived.headers, age], noBody, status
+                head.code, head.phrase, [*head.headers, entry.lengthField, age], noBody, status
             )
         body = self.store.openBody(entry)
         if body is None:
             return None
         self.store.touch(entry)
         return UpstreamResponse(
-            entry.head.code, entry.head.phrase, [*derived.headers, age], body.deliver, status
+            head.code, head.phrase, [*head.headers, entry.lengthField, age], body.deliver, status
         )
 
     def _rangeFromStore(self, request: UpstreamRequest, flags: int) -> UpstreamResponse | None:
@@ -259,13 +225,13 @@ class CachingFetcher:
         if rules.firstHeader(request.headers, b"if-range") is not None:
             return None
         value = rules.firstHeader(request.headers, b"range")
-        entries = self.store.lookup(request.target.uri)
-        entry = self._select(entries, request.headers) if entries else None
+        entry, _ = self.store.select(request.target.uri, request.headers)
         if value is None or entry is None or entry.head.code != 200:
             return None
-        derived = self._derived(entry)
+        entryRules = entry.rules
+        assert entryRules is not None
         now = self.clock.seconds()
-        evaluation = rules.evaluate(derived.rules, NO_REQUEST_RULES, now)
+        evaluation = rules.evaluate(entryRules, NO_REQUEST_RULES, now)
         wanted = rules.byteRange(value, entry.bodyLength)
         if evaluation.decision is not Decision.FRESH or wanted is None:
             return None
@@ -274,7 +240,7 @@ class CachingFetcher:
             return None
         self.store.touch(entry)
         start, stop = wanted
-        headers = [(n, v) for n, v in derived.headers if n.lower() != b"content-length"]
+        headers = list(entry.head.headers)
         headers += [
             (b"Content-Range", b"bytes %d-%d/%d" % (start, stop - 1, entry.bodyLength)),
             (b"Content-Length", b"%d" % (stop - start)),
@@ -382,9 +348,10 @@ class CachingFetcher:
                     variant=rules.secondaryKey(names, request.headers),
                     code=response.code,
                     phrase=response.phrase,
-                    headers=decision.headers,
+                    headers=_storedFields(decision.headers, responseTime),
                     requestTime=requestTime,
                     responseTime=responseTime,
+                    age=rules.ageValue(decision.headers),
                 )
                 writer = self.store.writer(head)
         if writer is None:
@@ -436,18 +403,18 @@ class CachingFetcher:
 
     # Validation
 
-    def _conditional(self, request: UpstreamRequest, derived: _Derived) -> UpstreamRequest:
+    def _conditional(self, request: UpstreamRequest, entryRules: EntryRules) -> UpstreamRequest:
         return replace(
             request,
             method=b"GET",
-            headers=rules.conditionalHeaders(request.headers, derived.rules),
+            headers=rules.conditionalHeaders(request.headers, entryRules),
             bodyLength=0,
         )
 
     def _revalidate(
         self,
         entry: StoredEntry,
-        derived: _Derived,
+        entryRules: EntryRules,
         request: UpstreamRequest,
         requestRules: RequestRules,
         why: str,
@@ -461,7 +428,7 @@ class CachingFetcher:
         @param onDone: called once the entry is refreshed, replaced, or neither will be.
         """
         requestTime = self.clock.seconds()
-        d = self.inner.fetch(self._conditional(request, derived), None)
+        d = self.inner.fetch(self._conditional(request, entryRules), None)
 
         def finished() -> None:
             if onDone is not None:
@@ -471,12 +438,10 @@ class CachingFetcher:
             status = f"{self.name}; fwd={why}; fwd-status={response.code}"
             if response.code == 304:
                 response.deliverBody(Discard())
-                refreshed = self._refresh(entry, derived, response, requestTime)
+                refreshed = self._refresh(entry, entryRules, response, requestTime)
                 if refreshed is not None:
                     now = self.clock.seconds()
-                    fromStore = self._fromStore(
-                        refreshed[0], self._derived(refreshed[0]), request, now, status
-                    )
+                    fromStore = self._fromStore(refreshed[0], request, now, status)
                     if fromStore is not None:
                         finished()
                         # the 304's per-client fields (Set-Cookie ...) are this client's
@@ -484,7 +449,7 @@ class CachingFetcher:
                         return fromStore
                 return self._forward(request, why, onDone)
             if response.code >= 500:
-                stale = self._staleOnError(entry, derived, request, requestRules, response.code)
+                stale = self._staleOnError(entry, entryRules, request, requestRules, response.code)
                 if stale is not None:
                     finished()
                     response.deliverBody(Discard())
@@ -496,7 +461,7 @@ class CachingFetcher:
             error = reason.value
             if isinstance(error, UpstreamError) and not reason.check(CancelledError):
                 code = error.code
-                stale = self._staleOnError(entry, derived, request, requestRules, code)
+                stale = self._staleOnError(entry, entryRules, request, requestRules, code)
                 if stale is not None:
                     return stale
             return reason
@@ -506,7 +471,7 @@ class CachingFetcher:
     def _refresh(
         self,
         entry: StoredEntry,
-        derived: _Derived,
+        entryRules: EntryRules,
         notModified: UpstreamResponse,
         requestTime: float,
     ) -> tuple[StoredEntry, Headers] | None:
@@ -514,7 +479,7 @@ class CachingFetcher:
         Update a stored response with a 304 (None if the 304 is about another one): the
         refreshed entry and the 304's per-client fields, for the one client it answers.
         """
-        if not entry.live or not rules.validatorsMatch(derived.rules, notModified.headers):
+        if not entry.live or not rules.validatorsMatch(entryRules, notModified.headers):
             return None
         update = rules.updatedHeaders(entry.head.headers, notModified.headers)
         head = replace(
@@ -528,24 +493,23 @@ class CachingFetcher:
     def _staleOnError(
         self,
         entry: StoredEntry,
-        derived: _Derived,
+        entryRules: EntryRules,
         request: UpstreamRequest,
         requestRules: RequestRules,
         code: int,
     ) -> UpstreamResponse | None:
         now = self.clock.seconds()
-        if not rules.mayServeStaleOnError(derived.rules, requestRules, now):
+        if not rules.mayServeStaleOnError(entryRules, requestRules, now):
             return None
         return self._fromStore(
             entry,
-            derived,
             request,
             now,
             f"{self.name}; fwd=stale; fwd-status={code}; detail=stale-if-error",
         )
 
     def _revalidateInBackground(
-        self, entry: StoredEntry, derived: _Derived, request: UpstreamRequest
+        self, entry: StoredEntry, entryRules: EntryRules, request: UpstreamRequest
     ) -> None:
         """
         Refresh a stale entry served under C{stale-while-revalidate}, one at a time per URI.
@@ -559,7 +523,7 @@ class CachingFetcher:
 
         def got(response: UpstreamResponse) -> None:
             if response.code == 304:
-                self._refresh(entry, derived, response, requestTime)
+                self._refresh(entry, entryRules, response, requestTime)
                 response.deliverBody(Discard())
                 return
             stored = self._store(plain, response, requestTime, "")
@@ -575,8 +539,20 @@ class CachingFetcher:
         def done(_: object) -> None:
             self._revalidating.discard(key)
 
-        d = self.inner.fetch(self._conditional(plain, derived), None)
+        d = self.inner.fetch(self._conditional(plain, entryRules), None)
         d.addCallbacks(got, failed).addBoth(done)
+
+
+def _storedFields(headers: Headers, responseTime: float) -> Headers:
+    """
+    The fields of a response as they are stored and sent on hits: without C{Age} (the age
+    is recomputed) and framing (C{Content-Length} comes from the stored body); with a
+    C{Date} (the time it was received) if the origin sent none (RFC 9110 section 6.6.1).
+    """
+    stored = [(n, v) for n, v in headers if n.lower() not in _NOT_REPLAYED]
+    if rules.firstHeader(stored, b"date") is None:
+        stored.append((b"Date", rules.formatHTTPDate(responseTime)))
+    return stored
 
 
 def _scan(headers: Headers) -> int:

@@ -40,8 +40,9 @@ from urllib.parse import urlsplit
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from caplab.proxy.cache.rules import EntryRules
-from caplab.proxy.cache.storage import EntryHead, IEntryWriter, MemoryStore, StoredEntry
+from caplab.proxy.cache.bodies import CorruptEntry
+from caplab.proxy.cache.entries import EntryHead, StoredEntry
+from caplab.proxy.cache.storage import IEntryWriter, MemoryStore
 from caplab.proxy.hooks import IRequestBody, UpstreamRequest, UpstreamResponse
 
 #: Keys of this cache in Redis start with this (versioned: a format change takes a new one).
@@ -113,7 +114,7 @@ def decodeEntry(value: bytes) -> tuple[EntryHead, bytes]:
     try:
         (length,) = _HEAD_LENGTH.unpack_from(value)
         head, bodyLength = EntryHead.fromJSON(value[4 : 4 + length])
-    except (struct.error, KeyError, TypeError, ValueError) as e:
+    except (struct.error, CorruptEntry) as e:
         raise ValueError(f"not a cache entry: {e}") from e
     body = value[4 + length :]
     if len(body) != bodyLength:
@@ -126,7 +127,7 @@ def timeToLive(head: EntryHead, now: float) -> float:
     Seconds Redis keeps an entry: while fresh, then its stale allowances, then (with a
     validator) a while longer so that it can be revalidated rather than fetched again.
     """
-    rules = EntryRules.compute(head.code, head.headers, head.requestTime, head.responseTime)
+    rules = head.rules()
     fresh = rules.freshness.lifetime - rules.freshness.currentAge(now)
     stale = max(rules.staleWhileRevalidate or 0, rules.staleIfError or 0)
     keep = REVALIDATION_KEEP if rules.hasValidator else 0.0
@@ -212,7 +213,7 @@ class RedisStore(MemoryStore):
         """
         Make the near cache hold what Redis holds for C{uri} (unless it holds some already).
         """
-        if self.lookup(uri):
+        if self.holds(uri):
             return succeed(None)
         d = self._call(_GET, [self._indexKey(uri)], [self._entryPrefix(uri)])
         if d is None:

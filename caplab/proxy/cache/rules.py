@@ -145,7 +145,7 @@ def formatHTTPDate(when: float) -> bytes:
     return formatdate(when, usegmt=True).encode("ascii")
 
 
-def _ageValue(headers: Headers) -> float:
+def ageValue(headers: Headers) -> float:
     """
     The C{Age} header: first member, ignored unless a non-negative integer (RFC 9111 5.1).
     """
@@ -211,15 +211,19 @@ def freshnessLifetime(
     return 0.0, False
 
 
-def correctedInitialAge(headers: Headers, requestTime: float, responseTime: float) -> float:
+def correctedInitialAge(
+    headers: Headers, requestTime: float, responseTime: float, age: float | None = None
+) -> float:
     """
     The age of a response when it was received (RFC 9111 section 4.2.3): the larger of the
     apparent age (C{responseTime} - C{Date}) and the origin's C{Age} plus the response delay.
+
+    @param age: the origin's C{Age} (None: read it from C{headers}).
     """
     date = parseHTTPDate(firstHeader(headers, b"date"))
     apparentAge = 0.0 if date is None else max(0.0, responseTime - date)
     responseDelay = max(0.0, responseTime - requestTime)
-    correctedAgeValue = _ageValue(headers) + responseDelay
+    correctedAgeValue = (ageValue(headers) if age is None else age) + responseDelay
     return max(apparentAge, correctedAgeValue)
 
 
@@ -343,7 +347,7 @@ def storable(
     return Storability(True, "", [(n, v) for n, v in responseHeaders if n.lower() not in excluded])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Freshness:
     """
     The freshness facts of a stored response, computed once when it is stored or refreshed.
@@ -356,12 +360,17 @@ class Freshness:
 
     @classmethod
     def compute(
-        cls, code: int, headers: Headers, requestTime: float, responseTime: float
+        cls,
+        code: int,
+        headers: Headers,
+        requestTime: float,
+        responseTime: float,
+        age: float | None = None,
     ) -> Freshness:
         lifetime, heuristic = freshnessLifetime(code, headers, responseTime)
         return cls(
             lifetime,
-            correctedInitialAge(headers, requestTime, responseTime),
+            correctedInitialAge(headers, requestTime, responseTime, age),
             responseTime,
             heuristic,
         )
@@ -373,7 +382,7 @@ class Freshness:
         return self.correctedInitialAge + max(0.0, now - self.responseTime)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EntryRules:
     """
     Everything the hit path needs to know about a stored response, parsed once.
@@ -391,11 +400,19 @@ class EntryRules:
 
     @classmethod
     def compute(
-        cls, code: int, headers: Headers, requestTime: float, responseTime: float
+        cls,
+        code: int,
+        headers: Headers,
+        requestTime: float,
+        responseTime: float,
+        age: float | None = None,
     ) -> EntryRules:
+        """
+        @param age: the origin's C{Age} (None: read it from C{headers}).
+        """
         cc = cacheControl(headers)
         return cls(
-            freshness=Freshness.compute(code, headers, requestTime, responseTime),
+            freshness=Freshness.compute(code, headers, requestTime, responseTime, age),
             # a qualified no-cache="field" only strips fields (done when storing)
             noCache=cc.no_cache is True
             or (
