@@ -332,3 +332,36 @@ def test_damagedCacheDirectoryStarts(origin: OriginProcess, tmp_path: Path) -> N
         assert "Traceback" not in proxy.process.output
     assert (cacheDir / "0123abcd-dir.entry").is_dir()
     assert not (cacheDir / "0123abcd-null.entry").exists()
+
+
+def test_rangeFormsAndIfRange(proxy: ProxyUnderTest, origin: OriginProcess) -> None:
+    """
+    Suffix and open ranges and a range past the end are answered from a stored response;
+    an C{If-Range} that is not the stored strong validator gets the whole response (issue
+    12 item 4).
+    """
+    path = unique("cache/max-age=60")
+    whole = fetch(proxy, origin, path).body
+    suffix = fetch(proxy, origin, path, headers={"Range": "bytes=-5"})
+    assert (suffix.status, suffix.body) == (206, whole[-5:])
+    opened = fetch(proxy, origin, path, headers={"Range": "bytes=3-"})
+    assert (opened.status, opened.body) == (206, whole[3:])
+    assert opened.headers["Content-Range"] == f"bytes 3-{len(whole) - 1}/{len(whole)}"
+    past = fetch(proxy, origin, path, headers={"Range": f"bytes={len(whole)}-"})
+    assert (past.status, past.headers["Content-Range"]) == (416, f"bytes */{len(whole)}")
+    weak = fetch(proxy, origin, path, headers={"Range": "bytes=0-1", "If-Range": '"nope"'})
+    assert (weak.status, weak.body) == (200, whole)
+    assert origin.stats()[path] == 1
+
+
+def test_varyNormalised(proxy: ProxyUnderTest, origin: OriginProcess) -> None:
+    """
+    C{Accept-Language} values that differ only in order, case and whitespace are one
+    variant (issue 12 item 8).
+    """
+    path = unique("vary/Accept-Language")
+    first = fetch(proxy, origin, path, headers={"Accept-Language": "en-US, fr;q=0.5"})
+    again = fetch(proxy, origin, path, headers={"Accept-Language": "FR; q=0.5,en-us"})
+    assert again.body == first.body
+    assert again.cacheStatus.startswith("caplab; hit")
+    assert origin.stats()[path] == 1
