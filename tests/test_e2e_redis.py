@@ -165,8 +165,12 @@ def test_twoProxiesShareHitsAndSurviveRedisOutage(origin: OriginProcess, tmp_pat
             time.sleep(0.1)
         first.process.waitForLine(r"Redis at 127\.0\.0\.1:\d+/0 is reachable again")
         for proxy in (first, second):
-            # the retries during the outage are logged readably ("in 2.7 seconds")
+            # the retries during the outage are logged readably
+            proxy.process.waitForLine(
+                r"to connect Redis at 127\.0\.0\.1:\d+/0 in \d+(\.\d)? seconds"
+            )
             assert not _LONG_SECONDS.search(proxy.process.output), proxy.process.output
+            assert " object at 0x" not in proxy.process.output
 
 
 def test_badRedisURLIsAUsageError(tmp_path: Path) -> None:

@@ -582,7 +582,8 @@ class RedisClient:
         )
         factory.noisy = False
         factory.deferred.addErrback(self._loginFailed)
-        factory.startConnecting(_ObservingEndpoint(endpoint, self._lost))
+        label = f"Redis at {address.describe()}"
+        factory.startConnecting(_ObservingEndpoint(endpoint, self._lost, label))
         self._factory = factory
         self._handler = factory.handler
 
@@ -635,6 +636,7 @@ class _Observer(ProtocolWrapper):
 
 class _ObservingFactory(WrappingFactory):
     protocol = _Observer
+    noisy = False
 
     def __init__(self, wrapped: Any, onLost: Callable[[Failure], None]) -> None:
         super().__init__(wrapped)
@@ -648,9 +650,14 @@ class _ObservingEndpoint:
     caller the protocol it built (not the wrapper).
     """
 
-    def __init__(self, endpoint: Any, onLost: Callable[[Failure], None]) -> None:
+    def __init__(self, endpoint: Any, onLost: Callable[[Failure], None], label: str) -> None:
         self.endpoint = endpoint
         self.onLost = onLost
+        self.label = label
+
+    def __repr__(self) -> str:
+        # what ClientService's "Scheduling retry N to connect ..." line shows
+        return self.label
 
     def connect(self, factory: Any) -> Deferred[Any]:
         d: Deferred[Any] = self.endpoint.connect(_ObservingFactory(factory, self.onLost))
