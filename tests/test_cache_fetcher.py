@@ -1395,6 +1395,10 @@ class AdminTests(FetcherTestCase):
         self.assertEqual(len(self.store.lookup(other.uri)), 1)
         self.cache.purge(TARGET.uri).addCallback(purged.append)
         self.assertEqual(purged, [2, 0])
+        self.cache.purge("HTTP://Example.COM:80/b").addCallback(purged.append)
+        self.assertEqual(purged, [2, 0, 1])
+        self.cache.purge("http://[::1:bad").addCallback(purged.append)
+        self.assertEqual(purged, [2, 0, 1, 0])
 
     def test_flush(self) -> None:
         for path in (b"/a", b"/b", b"/c"):

@@ -103,9 +103,15 @@ class CachingFetcher:
     def purge(self, uri: str) -> Deferred[int]:
         """
         Remove every stored response (every variant and part) of C{uri}, wherever the store
-        keeps them; fires with how many were removed.
+        keeps them; fires with how many were removed.  C{uri} is read as the cache keys are
+        written (scheme and host in lower case, no default port), so
+        C{http://Example.com:80/a} purges C{http://example.com/a}.
         """
-        return self.store.purge(uri)
+        try:
+            key = rules.normalizeURI(uri)
+        except ValueError:
+            return succeed(0)
+        return self.store.purge(key)
 
     def flush(self) -> Deferred[int]:
         """
