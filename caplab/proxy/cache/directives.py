@@ -24,6 +24,7 @@ notion of an invalid one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 #: What a too large delta-seconds is read as (RFC 9111 section 1.2.2).
 MAX_DELTA = 1 << 31
@@ -139,9 +140,17 @@ def _fieldNames(value: bytes) -> frozenset[bytes]:
 def parseCacheControl(values: list[bytes]) -> CacheControl:
     """
     The merged directives of every C{Cache-Control} line of a message (C{values}).
+
+    Results are remembered for the most recent distinct values (most origins send the same
+    few over and over); the parse is pure, so this only saves time.
     """
     if not values:
         return NONE
+    return _parse(tuple(values))
+
+
+@lru_cache(maxsize=1024)
+def _parse(values: tuple[bytes, ...]) -> CacheControl:
     flags: set[bytes] = set()
     deltas: dict[bytes, list[int | None]] = {}
     noCacheFields: set[bytes] = set()
