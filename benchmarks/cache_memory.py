@@ -161,6 +161,7 @@ def measureProcess(objects: int, size: int, cacheSize: int) -> dict[str, Any]:
     """
     sys.path.insert(0, str(ROOT))
     from tests.origins import runningOrigin
+    from tests.origins.proxy import proxyArguments
     from tests.support import runningCaplab
 
     def processRSS(pid: int) -> int:
@@ -175,8 +176,15 @@ def measureProcess(objects: int, size: int, cacheSize: int) -> dict[str, Any]:
     pad = "x-pad=" + "p" * max(0, size - 40)
     with (
         runningOrigin() as origin,
-        runningCaplab(
-            "--no-tcp", "--no-udp", "--cache-size", str(cacheSize), services=("proxy",)
+        (
+            runningCaplab(
+                *proxyArguments(origin, None),
+                "--cache-size",
+                str(cacheSize),
+                "--cache-max-object",
+                str(min(cacheSize, 1 << 20)),
+                services=("proxy",),
+            )
         ) as proxy,
     ):
         host, port = proxy.addresses["proxy"]
@@ -195,7 +203,11 @@ def measureProcess(objects: int, size: int, cacheSize: int) -> dict[str, Any]:
         for i in range(objects):
             get(i)
         stored = processRSS(pid)
-        hits = sum(get(i).startswith("caplab; hit") for i in range(objects))
+        hits = 0  # the most recently stored are held: hit them, newest first, until a miss
+        for i in reversed(range(objects)):
+            if not get(i).startswith("caplab; hit"):
+                break
+            hits += 1
         afterHits = processRSS(pid)
         connection.close()
     return {

@@ -141,11 +141,16 @@ def measureProcess(variants: int, samples: int) -> dict[str, Any]:
     """
     sys.path.insert(0, str(ROOT))
     from tests.origins import runningOrigin
+    from tests.origins.proxy import proxyArguments
     from tests.support import runningCaplab
 
     with (
         runningOrigin() as origin,
-        runningCaplab("--no-tcp", "--no-udp", "--cache-size", "256M", services=("proxy",)) as proxy,
+        (
+            runningCaplab(
+                *proxyArguments(origin, None), "--cache-size", "256M", services=("proxy",)
+            )
+        ) as proxy,
     ):
         host, port = proxy.addresses["proxy"]
         page = origin.url("/run/bench/vary/Accept-Language")
