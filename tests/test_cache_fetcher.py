@@ -1184,6 +1184,25 @@ class StaleWhenUnreachableTests(FetcherTestCase):
         self.assertEqual((result.code, result.read()), (200, b"hello"))
         self.assertEqual(result.status, "caplab; fwd=stale; ttl=-20; detail=origin-unreachable")
 
+    def test_loggedRateLimited(self) -> None:
+        """
+        Every request of an outage is served stale; the log says so once a minute, counted.
+        """
+        from twisted.logger import capturedLogs, formatEvent
+
+        self.prime([(b"Cache-Control", b"max-age=10"), (b"ETag", b'"v"')])
+        self.clock.advance(30)
+        with capturedLogs() as events:
+            for _ in range(50):
+                result = self.fetch()
+                self.origin.pending.pop().errback(UpstreamError(502, "Bad gateway", "refused"))
+                self.assertEqual(result.read(), b"hello")
+            self.clock.advance(60)
+        lines = [formatEvent(e) for e in events]
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("served stale: the origin is unreachable", lines[0])
+        self.assertIn("(49 times in the last 60 s, 50 in this burst)", lines[1])
+
     def test_noValidatorUnreachable(self) -> None:
         """
         A stale response without validator (re-fetched, not revalidated) is served too.

@@ -41,12 +41,13 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from caplab.proxy.cache import partial, ranges, rules
 from caplab.proxy.cache.collapsing import Flight, Waiter
 from caplab.proxy.cache.entries import EntryHead, StoredEntry
+from caplab.proxy.cache.ratelimit import RateLimitedLog
 from caplab.proxy.cache.replies import CONDITIONS, DIRECTIVES, RANGE, fromPart, fromStore, scan
 from caplab.proxy.cache.rules import NO_REQUEST_RULES, Decision, EntryRules, RequestRules
 from caplab.proxy.cache.sinks import Discard, TeeSink
@@ -97,6 +98,13 @@ class CachingFetcher:
         self.metrics = metrics
         self._flights: dict[str, Flight] = {}
         self._revalidating: set[str] = set()
+        # an unreachable origin fails every request that comes: one line a minute, counted
+        self._staleServed = RateLimitedLog(
+            self.log, clock.callLater, "cache: stale responses served", level=LogLevel.info
+        )
+        self._backgroundFailed = RateLimitedLog(
+            self.log, clock.callLater, "cache: failed background revalidations", level=LogLevel.info
+        )
 
     # The operators' seam (ICacheAdmin)
 
@@ -595,7 +603,7 @@ class CachingFetcher:
         status = f"{self.name}; fwd=stale; ttl={ttl}; detail=origin-unreachable"
         stale = fromStore(self.store, entry, request, now, status, scan(request.headers))
         if stale is not None:
-            self.log.info(
+            self._staleServed.emit(
                 "cache: {uri} served stale: the origin is unreachable ({error})",
                 uri=request.target.uri,
                 error=reason.value,
@@ -631,7 +639,7 @@ class CachingFetcher:
             stored.deliverBody(Discard())
 
         def failed(reason: Failure) -> None:
-            self.log.info(
+            self._backgroundFailed.emit(
                 "cache: background revalidation of {uri} failed: {why}",
                 uri=request.target.uri,
                 why=reason.getErrorMessage(),

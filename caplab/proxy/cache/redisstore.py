@@ -53,7 +53,7 @@ from zope.interface import implementer
 
 from caplab.proxy.cache.bodies import CorruptEntry
 from caplab.proxy.cache.entries import EntryHead, StoredEntry
-from caplab.proxy.cache.storage import IEntryWriter, MemoryStore, StoreIndex
+from caplab.proxy.cache.storage import MAX_VARIANTS, IEntryWriter, MemoryStore, StoreIndex
 from caplab.proxy.hooks import IRequestBody, UpstreamRequest, UpstreamResponse
 
 #: Keys of this cache in Redis start with this (versioned: a format change takes a new one).
@@ -255,8 +255,9 @@ class RedisStore(MemoryStore):
         maxObjectSize: int = 8 << 20,
         timeout: float = 0.5,
         where: str = "redis",
+        maxVariants: int = MAX_VARIANTS,
     ) -> None:
-        super().__init__(maxSize, maxObjectSize, reactor.callLater)
+        super().__init__(maxSize, maxObjectSize, reactor.callLater, maxVariants)
         self.redis = redis
         self.reactor = reactor
         self.timeout = timeout
