@@ -25,6 +25,10 @@ C{time.time()}; what caplab needs of it is a page of RFC 9111, now here, tested 
 
 The hit path works on the raw byte header lists: what a stored response needs on every hit
 is computed once when it is stored (L{EntryRules}).
+
+Left to the origin on purpose: requests for several ranges (a C{multipart/byteranges}
+answer is not stored), a range that spans two stored parts, and the revalidation of stored
+parts (a stale part is fetched again).
 """
 
 from __future__ import annotations
