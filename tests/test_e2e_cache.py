@@ -115,7 +115,12 @@ def fetch(
         connection.close()
 
 
-def originRequests(origin: OriginProcess, path: str) -> list[dict[str, object]]:
+def originRequests(origin: OriginProcess, path: str, count: int) -> list[dict[str, object]]:
+    """
+    The origin's log of the requests for C{path}, once it holds C{count} of them (the log
+    is another process's output, read by a thread: it may lag behind the responses).
+    """
+    origin.waitForCount(path, count)
     return [r for r in origin.requests() if r["path"] == path]
 
 
@@ -174,7 +179,7 @@ def test_revalidation(proxy: ProxyUnderTest, origin: OriginProcess) -> None:
     second = fetch(proxy, origin, path)
     assert first.body == second.body == b"validated body, request 1\n"
     assert second.cacheStatus == "caplab; fwd=stale; fwd-status=304"
-    requests = originRequests(origin, path)
+    requests = originRequests(origin, path, 2)
     assert len(requests) == 2
     assert header(requests[0], "if-none-match") is None
     assert header(requests[1], "if-none-match") == '"caplab-v1"'
@@ -297,7 +302,7 @@ def test_diskRevalidation(origin: OriginProcess, tmp_path: Path) -> None:
         responses = [fetch(proxy, origin, path) for _ in range(3)]
     assert {r.body for r in responses} == {b"validated body, request 1\n"}
     assert [r.cacheStatus for r in responses[1:]] == ["caplab; fwd=stale; fwd-status=304"] * 2
-    requests = originRequests(origin, path)
+    requests = originRequests(origin, path, 3)
     assert [header(r, "if-none-match") for r in requests] == [None, '"caplab-v1"', '"caplab-v1"']
 
 
