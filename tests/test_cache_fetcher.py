@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import given, settings
@@ -380,30 +381,171 @@ class HitMissTests(FetcherTestCase):
 
     def test_rangeNotFromStore(self) -> None:
         """
-        With If-Range, several ranges, a stale entry, or nothing stored, the range request
-        goes to the origin.
+        Several ranges go to the origin; an C{If-Range} that does not match (no strong
+        validator stored) gets the whole stored response; a range past the end is 416 from
+        the cache; a stale entry without validator is fetched again.
         """
         self.prime([(b"Cache-Control", b"max-age=60")], b"0123456789")
-        for headers in [
-            [(b"Range", b"bytes=0-1"), (b"If-Range", b'"x"')],
-            [(b"Range", b"bytes=0-1,4-5")],
-            [(b"Range", b"bytes=20-")],
-        ]:
-            self.fetch(get(*headers))
-        self.assertEqual(len(self.origin.requests), 4)
+        several = self.fetch(get((b"Range", b"bytes=0-1,4-5")))
+        self.assertEqual(len(self.origin.requests), 2)
+        self.origin.respond(206, [], b"multipart")
+        self.assertEqual(several.status, "caplab; fwd=bypass; detail=range")
+        whole = self.fetch(get((b"Range", b"bytes=0-1"), (b"If-Range", b'"x"')))
+        self.assertEqual((whole.code, whole.read()), (200, b"0123456789"))
+        past = self.fetch(get((b"Range", b"bytes=20-")))
+        self.assertEqual((past.code, past.header(b"content-range")), (416, b"bytes */10"))
+        self.assertEqual(len(self.origin.requests), 2)
         self.clock.advance(100)
         self.fetch(get((b"Range", b"bytes=0-1")))
-        self.assertEqual(len(self.origin.requests), 5)
+        self.assertEqual(len(self.origin.requests), 3)
+
+    def test_ifRangeStrongValidator(self) -> None:
+        """
+        An C{If-Range} with the stored strong C{ETag} (or strong C{Last-Modified}) gets the
+        range; a weak one gets the whole response.
+        """
+        lastModified = formatHTTPDate(NOW - 3600)
+        self.prime(
+            [
+                (b"Cache-Control", b"max-age=60"),
+                (b"ETag", b'"v1"'),
+                (b"Last-Modified", lastModified),
+            ],
+            b"0123456789",
+        )
+        for ifRange, expected in (
+            (b'"v1"', (206, b"23")),
+            (lastModified, (206, b"23")),
+            (b'W/"v1"', (200, b"0123456789")),
+            (b'"v2"', (200, b"0123456789")),
+        ):
+            result = self.fetch(get((b"Range", b"bytes=2-3"), (b"If-Range", ifRange)))
+            self.assertEqual((result.code, result.read()), expected, ifRange)
+        self.assertEqual(len(self.origin.requests), 1)
 
     def test_range(self) -> None:
         """
-        A Range request passes through and its 206 is not stored.
+        A range request that misses goes to the origin; a 206 without a usable
+        C{Content-Range} is not stored.
         """
         result = self.fetch(get((b"Range", b"bytes=0-1")))
         self.origin.respond(206, [(b"Cache-Control", b"max-age=60")], b"he")
-        self.assertEqual(result.status, "caplab; fwd=bypass; detail=range")
+        self.assertEqual(result.status, "caplab; fwd=miss")
         self.assertEqual(result.read(), b"he")
         self.assertEqual(self.store.lookup(TARGET.uri), [])
+        self.assertEqual(self.store.parts(TARGET.uri), [])
+
+
+class PartialContentTests(FetcherTestCase):
+    """
+    206 responses to single-range requests are stored as parts; later ranges inside a part
+    are served from it; parts that hold everything become one complete response (issue 12
+    item 4).
+    """
+
+    def part(self, first: int, last: int, body: bytes, etag: bytes = b'"v1"') -> Result:
+        result = self.fetch(get((b"Range", b"bytes=%d-%d" % (first, last))))
+        self.origin.respond(
+            206,
+            [
+                (b"Date", formatHTTPDate(self.clock.seconds())),
+                (b"Cache-Control", b"max-age=60"),
+                (b"ETag", etag),
+                (b"Content-Range", b"bytes %d-%d/10" % (first, last)),
+            ],
+            body,
+        )
+        self.assertEqual(result.read(), body)
+        return result
+
+    def test_partStoredAndServed(self) -> None:
+        stored = self.part(0, 4, b"01234")
+        self.assertEqual(stored.status, "caplab; fwd=miss; stored")
+        inside = self.fetch(get((b"Range", b"bytes=1-3")))
+        self.assertEqual((inside.code, inside.read()), (206, b"123"))
+        self.assertEqual(inside.header(b"content-range"), b"bytes 1-3/10")
+        self.assertEqual(inside.status, "caplab; hit; ttl=60; detail=range")
+        self.assertEqual(len(self.origin.requests), 1)
+        outside = self.fetch(get((b"Range", b"bytes=3-6")))
+        self.assertEqual(len(self.origin.requests), 2)
+        self.assertIsNone(outside.response)
+        whole = self.fetch()
+        self.assertEqual(len(self.origin.requests), 3, "a part never answers a whole GET")
+        self.assertIsNone(whole.response)
+
+    def test_partsCombined(self) -> None:
+        """
+        Parts with the same strong validator that cover the representation become one
+        complete stored response, and the parts go.
+        """
+        self.part(0, 4, b"01234")
+        self.part(3, 9, b"3456789")
+        [complete] = self.store.lookup(TARGET.uri)
+        self.assertEqual((complete.head.code, complete.bodyLength), (200, 10))
+        self.assertEqual(self.store.parts(TARGET.uri), [])
+        whole = self.fetch()
+        self.assertEqual((whole.code, whole.read()), (200, b"0123456789"))
+        self.assertEqual(whole.header(b"content-length"), b"10")
+        self.assertIsNone(whole.header(b"content-range"))
+        self.assertEqual(len(self.origin.requests), 2)
+
+    def test_otherValidatorsNotCombined(self) -> None:
+        self.part(0, 4, b"01234", b'"v1"')
+        self.part(5, 9, b"56789", b'"v2"')
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+        self.part(2, 9, b"23456789", b'W/"v1"')
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+
+    def test_revalidatedRangeFromStoredWhole(self) -> None:
+        """
+        A range request for a stale stored response is revalidated with the range kept;
+        the 304 lets the range be cut from the stored response.
+        """
+        self.prime([(b"Cache-Control", b"max-age=10"), (b"ETag", b'"v1"')], b"0123456789")
+        self.clock.advance(20)
+        result = self.fetch(get((b"Range", b"bytes=-3")))
+        self.assertEqual(self.origin.headerOf(1, b"range"), b"bytes=-3")
+        self.assertEqual(self.origin.headerOf(1, b"if-none-match"), b'"v1"')
+        self.origin.respond(304, [(b"ETag", b'"v1"'), (b"Cache-Control", b"max-age=60")], b"")
+        self.assertEqual((result.code, result.read()), (206, b"789"))
+
+    def test_sameValidator206UpdatesStored(self) -> None:
+        """
+        A 206 with the stored response's strong validator refreshes it (its fields, per-
+        client ones excepted); one with another validator removes it.
+        """
+        self.prime([(b"Cache-Control", b"max-age=10"), (b"ETag", b'"v1"')], b"0123456789")
+        self.clock.advance(20)
+        result = self.fetch(get((b"Range", b"bytes=0-1")))
+        self.origin.respond(
+            206,
+            [
+                (b"Cache-Control", b"max-age=100"),
+                (b"ETag", b'"v1"'),
+                (b"X-New", b"1"),
+                (b"Set-Cookie", b"s=1"),
+                (b"Content-Range", b"bytes 0-1/10"),
+            ],
+            b"01",
+        )
+        self.assertEqual(result.read(), b"01")
+        hit = self.fetch()
+        self.assertEqual(hit.status, "caplab; hit; ttl=100")
+        self.assertEqual((hit.header(b"x-new"), hit.header(b"set-cookie")), (b"1", None))
+        self.clock.advance(200)
+        again = self.fetch(get((b"Range", b"bytes=0-1")))
+        self.origin.respond(
+            206,
+            [
+                (b"Cache-Control", b"max-age=100"),
+                (b"ETag", b'"v2"'),
+                (b"Content-Range", b"bytes 0-1/10"),
+            ],
+            b"ab",
+        )
+        self.assertEqual(again.read(), b"ab")
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+        self.assertEqual(len(self.store.parts(TARGET.uri)), 1)
 
 
 class VaryTests(FetcherTestCase):
@@ -474,6 +616,58 @@ class RevalidationTests(FetcherTestCase):
         self.clock.advance(50)
         self.assertEqual(self.fetch().status, "caplab; hit; ttl=50")
         self.assertEqual(len(self.origin.requests), 2)
+
+    def test_notModifiedCookieGoesToOneClientOnly(self) -> None:
+        """
+        A 304 that carries C{Set-Cookie} (and other per-client fields) refreshes the stored
+        response without them: the client whose request was revalidated gets them, later
+        clients served from the refreshed entry never do.
+        """
+        self.prime([(b"Cache-Control", b"max-age=10"), (b"ETag", b'"v1"')])
+        self.clock.advance(20)
+        revalidated = self.fetch()
+        self.origin.respond(
+            304,
+            [
+                (b"Cache-Control", b"max-age=100"),
+                (b"ETag", b'"v1"'),
+                (b"Date", formatHTTPDate(self.clock.seconds())),
+                (b"Set-Cookie", b"session=alice"),
+                (b"Authentication-Info", b'nextnonce="n"'),
+            ],
+            b"",
+        )
+        self.assertEqual(revalidated.read(), b"hello")
+        self.assertEqual(revalidated.header(b"set-cookie"), b"session=alice")
+        self.assertEqual(revalidated.header(b"authentication-info"), b'nextnonce="n"')
+        later = self.fetch()
+        self.assertEqual(later.status, "caplab; hit; ttl=100")
+        self.assertEqual(later.read(), b"hello")
+        self.assertIsNone(later.header(b"set-cookie"))
+        self.assertIsNone(later.header(b"authentication-info"))
+        self.assertNotIn(b"session=alice", repr(self.store.lookup(TARGET.uri)).encode())
+
+    def test_backgroundNotModifiedCookieDropped(self) -> None:
+        """
+        A background revalidation's 304 has no client: its C{Set-Cookie} goes nowhere.
+        """
+        self.prime(
+            [(b"Cache-Control", b"max-age=10, stale-while-revalidate=60"), (b"ETag", b'"v"')]
+        )
+        self.clock.advance(20)
+        self.fetch().read()
+        self.origin.respond(
+            304,
+            [
+                (b"Cache-Control", b"max-age=100"),
+                (b"Date", formatHTTPDate(self.clock.seconds())),
+                (b"Set-Cookie", b"s=bob"),
+            ],
+            b"",
+        )
+        later = self.fetch()
+        self.assertEqual(later.status, "caplab; hit; ttl=100")
+        self.assertIsNone(later.header(b"set-cookie"))
 
     def test_requestMaxAgeZero(self) -> None:
         """
@@ -956,3 +1150,265 @@ class ModelTests(SynchronousTestCase):
                     self.assertEqual(directive, b"max-stale", status)
                     self.assertNotIn(b"must-revalidate", origCC, status)
                     self.assertNotIn(b"s-maxage", origCC, status)
+
+
+class StaleWhenUnreachableTests(FetcherTestCase):
+    """
+    When the origin cannot be reached at all, a stale stored response is served unless it
+    forbids that; C{Cache-Status} says so (issue 12 item 3).
+    """
+
+    def test_revalidationUnreachable(self) -> None:
+        self.prime([(b"Cache-Control", b"max-age=10"), (b"ETag", b'"v"')])
+        self.clock.advance(30)
+        result = self.fetch()
+        self.origin.pending.pop().errback(UpstreamError(502, "Bad gateway", "refused"))
+        self.assertEqual((result.code, result.read()), (200, b"hello"))
+        self.assertEqual(result.status, "caplab; fwd=stale; ttl=-20; detail=origin-unreachable")
+
+    def test_loggedRateLimited(self) -> None:
+        """
+        Every request of an outage is served stale; the log says so once a minute, counted.
+        """
+        from twisted.logger import capturedLogs, formatEvent
+
+        self.prime([(b"Cache-Control", b"max-age=10"), (b"ETag", b'"v"')])
+        self.clock.advance(30)
+        with capturedLogs() as events:
+            for _ in range(50):
+                result = self.fetch()
+                self.origin.pending.pop().errback(UpstreamError(502, "Bad gateway", "refused"))
+                self.assertEqual(result.read(), b"hello")
+            self.clock.advance(60)
+        lines = [formatEvent(e) for e in events]
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("served stale: the origin is unreachable", lines[0])
+        self.assertIn("(49 times in the last 60 s, 50 in this burst)", lines[1])
+
+    def test_noValidatorUnreachable(self) -> None:
+        """
+        A stale response without validator (re-fetched, not revalidated) is served too.
+        """
+        self.prime([(b"Cache-Control", b"max-age=10, stale-if-error=5")])
+        self.clock.advance(30)
+        result = self.fetch()
+        self.origin.pending.pop().errback(UpstreamError(504, "Timeout", "no answer"))
+        self.assertEqual(result.read(), b"hello")
+        self.assertIn("detail=origin-unreachable", result.status or "")
+
+    def test_forbidden(self) -> None:
+        """
+        C{must-revalidate} (or C{proxy-revalidate}, C{no-cache}, C{s-maxage}) forbids it:
+        the error is relayed.
+        """
+        for directives in (
+            b"max-age=10, must-revalidate",
+            b"max-age=10, proxy-revalidate",
+            b"no-cache",
+            b"s-maxage=10",
+        ):
+            self.store = MemoryStore(1 << 20, 1 << 18, callLater=self.clock.callLater)
+            self.cache = CachingFetcher(self.origin, self.store, self.clock)
+            self.prime([(b"Cache-Control", directives), (b"ETag", b'"v"')])
+            self.clock.advance(30)
+            result = self.fetch()
+            self.origin.pending.pop().errback(UpstreamError(502, "Bad gateway", "refused"))
+            self.assertEqual(result.failure.value.code, 502, directives)
+
+    def test_clientGoneIsNotAnError(self) -> None:
+        """
+        A cancelled request (the client went away) is not an unreachable origin.
+        """
+        self.prime([(b"Cache-Control", b"max-age=10"), (b"ETag", b'"v"')])
+        self.clock.advance(30)
+        d = self.cache.fetch(get(), None)
+        failures: list[Any] = []
+        d.addErrback(failures.append)
+        d.cancel()
+        self.assertEqual(len(failures), 1)
+        self.assertIsNone(failures[0].check(UpstreamError))
+
+
+class HeadUpdateTests(FetcherTestCase):
+    """
+    A HEAD response updates or invalidates the stored GET response (issue 12 item 5).
+    """
+
+    def test_sameValidatorRefreshes(self) -> None:
+        self.prime([(b"Cache-Control", b"max-age=10"), (b"ETag", b'"v1"')])
+        self.clock.advance(20)
+        head = self.fetch(get(method=b"HEAD"))
+        self.assertEqual(self.origin.requests[-1].method, b"HEAD")
+        self.origin.respond(
+            200,
+            [
+                (b"Cache-Control", b"max-age=100"),
+                (b"ETag", b'"v1"'),
+                (b"Content-Type", b"text/x-new"),
+                (b"Set-Cookie", b"s=1"),
+            ],
+            None,
+        )
+        self.assertEqual(head.status, "caplab; fwd=stale; fwd-status=200")
+        hit = self.fetch()
+        self.assertEqual(hit.status, "caplab; hit; ttl=100")
+        self.assertEqual((hit.read(), hit.header(b"content-type")), (b"hello", b"text/x-new"))
+        self.assertIsNone(hit.header(b"set-cookie"))
+
+    def test_otherValidatorInvalidates(self) -> None:
+        self.prime([(b"Cache-Control", b"max-age=10"), (b"ETag", b'"v1"')])
+        self.clock.advance(20)
+        self.fetch(get(method=b"HEAD"))
+        self.origin.respond(200, [(b"ETag", b'"v2"')], None)
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+
+    def test_otherLengthInvalidates(self) -> None:
+        self.prime([(b"Cache-Control", b"max-age=10"), (b"ETag", b'"v1"')])
+        self.clock.advance(20)
+        self.fetch(get(method=b"HEAD"))
+        self.origin.respond(200, [(b"ETag", b'"v1"'), (b"Content-Length", b"99")], None)
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+
+
+class NotModifiedUpdateTests(FetcherTestCase):
+    """
+    What a 304 updates in the stored response (issue 12 item 5).
+    """
+
+    def test_bodyMetadataAndDate(self) -> None:
+        """
+        C{Content-Type} and C{Content-Encoding} of a 304 replace the stored ones; a 304
+        without C{Date} gets the time it arrived, so its freshness starts then.
+        """
+        self.prime(
+            [(b"Cache-Control", b"max-age=10"), (b"ETag", b'"v1"'), (b"Content-Type", b"text/a")]
+        )
+        self.clock.advance(20)
+        first = self.fetch()
+        self.origin.respond(
+            304,
+            [
+                (b"ETag", b'"v1"'),
+                (b"Cache-Control", b"max-age=100"),
+                (b"Content-Type", b"text/b"),
+                (b"Content-Encoding", b"identity"),
+                (b"Content-Length", b"0"),
+            ],
+            b"",
+        )
+        self.assertEqual((first.read(), first.header(b"content-type")), (b"hello", b"text/b"))
+        hit = self.fetch()
+        self.assertEqual(hit.status, "caplab; hit; ttl=100")
+        self.assertEqual(hit.header(b"content-encoding"), b"identity")
+        self.assertEqual(hit.header(b"content-length"), b"5")
+        self.assertEqual(hit.header(b"date"), formatHTTPDate(self.clock.seconds()))
+
+
+class ClientPreconditionTests(FetcherTestCase):
+    """
+    The client's own preconditions answered from a fresh stored response (issue 12 item 6).
+    """
+
+    def test_answers(self) -> None:
+        self.prime([(b"Cache-Control", b"max-age=60"), (b"ETag", b'"v1"')])
+        star = self.fetch(get((b"If-None-Match", b"*")))
+        self.assertEqual(star.code, 304)
+        self.assertEqual(star.header(b"etag"), b'"v1"')
+        self.assertEqual(star.header(b"cache-control"), b"max-age=60")
+        self.assertIsNotNone(star.header(b"date"))
+        weak = self.fetch(get((b"If-None-Match", b'"x", W/"v1"')))
+        self.assertEqual(weak.code, 304)
+        failed = self.fetch(get((b"If-Match", b'"v2"')))
+        self.assertEqual(failed.code, 412)
+        other = self.fetch(get((b"If-None-Match", b'"v2"'), (b"If-Modified-Since", b"x")))
+        self.assertEqual((other.code, other.read()), (200, b"hello"))
+        self.assertEqual(len(self.origin.requests), 1)
+
+
+class InterimTests(FetcherTestCase):
+    """
+    1xx responses are never stored nor relayed to a client that is not waiting (issue 12
+    item 2).
+    """
+
+    def test_interimNeverStored(self) -> None:
+        """
+        Were an interim response handed over as final, it is relayed but never stored.
+        """
+        first = self.fetch()
+        self.origin.respond(103, [(b"Cache-Control", b"max-age=60"), (b"Link", b"</a>")], b"")
+        self.assertEqual((first.code, first.status), (103, "caplab; fwd=miss"))
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+
+    def test_backgroundRequestHasNoInterimHandler(self) -> None:
+        """
+        A background revalidation has no client: its interim responses go nowhere, and it
+        asks for the whole response even if the stale hit was a range request.
+        """
+        self.prime(
+            [(b"Cache-Control", b"max-age=10, stale-while-revalidate=60"), (b"ETag", b'"v"')],
+            b"0123456789",
+        )
+        self.clock.advance(20)
+        seen: list[int] = []
+        request = replace(
+            get((b"Range", b"bytes=0-1")), interim=lambda code, phrase, headers: seen.append(code)
+        )
+        result = self.fetch(request)
+        self.assertEqual((result.code, result.read()), (206, b"01"))
+        background = self.origin.requests[-1]
+        self.assertIsNone(background.interim)
+        self.assertIsNone(self.origin.headerOf(-1, b"range"))
+
+
+class VaryNormalisationTests(FetcherTestCase):
+    """
+    Accept-Language values that differ in order, case or whitespace hit the same variant.
+    """
+
+    def test_sameVariant(self) -> None:
+        self.prime(
+            [(b"Cache-Control", b"max-age=60"), (b"Vary", b"Accept-Language")],
+            request=get((b"Accept-Language", b"en-US, fr;q=0.5")),
+        )
+        again = self.fetch(get((b"Accept-Language", b"FR;q=0.5,en-us")))
+        self.assertEqual(again.status, "caplab; hit; ttl=60")
+        self.assertEqual(len(self.origin.requests), 1)
+
+
+class AdminTests(FetcherTestCase):
+    """
+    L{CachingFetcher.purge} and L{CachingFetcher.flush} (the L{ICacheAdmin} seam).
+    """
+
+    def test_purgeEveryVariant(self) -> None:
+        for language in (b"en", b"fr"):
+            self.prime(
+                [(b"Cache-Control", b"max-age=60"), (b"Vary", b"Accept-Language")],
+                request=get((b"Accept-Language", language)),
+            )
+        other = Target("http", "example.com", 80, b"/b")
+        self.prime([(b"Cache-Control", b"max-age=60")], request=get(target=other))
+        purged: list[int] = []
+        self.cache.purge(TARGET.uri).addCallback(purged.append)
+        self.assertEqual(purged, [2])
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+        self.assertEqual(len(self.store.lookup(other.uri)), 1)
+        self.cache.purge(TARGET.uri).addCallback(purged.append)
+        self.assertEqual(purged, [2, 0])
+        self.cache.purge("HTTP://Example.COM:80/b").addCallback(purged.append)
+        self.assertEqual(purged, [2, 0, 1])
+        self.cache.purge("http://[::1:bad").addCallback(purged.append)
+        self.assertEqual(purged, [2, 0, 1, 0])
+
+    def test_flush(self) -> None:
+        for path in (b"/a", b"/b", b"/c"):
+            self.prime(
+                [(b"Cache-Control", b"max-age=60")],
+                request=get(target=Target("http", "example.com", 80, path)),
+            )
+        flushed: list[int] = []
+        self.cache.flush().addCallback(flushed.append)
+        self.assertEqual(flushed, [3])
+        self.assertEqual(len(self.store), 0)  # type: ignore[arg-type]
+        self.assertEqual(self.store.size, 0)

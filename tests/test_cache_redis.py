@@ -8,10 +8,11 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from caplab.proxy.cache import redisstore
+from caplab.proxy.cache.entries import EntryHead
 from caplab.proxy.cache.redisstore import (
     PrimingFetcher,
     RedisStore,
@@ -20,7 +21,6 @@ from caplab.proxy.cache.redisstore import (
     parseRedisURL,
     timeToLive,
 )
-from caplab.proxy.cache.storage import EntryHead
 from caplab.proxy.hooks import Target, UpstreamRequest
 
 
@@ -105,9 +105,10 @@ def put(target: RedisStore, entryHead: EntryHead, body: bytes) -> None:
 class EncodingTests(SynchronousTestCase):
     def test_roundTrip(self) -> None:
         """
-        A stored variant comes back from its Redis value with the same head and body.
+        A stored variant comes back from its Redis value with the same head and body (any
+        byte a field may hold: obs-text and other controls; CR, LF and NUL are refused).
         """
-        original = head(extra=[(b"X-Bin", b"\xff\x00")])
+        original = head(extra=[(b"X-Bin", b"\xff\x01\x7f")])
         decoded, body = decodeEntry(encodeEntry(original, b"\x00body\xff"))
         self.assertEqual(decoded, original)
         self.assertEqual(body, b"\x00body\xff")
@@ -119,6 +120,9 @@ class EncodingTests(SynchronousTestCase):
         value = encodeEntry(head(), b"0123456789")
         self.assertRaises(ValueError, decodeEntry, value[:-1])
         self.assertRaises(ValueError, decodeEntry, b"not ours")
+        for bad in (b"a\x00b", b"a\r\nSet-Cookie: x=1"):
+            forged = encodeEntry(head(extra=[(b"X-Bad", bad)]), b"")
+            self.assertRaises(ValueError, decodeEntry, forged)
 
     def test_timeToLive(self) -> None:
         """
@@ -133,12 +137,38 @@ class EncodingTests(SynchronousTestCase):
 
     def test_parseRedisURL(self) -> None:
         """
-        C{redis://HOST[:PORT][/DB]}; anything else is refused.
+        C{redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]} and C{rediss://}; anything else is
+        refused, and the error never shows the password.
         """
-        self.assertEqual(parseRedisURL("redis://127.0.0.1:6380/2"), ("127.0.0.1", 6380, 2))
-        self.assertEqual(parseRedisURL("redis://cache.example"), ("cache.example", 6379, 0))
-        for bad in ("http://x", "redis://", "redis://h/x", "redis://h:99999"):
-            self.assertRaises(ValueError, parseRedisURL, bad)
+        plain = parseRedisURL("redis://127.0.0.1:6380/2")
+        self.assertEqual((plain.host, plain.port, plain.database), ("127.0.0.1", 6380, 2))
+        self.assertEqual((plain.username, plain.password, plain.tls), (None, None, False))
+        default = parseRedisURL("redis://cache.example")
+        self.assertEqual((default.host, default.port, default.database), ("cache.example", 6379, 0))
+        password = parseRedisURL("redis://:s3cr%40t@cache.example/1")
+        self.assertEqual((password.username, password.password), (None, "s3cr@t"))
+        acl = parseRedisURL("redis://alice:pw@cache.example")
+        self.assertEqual((acl.username, acl.password), ("alice", "pw"))
+        secure = parseRedisURL(f"rediss://cache.example:6390/0?ssl_ca_certs={__file__}")
+        self.assertEqual((secure.tls, secure.caFile, secure.port), (True, __file__, 6390))
+        for bad in (
+            "http://x",
+            "redis://",
+            "redis://h/x",
+            "redis://h:99999",
+            "redis://:topsecret@h/x",
+            "redis://:topsecret@h/0?ssl_ca_certs=/etc/hostname",
+            "rediss://:topsecret@h/0?ssl_ca_certs=/no/such/file",
+            "rediss://:topsecret@h/0?verify=no",
+        ):
+            with self.assertRaises(ValueError) as raised:
+                parseRedisURL(bad)
+            self.assertNotIn("topsecret", str(raised.exception))
+
+    def test_describeNeverShowsThePassword(self) -> None:
+        self.assertEqual(parseRedisURL("redis://alice:topsecret@h:1/2").describe(), "alice@h:1/2")
+        self.assertEqual(parseRedisURL("rediss://:topsecret@h/0").describe(), "h:6379/0 (TLS)")
+        self.assertNotIn("topsecret", repr(parseRedisURL("redis://:topsecret@h")))
 
 
 class SharedStoreTests(SynchronousTestCase):
@@ -266,3 +296,123 @@ class SharedStoreTests(SynchronousTestCase):
             "response",
         )
         self.assertEqual(seen, [(b"POST", 0), (b"GET", 1)])
+
+
+class ReadableLogTests(SynchronousTestCase):
+    """
+    One clear line per Redis event (issue 11).
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+
+    def test_timeoutSaysSo(self) -> None:
+        redis = FakeRedis()
+        redis.hang = True
+        shared = store(redis, self.clock)
+        with capturedLogs() as events:
+            shared.prime(URI)
+            self.clock.advance(0.5)
+        [line] = [formatEvent(e) for e in events]
+        self.assertIn("is unreachable (no answer within 0.5 s)", line)
+
+    def test_describeTLS(self) -> None:
+        """
+        An OpenSSL error is told in words.
+        """
+        from OpenSSL import SSL
+
+        error = SSL.Error([("SSL routines", "", "certificate verify failed")])
+        self.assertEqual(redisstore._describeTLS(error), "TLS: certificate verify failed")
+
+    def test_refusedCredentialsOneLine(self) -> None:
+        """
+        A refused password is one error line naming the cause, and no "unreachable" line
+        follows when calls then fail.
+        """
+
+        class Refusing(FakeRedis):
+            onFailure: Any = None
+
+        redis = Refusing()
+        shared = store(redis, self.clock)
+        with capturedLogs() as events:
+            redis.onFailure("login", "could not auth: WRONGPASS invalid username-password pair")
+            redis.down = True
+            shared.prime(URI)
+        lines = [formatEvent(e) for e in events]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("refused to log in (could not auth: WRONGPASS", lines[0])
+
+
+class AdminTests(SynchronousTestCase):
+    """
+    Purge and flush reach Redis too.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.redis = ScanningRedis()
+        self.first = store(self.redis, self.clock)
+        self.second = store(self.redis, self.clock)
+
+    def test_purge(self) -> None:
+        """
+        Every variant of the URI goes from the near cache and from Redis; one held in both
+        counts once; a variant only in Redis counts too.
+        """
+        put(self.first, head(), b"hello")
+        put(self.second, head(URI + "?other"), b"other")
+        self.successResultOf(self.second.prime(URI))
+        purged = self.successResultOf(self.second.purge(URI))
+        self.assertEqual(purged, 1)
+        self.assertEqual(self.second.lookup(URI), [])
+        self.assertEqual(self.successResultOf(self.first.purge(URI)), 1, "the near copy")
+        self.successResultOf(self.first.prime(URI))
+        self.assertEqual(self.first.lookup(URI), [])
+        self.assertEqual(len(self.second.lookup(URI + "?other")), 1)
+
+    def test_flush(self) -> None:
+        put(self.first, head(), b"hello")
+        put(self.first, head(URI + "?2"), b"two")
+        self.redis.strings[b"someone-else"] = b"kept"
+        flushed = self.successResultOf(self.second.flush())
+        self.assertEqual(flushed, 2)
+        self.assertEqual(list(self.redis.strings), [b"someone-else"])
+        self.assertEqual(self.successResultOf(self.first.flush()), 2)
+        self.assertEqual(len(self.first), 0)
+
+
+class ScanningRedis(FakeRedis):
+    """
+    A fake that also runs C{SCAN} and the purge and delete scripts.
+    """
+
+    def eval(self, source: str, keys: list[bytes], args: list[Any]) -> Deferred[Any]:
+        if source == redisstore._PURGE:
+            members = self.sets.pop(keys[0], set())
+            for m in members:
+                self.strings.pop(args[0] + m, None)
+            return succeed(sorted(members))
+        if source == redisstore._DELETE:
+            for key in keys:
+                self.strings.pop(key, None)
+                self.sets.pop(key, None)
+            return succeed(len(keys))
+        return super().eval(source, keys, args)
+
+    snapshot: list[bytes] = []
+
+    def scan(self, cursor: int, pattern: bytes, count: int) -> Deferred[Any]:
+        """
+        One key per call (so the caller must follow the cursor), from a snapshot taken when
+        the scan starts (as SCAN returns every key present throughout).
+        """
+        if cursor == 0:
+            prefix = pattern.rstrip(b"*")
+            self.snapshot = sorted(k for k in [*self.strings, *self.sets] if k.startswith(prefix))
+        page = self.snapshot[cursor : cursor + 1]
+        following = cursor + 1 if cursor + 1 < len(self.snapshot) else 0
+        return succeed([following, page])

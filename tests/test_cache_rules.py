@@ -468,12 +468,72 @@ class ValidationTests(SynchronousTestCase):
             (b"X-A", b"2"),
             (b"Content-Length", b"5"),
         ]
-        fresh = rules.freshenHeaders(
+        fresh = rules.updatedHeaders(
             stored, [(b"Cache-Control", b"max-age=60"), (b"X-A", b"3"), (b"Content-Length", b"0")]
         )
         self.assertEqual(
-            fresh, [(b"Content-Length", b"5"), (b"Cache-Control", b"max-age=60"), (b"X-A", b"3")]
+            fresh.headers,
+            [(b"Content-Length", b"5"), (b"Cache-Control", b"max-age=60"), (b"X-A", b"3")],
         )
+        self.assertEqual(fresh.perClient, [])
+
+    def test_updateKeepsPerClientFieldsOut(self) -> None:
+        """
+        Per-client fields of an update (C{Set-Cookie}, C{Set-Cookie2},
+        C{Authentication-Info}, C{Proxy-Authenticate}, C{Proxy-Authentication-Info}) never
+        reach the stored fields: they are returned apart, for the one client.
+        """
+        stored = [(b"Cache-Control", b"max-age=1"), (b"ETag", b'"v1"')]
+        perClient = [
+            (b"Set-Cookie", b"session=secret"),
+            (b"set-cookie2", b"old=style"),
+            (b"Authentication-Info", b'nextnonce="x"'),
+            (b"Proxy-Authenticate", b"Basic"),
+            (b"Proxy-Authentication-Info", b'nextnonce="y"'),
+        ]
+        update = rules.updatedHeaders(stored, [(b"Cache-Control", b"max-age=60"), *perClient])
+        self.assertEqual(update.headers, [(b"ETag", b'"v1"'), (b"Cache-Control", b"max-age=60")])
+        self.assertEqual(update.perClient, perClient)
+
+    def test_updateAppliesStorageRules(self) -> None:
+        """
+        An update never stores what L{rules.storable} strips: hop-by-hop fields, the fields
+        C{Connection} names, and those named by C{no-cache="..."} or C{private="..."} of the
+        update or of the stored response.
+        """
+        stored = [(b"Cache-Control", b'max-age=1, no-cache="X-Old"'), (b"X-Old", b"kept")]
+        update = rules.updatedHeaders(
+            stored,
+            [
+                (b"Connection", b"X-Hop"),
+                (b"X-Hop", b"1"),
+                (b"Keep-Alive", b"timeout=5"),
+                (b"X-Old", b"new"),
+                (b"X-Secret", b"mine"),
+                (b"X-Private", b"mine"),
+                (b"Cache-Control", b'max-age=60, no-cache="X-Secret", private="x-private"'),
+            ],
+        )
+        self.assertEqual(
+            update.headers,
+            [
+                (b"X-Old", b"kept"),
+                (b"Cache-Control", b'max-age=60, no-cache="X-Secret", private="x-private"'),
+            ],
+        )
+
+    def test_storableStripsConnectionFields(self) -> None:
+        """
+        A stored response leaves out the fields its C{Connection} names.
+        """
+        decision = rules.storable(
+            b"GET",
+            URI,
+            [],
+            200,
+            [(b"Cache-Control", b"max-age=60"), (b"Connection", b"X-Hop"), (b"X-Hop", b"1")],
+        )
+        self.assertEqual(decision.headers, [(b"Cache-Control", b"max-age=60")])
 
     def test_validatorsMatch(self) -> None:
         """
@@ -637,3 +697,397 @@ class StorabilityPropertyTests(SynchronousTestCase):
             self.assertIs(evaluate(rule, request(), NOW + later * earlier).decision, Decision.FRESH)
         if "no-cache" in directives:
             self.assertIs(decision, Decision.REVALIDATE)
+
+
+class StrictExpiresTests(SynchronousTestCase):
+    """
+    An C{Expires} that is not exactly one valid HTTP-date means already expired (RFC 9111
+    section 5.3), however close to a date it looks (issue 12 item 1).
+    """
+
+    def test_invalidFormsAreInThePast(self) -> None:
+        future = formatHTTPDate(NOW + 3600)
+        self.assertEqual(rules.freshnessLifetime(200, [(b"Expires", future)], NOW)[0], 3600)
+        for value in (
+            b"Tue, 14 Nov 2023 23:13:20 UTC",
+            b"Tue, 14 Nov 2023 23:13:20 +1000",
+            b"Tue, 14 Nov 23 23:13:20 GMT",
+            b"Tue 14 Nov 2023 23:13:20 GMT",
+            b"Tue,  14 Nov 2023 23:13:20 GMT",
+            b"Tue, 14-Nov-2023 23:13:20 GMT",
+            b"Tue, 14 Nov 2023 23.13.20 GMT",
+            b"Tue, 14 Nov 2023 3:13:20 GMT",
+        ):
+            headers = [(b"Expires", value), (b"ETag", b'"v"')]
+            self.assertEqual(rules.freshnessLifetime(200, headers, NOW), (0.0, False), value)
+            decision = rules.storable(b"GET", URI, [], 200, headers, NOW)
+            self.assertTrue(decision.ok, value)  # stored (it has a validator), but stale
+
+    def test_expiresTwice(self) -> None:
+        """
+        C{Expires} given twice, even with the same valid date, is stale at once.
+        """
+        future = formatHTTPDate(NOW + 3600)
+        headers = [(b"Expires", future), (b"Expires", future)]
+        self.assertEqual(rules.freshnessLifetime(200, headers, NOW)[0], 0)
+
+    def test_invalidDateIgnored(self) -> None:
+        """
+        A C{Date} that is not a valid HTTP-date is as if absent (the time of receipt).
+        """
+        headers = [(b"Date", b"yesterday"), (b"Expires", formatHTTPDate(NOW + 60))]
+        self.assertEqual(rules.freshnessLifetime(200, headers, NOW)[0], 60)
+
+
+class StorabilityEdgeTests(SynchronousTestCase):
+    """
+    Interim responses, partial content and C{must-understand} (issue 12 items 2, 4, 7).
+    """
+
+    def decide(self, code: int, *headers: tuple[bytes, bytes]) -> rules.Storability:
+        return rules.storable(b"GET", URI, [], code, [(b"Cache-Control", b"max-age=60"), *headers])
+
+    def test_interimNeverStored(self) -> None:
+        for code in (100, 102, 103, 199):
+            self.assertEqual(self.decide(code).reason, "interim")
+
+    def test_onePartStored(self) -> None:
+        """
+        A 206 holding one part with a known complete length is stored; others are not.
+        """
+        self.assertTrue(self.decide(206, (b"Content-Range", b"bytes 0-99/1000")).ok)
+        self.assertFalse(self.decide(206, (b"Content-Range", b"bytes 0-99/*")).ok)
+        self.assertFalse(
+            self.decide(206, (b"Content-Type", b"multipart/byteranges; boundary=x")).ok
+        )
+        self.assertEqual(self.decide(304).reason, "status not understood")
+
+    def test_mustUnderstand(self) -> None:
+        """
+        C{must-understand} stores a response with an understood status despite
+        C{no-store}, and never one with a status the cache does not implement.
+        """
+        understood = rules.storable(
+            b"GET", URI, [], 200, [(b"Cache-Control", b"max-age=60, no-store, must-understand")]
+        )
+        self.assertTrue(understood.ok)
+        for code in (299, 418, 500):
+            decision = rules.storable(
+                b"GET", URI, [], code, [(b"Cache-Control", b"max-age=60, must-understand")]
+            )
+            self.assertEqual(decision.reason, "status not understood", code)
+        plain = rules.storable(b"GET", URI, [], 200, [(b"Cache-Control", b"max-age=60, no-store")])
+        self.assertEqual(plain.reason, "no-store")
+
+
+class ParsingEdgeTests(SynchronousTestCase):
+    """
+    C{Age}, repeated directives, C{Pragma} in a response (issue 12 item 7).
+    """
+
+    def test_ageWithParameterOrFraction(self) -> None:
+        """
+        An C{Age} that is not a non-negative integer is ignored; a list's first member counts;
+        a huge one is 2^31.
+        """
+        for value, expected in (
+            (b"10;foo=bar", 0.0),
+            (b"1.5", 0.0),
+            (b"-5", 0.0),
+            (b"ten", 0.0),
+            (b"10, 20", 10.0),
+            (b" 7 ", 7.0),
+            (b"99999999999999999999", float(2**31)),
+        ):
+            self.assertEqual(rules.ageValue([(b"Age", value)]), expected, value)
+        rule = entry([(b"Cache-Control", b"max-age=60"), (b"Age", b"30;x")])
+        self.assertEqual(rule.freshness.correctedInitialAge, 0)
+
+    def test_duplicateDirectivesMostRestrictive(self) -> None:
+        lifetime = rules.freshnessLifetime
+        self.assertEqual(lifetime(200, [(b"Cache-Control", b"max-age=60, max-age=10")], NOW)[0], 10)
+        self.assertEqual(
+            lifetime(
+                200, [(b"Cache-Control", b"max-age=60"), (b"Cache-Control", b"max-age=5")], NOW
+            )[0],
+            5,
+        )
+        self.assertEqual(lifetime(200, [(b"Cache-Control", b"max-age=60, max-age=x")], NOW)[0], 0)
+        self.assertFalse(
+            rules.storable(
+                b"GET", URI, [], 200, [(b"Cache-Control", b"public, private, max-age=9")]
+            ).ok
+        )
+        rule = entry([(b"Cache-Control", b"max-age=60, no-cache"), (b"ETag", b'"v"')])
+        self.assertIs(evaluate(rule, request(), NOW).decision, Decision.REVALIDATE)
+
+    def test_responsePragmaIgnored(self) -> None:
+        """
+        C{Pragma: no-cache} in a response has no meaning (RFC 9111 section 5.4): on its own
+        it does not stop heuristic freshness.
+        """
+        rule = entry(
+            [
+                (b"Pragma", b"no-cache"),
+                (b"Date", formatHTTPDate(NOW)),
+                (b"Last-Modified", formatHTTPDate(NOW - 1000)),
+            ]
+        )
+        self.assertFalse(rule.noCache)
+        self.assertIs(evaluate(rule, request(), NOW + 50).decision, Decision.FRESH)
+
+
+class HeuristicStatusTests(SynchronousTestCase):
+    """
+    Heuristic freshness for exactly the heuristically cacheable statuses (issue 12 item 9).
+    """
+
+    def test_everyHeuristicStatus(self) -> None:
+        headers = [(b"Date", formatHTTPDate(NOW)), (b"Last-Modified", formatHTTPDate(NOW - 1000))]
+        for code in range(200, 600):
+            lifetime, heuristic = rules.freshnessLifetime(code, headers, NOW)
+            if code in (200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501):
+                self.assertEqual((lifetime, heuristic), (100.0, True), code)
+                self.assertTrue(
+                    rules.storable(
+                        b"GET",
+                        URI,
+                        [],
+                        code,
+                        [*headers, (b"Content-Range", b"bytes 0-1/10")] if code == 206 else headers,
+                        NOW,
+                    ).ok,
+                    code,
+                )
+            else:
+                self.assertEqual((lifetime, heuristic), (0.0, False), code)
+                self.assertFalse(rules.storable(b"GET", URI, [], code, headers, NOW).ok, code)
+
+    def test_fractionCapped(self) -> None:
+        headers = [(b"Date", formatHTTPDate(NOW)), (b"Last-Modified", formatHTTPDate(NOW - 10**9))]
+        self.assertEqual(rules.freshnessLifetime(404, headers, NOW), (rules.HEURISTIC_CAP, True))
+        future = [(b"Date", formatHTTPDate(NOW)), (b"Last-Modified", formatHTTPDate(NOW + 10))]
+        self.assertEqual(rules.freshnessLifetime(200, future, NOW), (0.0, False))
+
+
+class VaryNormalisationTests(SynchronousTestCase):
+    """
+    C{Accept-Language} and C{Accept-Encoding} values that differ only in order, case or
+    whitespace select the same variant (issue 12 item 8).
+    """
+
+    def key(self, name: bytes, *values: bytes) -> tuple[bytes | None, ...]:
+        return rules.secondaryKey((name.lower(),), [(name, v) for v in values])
+
+    def test_sameVariant(self) -> None:
+        same = [
+            (b"en-US,fr;q=0.5",),
+            (b"fr;q=0.5, en-US",),
+            (b"FR; q=0.5 ,EN-us",),
+            (b"en-US", b"fr;q=0.5"),
+            (b"en-US;q=1, fr;q=0.5",),
+            (b"en-US;q=1.000,fr;q=0.5,en-US",),
+        ]
+        keys = {self.key(b"Accept-Language", *values) for values in same}
+        self.assertEqual(len(keys), 1, keys)
+        self.assertEqual(
+            self.key(b"Accept-Encoding", b"gzip, br"), self.key(b"Accept-Encoding", b"BR,gzip")
+        )
+
+    def test_otherVariant(self) -> None:
+        self.assertNotEqual(
+            self.key(b"Accept-Language", b"en;q=0.5"), self.key(b"Accept-Language", b"en")
+        )
+        self.assertNotEqual(
+            self.key(b"Accept-Encoding", b"gzip"), self.key(b"Accept-Encoding", b"br")
+        )
+        self.assertNotEqual(self.key(b"Accept-Language", b"en"), (None,))
+        # other fields keep order and case
+        self.assertNotEqual(self.key(b"X-Thing", b"a, b"), self.key(b"X-Thing", b"b, a"))
+
+
+class ConditionalRequestTests(SynchronousTestCase):
+    """
+    A client's own preconditions against a stored response (issue 12 item 6).
+    """
+
+    def test_ifNoneMatch(self) -> None:
+        rule = entry([(b"ETag", b'"v1"')])
+        notModified = rules.Precondition.NOT_MODIFIED
+        passed = rules.Precondition.PASSED
+        check = rules.preconditions
+        self.assertIs(check([(b"If-None-Match", b'"a", "v1"')], rule), notModified)
+        self.assertIs(
+            check([(b"If-None-Match", b'"a"'), (b"If-None-Match", b'W/"v1"')], rule), notModified
+        )
+        self.assertIs(check([(b"If-None-Match", b'W/"v1"')], rule), notModified)
+        self.assertIs(check([(b"If-None-Match", b'"v2"')], rule), passed)
+        self.assertIs(check([(b"If-None-Match", b"garbage")], rule), passed)
+
+    def test_starWithoutETag(self) -> None:
+        """
+        C{If-None-Match: *} matches any stored response, with or without an C{ETag}.
+        """
+        rule = entry([(b"Cache-Control", b"max-age=60")])
+        self.assertIs(
+            rules.preconditions([(b"If-None-Match", b"*")], rule), rules.Precondition.NOT_MODIFIED
+        )
+
+    def test_ifModifiedSince(self) -> None:
+        """
+        C{If-Modified-Since} counts only without C{If-None-Match}; without C{Last-Modified}
+        the stored C{Date} stands in; an invalid or repeated date is ignored.
+        """
+        check = rules.preconditions
+        lastModified = formatHTTPDate(NOW - 100)
+        rule = entry([(b"ETag", b'"v1"'), (b"Last-Modified", lastModified)])
+        self.assertIs(
+            check([(b"If-Modified-Since", lastModified)], rule), rules.Precondition.NOT_MODIFIED
+        )
+        self.assertIs(
+            check([(b"If-None-Match", b'"v2"'), (b"If-Modified-Since", lastModified)], rule),
+            rules.Precondition.PASSED,
+        )
+        self.assertIs(
+            check([(b"If-Modified-Since", formatHTTPDate(NOW - 200))], rule),
+            rules.Precondition.PASSED,
+        )
+        self.assertIs(
+            check([(b"If-Modified-Since", b"Tue, 14 Nov 2023 22:11:40 UTC")], rule),
+            rules.Precondition.PASSED,
+        )
+        self.assertIs(
+            check(
+                [(b"If-Modified-Since", lastModified), (b"If-Modified-Since", lastModified)], rule
+            ),
+            rules.Precondition.PASSED,
+        )
+        dated = entry([(b"Date", formatHTTPDate(NOW - 50)), (b"Cache-Control", b"max-age=60")])
+        self.assertIs(
+            check([(b"If-Modified-Since", formatHTTPDate(NOW - 10))], dated),
+            rules.Precondition.NOT_MODIFIED,
+        )
+        self.assertIs(
+            check([(b"If-Modified-Since", formatHTTPDate(NOW - 60))], dated),
+            rules.Precondition.PASSED,
+        )
+
+    def test_ifMatchAndUnmodifiedSince(self) -> None:
+        """
+        C{If-Match} (strong comparison) and C{If-Unmodified-Since} fail with 412.
+        """
+        check = rules.preconditions
+        rule = entry([(b"ETag", b'"v1"'), (b"Last-Modified", formatHTTPDate(NOW - 100))])
+        self.assertIs(check([(b"If-Match", b'"v1"')], rule), rules.Precondition.PASSED)
+        self.assertIs(check([(b"If-Match", b"*")], rule), rules.Precondition.PASSED)
+        self.assertIs(check([(b"If-Match", b'"v2"')], rule), rules.Precondition.FAILED)
+        self.assertIs(check([(b"If-Match", b'W/"v1"')], rule), rules.Precondition.FAILED)
+        self.assertIs(
+            check([(b"If-Unmodified-Since", formatHTTPDate(NOW - 200))], rule),
+            rules.Precondition.FAILED,
+        )
+        self.assertIs(
+            check([(b"If-Unmodified-Since", formatHTTPDate(NOW))], rule), rules.Precondition.PASSED
+        )
+
+    def test_notModifiedFields(self) -> None:
+        """
+        A 304 made from a stored response carries the fields a 304 must (RFC 9110 section
+        15.4.5) and no body metadata.
+        """
+        stored = [
+            (b"Date", b"d"),
+            (b"ETag", b'"v"'),
+            (b"Cache-Control", b"max-age=60"),
+            (b"Expires", b"e"),
+            (b"Vary", b"Accept"),
+            (b"Content-Location", b"/x"),
+            (b"Content-Type", b"text/html"),
+            (b"Content-Length", b"5"),
+        ]
+        names = [n for n, _ in rules.notModifiedHeaders(stored)]
+        self.assertEqual(
+            names, [b"Date", b"ETag", b"Cache-Control", b"Expires", b"Vary", b"Content-Location"]
+        )
+
+
+class StaleWhenUnreachableTests(SynchronousTestCase):
+    """
+    Serving stale when the origin cannot be reached (RFC 9111 section 4.2.4, issue 12
+    item 3).
+    """
+
+    def test_unreachable(self) -> None:
+        rule = entry([(b"Cache-Control", b"max-age=10"), (b"ETag", b'"v"')])
+        later = NOW + 100
+        self.assertFalse(rules.mayServeStaleOnError(rule, request(), later))
+        self.assertTrue(rules.mayServeStaleOnError(rule, request(), later, unreachable=True))
+        self.assertFalse(
+            rules.mayServeStaleOnError(
+                rule, request(), NOW + rules.MAX_STALE_UNREACHABLE + 20, unreachable=True
+            )
+        )
+        noCache = request((b"Cache-Control", b"no-cache"))
+        self.assertFalse(rules.mayServeStaleOnError(rule, noCache, later, unreachable=True))
+
+    def test_forbidden(self) -> None:
+        """
+        C{must-revalidate}, C{proxy-revalidate}, C{no-cache} and C{s-maxage} forbid it,
+        even within C{stale-if-error}.
+        """
+        for directives in (
+            b"max-age=10, must-revalidate",
+            b"max-age=10, proxy-revalidate",
+            b"max-age=10, no-cache",
+            b"s-maxage=10",
+        ):
+            rule = entry(
+                [(b"Cache-Control", directives + b", stale-if-error=600"), (b"ETag", b'"v"')]
+            )
+            for unreachable in (False, True):
+                self.assertFalse(
+                    rules.mayServeStaleOnError(rule, request(), NOW + 100, unreachable), directives
+                )
+
+
+class UpdateTests(SynchronousTestCase):
+    """
+    What a 304 or a HEAD response updates in a stored response (issue 12 item 5).
+    """
+
+    def test_bodyMetadataUpdated(self) -> None:
+        """
+        Every field the 304 carries replaces the stored one, C{Content-Type} and
+        C{Content-Encoding} included; not C{Content-Length}, C{Content-Range} or C{Age}.
+        """
+        stored = [(b"Content-Type", b"text/plain"), (b"Content-Encoding", b"gzip"), (b"X-A", b"1")]
+        update = rules.updatedHeaders(
+            stored,
+            [
+                (b"Content-Type", b"text/plain; charset=utf-8"),
+                (b"Content-Encoding", b"br"),
+                (b"Content-Length", b"0"),
+                (b"Content-Range", b"bytes 0-1/2"),
+                (b"Age", b"5"),
+            ],
+        )
+        self.assertEqual(
+            update.headers,
+            [
+                (b"X-A", b"1"),
+                (b"Content-Type", b"text/plain; charset=utf-8"),
+                (b"Content-Encoding", b"br"),
+            ],
+        )
+
+    def test_sameRepresentation(self) -> None:
+        """
+        A HEAD response describes the stored response when its validators and length match.
+        """
+        rule = entry([(b"ETag", b'"v1"'), (b"Last-Modified", b"lm")])
+        same = rules.sameRepresentation
+        self.assertTrue(same(rule, [(b"ETag", b'"v1"'), (b"Content-Length", b"5")], 5))
+        self.assertTrue(same(rule, [], 5))
+        self.assertFalse(same(rule, [(b"ETag", b'"v2"')], 5))
+        self.assertFalse(same(rule, [(b"Last-Modified", b"other")], 5))
+        self.assertFalse(same(rule, [(b"ETag", b'"v1"'), (b"Content-Length", b"6")], 5))

@@ -17,15 +17,11 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from caplab.proxy.cache.bodies import BLOCK, TURN
 from caplab.proxy.cache.disk import DiskStore
-from caplab.proxy.cache.storage import (
-    BLOCK,
-    TURN,
-    EntryHead,
-    IStore,
-    MemoryStore,
-    StoredEntry,
-)
+from caplab.proxy.cache.entries import EntryHead, StoredEntry
+from caplab.proxy.cache.storage import IStore, MemoryStore
+from tests.test_e2e_cache import goodRecord, writeEntryFile
 
 
 def head(uri: str = "http://example.com/a", variant: bytes | None = None) -> EntryHead:
@@ -245,7 +241,7 @@ class MemoryStoreTests(StoreTestsMixin, SynchronousTestCase):
         """
         s = MemoryStore(callLater=self.clock.callLater)
         entry = store(s, head(), b"abc", pieces=3)
-        self.assertEqual(entry.chunks, [b"abc"])
+        self.assertEqual(entry.body, b"abc")
         sink = read(s, entry)
         self.assertEqual((sink.data, sink.done), ([b"abc"], True))
 
@@ -522,10 +518,302 @@ class BlocksTests(SynchronousTestCase):
     @settings(max_examples=50, deadline=None)
     @given(st.lists(st.integers(0, 3 * BLOCK), max_size=8))
     def test_blocks(self, sizes: list[int]) -> None:
-        from caplab.proxy.cache.storage import Blocks
+        from caplab.proxy.cache.bodies import Blocks
 
         blocks = Blocks()
         data = [bytes([i % 251]) * size for i, size in enumerate(sizes)]
         out = [block for piece in data for block in blocks.add(piece)]
         self.assertTrue(all(len(block) == BLOCK for block in out))
         self.assertEqual(b"".join(out) + (blocks.rest() or b""), b"".join(data))
+
+
+class VariantIndexTests(SynchronousTestCase):
+    """
+    Variants of a URI are indexed by their secondary key, and capped per URI.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+
+    def variant(self, value: bytes, names: tuple[bytes, ...] = (b"accept-language",)) -> EntryHead:
+        return EntryHead(
+            uri="http://example.com/a",
+            varyNames=names,
+            variant=(value,) * len(names),
+            code=200,
+            phrase=b"OK",
+            headers=[(b"Cache-Control", b"max-age=60")],
+            requestTime=1.0,
+            responseTime=2.0,
+        )
+
+    def test_selectIsOneLookup(self) -> None:
+        """
+        Choosing among many stored variants computes the request's secondary key once and
+        looks it up: no scan of the variants.
+        """
+        from caplab.proxy.cache import rules
+
+        s = MemoryStore(maxVariants=5000, callLater=self.clock.callLater)
+        for i in range(1000):
+            store(s, self.variant(b"x-%d" % i), b"body %d" % i)
+        calls: list[object] = []
+        original = rules.secondaryKey
+
+        def counting(*args: Any) -> Any:
+            calls.append(args)
+            return original(*args)
+
+        self.patch(rules, "secondaryKey", counting)
+        entry, stored = s.select("http://example.com/a", [(b"Accept-Language", b"x-17")])
+        self.assertTrue(stored)
+        assert entry is not None
+        self.assertEqual(read(s, entry).body, b"body 17")
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(
+            s.select("http://example.com/a", [(b"Accept-Language", b"x-none")]), (None, True)
+        )
+        self.assertEqual(s.select("http://example.com/b", []), (None, False))
+
+    def test_capEvictsOldestAndCounts(self) -> None:
+        """
+        A URI keeps at most C{maxVariants} variants: storing one more evicts the oldest
+        stored, and L{IStore.variantEvictions} counts it for the metrics.
+        """
+        s = MemoryStore(maxVariants=3, callLater=self.clock.callLater)
+        for value in (b"a", b"b", b"c"):
+            store(s, self.variant(value), value)
+        self.assertEqual(s.variantEvictions, 0)
+        store(s, self.variant(b"d"), b"d")
+        store(s, self.variant(b"e"), b"e")
+        held = sorted(e.head.variant[0] or b"" for e in s.lookup("http://example.com/a"))
+        self.assertEqual(held, [b"c", b"d", b"e"])
+        self.assertEqual(s.variantEvictions, 2)
+        self.assertEqual(len(s), 3)
+        store(s, self.variant(b"c"), b"c2")  # replacing a variant evicts nothing
+        self.assertEqual(s.variantEvictions, 2)
+
+    def test_newVaryNamesReplaceOld(self) -> None:
+        """
+        A response stored under other C{Vary} field names than the stored variants makes
+        them obsolete: the origin negotiates on other fields now.
+        """
+        s = MemoryStore(callLater=self.clock.callLater)
+        store(s, self.variant(b"en"), b"en")
+        store(s, self.variant(b"en"), b"en")
+        store(s, self.variant(b"gzip", (b"accept-encoding",)), b"gz")
+        entries = s.lookup("http://example.com/a")
+        self.assertEqual([e.head.varyNames for e in entries], [(b"accept-encoding",)])
+        plain = head()
+        store(s, plain, b"plain")
+        self.assertEqual(s.select("http://example.com/a", [])[0].head, plain)  # type: ignore[union-attr]
+        self.assertEqual(len(s), 1)
+
+
+class AccountingTests(SynchronousTestCase):
+    """
+    What the store counts against its bound is what its entries really cost in memory.
+    """
+
+    def test_smallObjectsCountedAsTheyCost(self) -> None:
+        """
+        For small objects with typical header fields, the bytes a full store counts are
+        within 25 % of the memory Python allocated for them (measured by tracemalloc), so
+        C{--cache-size} bounds memory; and the bound holds.
+        """
+        import gc
+        import tracemalloc
+
+        from caplab.proxy.cache.rules import formatHTTPDate
+
+        clock = Clock()
+        count = 2000
+        s = MemoryStore(256 << 20, 1 << 20, callLater=clock.callLater)
+
+        def response(i: int) -> tuple[EntryHead, bytes]:
+            h = head(f"http://origin.example/objects/{i}.txt")
+            h.headers = [
+                (b"Server", b"nginx/1.22.1"),
+                (b"Date", formatHTTPDate(1_795_000_000 + i // 10)),
+                (b"Content-Type", b"text/plain"),
+                (b"Last-Modified", formatHTTPDate(1_794_000_000 + i)),
+                (b"ETag", b'"6745a1c0-%x"' % i),
+                (b"Cache-Control", b"max-age=600"),
+                (b"Accept-Ranges", b"bytes"),
+            ]
+            h.requestTime = 1_795_000_000.0 + i
+            h.responseTime = 1_795_000_000.5 + i
+            return h, b"%08d" % i + b"x" * 92
+
+        gc.collect()
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(count):
+            store(s, *response(i))
+        gc.collect()
+        traced = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        self.assertEqual(len(s), count)
+        ratio = traced / s.size
+        self.assertTrue(0.8 <= ratio <= 1.25, f"traced {traced}, counted {s.size}: {ratio:.2f}")
+
+        small = MemoryStore(100 * (s.size // count), 1 << 20, callLater=clock.callLater)
+        for i in range(count):
+            store(small, *response(i))
+        self.assertLessEqual(small.size, small.maxSize)
+        self.assertGreaterEqual(len(small), 90)
+        self.assertIn(len(small), range(95, 101))
+
+
+class DamagedDirectoryTests(SynchronousTestCase):
+    """
+    A damaged cache directory never stops the store from starting: each bad entry is
+    logged on one line and dropped; every field of a record is checked by type.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.directory = tempfile.mkdtemp(prefix="caplab-cache-test-")
+        self.addCleanup(shutil.rmtree, self.directory, True)
+
+    def load(self) -> tuple[DiskStore, list[str]]:
+        from twisted.logger import capturedLogs, formatEvent
+
+        with capturedLogs() as events:
+            s = DiskStore(self.directory, callLater=self.clock.callLater, runInThread=synchronously)
+        return s, [formatEvent(e) for e in events]
+
+    def test_directoryNamedLikeAnEntry(self) -> None:
+        """
+        A directory named like an entry is logged and left alone; the rest loads.
+        """
+        os.mkdir(os.path.join(self.directory, "abc-dir.entry"))
+        writeEntryFile(os.path.join(self.directory, "good.entry"), goodRecord(), b"good")
+        s, lines = self.load()
+        self.assertEqual(len(s.lookup("http://example.com/good")), 1)
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("abc-dir.entry: not a regular file", lines[0])
+        self.assertTrue(os.path.isdir(os.path.join(self.directory, "abc-dir.entry")))
+
+    def test_wrongTypesDropped(self) -> None:
+        """
+        Records with a valid checksum whose fields have the wrong types (a null phrase, a
+        string for a number, a bad header line, a missing field ...) are each logged on one
+        line naming the field, and their files deleted; good entries load.
+        """
+        bad = {
+            "phrase-null": goodRecord(phrase=None),
+            "code-string": goodRecord(code="200"),
+            "code-bool": goodRecord(code=True),
+            "time-string": goodRecord(responseTime="soon"),
+            "time-nan": b'{"uri": "http://e/", "varyNames": [], "variant": [], "code": 200, '
+            b'"phrase": "OK", "headers": [], "requestTime": NaN, "responseTime": 1, '
+            b'"bodyLength": 0}',
+            "length-negative": goodRecord(bodyLength=-1),
+            "headers-dict": goodRecord(headers={"a": "b"}),
+            "header-number": goodRecord(headers=[["X-A", 1]]),
+            "header-injection": goodRecord(headers=[["X-A", "a\r\nSet-Cookie: s=1"]]),
+            "vary-mismatch": goodRecord(varyNames=["accept"], variant=[]),
+            "uri-missing": {k: v for k, v in goodRecord().items() if k != "uri"},
+            "list-record": [1, 2, 3],
+            "not-json": b"\xff\xfe{",
+            "partial-wrong": goodRecord(partial=[0, "4", 10]),
+        }
+        for name, record in bad.items():
+            writeEntryFile(os.path.join(self.directory, f"{name}.entry"), record, b"good")
+        writeEntryFile(os.path.join(self.directory, "good.entry"), goodRecord(), b"good")
+        s, lines = self.load()
+        self.assertEqual(len(s), 1)
+        self.assertEqual(read(s, s.lookup("http://example.com/good")[0], self.clock).body, b"good")
+        logged = [line for line in lines if "dropping damaged file" in line]
+        # the first LOAD_LOG_LINES one by one, then one line with the count
+        self.assertEqual(len(logged), 10)
+        self.assertEqual(len(lines), 11, lines)
+        self.assertIn("4 more damaged or foreign files", lines[-1])
+        self.assertTrue(all("\n" not in line for line in lines))
+        self.assertEqual(sorted(os.listdir(self.directory)), ["good.entry"])
+
+    def test_eachFieldNamed(self) -> None:
+        """
+        The reason given names the bad field and what it held.
+        """
+        from caplab.proxy.cache.bodies import CorruptEntry
+
+        def reason(record: dict[str, Any]) -> str:
+            import json
+
+            try:
+                EntryHead.fromJSON(json.dumps(record).encode())
+            except CorruptEntry as e:
+                return str(e)
+            return "accepted"
+
+        self.assertEqual(
+            reason(goodRecord(phrase=None)), "field 'phrase' is NoneType, not a string"
+        )
+        self.assertIn("field 'code'", reason(goodRecord(code="200")))
+        self.assertIn("field 'requestTime'", reason(goodRecord(requestTime=None)))
+        self.assertIn("field 'variant'", reason(goodRecord(variant=[1])))
+        self.assertEqual(reason(goodRecord()), "accepted")
+
+    def test_oldRecordsRead(self) -> None:
+        """
+        A record written by an older caplab (C{Age} and C{Content-Length} among the fields)
+        loads: the age is kept apart, the framing dropped.
+        """
+        record = goodRecord(
+            headers=[["Cache-Control", "max-age=60"], ["Age", "30"], ["Content-Length", "4"]]
+        )
+        del record["bodyLength"]
+        record["bodyLength"] = 4
+        writeEntryFile(os.path.join(self.directory, "old.entry"), record, b"good")
+        s, lines = self.load()
+        [entry] = s.lookup("http://example.com/good")
+        self.assertEqual(entry.head.headers, [(b"Cache-Control", b"max-age=60")])
+        self.assertEqual(entry.head.age, 30.0)
+        self.assertEqual(lines, [])
+
+
+class WriteFailureLogTests(SynchronousTestCase):
+    """
+    Failed writes (a full disk) are logged once per interval with a running count, and a
+    summary when the burst ends, not once per response.
+    """
+
+    def test_diskFullRateLimited(self) -> None:
+        import errno
+
+        from twisted.internet.defer import fail
+        from twisted.logger import capturedLogs, formatEvent
+
+        from caplab.proxy.cache.disk import WRITE_LOG_INTERVAL
+
+        clock = Clock()
+        directory = tempfile.mkdtemp(prefix="caplab-cache-test-")
+        self.addCleanup(shutil.rmtree, directory, True)
+
+        def full(function: Callable[[], Any]) -> Deferred[Any]:
+            return fail(OSError(errno.ENOSPC, "No space left on device"))
+
+        s = DiskStore(directory, callLater=clock.callLater, runInThread=full)
+        with capturedLogs() as events:
+            for i in range(500):
+                self.assertIsNone(store(s, head(f"http://e/{i}"), b"x"))
+                clock.advance(0.1)
+            lines = [formatEvent(e) for e in events]
+            self.assertEqual(len(lines), 1, lines)
+            self.assertIn("could not store http://e/0", lines[0])
+            self.assertIn("No space left on device", lines[0])
+            clock.advance(WRITE_LOG_INTERVAL)  # the burst goes on ... then stops
+            lines = [formatEvent(e) for e in events]
+            self.assertEqual(len(lines), 2, lines)
+            self.assertIn("could not store http://e/499", lines[1])
+            self.assertIn("(499 times in the last 60 s, 500 in this burst)", lines[1])
+            clock.advance(WRITE_LOG_INTERVAL)
+            lines = [formatEvent(e) for e in events]
+            self.assertEqual(len(lines), 3, lines)
+            self.assertIn("cache: failed writes: the burst is over, 500 in all", lines[2])
+            store(s, head("http://e/later"), b"x")
+        self.assertEqual(len(events), 4)
+        self.assertEqual(os.listdir(directory), [])

@@ -10,11 +10,15 @@ origin and do not see each other's entries.
 from __future__ import annotations
 
 import http.client
+import json
+import struct
 import subprocess
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +41,40 @@ def proxy(
 ) -> Iterator[ProxyUnderTest]:
     with runningProxy(origin, tmp_path_factory.mktemp("proxy")) as running:
         yield running
+
+
+def writeEntryFile(path: str, record: Any, body: bytes = b"") -> None:
+    """
+    A file in the disk cache's format (blocks of 64 KiB with a CRC-32 each, the JSON
+    record, a trailer with the record's length and CRC-32) whatever C{record} holds.
+    """
+    data = record if isinstance(record, bytes) else json.dumps(record).encode()
+    block = 65536
+    with open(path, "wb") as f:
+        for i in range(0, len(body), block):
+            piece = body[i : i + block]
+            f.write(struct.pack(">I", len(piece)) + piece + struct.pack(">I", zlib.crc32(piece)))
+        f.write(data)
+        f.write(struct.pack(">II8s", len(data), zlib.crc32(data), b"CAPLABC1"))
+
+
+def goodRecord(**changes: Any) -> dict[str, Any]:
+    """
+    A disk cache record as caplab writes it, with C{changes}.
+    """
+    record: dict[str, Any] = {
+        "uri": "http://example.com/good",
+        "varyNames": [],
+        "variant": [],
+        "code": 200,
+        "phrase": "OK",
+        "headers": [["Cache-Control", "max-age=60"]],
+        "requestTime": 1.0,
+        "responseTime": 2.0,
+        "bodyLength": 4,
+    }
+    record.update(changes)
+    return record
 
 
 def unique(route: str) -> str:
@@ -77,7 +115,12 @@ def fetch(
         connection.close()
 
 
-def originRequests(origin: OriginProcess, path: str) -> list[dict[str, object]]:
+def originRequests(origin: OriginProcess, path: str, count: int) -> list[dict[str, object]]:
+    """
+    The origin's log of the requests for C{path}, once it holds C{count} of them (the log
+    is another process's output, read by a thread: it may lag behind the responses).
+    """
+    origin.waitForCount(path, count)
     return [r for r in origin.requests() if r["path"] == path]
 
 
@@ -136,7 +179,7 @@ def test_revalidation(proxy: ProxyUnderTest, origin: OriginProcess) -> None:
     second = fetch(proxy, origin, path)
     assert first.body == second.body == b"validated body, request 1\n"
     assert second.cacheStatus == "caplab; fwd=stale; fwd-status=304"
-    requests = originRequests(origin, path)
+    requests = originRequests(origin, path, 2)
     assert len(requests) == 2
     assert header(requests[0], "if-none-match") is None
     assert header(requests[1], "if-none-match") == '"caplab-v1"'
@@ -259,7 +302,7 @@ def test_diskRevalidation(origin: OriginProcess, tmp_path: Path) -> None:
         responses = [fetch(proxy, origin, path) for _ in range(3)]
     assert {r.body for r in responses} == {b"validated body, request 1\n"}
     assert [r.cacheStatus for r in responses[1:]] == ["caplab; fwd=stale; fwd-status=304"] * 2
-    requests = originRequests(origin, path)
+    requests = originRequests(origin, path, 3)
     assert [header(r, "if-none-match") for r in requests] == [None, '"caplab-v1"', '"caplab-v1"']
 
 
@@ -272,3 +315,58 @@ def test_noCache(origin: OriginProcess, tmp_path: Path) -> None:
         responses = [fetch(proxy, origin, path) for _ in range(2)]
     assert [r.cacheStatus for r in responses] == ["", ""]
     assert origin.stats()[path] == 2
+
+
+def test_damagedCacheDirectoryStarts(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    A cache directory with a directory named like an entry and an entry whose record (with
+    a valid checksum) has C{"phrase": null} does not stop C{twist caplab}: each is logged on
+    one line and left out; the proxy serves (issue 9 item 9).
+    """
+    cacheDir = tmp_path / "cache"
+    cacheDir.mkdir()
+    (cacheDir / "0123abcd-dir.entry").mkdir()
+    writeEntryFile(str(cacheDir / "0123abcd-null.entry"), goodRecord(phrase=None), b"good")
+    path = unique("cache/max-age=600")
+    with runningProxy(origin, tmp_path, "--cache-dir", str(cacheDir)) as proxy:
+        assert proxy.process.process is not None
+        proxy.process.waitForLine(r"0123abcd-dir\.entry: not a regular file")
+        proxy.process.waitForLine(r"0123abcd-null\.entry: field 'phrase' is NoneType")
+        proxy.process.waitForLine(r"cache: on disk in .* \(0 entries")
+        assert fetch(proxy, origin, path).status == 200
+        assert "Traceback" not in proxy.process.output
+    assert (cacheDir / "0123abcd-dir.entry").is_dir()
+    assert not (cacheDir / "0123abcd-null.entry").exists()
+
+
+def test_rangeFormsAndIfRange(proxy: ProxyUnderTest, origin: OriginProcess) -> None:
+    """
+    Suffix and open ranges and a range past the end are answered from a stored response;
+    an C{If-Range} that is not the stored strong validator gets the whole response (issue
+    12 item 4).
+    """
+    path = unique("cache/max-age=60")
+    whole = fetch(proxy, origin, path).body
+    suffix = fetch(proxy, origin, path, headers={"Range": "bytes=-5"})
+    assert (suffix.status, suffix.body) == (206, whole[-5:])
+    opened = fetch(proxy, origin, path, headers={"Range": "bytes=3-"})
+    assert (opened.status, opened.body) == (206, whole[3:])
+    assert opened.headers["Content-Range"] == f"bytes 3-{len(whole) - 1}/{len(whole)}"
+    past = fetch(proxy, origin, path, headers={"Range": f"bytes={len(whole)}-"})
+    assert (past.status, past.headers["Content-Range"]) == (416, f"bytes */{len(whole)}")
+    weak = fetch(proxy, origin, path, headers={"Range": "bytes=0-1", "If-Range": '"nope"'})
+    assert (weak.status, weak.body) == (200, whole)
+    assert origin.stats()[path] == 1
+
+
+def test_varyNormalised(proxy: ProxyUnderTest, origin: OriginProcess) -> None:
+    """
+    C{Accept-Language} values that differ only in order, case and whitespace are one
+    variant (issue 12 item 8).
+    """
+    path = unique("vary/Accept-Language")
+    first = fetch(proxy, origin, path, headers={"Accept-Language": "en-US, fr;q=0.5"})
+    again = fetch(proxy, origin, path, headers={"Accept-Language": "FR; q=0.5,en-us"})
+    assert again.body == first.body
+    assert again.cacheStatus.startswith("caplab; hit")
+    assert origin.stats()[path] == 1

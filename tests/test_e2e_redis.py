@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import itertools
+import re
 import signal
 import socket
 import subprocess
@@ -32,13 +33,17 @@ def freePort() -> int:
 
 
 @contextmanager
-def runningRedis(port: int, workdir: Path) -> Iterator[LineProcess]:
+def runningRedis(port: int, workdir: Path, *extra: str) -> Iterator[LineProcess]:
     """
-    A throw-away C{redis-server} on 127.0.0.1:PORT, nothing persisted.
+    A throw-away C{redis-server} on 127.0.0.1:PORT, nothing persisted, with C{extra}
+    arguments (C{--requirepass}, a config file, TLS ...).
     """
+    config = [a for a in extra if a.endswith(".conf")]
+    options = [a for a in extra if not a.endswith(".conf")]
     server = LineProcess(
         [
             requireProgram("redis-server"),
+            *config,
             "--port",
             str(port),
             "--bind",
@@ -49,6 +54,7 @@ def runningRedis(port: int, workdir: Path) -> Iterator[LineProcess]:
             "no",
             "--dir",
             str(workdir),
+            *options,
         ]  # fmt: skip
     )
     try:
@@ -78,24 +84,32 @@ def fetch(proxy: ProxyUnderTest, origin: OriginProcess, path: str) -> tuple[byte
         connection.close()
 
 
-def redisKeys(port: int) -> int:
+def command(*words: bytes) -> bytes:
+    return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
+
+
+def redisKeys(port: int, auth: tuple[bytes, ...] = ()) -> int:
     """
-    How many keys the Redis on C{port} holds (C{DBSIZE}, spoken directly).
+    How many keys the Redis on C{port} holds (C{DBSIZE}, spoken directly, after C{AUTH}
+    with C{auth} if given).
     """
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as conn:
-        conn.sendall(b"*1\r\n$6\r\nDBSIZE\r\n")
+        if auth:
+            conn.sendall(command(b"AUTH", *auth))
+            assert conn.recv(64).startswith(b"+OK")
+        conn.sendall(command(b"DBSIZE"))
         reply = conn.recv(64)
     assert reply.startswith(b":"), reply
     return int(reply[1:].split(b"\r\n", 1)[0])
 
 
-def waitForKeys(port: int, count: int) -> None:
+def waitForKeys(port: int, count: int, auth: tuple[bytes, ...] = ()) -> None:
     """
     Wait (bounded) until Redis holds C{count} keys: a proxy writes an entry through to Redis
     after its response ended, so another proxy can only find it once that write landed.
     """
     deadline = time.monotonic() + WAIT
-    while redisKeys(port) < count:
+    while redisKeys(port, auth) < count:
         assert time.monotonic() < deadline, f"Redis never held {count} keys"
         time.sleep(0.02)
 
@@ -150,6 +164,13 @@ def test_twoProxiesShareHitsAndSurviveRedisOutage(origin: OriginProcess, tmp_pat
             assert time.monotonic() < deadline, "sharing did not resume after Redis came back"
             time.sleep(0.1)
         first.process.waitForLine(r"Redis at 127\.0\.0\.1:\d+/0 is reachable again")
+        for proxy in (first, second):
+            # the retries during the outage are logged readably
+            proxy.process.waitForLine(
+                r"to connect Redis at 127\.0\.0\.1:\d+/0 in \d+(\.\d)? seconds"
+            )
+            assert not _LONG_SECONDS.search(proxy.process.output), proxy.process.output
+            assert " object at 0x" not in proxy.process.output
 
 
 def test_badRedisURLIsAUsageError(tmp_path: Path) -> None:
@@ -167,3 +188,129 @@ def test_badRedisURLIsAUsageError(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "redis://HOST[:PORT][/DB]" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr + result.stdout
+
+
+#: The password of the test Redis: it must never appear in caplab's output.
+PASSWORD = "pw-Xq7-never-logged"
+
+#: No retry delay printed with a run of decimals ("in 2.725240993582395 seconds").
+_LONG_SECONDS = re.compile(r"\d\.\d{4,} seconds")
+
+
+def assertShared(
+    first: ProxyUnderTest,
+    second: ProxyUnderTest,
+    origin: OriginProcess,
+    port: int,
+    auth: tuple[bytes, ...] = (),
+) -> None:
+    """
+    A response stored through C{first} is a hit through C{second}.
+    """
+    path = unique()
+    body, status = fetch(first, origin, path)
+    assert status == "caplab; fwd=miss; stored"
+    waitForKeys(port, 2, auth)
+    again, status = fetch(second, origin, path)
+    assert (again, status[:11]) == (body, "caplab; hit")
+
+
+def assertClean(*proxies: ProxyUnderTest) -> None:
+    for proxy in proxies:
+        output = proxy.process.output
+        assert PASSWORD not in output
+        assert "NOAUTH" not in output and "Traceback" not in output
+        assert not _LONG_SECONDS.search(output), output
+
+
+def test_passwordAuthenticates(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    C{redis://:PASSWORD@HOST:PORT/DB} logs in to a C{requirepass} Redis: two proxies share
+    their cache; the password never reaches the log (issue 11).
+    """
+    port = freePort()
+    url = f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
+    with ExitStack() as stack:
+        stack.enter_context(runningRedis(port, tmp_path, "--requirepass", PASSWORD))
+        first = stack.enter_context(runningProxy(origin, tmp_path / "a", "--cache-redis", url))
+        second = stack.enter_context(runningProxy(origin, tmp_path / "b", "--cache-redis", url))
+        assertShared(first, second, origin, port, (PASSWORD.encode(),))
+        assertClean(first, second)
+
+
+def test_aclUser(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    C{redis://USER:PASSWORD@...} logs in as a Redis 6 ACL user (the default user off).
+    """
+    port = freePort()
+    config = tmp_path / "acl.conf"
+    config.write_text(f"user default off\nuser cacheuser on >{PASSWORD} ~caplab:* &* +@all\n")
+    url = f"redis://cacheuser:{PASSWORD}@127.0.0.1:{port}/0"
+    with ExitStack() as stack:
+        stack.enter_context(runningRedis(port, tmp_path, str(config)))
+        first = stack.enter_context(runningProxy(origin, tmp_path / "a", "--cache-redis", url))
+        second = stack.enter_context(runningProxy(origin, tmp_path / "b", "--cache-redis", url))
+        assertShared(first, second, origin, port, (b"cacheuser", PASSWORD.encode()))
+        assertClean(first, second)
+
+
+def test_wrongPasswordOneClearLine(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    A wrong password: one line saying Redis refused to log in, the proxy serves uncached,
+    the password is not logged.
+    """
+    port = freePort()
+    url = f"redis://:{PASSWORD}-wrong@127.0.0.1:{port}/0"
+    with ExitStack() as stack:
+        stack.enter_context(runningRedis(port, tmp_path, "--requirepass", "another"))
+        proxy = stack.enter_context(runningProxy(origin, tmp_path / "a", "--cache-redis", url))
+        proxy.process.waitForLine(r"Redis at 127\.0\.0\.1:\d+/0 refused to log in \(.*WRONGPASS")
+        assert fetch(proxy, origin, unique())[0]
+        assert len(proxy.process.output.split("refused to log in")) == 2, "logged once"
+        assert "is unreachable" not in proxy.process.output
+        assertClean(proxy)
+
+
+def test_tls(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    C{rediss://} with the CA given in C{ssl_ca_certs}: TLS with the server's certificate
+    verified; a Redis whose certificate another CA signed is never used.
+    """
+    from tests.tls import makePKI
+
+    pki = makePKI(tmp_path / "pki")
+    other = makePKI(tmp_path / "other")
+    port, plain = freePort(), freePort()
+    tls = [
+        "--tls-port",
+        str(port),
+        "--tls-cert-file",
+        str(pki.serverCert),
+        "--tls-key-file",
+        str(pki.serverKey),
+        "--tls-ca-cert-file",
+        str(pki.caCert),
+        "--tls-auth-clients",
+        "no",
+        "--requirepass",
+        PASSWORD,
+    ]
+    url = f"rediss://:{PASSWORD}@localhost:{port}/0?ssl_ca_certs={pki.caCert}"
+    untrusted = f"rediss://:{PASSWORD}@localhost:{port}/0?ssl_ca_certs={other.caCert}"
+    with ExitStack() as stack:
+        stack.enter_context(runningRedis(plain, tmp_path, *tls))
+        first = stack.enter_context(runningProxy(origin, tmp_path / "a", "--cache-redis", url))
+        second = stack.enter_context(runningProxy(origin, tmp_path / "b", "--cache-redis", url))
+        assertShared(first, second, origin, plain, (PASSWORD.encode(),))
+        doubtful = stack.enter_context(
+            runningProxy(origin, tmp_path / "c", "--cache-redis", untrusted)
+        )
+        shared = unique()
+        fetch(first, origin, shared)
+        waitForKeys(plain, 4, (PASSWORD.encode(),))
+        body, status = fetch(doubtful, origin, shared)
+        assert status == "caplab; fwd=miss; stored", "never read from an unverified Redis"
+        doubtful.process.waitForLine(
+            r"TLS with Redis at localhost:\d+/0 \(TLS\) failed \(TLS: certificate verify failed\)"
+        )
+        assertClean(first, second, doubtful)

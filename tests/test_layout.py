@@ -94,8 +94,9 @@ def test_cycleFinderFindsCycles() -> None:
 
 def test_twistedPrivatesOnlyInInternals() -> None:
     """
-    No module but L{caplab.internals} imports a private Twisted module or reads a private
-    attribute of a Twisted object by a name Twisted uses for its own state.
+    No module but L{caplab.internals} imports a private module of another package (Twisted,
+    hishel ...) or reads a private attribute of a Twisted object by a name Twisted uses for
+    its own state.
     """
     privateNames = (
         "_dataBuffer",

@@ -342,7 +342,7 @@ def test_helpReadable() -> None:
     for line in text.splitlines():
         assert "  " not in line.strip(), line
         assert len(line) <= 80, line
-    assert "[default: 64M]" in text and "[default: 8M]" in text
+    assert "[default: 64M]" in text and "Default: 8M, or --cache-size" in text
     assert "67108864" not in text
 
 
@@ -397,3 +397,16 @@ def test_configFileMissing() -> None:
     """
     with pytest.raises(usage.UsageError, match="--config '/nonexistent.toml': No such file"):
         parse("--config", "/nonexistent.toml")
+
+
+def test_cacheMaxObjectFollowsASmallCache() -> None:
+    """
+    Without C{--cache-max-object}, the largest object stored is 8M, or the cache's size when
+    that is smaller (C{--cache-size 4M} alone is a valid configuration); given, it may not
+    exceed the cache's size.
+    """
+    assert parse("--cache-size", "4M")["cache-max-object"] == 4 << 20
+    assert parse("--cache-size", "64M")["cache-max-object"] == 8 << 20
+    assert parse("--cache-size", "64M", "--cache-max-object", "1M")["cache-max-object"] == 1 << 20
+    with pytest.raises(usage.UsageError):
+        parse("--cache-size", "4M", "--cache-max-object", "8M")

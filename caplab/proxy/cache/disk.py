@@ -24,6 +24,7 @@ an object of one block (up to 64 KiB) is checked whole before its response head 
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -33,24 +34,22 @@ from typing import Any, BinaryIO, TypeVar
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 
-from caplab.proxy.cache.storage import (
-    BLOCK,
-    Blocks,
-    ChunkProducer,
-    CorruptEntry,
-    EntryHead,
-    IBody,
-    IEntryWriter,
-    NoProducer,
-    StoredEntry,
-    StoreIndex,
-)
+from caplab.proxy.cache.bodies import BLOCK, Blocks, ChunkProducer, CorruptEntry, NoProducer
+from caplab.proxy.cache.entries import DiskEntry, EntryHead, StoredEntry
+from caplab.proxy.cache.ratelimit import RateLimitedLog
+from caplab.proxy.cache.storage import MAX_VARIANTS, IBody, IEntryWriter, StoreIndex
 from caplab.proxy.hooks import IBodySink
 
 T = TypeVar("T")
 
 #: Seconds of response time between two rewrites of a refreshed entry's file.
 REWRITE_INTERVAL = 60.0
+
+#: Damaged files logged one by one at start-up; the rest are counted in one line.
+LOAD_LOG_LINES = 10
+
+#: Seconds between two log lines about failed writes (disk full ...) in a burst.
+WRITE_LOG_INTERVAL = 60.0
 
 _MAGIC = b"CAPLABC1"
 _TRAILER = struct.Struct(">II8s")
@@ -74,6 +73,8 @@ class DiskStore(StoreIndex):
 
     @param runInThread: runs a blocking function (fsync, rename, rewrite) off the reactor
         thread and returns a Deferred of its result.
+    @ivar writeFailures: the rate-limited log of failed writes (a full disk fails every
+        response that would be stored: one line per L{WRITE_LOG_INTERVAL}, with a count).
     """
 
     def __init__(
@@ -83,8 +84,9 @@ class DiskStore(StoreIndex):
         maxObjectSize: int = 8 << 20,
         callLater: Callable[..., IDelayedCall] | None = None,
         runInThread: Callable[[Callable[[], Any]], Deferred[Any]] = deferToReactorThread,
+        maxVariants: int = MAX_VARIANTS,
     ) -> None:
-        super().__init__(maxSize, maxObjectSize)
+        super().__init__(maxSize, maxObjectSize, maxVariants)
         if callLater is None:
             from twisted.internet import reactor
 
@@ -92,6 +94,9 @@ class DiskStore(StoreIndex):
         self.callLater = callLater
         self.directory = os.path.abspath(directory)
         self.runInThread = runInThread
+        self.writeFailures = RateLimitedLog(
+            self.log, callLater, "cache: failed writes", WRITE_LOG_INTERVAL
+        )
         self._counter = 0
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         self._load()
@@ -105,39 +110,84 @@ class DiskStore(StoreIndex):
     def _load(self) -> None:
         """
         Rebuild the index from the files in the directory, oldest first; drop temporary
-        files of interrupted writes and every file that fails a check.
+        files of interrupted writes and every file that fails a check.  Nothing found here
+        stops the start: each damaged file is logged (the first L{LOAD_LOG_LINES}, then a
+        count) and dropped; what is not a regular file is logged and left alone.
         """
-        found: list[tuple[float, StoredEntry]] = []
-        for name in os.listdir(self.directory):
+        found: list[tuple[float, DiskEntry]] = []
+        damaged = 0
+        try:
+            names = os.listdir(self.directory)
+        except OSError as e:
+            self.log.warn(
+                "cache: cannot read {directory} ({error}); starting empty",
+                directory=self.directory,
+                error=e.strerror or e,
+            )
+            return
+        for name in names:
             path = os.path.join(self.directory, name)
+            if not (name.endswith(".entry") or name.endswith(".entry.tmp")):
+                continue
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                continue  # gone meanwhile
+            if not stat.S_ISREG(mode):
+                damaged += 1
+                if damaged <= LOAD_LOG_LINES:
+                    self.log.warn(
+                        "cache: ignoring {path}: not a regular file (left alone)", path=path
+                    )
+                continue
             if name.endswith(".entry.tmp"):
                 _unlink(path)
                 continue
-            if not name.endswith(".entry"):
-                continue
             try:
-                head, bodyLength, size = readHead(path)
-            except (OSError, CorruptEntry, ValueError, KeyError, TypeError) as e:
-                self.log.warn("cache: dropping damaged file {path}: {e}", path=path, e=e)
+                head, bodyLength, size, mtime = readHead(path)
+            except Exception as e:  # whatever is wrong with one file, the others still load
+                damaged += 1
+                if damaged <= LOAD_LOG_LINES:
+                    self.log.warn(
+                        "cache: dropping damaged file {path}: {error}",
+                        path=path,
+                        error=_describe(e),
+                    )
                 _unlink(path)
                 continue
-            entry = _fileEntry(head, path, bodyLength, size)
-            found.append((os.stat(path).st_mtime, entry))
+            found.append((mtime, _fileEntry(head, path, bodyLength, size)))
+        if damaged > LOAD_LOG_LINES:
+            self.log.warn(
+                "cache: {more} more damaged or foreign files in {directory} "
+                "({damaged} in all, the first {logged} logged above)",
+                more=damaged - LOAD_LOG_LINES,
+                damaged=damaged,
+                logged=LOAD_LOG_LINES,
+                directory=self.directory,
+            )
         found.sort(key=lambda pair: (pair[0], pair[1].head.responseTime))
         for _, entry in found:
             self._add(entry)
 
+    def _cost(self, entry: StoredEntry, headCost: int) -> int:
+        """
+        A file counts its size against the bound (the bound is on the disk).
+        """
+        return entry.fileSize if isinstance(entry, DiskEntry) else 0
+
     def _discard(self, entry: StoredEntry) -> None:
-        if entry.path is not None:
+        if isinstance(entry, DiskEntry) and entry.path:
             _unlink(entry.path)
 
     def openBody(self, entry: StoredEntry) -> IBody | None:
-        if not entry.live or entry.path is None:
+        if not entry.live or not isinstance(entry, DiskEntry):
             return None
         try:
             body = _DiskBody(entry.path, entry.bodyLength, entry.fileSize, self.callLater)
         except (OSError, CorruptEntry) as e:
-            self.log.warn("cache: dropping damaged file {path}: {e}", path=entry.path, e=e)
+            self.log.warn(
+                "cache: dropping damaged file {path}: {error}", path=entry.path, error=_describe(e)
+            )
             self.remove(entry)
             return None
         body.onCorrupt = lambda: self.remove(entry)
@@ -149,8 +199,19 @@ class DiskStore(StoreIndex):
         try:
             return _DiskWriter(self, head, self._fileName(head))
         except OSError as e:
-            self.log.warn("cache: cannot write in {dir}: {e}", dir=self.directory, e=e)
+            self.writeFailed(head.uri, e)
             return None
+
+    def writeFailed(self, uri: str, error: BaseException) -> None:
+        """
+        A write failed (disk full, permissions ...): rate-limited, one line per interval.
+        """
+        self.writeFailures.emit(
+            "cache: could not store {uri} in {directory}: {error}",
+            uri=uri,
+            directory=self.directory,
+            error=_describe(error),
+        )
 
     def _committed(
         self, head: EntryHead, path: str, bodyLength: int, size: int
@@ -160,7 +221,25 @@ class DiskStore(StoreIndex):
             _unlink(path)
             return None
         self._add(entry)
-        return entry
+        return entry if entry.live else None
+
+    def flush(self) -> Deferred[int]:
+        """
+        Forget every entry now; delete their files in a thread.
+        """
+        paths = []
+        for entry in list(self.entries()):
+            if isinstance(entry, DiskEntry) and entry.path:
+                paths.append(entry.path)
+                entry.path = ""
+            self.remove(entry)
+
+        def unlinkAll() -> int:
+            for path in paths:
+                _unlink(path)
+            return len(paths)
+
+        return self.runInThread(unlinkAll)
 
     def refresh(self, entry: StoredEntry, head: EntryHead) -> StoredEntry:
         """
@@ -172,7 +251,7 @@ class DiskStore(StoreIndex):
         L{REWRITE_INTERVAL} seconds of response time, one rewrite at a time, so that an
         entry revalidated on every request does not copy its body every time.
         """
-        if not entry.live or entry.path is None:
+        if not entry.live or not isinstance(entry, DiskEntry) or not entry.path:
             return entry
         self._rekey(entry, head)
         if entry.rewriting or head.responseTime - entry.persisted < REWRITE_INTERVAL:
@@ -203,21 +282,29 @@ class DiskStore(StoreIndex):
 
         def failed(reason: Any) -> None:
             entry.rewriting = False
-            self.log.warn("cache: could not rewrite {path}: {e}", path=oldPath, e=reason.value)
+            self.writeFailed(head.uri, reason.value)
             _unlink(newPath + ".tmp")
 
         self.runInThread(rewrite).addCallbacks(done, failed)
         return entry
 
 
-def _fileEntry(head: EntryHead, path: str, bodyLength: int, size: int) -> StoredEntry:
+def _describe(error: BaseException) -> str:
+    """
+    An error as one short line: C{strerror} for OS errors (no errno tuple), else its text.
+    """
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
+
+
+def _fileEntry(head: EntryHead, path: str, bodyLength: int, size: int) -> DiskEntry:
     """
     The index entry of a complete file: it counts its whole size against the bound.
     """
-    return StoredEntry(
-        head=head,
-        bodyLength=bodyLength,
-        size=size,
+    return DiskEntry(
+        head,
+        bodyLength,
         path=path,
         fileSize=size,
         persisted=head.responseTime,
@@ -225,9 +312,12 @@ def _fileEntry(head: EntryHead, path: str, bodyLength: int, size: int) -> Stored
 
 
 def _unlink(path: str) -> None:
+    """
+    Delete a file if it is there; a failure leaves it (it is looked at again next start).
+    """
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:
         pass
 
 
@@ -279,12 +369,14 @@ def _fsyncDirectory(directory: str) -> None:
         os.close(fd)
 
 
-def readHead(path: str) -> tuple[EntryHead, int, int]:
+def readHead(path: str) -> tuple[EntryHead, int, int, float]:
     """
-    The header record of the file at C{path}, checked: (head, body length, file size).
+    The header record of the file at C{path}, checked: (head, body length, file size,
+    modification time).
     """
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+        info = os.fstat(f.fileno())
+        size = info.st_size
         if size < _TRAILER.size:
             raise CorruptEntry("truncated")
         f.seek(size - _TRAILER.size)
@@ -300,7 +392,7 @@ def readHead(path: str) -> tuple[EntryHead, int, int]:
     expected = bodyLength + blocks * (_BLOCK_HEAD.size + _CRC.size) + length + _TRAILER.size
     if expected != size:
         raise CorruptEntry(f"size {size}, expected {expected}")
-    return head, bodyLength, size
+    return head, bodyLength, size, info.st_mtime
 
 
 def frameBlock(block: bytes) -> bytes:
@@ -330,7 +422,7 @@ class _DiskWriter:
             for block in self._blocks.add(data):
                 self._file.write(frameBlock(block))
         except OSError as e:
-            self._store.log.warn("cache: write failed: {e}", e=e)
+            self._store.writeFailed(self._head.uri, e)
             self.abort()
             return False
         return True
@@ -364,9 +456,8 @@ class _DiskWriter:
             return self._store._committed(self._head, path, bodyLength, size)
 
         def failed(reason: Any) -> None:
-            self._store.log.warn(
-                "cache: could not store {uri}: {e}", uri=self._head.uri, e=reason.value
-            )
+            f.close()
+            self._store.writeFailed(self._head.uri, reason.value)
             _unlink(temporary)
             return None
 

@@ -1,43 +1,57 @@
 """
 The cache as an L{IFetcher}: L{CachingFetcher} wraps the fetcher that asks the origin.
 
-For a GET or HEAD it looks up the stored responses of the target URI, picks the variant
-whose secondary key (C{Vary}) matches, and asks L{caplab.proxy.cache.rules.evaluate}:
+For a GET or HEAD it picks the stored response of the target URI whose secondary key
+(C{Vary}) matches, and asks L{caplab.proxy.cache.rules.evaluate}:
 
-  - fresh: a hit, streamed from the store (a client's conditional request gets a 304);
+  - fresh: a hit, streamed from the store (L{caplab.proxy.cache.replies}: the client's own
+    preconditions answered 304 or 412, a byte range 206 or 416, HEAD the head alone);
   - stale within C{stale-while-revalidate}: a hit, and a conditional request in the
     background refreshes the entry;
   - otherwise a conditional request (C{If-None-Match}/C{If-Modified-Since}); a 304 refreshes
     the stored head and the client is answered from the cache, anything else is handled as
-    a miss (an origin error may be answered stale within C{stale-if-error});
+    a miss; when the origin cannot be reached at all (an L{UpstreamError}), or answers 5xx
+    within C{stale-if-error}, the stale response is served instead unless it forbids that
+    (RFC 9111 section 4.2.4);
+  - a stale response and a HEAD request: the HEAD goes to the origin, and its answer updates
+    the stored response (same validators) or removes it (others: RFC 9111 section 4.3.5);
   - no stored response: a miss.  Concurrent misses for one URI are collapsed: the first goes
     to the origin, the others wait (at most C{collapseTimeout} seconds) until its response is
     stored and are then served from it; if it is not storable (C{private}, C{no-store} ...)
     or does not come, each goes to the origin itself.
+
+Range requests are answered from a complete stored response, or from a stored part (a 206
+to an earlier single-range request) that holds the range; otherwise they go to the origin,
+and a 206 that comes back is stored as a part.  Parts that together hold the whole
+representation (same strong validator) are combined into a complete stored response.
 
 A storable response is streamed to the client and written to the store at the same time
 (L{TeeSink}); only a body that ended properly, with the announced length, is committed.
 
 Other methods pass through; a successful unsafe one invalidates the URIs RFC 9111 section
 4.4 names.  Every response carries an RFC 9211 C{Cache-Status} value in
-L{UpstreamResponse.cacheStatus}.
+L{UpstreamResponse.cacheStatus}.  L{CachingFetcher.purge} and L{CachingFetcher.flush} are
+the operators' L{caplab.proxy.hooks.ICacheAdmin}.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
-from caplab.proxy.cache import rules
+from caplab.proxy.cache import partial, ranges, rules
 from caplab.proxy.cache.collapsing import Flight, Waiter
+from caplab.proxy.cache.entries import EntryHead, StoredEntry
+from caplab.proxy.cache.ratelimit import RateLimitedLog
+from caplab.proxy.cache.replies import CONDITIONS, DIRECTIVES, RANGE, fromPart, fromStore, scan
 from caplab.proxy.cache.rules import NO_REQUEST_RULES, Decision, EntryRules, RequestRules
-from caplab.proxy.cache.sinks import Discard, SliceSink, TeeSink, noBody
-from caplab.proxy.cache.storage import EntryHead, IStore, StoredEntry
+from caplab.proxy.cache.sinks import Discard, TeeSink
+from caplab.proxy.cache.storage import IStore
 from caplab.proxy.hooks import (
     Headers,
     IBodySink,
@@ -48,29 +62,8 @@ from caplab.proxy.hooks import (
     UpstreamResponse,
 )
 
-#: Stored fields not sent as they are on a hit (recomputed: age, framing).
-_NOT_REPLAYED = frozenset({b"age", b"content-length", b"transfer-encoding"})
-
-_RANGE, _DIRECTIVES, _CONDITIONS = 1, 2, 4
-_FLAGS = {
-    b"range": _RANGE,
-    b"cache-control": _DIRECTIVES,
-    b"pragma": _DIRECTIVES,
-    b"if-none-match": _CONDITIONS,
-    b"if-modified-since": _CONDITIONS,
-}
-
-
-@dataclass(frozen=True)
-class _Derived:
-    """
-    What the hit path needs of a stored entry, computed once per entry (and per refresh).
-    """
-
-    rules: EntryRules
-    #: The stored fields ready to send, bar C{Age}.
-    headers: Headers
-    notModifiedHeaders: Headers
+#: Fields of a response not stored (recomputed on a hit: age, framing, the range).
+_NOT_STORED = frozenset({b"age", b"content-length", b"transfer-encoding", b"content-range"})
 
 
 class CachingFetcher:
@@ -105,6 +98,34 @@ class CachingFetcher:
         self.metrics = metrics
         self._flights: dict[str, Flight] = {}
         self._revalidating: set[str] = set()
+        # an unreachable origin fails every request that comes: one line a minute, counted
+        self._staleServed = RateLimitedLog(
+            self.log, clock.callLater, "cache: stale responses served", level=LogLevel.info
+        )
+        self._backgroundFailed = RateLimitedLog(
+            self.log, clock.callLater, "cache: failed background revalidations", level=LogLevel.info
+        )
+
+    # The operators' seam (ICacheAdmin)
+
+    def purge(self, uri: str) -> Deferred[int]:
+        """
+        Remove every stored response (every variant and part) of C{uri}, wherever the store
+        keeps them; fires with how many were removed.  C{uri} is read as the cache keys are
+        written (scheme and host in lower case, no default port), so
+        C{http://Example.com:80/a} purges C{http://example.com/a}.
+        """
+        try:
+            key = rules.normalizeURI(uri)
+        except ValueError:
+            return succeed(0)
+        return self.store.purge(key)
+
+    def flush(self) -> Deferred[int]:
+        """
+        Remove every stored response; fires with how many were removed.
+        """
+        return self.store.flush()
 
     # The request path
 
@@ -116,12 +137,13 @@ class CachingFetcher:
             return self._passUnsafe(request, body)
         if (body is not None and body.length != 0) or request.bodyLength != 0:
             return self._passThrough(request, body, "bypass")
-        flags = _scan(request.headers)
-        if flags & _RANGE:
-            partial = self._rangeFromStore(request, flags)
-            if partial is not None:
-                return succeed(partial)
-            return self._passThrough(request, None, "bypass; detail=range")
+        flags = scan(request.headers)
+        if flags & RANGE:
+            if method != b"GET":
+                flags &= ~RANGE
+            elif not _oneRange(request.headers):
+                # several ranges, another unit: the origin decides (and it is not stored)
+                return self._passThrough(request, None, "bypass; detail=range")
         return self._lookup(request, flags, collapsed=False)
 
     def _lookup(
@@ -129,39 +151,39 @@ class CachingFetcher:
     ) -> Deferred[UpstreamResponse]:
         uri = request.target.uri
         requestRules = (
-            RequestRules.fromHeaders(request.headers) if flags & _DIRECTIVES else NO_REQUEST_RULES
+            RequestRules.fromHeaders(request.headers) if flags & DIRECTIVES else NO_REQUEST_RULES
         )
-        entries = self.store.lookup(uri)
-        entry = self._select(entries, request.headers) if entries else None
+        entry, stored = self.store.select(uri, request.headers)
         now = self.clock.seconds()
         if entry is None:
+            if flags & RANGE:
+                part = self._fromParts(request, requestRules, now, flags)
+                if part is not None:
+                    return succeed(part)
             if requestRules.onlyIfCached:
                 return self._notCached()
-            why = "vary-miss" if entries else "miss"
+            why = "vary-miss" if stored else "miss"
             if collapsed:
                 return self._forward(request, f"{why}; collapsed")
             if self.metrics is not None:
                 self.metrics.cacheMiss()
+            if flags & RANGE or request.method == b"HEAD":
+                return self._forward(request, why)
             return self._miss(request, uri, why)
-        derived = self._derived(entry)
-        evaluation = rules.evaluate(derived.rules, requestRules, now)
+        entryRules = entry.rules
+        assert entryRules is not None
+        evaluation = rules.evaluate(entryRules, requestRules, now)
         if evaluation.decision is not Decision.REVALIDATE:
             detail = ""
             if evaluation.decision is Decision.STALE_REVALIDATE:
                 detail = "; detail=stale-while-revalidate"
-            response = self._fromStore(
-                entry,
-                derived,
-                request,
-                now,
-                f"{self.name}; hit; ttl={int(evaluation.ttl)}{detail}",
-                bool(flags & _CONDITIONS),
-            )
+            status = f"{self.name}; hit; ttl={int(evaluation.ttl)}{detail}"
+            response = fromStore(self.store, entry, request, now, status, flags)
             if response is not None:
                 if self.metrics is not None:
                     self.metrics.cacheHit()
                 if evaluation.decision is Decision.STALE_REVALIDATE:
-                    self._revalidateInBackground(entry, derived, request)
+                    self._revalidateInBackground(entry, entryRules, request)
                 return succeed(response)
             if collapsed:
                 return self._forward(request, "miss; collapsed")
@@ -170,127 +192,50 @@ class CachingFetcher:
             return self._notCached()
         if self.metrics is not None:
             self.metrics.cacheMiss()
-        why = "request" if evaluation.ttl > 0 and not derived.rules.noCache else "stale"
-        if request.method == b"HEAD" or not derived.rules.hasValidator:
-            return self._forward(request, why)
-        if collapsed:
-            return self._revalidate(entry, derived, request, requestRules, why, None)
+        why = "request" if evaluation.ttl > 0 and not entryRules.noCache else "stale"
+        if request.method == b"HEAD":
+            return self._forwardHead(request, entry, why)
+        if not entryRules.hasValidator:
+            return self._forward(request, why, fallback=(entry, requestRules))
+        if collapsed or flags & RANGE:
+            return self._revalidate(entry, request, requestRules, why, flags, None)
         return self._collapse(
             uri,
             request,
-            lambda done: self._revalidate(entry, derived, request, requestRules, why, done),
+            lambda done: self._revalidate(entry, request, requestRules, why, flags, done),
         )
 
     def _afterWait(self, request: UpstreamRequest) -> Deferred[UpstreamResponse]:
         """
         A collapsed request whose wait ended: served from what is stored now, or forwarded.
         """
-        return self._lookup(request, _scan(request.headers), collapsed=True)
+        return self._lookup(request, scan(request.headers), collapsed=True)
 
-    def _select(self, entries: list[StoredEntry], requestHeaders: Headers) -> StoredEntry | None:
-        """
-        The most recent stored response whose secondary key matches the request.
-        """
-        for entry in entries:
-            names = entry.head.varyNames
-            if not names or rules.secondaryKey(names, requestHeaders) == entry.head.variant:
-                return entry
-        return None
-
-    def _derived(self, entry: StoredEntry) -> _Derived:
-        derived = entry.derived
-        if derived is None:
-            head = entry.head
-            headers = [(n, v) for n, v in head.headers if n.lower() not in _NOT_REPLAYED]
-            headers.append((b"Content-Length", b"%d" % entry.bodyLength))
-            derived = entry.derived = _Derived(
-                EntryRules.compute(head.code, head.headers, head.requestTime, head.responseTime),
-                headers,
-                rules.notModifiedHeaders(headers),
-            )
-        assert isinstance(derived, _Derived)
-        return derived
-
-    def _fromStore(
-        self,
-        entry: StoredEntry,
-        derived: _Derived,
-        request: UpstreamRequest,
-        now: float,
-        status: str,
-        conditional: bool | None = None,
+    def _fromParts(
+        self, request: UpstreamRequest, requestRules: RequestRules, now: float, flags: int
     ) -> UpstreamResponse | None:
         """
-        A response from the store (None if its body is gone or damaged): a 304 if the
-        client's own precondition says so, the head alone for HEAD.
-
-        @param conditional: whether the request has preconditions (None: look).
+        A 206 from a fresh stored part that holds the requested range, or None.
         """
-        age = (b"Age", b"%d" % int(derived.rules.freshness.currentAge(now)))
-        if conditional is None:
-            conditional = bool(_scan(request.headers) & _CONDITIONS)
-        if conditional and rules.notModified(request.headers, derived.rules):
-            self.store.touch(entry)
-            return UpstreamResponse(
-                304, b"Not Modified", [*derived.notModifiedHeaders, age], noBody, status
-            )
-        if request.method == b"HEAD":
-            if not entry.live:
-                return None
-            self.store.touch(entry)
-            return UpstreamResponse(
-                entry.head.code, entry.head.phrase, [*derived.headers, age], noBody, status
-            )
-        body = self.store.openBody(entry)
-        if body is None:
+        if flags & CONDITIONS:
             return None
-        self.store.touch(entry)
-        return UpstreamResponse(
-            entry.head.code, entry.head.phrase, [*derived.headers, age], body.deliver, status
-        )
-
-    def _rangeFromStore(self, request: UpstreamRequest, flags: int) -> UpstreamResponse | None:
-        """
-        A 206 for a single-range GET that a fresh stored 200 can answer, or None (the
-        request then passes through): no C{If-Range}, preconditions or request directives.
-        """
-        if request.method != b"GET" or flags & (_CONDITIONS | _DIRECTIVES):
-            return None
-        if rules.firstHeader(request.headers, b"if-range") is not None:
-            return None
-        value = rules.firstHeader(request.headers, b"range")
-        entries = self.store.lookup(request.target.uri)
-        entry = self._select(entries, request.headers) if entries else None
-        if value is None or entry is None or entry.head.code != 200:
-            return None
-        derived = self._derived(entry)
-        now = self.clock.seconds()
-        evaluation = rules.evaluate(derived.rules, NO_REQUEST_RULES, now)
-        wanted = rules.byteRange(value, entry.bodyLength)
-        if evaluation.decision is not Decision.FRESH or wanted is None:
-            return None
-        body = self.store.openBody(entry)
-        if body is None:
-            return None
-        self.store.touch(entry)
-        start, stop = wanted
-        headers = [(n, v) for n, v in derived.headers if n.lower() != b"content-length"]
-        headers += [
-            (b"Content-Range", b"bytes %d-%d/%d" % (start, stop - 1, entry.bodyLength)),
-            (b"Content-Length", b"%d" % (stop - start)),
-            (b"Age", b"%d" % int(evaluation.age)),
-        ]
-
-        def deliver(sink: IBodySink) -> None:
-            body.deliver(SliceSink(sink, start, stop))
-
-        return UpstreamResponse(
-            206,
-            b"Partial Content",
-            headers,
-            deliver,
-            f"{self.name}; hit; ttl={int(evaluation.ttl)}; detail=range",
-        )
+        for part in self.store.parts(request.target.uri):
+            head = part.head
+            if head.varyNames and rules.secondaryKey(head.varyNames, request.headers) != (
+                head.variant
+            ):
+                continue
+            assert part.rules is not None
+            evaluation = rules.evaluate(part.rules, requestRules, now)
+            if evaluation.decision is not Decision.FRESH:
+                continue
+            status = f"{self.name}; hit; ttl={int(evaluation.ttl)}"
+            response = fromPart(self.store, part, request, now, status)
+            if response is not None:
+                if self.metrics is not None:
+                    self.metrics.cacheHit()
+                return response
+        return None
 
     def _notCached(self) -> Deferred[UpstreamResponse]:
         """
@@ -329,22 +274,39 @@ class CachingFetcher:
         return result
 
     def _forward(
-        self, request: UpstreamRequest, why: str, onDone: Any = None
+        self,
+        request: UpstreamRequest,
+        why: str,
+        onDone: Any = None,
+        fallback: tuple[StoredEntry, RequestRules] | None = None,
     ) -> Deferred[UpstreamResponse]:
         """
         Ask the origin; store the response if it may be, streaming it to the client.
 
         @param onDone: called once it is known whether the response was stored.
+        @param fallback: a stale stored response (and the request's directives) to serve if
+            the origin cannot be reached or fails within C{stale-if-error}.
         """
         requestTime = self.clock.seconds()
         d = self.inner.fetch(request, None)
 
         def got(response: UpstreamResponse) -> UpstreamResponse:
+            if fallback is not None and response.code >= 500:
+                stale = self._staleOnError(*fallback, request, response.code)
+                if stale is not None:
+                    if onDone is not None:
+                        onDone()
+                    response.deliverBody(Discard())
+                    return stale
             return self._store(request, response, requestTime, f"{self.name}; fwd={why}", onDone)
 
-        def failed(reason: Failure) -> Failure:
+        def failed(reason: Failure) -> UpstreamResponse | Failure:
             if onDone is not None:
                 onDone()
+            if fallback is not None:
+                stale = self._staleWhenUnreachable(*fallback, request, reason)
+                if stale is not None:
+                    return stale
             return reason
 
         return d.addCallbacks(got, failed)
@@ -371,10 +333,15 @@ class CachingFetcher:
             decision = rules.Storability(False, "error", [])
         writer = None
         expected: int | None = None
+        isPart = False
         if decision.ok:
             length = rules.firstHeader(response.headers, b"content-length")
             expected = int(length) if length is not None and length.isdigit() else None
-            if expected is None or expected <= self.store.maxObjectSize:
+            part = ranges.contentRange(response.headers) if response.code == 206 else None
+            isPart = part is not None
+            if part is not None and expected != part[1] - part[0]:
+                expected = -1  # a part whose length does not match its range: never stored
+            if expected is None or 0 <= expected <= self.store.maxObjectSize:
                 names = rules.varyNames(response.headers) or ()
                 head = EntryHead(
                     uri=uri,
@@ -382,9 +349,11 @@ class CachingFetcher:
                     variant=rules.secondaryKey(names, request.headers),
                     code=response.code,
                     phrase=response.phrase,
-                    headers=decision.headers,
+                    headers=_storedFields(decision.headers, responseTime),
                     requestTime=requestTime,
                     responseTime=responseTime,
+                    age=rules.ageValue(decision.headers),
+                    partial=part,
                 )
                 writer = self.store.writer(head)
         if writer is None:
@@ -395,17 +364,38 @@ class CachingFetcher:
         response.cacheStatus = f"{status}; stored"
         deliverBody = response.deliverBody
 
-        def finished(entry: object) -> None:
+        def finished(entry: StoredEntry | None) -> None:
             if onDone is not None:
                 onDone()
-            if entry is not None and self.metrics is not None:
+            if entry is None:
+                return
+            if self.metrics is not None:
                 self.metrics.cacheStoredBytes(getattr(self.store, "size", 0))
+            if isPart:
+                self._combine(entry)
 
         def tee(sink: IBodySink) -> None:
             deliverBody(TeeSink(sink, writer, expected, finished))
 
         response.deliverBody = tee
         return response
+
+    def _combine(self, newest: StoredEntry) -> None:
+        """
+        If the stored parts of C{newest}'s representation now hold all of it, write them
+        into one complete stored response.
+        """
+        parts = partial.combinable(self.store.parts(newest.head.uri), newest)
+        covering = partial.cover(parts)
+        assert newest.head.partial is not None
+        if covering is None or newest.head.partial[2] > self.store.maxObjectSize:
+            return
+        combiner = partial.Combiner(self.store, covering, partial.completeHead(newest.head))
+        combiner.run().addErrback(
+            lambda reason: self.log.failure(
+                "cache: combining the parts of {uri}", reason, uri=newest.head.uri
+            )
+        )
 
     def _passThrough(
         self, request: UpstreamRequest, body: IRequestBody | None, why: str
@@ -436,32 +426,34 @@ class CachingFetcher:
 
     # Validation
 
-    def _conditional(self, request: UpstreamRequest, derived: _Derived) -> UpstreamRequest:
+    def _conditional(self, request: UpstreamRequest, entryRules: EntryRules) -> UpstreamRequest:
         return replace(
             request,
             method=b"GET",
-            headers=rules.conditionalHeaders(request.headers, derived.rules),
+            headers=rules.conditionalHeaders(request.headers, entryRules),
             bodyLength=0,
         )
 
     def _revalidate(
         self,
         entry: StoredEntry,
-        derived: _Derived,
         request: UpstreamRequest,
         requestRules: RequestRules,
         why: str,
+        flags: int,
         onDone: Any,
     ) -> Deferred[UpstreamResponse]:
         """
         Ask the origin whether the stored response is still good; answer from the cache on
-        304, stale on an error where C{stale-if-error} allows, else relay (and store) what
-        came.
+        304 (the client's range and preconditions applied), stale when the origin cannot be
+        reached or fails within C{stale-if-error}, else relay (and store) what came.
 
         @param onDone: called once the entry is refreshed, replaced, or neither will be.
         """
+        entryRules = entry.rules
+        assert entryRules is not None
         requestTime = self.clock.seconds()
-        d = self.inner.fetch(self._conditional(request, derived), None)
+        d = self.inner.fetch(self._conditional(request, entryRules), None)
 
         def finished() -> None:
             if onDone is not None:
@@ -471,98 +463,183 @@ class CachingFetcher:
             status = f"{self.name}; fwd={why}; fwd-status={response.code}"
             if response.code == 304:
                 response.deliverBody(Discard())
-                refreshed = self._refresh(entry, derived, response, requestTime)
+                refreshed = self._refresh(entry, response, requestTime)
                 if refreshed is not None:
                     now = self.clock.seconds()
-                    fromStore = self._fromStore(
-                        refreshed, self._derived(refreshed), request, now, status
-                    )
-                    if fromStore is not None:
+                    fromStored = fromStore(self.store, refreshed[0], request, now, status, flags)
+                    if fromStored is not None:
                         finished()
-                        return fromStore
+                        # the 304's per-client fields (Set-Cookie ...) are this client's
+                        fromStored.headers.extend(refreshed[1])
+                        return fromStored
                 return self._forward(request, why, onDone)
             if response.code >= 500:
-                stale = self._staleOnError(entry, derived, request, requestRules, response.code)
+                stale = self._staleOnError(entry, requestRules, request, response.code)
                 if stale is not None:
                     finished()
                     response.deliverBody(Discard())
                     return stale
+            if response.code == 206 and self._partOfStored(entry, response, requestTime):
+                finished()
+                response.cacheStatus = status
+                return response
             return self._store(request, response, requestTime, status, onDone)
 
         def failed(reason: Failure) -> UpstreamResponse | Failure:
             finished()
-            error = reason.value
-            if isinstance(error, UpstreamError) and not reason.check(CancelledError):
-                code = error.code
-                stale = self._staleOnError(entry, derived, request, requestRules, code)
-                if stale is not None:
-                    return stale
-            return reason
+            stale = self._staleWhenUnreachable(entry, requestRules, request, reason)
+            return reason if stale is None else stale
 
         return d.addCallbacks(got, failed)
 
+    def _partOfStored(
+        self, entry: StoredEntry, response: UpstreamResponse, requestTime: float
+    ) -> bool:
+        """
+        A 206 came for a stored complete response: with the same strong validator it is a
+        part of it, and updates its fields and freshness (RFC 9111 section 3.4: True); with
+        another the stored response is outdated and removed (False: store the part).
+        """
+        entryRules = entry.rules
+        assert entryRules is not None
+        etag = rules.firstHeader(response.headers, b"etag")
+        stored = entryRules.etag
+        if (
+            etag is not None
+            and stored is not None
+            and not etag.strip().startswith(b"W/")
+            and etag.strip() == stored.strip()
+        ):
+            return self._refresh(entry, response, requestTime) is not None
+        self.store.remove(entry)
+        return False
+
     def _refresh(
-        self,
-        entry: StoredEntry,
-        derived: _Derived,
-        notModified: UpstreamResponse,
-        requestTime: float,
-    ) -> StoredEntry | None:
+        self, entry: StoredEntry, newer: UpstreamResponse, requestTime: float
+    ) -> tuple[StoredEntry, Headers] | None:
         """
-        Update a stored response with a 304 (None if the 304 is about another one).
+        Update a stored response with a newer response about it (a 304, a 206 or a HEAD
+        response; None if a 304 is about another one): the refreshed entry and the newer
+        response's per-client fields, for the one client it answers.
         """
-        if not entry.live or not rules.validatorsMatch(derived.rules, notModified.headers):
+        entryRules = entry.rules
+        assert entryRules is not None
+        if not entry.live or (
+            newer.code == 304 and not rules.validatorsMatch(entryRules, newer.headers)
+        ):
             return None
+        now = self.clock.seconds()
+        fields = newer.headers
+        if rules.firstHeader(fields, b"date") is None:
+            # a recipient adds the Date of a message that has none (RFC 9110 section 6.6.1)
+            fields = [*fields, (b"Date", rules.formatHTTPDate(now))]
+        update = rules.updatedHeaders(entry.head.headers, fields)
         head = replace(
             entry.head,
-            headers=rules.freshenHeaders(entry.head.headers, notModified.headers),
+            headers=update.headers,
             requestTime=requestTime,
-            responseTime=self.clock.seconds(),
+            responseTime=now,
+            age=rules.ageValue(newer.headers),
         )
-        return self.store.refresh(entry, head)
+        return self.store.refresh(entry, head), update.perClient
+
+    def _forwardHead(
+        self, request: UpstreamRequest, entry: StoredEntry, why: str
+    ) -> Deferred[UpstreamResponse]:
+        """
+        Relay a HEAD request the stored response cannot answer; its 200 updates the stored
+        GET response when it describes the same representation, else removes it (RFC 9111
+        section 4.3.5).
+        """
+        requestTime = self.clock.seconds()
+
+        def got(response: UpstreamResponse) -> UpstreamResponse:
+            if response.code == 200 and entry.live:
+                assert entry.rules is not None
+                if rules.sameRepresentation(entry.rules, response.headers, entry.bodyLength):
+                    self._refresh(entry, response, requestTime)
+                else:
+                    self.store.remove(entry)
+            response.cacheStatus = f"{self.name}; fwd={why}; fwd-status={response.code}"
+            return response
+
+        return self.inner.fetch(request, None).addCallback(got)
 
     def _staleOnError(
         self,
         entry: StoredEntry,
-        derived: _Derived,
-        request: UpstreamRequest,
         requestRules: RequestRules,
+        request: UpstreamRequest,
         code: int,
     ) -> UpstreamResponse | None:
+        """
+        The stale response for an origin's 5xx, within C{stale-if-error}, or None.
+        """
         now = self.clock.seconds()
-        if not rules.mayServeStaleOnError(derived.rules, requestRules, now):
+        assert entry.rules is not None
+        if not rules.mayServeStaleOnError(entry.rules, requestRules, now):
             return None
-        return self._fromStore(
-            entry,
-            derived,
-            request,
-            now,
-            f"{self.name}; fwd=stale; fwd-status={code}; detail=stale-if-error",
-        )
+        status = f"{self.name}; fwd=stale; fwd-status={code}; detail=stale-if-error"
+        return fromStore(self.store, entry, request, now, status, scan(request.headers))
+
+    def _staleWhenUnreachable(
+        self,
+        entry: StoredEntry,
+        requestRules: RequestRules,
+        request: UpstreamRequest,
+        reason: Failure,
+    ) -> UpstreamResponse | None:
+        """
+        The stale response when the origin could not be reached or gave nothing usable (an
+        L{UpstreamError}; not when the client went away), or None.
+        """
+        if not isinstance(reason.value, UpstreamError) or reason.check(CancelledError):
+            return None
+        now = self.clock.seconds()
+        assert entry.rules is not None
+        if not rules.mayServeStaleOnError(entry.rules, requestRules, now, unreachable=True):
+            return None
+        ttl = int(entry.rules.freshness.lifetime - entry.rules.freshness.currentAge(now))
+        status = f"{self.name}; fwd=stale; ttl={ttl}; detail=origin-unreachable"
+        stale = fromStore(self.store, entry, request, now, status, scan(request.headers))
+        if stale is not None:
+            self._staleServed.emit(
+                "cache: {uri} served stale: the origin is unreachable ({error})",
+                uri=request.target.uri,
+                error=reason.value,
+            )
+        return stale
 
     def _revalidateInBackground(
-        self, entry: StoredEntry, derived: _Derived, request: UpstreamRequest
+        self, entry: StoredEntry, entryRules: EntryRules, request: UpstreamRequest
     ) -> None:
         """
         Refresh a stale entry served under C{stale-while-revalidate}, one at a time per URI.
+        The background request is the whole GET (no range), and has no client to tell about
+        interim responses.
         """
         key = entry.head.key
         if key in self._revalidating:
             return
         self._revalidating.add(key)
         requestTime = self.clock.seconds()
-        plain = replace(request, method=b"GET")
+        plain = replace(
+            request,
+            method=b"GET",
+            headers=[(n, v) for n, v in request.headers if n.lower() not in _PARTIAL],
+            interim=None,
+        )
 
         def got(response: UpstreamResponse) -> None:
             if response.code == 304:
-                self._refresh(entry, derived, response, requestTime)
+                self._refresh(entry, response, requestTime)
                 response.deliverBody(Discard())
                 return
             stored = self._store(plain, response, requestTime, "")
             stored.deliverBody(Discard())
 
         def failed(reason: Failure) -> None:
-            self.log.info(
+            self._backgroundFailed.emit(
                 "cache: background revalidation of {uri} failed: {why}",
                 uri=request.target.uri,
                 why=reason.getErrorMessage(),
@@ -571,17 +648,29 @@ class CachingFetcher:
         def done(_: object) -> None:
             self._revalidating.discard(key)
 
-        d = self.inner.fetch(self._conditional(plain, derived), None)
+        d = self.inner.fetch(self._conditional(plain, entryRules), None)
         d.addCallbacks(got, failed).addBoth(done)
 
 
-def _scan(headers: Headers) -> int:
+_PARTIAL = frozenset({b"range", b"if-range"})
+
+
+def _oneRange(headers: Headers) -> bool:
     """
-    Which request fields the cache must look at (L{_RANGE}, L{_DIRECTIVES},
-    L{_CONDITIONS}), in one pass: most requests have none of them.
+    Whether the request's C{Range} asks for one byte range (the cache serves those).
     """
-    flags = 0
-    get = _FLAGS.get
-    for name, _ in headers:
-        flags |= get(name.lower(), 0)
-    return flags
+    value = rules.firstHeader(headers, b"range")
+    return value is not None and ranges.parseRange(value, 1 << 62) is not None
+
+
+def _storedFields(headers: Headers, responseTime: float) -> Headers:
+    """
+    The fields of a response as they are stored and sent on hits: without C{Age} (the age
+    is recomputed), framing (C{Content-Length} comes from the stored body) and
+    C{Content-Range} (made for each range served); with a C{Date} (the time it was
+    received) if the origin sent none (RFC 9110 section 6.6.1).
+    """
+    stored = [(n, v) for n, v in headers if n.lower() not in _NOT_STORED]
+    if rules.firstHeader(stored, b"date") is None:
+        stored.append((b"Date", rules.formatHTTPDate(responseTime)))
+    return stored

@@ -34,6 +34,10 @@ byteSize.formatDefault = humanSize  # type: ignore[attr-defined]
 byteSize.metavar = "SIZE"  # type: ignore[attr-defined]
 
 
+#: The largest object the cache stores unless told otherwise (and --cache-size allows).
+DEFAULT_MAX_OBJECT = 8 << 20
+
+
 class CacheOptions:
     """
     The cache's options.
@@ -53,8 +57,9 @@ class CacheOptions:
         [
             "cache-max-object",
             None,
-            8 << 20,
-            "Largest response body the cache stores; larger ones are only passed on.",
+            None,
+            "Largest response body the cache stores; larger ones are only passed on. "
+            "Default: 8M, or --cache-size if that is smaller.",
             byteSize,
         ],
         [
@@ -68,7 +73,8 @@ class CacheOptions:
             "cache-redis",
             None,
             None,
-            "Share the cache through Redis at redis://HOST[:PORT][/DB] with every caplab that "
+            "Share the cache through Redis at redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] "
+            "(rediss:// for TLS, ?ssl_ca_certs=FILE for a private CA) with every caplab that "
             "names it (each keeps a near cache of --cache-size in memory).",
         ],
     ]
@@ -95,6 +101,8 @@ class CacheOptions:
                 parseRedisURL(config["cache-redis"])
             except ValueError as e:
                 raise OptionError("cache-redis", f"--cache-redis: {e}") from None
+        if config["cache-max-object"] is None:
+            config["cache-max-object"] = min(DEFAULT_MAX_OBJECT, config["cache-size"])
         if config["cache-max-object"] > config["cache-size"]:
             raise usage.UsageError("--cache-max-object must not be larger than --cache-size")
         directory = config["cache-dir"]

@@ -5,57 +5,44 @@ Everything here is a pure function of header lists (C{list[tuple[bytes, bytes]]}
 case) and times in seconds since the epoch taken from an injected clock, so that the freshness
 arithmetic is tested with L{twisted.internet.task.Clock}.
 
-What comes from hishel 2.x, and what does not
-=============================================
+What the rules are made of
+==========================
 
-hishel's sans-I/O core (C{hishel.IdleClient}, C{CacheMiss}, C{NeedRevalidation} ... with
-C{CacheOptions(shared=True)}) was evaluated against RFC 9111 for a shared cache.  caplab uses:
+  - L{caplab.proxy.cache.directives}: C{Cache-Control}, parsed strictly, repeated and
+    conflicting directives merged to the most restrictive;
+  - L{caplab.proxy.cache.httpdate}: HTTP-dates, parsed strictly (an invalid C{Expires} is
+    a time in the past);
+  - L{caplab.proxy.cache.ranges}: byte ranges, C{Content-Range} and C{If-Range};
+  - this module: storability (section 3, with 206 and C{must-understand}), the fields
+    stored and how a newer response updates them (sections 3.1, 3.2), freshness and age
+    (4.2), which stored response answers a request (4.1, 4.2.4, 5.2), validation (4.3),
+    the client's own conditional requests (RFC 9110 section 13) and invalidation (4.4).
 
-  - C{hishel.CacheMiss(...).next(response)}, the storability decision of RFC 9111 section 3
-    (method understood, final status, 206/304 not stored, C{no-store}, C{private} in a shared
-    cache, C{Authorization} only with C{public}/C{s-maxage}/C{must-revalidate}, a required
-    freshness component or a heuristically cacheable status), and the header fields it strips
-    before storing (hop-by-hop, C{no-cache="f"} and C{private="f"} field names): see
-    L{storable};
-  - its C{Cache-Control} parser (quoted strings, field-name lists, bad numbers): see
-    L{cacheControl}.
+Earlier versions used hishel 2.x's sans-I/O core for storability and C{Cache-Control}
+parsing.  Its parser is not part of hishel's public API (C{hishel._core._headers}), its
+C{CacheMiss} never stores a 206 and ignores C{must-understand}, and it reads time from
+C{time.time()}; what caplab needs of it is a page of RFC 9111, now here, tested directly.
 
-caplab completes or replaces the rest, because there hishel is not right for a shared cache in
-a long-running proxy:
+The hit path works on the raw byte header lists: what a stored response needs on every hit
+is computed once when it is stored (L{EntryRules}).
 
-  - hishel reads C{time.time()} in freshness, age and heuristics, so nothing can be tested with
-    an injected clock, and its age ignores the origin's C{Age} header and the request/response
-    times (RFC 9111 section 4.2.3): a response that arrives with C{Age: 100} and
-    C{max-age=60} is fresh for hishel.  caplab computes the corrected initial age once at store
-    time (L{Freshness}) and the current age per hit.
-  - hishel's heuristic is measured from "now" rather than from C{Date}, is used whatever the
-    status code, and has no notion of an invalid C{max-age}; L{freshnessLifetime} follows 4.2.1
-    and 4.2.2.
-  - C{IdleClient} ignores the request directives C{max-age}, C{max-stale}, C{min-fresh},
-    C{only-if-cached}, C{Pragma: no-cache} and the response directives C{proxy-revalidate},
-    C{s-maxage}'s implied proxy-revalidate, C{stale-while-revalidate} and C{stale-if-error};
-    it cannot answer a client's conditional request with 304.  L{evaluate} does all this.
-  - the request's own C{no-store} is not checked by C{CacheMiss}; neither is C{Vary: *}.
-  - invalidation there covers only the target URI: L{invalidatedURIs} adds C{Location} and
-    C{Content-Location} of the same origin (RFC 9111 section 4.4).
-  - the 304 update and the hit path work on hishel's C{str} header maps; converting every hit
-    costs more than the whole hit should.  caplab precomputes per stored entry (L{Freshness},
-    L{EntryRules}) and works on the raw byte header lists.
+Left to the origin on purpose: requests for several ranges (a C{multipart/byteranges}
+answer is not stored), a range that spans two stored parts, and the revalidation of stored
+parts (a stale part is fetched again).
 """
 
 from __future__ import annotations
 
-import calendar
-import re
 from dataclasses import dataclass
-from email.utils import parsedate_tz
 from enum import Enum
 from urllib.parse import urljoin, urlsplit
 
-import hishel
-from hishel._core._headers import CacheControl, parse_cache_control
+from caplab.proxy.cache import ranges
+from caplab.proxy.cache.directives import MAX_DELTA, CacheControl, parseCacheControl, splitList
+from caplab.proxy.cache.fields import Headers, firstHeader, headerValues, joinedHeader
+from caplab.proxy.cache.httpdate import formatHTTPDate, parseHTTPDate
 
-Headers = list[tuple[bytes, bytes]]
+__all__ = ["firstHeader", "formatHTTPDate", "headerValues", "joinedHeader", "parseHTTPDate"]
 
 #: Methods whose responses this cache stores (HEAD is answered from a stored GET).
 STORED_METHODS = frozenset({b"GET"})
@@ -66,113 +53,90 @@ SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 #: Status codes heuristically cacheable (RFC 9110 section 15.1).
 HEURISTIC_CODES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
 
+#: Status codes whose caching rules this cache implements (for C{must-understand}, RFC 9111
+#: section 5.2.2.3, and for 206: it stores parts and combines them).
+UNDERSTOOD_CODES = HEURISTIC_CODES | {302, 307}
+
 #: Upper bound of a heuristic freshness lifetime (RFC 9111 section 4.2.2 leaves it to us).
 HEURISTIC_CAP = 86400.0
 
 #: Fraction of (Date - Last-Modified) used as heuristic lifetime (the RFC's example).
 HEURISTIC_FRACTION = 0.1
 
-#: Header fields a 304 never replaces in a stored response (they describe the stored body).
-NOT_UPDATED_BY_304 = frozenset(
+#: How stale a response may be served when the origin cannot be reached at all and no
+#: C{stale-if-error} says how long (RFC 9111 section 4.2.4; squid's default max_stale).
+MAX_STALE_UNREACHABLE = 7 * 86400.0
+
+#: Fields a newer response never replaces in a stored one (RFC 9111 section 3.2): the
+#: length of the stored body, and fields caplab processes itself (the age is kept apart,
+#: C{Content-Range} is made for each range served).
+NOT_UPDATED = frozenset({b"content-length", b"content-range", b"age"})
+
+#: Fields of a response about one client's exchange with the origin (its session, its
+#: authentication).  An update of a stored response (from a 304, a HEAD response or a 206)
+#: never stores them: they go to the client whose request brought them, and to no one else.
+PER_CLIENT_FIELDS = frozenset(
     {
-        b"content-length",
-        b"content-encoding",
-        b"content-type",
-        b"content-range",
-        b"transfer-encoding",
+        b"set-cookie",
+        b"set-cookie2",
+        b"authentication-info",
+        b"proxy-authenticate",
+        b"proxy-authentication-info",
     }
 )
 
-_INVALID_DELTA = re.compile(r"(?:^|[,\s])(s-maxage|max-age)\s*=", re.IGNORECASE)
+#: Connection-specific fields, never stored (RFC 9111 section 3.1, RFC 9110 section 7.6.1).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authentication-info",
+        b"proxy-authorization",
+    }
+)
 
-
-def headerValues(headers: Headers, name: bytes) -> list[bytes]:
-    """
-    Every value of header C{name} (lower-case) in C{headers}, in order.
-    """
-    return [value for key, value in headers if key.lower() == name]
-
-
-def joinedHeader(headers: Headers, name: bytes) -> bytes | None:
-    """
-    The values of C{name} joined with C{", "} (a list-based field), or None if absent.
-    """
-    values = headerValues(headers, name)
-    if not values:
-        return None
-    return b", ".join(values)
-
-
-def firstHeader(headers: Headers, name: bytes) -> bytes | None:
-    """
-    The first value of C{name} (a singleton field), or None if absent.
-    """
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return None
+#: Request fields whose values are lists of tokens with weights: for Vary matching, values
+#: that differ only in order, case or whitespace select the same response (RFC 9111
+#: section 4.1 allows normalising "in ways that are known to have identical semantics").
+_WEIGHTED_LISTS = frozenset({b"accept-encoding", b"accept-language"})
 
 
 def cacheControl(headers: Headers) -> CacheControl:
     """
-    The C{Cache-Control} directives of C{headers}, parsed by hishel's parser.
+    The C{Cache-Control} directives of C{headers} (L{parseCacheControl}).
     """
-    value = joinedHeader(headers, b"cache-control")
-    return parse_cache_control(None if value is None else value.decode("latin-1"))
+    return parseCacheControl(headerValues(headers, b"cache-control"))
 
 
-def parseHTTPDate(value: bytes | None) -> float | None:
+def ageValue(headers: Headers) -> float:
     """
-    An HTTP-date (IMF-fixdate, RFC 850 or asctime) as seconds since the epoch, or None.
-    """
-    if not value:
-        return None
-    try:
-        parsed = parsedate_tz(value.decode("latin-1"))
-        if parsed is None:
-            return None
-        return float(calendar.timegm(parsed[:6]) - (parsed[9] or 0))
-    except (ValueError, OverflowError, TypeError):
-        return None
-
-
-def formatHTTPDate(when: float) -> bytes:
-    """
-    C{when} as an IMF-fixdate.
-    """
-    from email.utils import formatdate
-
-    return formatdate(when, usegmt=True).encode("ascii")
-
-
-def _ageValue(headers: Headers) -> float:
-    """
-    The C{Age} header: first member, ignored unless a non-negative integer (RFC 9111 5.1).
+    The C{Age} header (RFC 9111 section 5.1): the first member of a list; ignored (0) unless
+    a non-negative integer (a parameter, a fraction, a sign make it invalid); at most 2^31.
     """
     value = firstHeader(headers, b"age")
     if value is None:
         return 0.0
-    first = value.split(b",")[0].strip()
+    first = value.split(b",")[0].strip(b" \t")
     if not first.isdigit():
         return 0.0
-    return float(int(first))
+    return float(min(int(first), MAX_DELTA))
 
 
-def _hasInvalidDelta(headers: Headers, cc: CacheControl, shared: bool) -> bool:
+def _date(headers: Headers, name: bytes, now: float | None = None) -> float | None:
     """
-    Whether a C{max-age}/C{s-maxage} that applies is present but not a valid number (the
-    response is then treated as stale, RFC 9111 section 4.2.1).
+    The one HTTP-date of field C{name}, strictly parsed; None if absent, invalid or given
+    more than once.
     """
-    value = joinedHeader(headers, b"cache-control")
-    if value is None:
-        return False
-    for match in _INVALID_DELTA.finditer(value.decode("latin-1")):
-        name = match.group(1).lower()
-        if name == "max-age" and cc.max_age is None:
-            return True
-        if name == "s-maxage" and shared and cc.s_maxage is None:
-            return True
-    return False
+    values = headerValues(headers, name)
+    if len(values) != 1:
+        return None
+    return parseHTTPDate(values[0], now)
 
 
 def freshnessLifetime(
@@ -181,54 +145,74 @@ def freshnessLifetime(
     """
     The freshness lifetime of a response (RFC 9111 section 4.2.1) and whether it is heuristic.
 
-    Order: C{s-maxage} (shared caches only), C{max-age}, C{Expires} minus C{Date} (an invalid
-    C{Expires} means already expired), then a heuristic of a tenth of C{Date} minus
-    C{Last-Modified}, capped at L{HEURISTIC_CAP}, only for a heuristically cacheable status or
-    C{public} (section 4.2.2).  Lifetime 0 means stale at once.
+    Order: C{s-maxage} (shared caches only), C{max-age}, C{Expires} minus C{Date} (an
+    C{Expires} that is not exactly one valid HTTP-date, or is given twice, means already
+    expired: section 5.3), then a heuristic of a tenth of C{Date} minus C{Last-Modified},
+    capped at L{HEURISTIC_CAP}, only for a heuristically cacheable status or C{public}
+    (section 4.2.2).  An invalid C{max-age} or C{s-maxage} makes it stale.  Lifetime 0 means
+    stale at once.
 
     @param responseTime: when the response was received; stands in for a missing C{Date}.
     """
     cc = cacheControl(headers)
-    if _hasInvalidDelta(headers, cc, shared):
+    if shared and cc.sMaxAgeInvalid:
         return 0.0, False
-    if shared and cc.s_maxage is not None:
-        return float(cc.s_maxage), False
-    if cc.max_age is not None:
-        return float(cc.max_age), False
-    date = parseHTTPDate(firstHeader(headers, b"date"))
+    if shared and cc.sMaxAge is not None:
+        return float(cc.sMaxAge), False
+    if cc.maxAgeInvalid:
+        return 0.0, False
+    if cc.maxAge is not None:
+        return float(cc.maxAge), False
+    date = _date(headers, b"date", responseTime)
     if date is None:
         date = responseTime
     expires = headerValues(headers, b"expires")
     if expires:
-        when = parseHTTPDate(expires[0])
+        when = _date(headers, b"expires", responseTime)
         if when is None:
             return 0.0, False
         return max(0.0, when - date), False
     if code in HEURISTIC_CODES or cc.public:
-        lastModified = parseHTTPDate(firstHeader(headers, b"last-modified"))
+        lastModified = _date(headers, b"last-modified", responseTime)
         if lastModified is not None and lastModified < date:
             return min(HEURISTIC_CAP, (date - lastModified) * HEURISTIC_FRACTION), True
     return 0.0, False
 
 
-def correctedInitialAge(headers: Headers, requestTime: float, responseTime: float) -> float:
+def correctedInitialAge(
+    headers: Headers, requestTime: float, responseTime: float, age: float | None = None
+) -> float:
     """
     The age of a response when it was received (RFC 9111 section 4.2.3): the larger of the
     apparent age (C{responseTime} - C{Date}) and the origin's C{Age} plus the response delay.
+
+    @param age: the origin's C{Age} (None: read it from C{headers}).
     """
-    date = parseHTTPDate(firstHeader(headers, b"date"))
+    date = _date(headers, b"date", responseTime)
     apparentAge = 0.0 if date is None else max(0.0, responseTime - date)
     responseDelay = max(0.0, responseTime - requestTime)
-    correctedAgeValue = _ageValue(headers) + responseDelay
+    correctedAgeValue = (ageValue(headers) if age is None else age) + responseDelay
     return max(apparentAge, correctedAgeValue)
 
 
-def normalizeFieldValue(values: list[bytes]) -> bytes:
+def normalizeFieldValue(values: list[bytes], name: bytes = b"") -> bytes:
     """
     A request field's value for Vary matching: lines combined, whitespace around list members
-    removed (RFC 9111 section 4.1 allows exactly these transformations).
+    removed (RFC 9111 section 4.1 allows exactly these transformations).  For
+    C{Accept-Encoding} and C{Accept-Language} also case, order, duplicates and the default
+    weight C{q=1}, which do not change what the client accepts.
     """
     members = b",".join(values).split(b",")
+    if name in _WEIGHTED_LISTS:
+        normal = set()
+        for member in members:
+            compact = b"".join(member.split()).lower()
+            token, _, weight = compact.partition(b";q=")
+            if weight and weight.rstrip(b"0").rstrip(b".") == b"1":
+                compact = token
+            if compact:
+                normal.add(compact)
+        return b",".join(sorted(normal))
     return b",".join(b" ".join(member.split()) for member in members)
 
 
@@ -254,15 +238,24 @@ def secondaryKey(names: tuple[bytes, ...], requestHeaders: Headers) -> tuple[byt
     key: list[bytes | None] = []
     for name in names:
         values = headerValues(requestHeaders, name)
-        key.append(normalizeFieldValue(values) if values else None)
+        key.append(normalizeFieldValue(values, name) if values else None)
     return tuple(key)
 
 
-def _toHishelHeaders(headers: Headers) -> hishel.Headers:
-    grouped: dict[str, list[str]] = {}
-    for name, value in headers:
-        grouped.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
-    return hishel.Headers(grouped)
+def unstorableFields(headers: Headers, cc: CacheControl | None = None) -> frozenset[bytes]:
+    """
+    The lower-case names of the fields of C{headers} a shared cache must not store (RFC 9111
+    section 3.1): hop-by-hop fields, those C{Connection} names, and those named by a
+    qualified C{no-cache="..."} or C{private="..."} (sections 5.2.2.4 and 5.2.2.7).
+    """
+    names = set(HOP_BY_HOP)
+    for value in headerValues(headers, b"connection"):
+        names.update(member.strip().lower() for member in value.split(b","))
+    if cc is None:
+        cc = cacheControl(headers)
+    names.update(cc.noCacheFields)
+    names.update(cc.privateFields)
+    return frozenset(names)
 
 
 @dataclass(frozen=True)
@@ -287,64 +280,110 @@ def storable(
     """
     Whether a shared cache may store this response to this request (RFC 9111 section 3).
 
-    hishel's C{CacheMiss} decides the rules it knows; on top: the request's own C{no-store}
-    (section 5.2.1.5), C{Vary: *} (never reusable, so not stored), and only GET is stored.
-    A response stale at once with no validator is not stored either (it could never be
-    used), nor one with C{Set-Cookie} unless it is C{public} or has C{s-maxage}.
+    A cache stores a response only to a method it understands (GET here) with a final
+    status; a 206 only when it is one part with a known complete length, a 304 never, nor
+    (with C{must-understand}) a status whose rules it does not implement; never with
+    C{no-store} (of the response, unless C{must-understand} and an understood status; of the
+    request, section 5.2.1.5), unqualified C{private}, C{Vary: *}; with C{Authorization} only
+    when C{public}, C{s-maxage} or C{must-revalidate} allow it (section 3.5); and only with
+    C{public}, C{Expires}, C{max-age}, C{s-maxage} or a heuristically cacheable status.
 
-    The returned headers drop hop-by-hop fields and the C{no-cache}/C{private} field names,
-    as hishel's cleaned response says, keeping caplab's order and raw names.
+    On top of the RFC: a response stale at once with no validator is not stored (it could
+    never be used), nor one with C{Set-Cookie} unless it is C{public} or has C{s-maxage}
+    (or strips the cookie with C{private="set-cookie"}).
+
+    The returned headers drop the fields a shared cache must not store
+    (L{unstorableFields}), keeping the origin's order and raw names.
     """
     if method not in STORED_METHODS:
         return Storability(False, "method", [])
-    if cacheControl(requestHeaders).no_store:
+    if code < 200:
+        return Storability(False, "interim", [])
+    if cacheControl(requestHeaders).noStore:
         return Storability(False, "request no-store", [])
     if varyNames(responseHeaders) is None:
         return Storability(False, "vary *", [])
-    state = hishel.CacheMiss(
-        request=hishel.Request(
-            method=method.decode("ascii"), url=uri, headers=_toHishelHeaders(requestHeaders)
-        ),
-        options=hishel.CacheOptions(shared=True, supported_methods=["GET"]),
-    ).next(hishel.Response(status_code=code, headers=_toHishelHeaders(responseHeaders)))
-    final: object = state
-    while isinstance(final, hishel.InvalidateEntries):
-        final = final.next()
-    if not isinstance(final, hishel.StoreAndUse):
-        cc = cacheControl(responseHeaders)
-        if cc.no_store:
-            reason = "no-store"
-        elif cc.private is True:
-            reason = "private"
-        elif firstHeader(requestHeaders, b"authorization") is not None:
-            reason = "authorization"
-        else:
-            reason = "not cacheable"
-        return Storability(False, reason, [])
     cc = cacheControl(responseHeaders)
-    kept = set(final.response.headers)
-    if "set-cookie" in kept and not cc.public and cc.s_maxage is None:
-        # Allowed by RFC 9111, but one client's session cookie must never reach another
-        # because an origin forgot "private": like Varnish, store these only when the
-        # origin says explicitly that shared caches may (or strips it: private="set-cookie").
-        return Storability(False, "set-cookie", [])
+    understood = code in UNDERSTOOD_CODES
+    if code == 304 or ((code == 206 or cc.mustUnderstand) and not understood):
+        return Storability(False, "status not understood", [])
+    if code == 206 and ranges.contentRange(responseHeaders) is None:
+        return Storability(False, "not one part", [])
+    if cc.noStore and not (cc.mustUnderstand and understood):
+        return Storability(False, "no-store", [])
+    if cc.private:
+        return Storability(False, "private", [])
+    if firstHeader(requestHeaders, b"authorization") is not None and not (
+        cc.public or cc.sMaxAge is not None or cc.mustRevalidate
+    ):
+        return Storability(False, "authorization", [])
+    if not (
+        cc.public
+        or firstHeader(responseHeaders, b"expires") is not None
+        or cc.maxAge is not None
+        or cc.maxAgeInvalid
+        or cc.sMaxAge is not None
+        or code in HEURISTIC_CODES
+    ):
+        return Storability(False, "not cacheable", [])
+    excluded = unstorableFields(responseHeaders, cc)
+    if b"set-cookie" not in excluded and not cc.public and cc.sMaxAge is None:
+        if firstHeader(responseHeaders, b"set-cookie") is not None:
+            # Allowed by RFC 9111, but one client's session cookie must never reach another
+            # because an origin forgot "private": like Varnish, store these only when the
+            # origin says explicitly that shared caches may (or strips it: private="set-cookie").
+            return Storability(False, "set-cookie", [])
     lifetime, _ = freshnessLifetime(code, responseHeaders, now)
     noValidator = (
         firstHeader(responseHeaders, b"etag") is None
         and firstHeader(responseHeaders, b"last-modified") is None
     )
     if noValidator and (
-        cc.no_cache is True
-        or (lifetime <= 0 and cc.stale_while_revalidate is None and cc.stale_if_error is None)
+        cc.noCache
+        or (lifetime <= 0 and cc.staleWhileRevalidate is None and cc.staleIfError is None)
     ):
         # stale at once (or always to be revalidated) and nothing to revalidate it with
         return Storability(False, "never reusable", [])
-    return Storability(
-        True, "", [(n, v) for n, v in responseHeaders if n.decode("latin-1").lower() in kept]
-    )
+    return Storability(True, "", [(n, v) for n, v in responseHeaders if n.lower() not in excluded])
 
 
 @dataclass(frozen=True)
+class Update:
+    """
+    A stored response's fields updated by a newer response about it (RFC 9111 section 3.2),
+    and the fields of that newer response meant for its own client only.
+    """
+
+    headers: Headers
+    perClient: Headers
+
+
+def updatedHeaders(stored: Headers, new: Headers) -> Update:
+    """
+    The one way stored header fields are updated (a 304, a HEAD response, a 206): every
+    field C{new} carries replaces all stored lines of that name (C{Content-Type} and
+    C{Content-Encoding} included: caplab stores the bytes as they came), except
+    L{NOT_UPDATED} (C{Content-Length}; C{Age} and C{Content-Range}, which caplab keeps
+    apart), the fields a shared cache never stores (L{unstorableFields} of either message:
+    what L{storable} strips when it stores) and the per-client fields
+    (L{PER_CLIENT_FIELDS}), which the caller gives to the client that caused the update and
+    to no one else.
+    """
+    excluded = unstorableFields(new) | unstorableFields(stored)
+    replaced: set[bytes] = set()
+    perClient: Headers = []
+    for name, value in new:
+        lower = name.lower()
+        if lower in PER_CLIENT_FIELDS:
+            perClient.append((name, value))
+        elif lower not in NOT_UPDATED and lower not in excluded:
+            replaced.add(lower)
+    headers = [(n, v) for n, v in stored if n.lower() not in replaced]
+    headers.extend((n, v) for n, v in new if n.lower() in replaced)
+    return Update(headers, perClient)
+
+
+@dataclass(frozen=True, slots=True)
 class Freshness:
     """
     The freshness facts of a stored response, computed once when it is stored or refreshed.
@@ -357,12 +396,17 @@ class Freshness:
 
     @classmethod
     def compute(
-        cls, code: int, headers: Headers, requestTime: float, responseTime: float
+        cls,
+        code: int,
+        headers: Headers,
+        requestTime: float,
+        responseTime: float,
+        age: float | None = None,
     ) -> Freshness:
         lifetime, heuristic = freshnessLifetime(code, headers, responseTime)
         return cls(
             lifetime,
-            correctedInitialAge(headers, requestTime, responseTime),
+            correctedInitialAge(headers, requestTime, responseTime, age),
             responseTime,
             heuristic,
         )
@@ -374,10 +418,13 @@ class Freshness:
         return self.correctedInitialAge + max(0.0, now - self.responseTime)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EntryRules:
     """
     Everything the hit path needs to know about a stored response, parsed once.
+
+    @ivar date: its C{Date} (or when it was received), for C{If-Modified-Since} without a
+        C{Last-Modified} and for the strength of C{Last-Modified}.
     """
 
     freshness: Freshness
@@ -389,28 +436,36 @@ class EntryRules:
     etag: bytes | None
     lastModified: bytes | None
     vary: tuple[bytes, ...]
+    date: float = 0.0
 
     @classmethod
     def compute(
-        cls, code: int, headers: Headers, requestTime: float, responseTime: float
+        cls,
+        code: int,
+        headers: Headers,
+        requestTime: float,
+        responseTime: float,
+        age: float | None = None,
     ) -> EntryRules:
+        """
+        @param age: the origin's C{Age} (None: read it from C{headers}).
+        """
         cc = cacheControl(headers)
+        date = _date(headers, b"date", responseTime)
         return cls(
-            freshness=Freshness.compute(code, headers, requestTime, responseTime),
-            # a qualified no-cache="field" only strips fields (done when storing)
-            noCache=cc.no_cache is True
-            or (
-                headerValues(headers, b"pragma") == [b"no-cache"]
-                and joinedHeader(headers, b"cache-control") is None
-            ),
+            freshness=Freshness.compute(code, headers, requestTime, responseTime, age),
+            # a qualified no-cache="field" only strips fields (done when storing); Pragma
+            # has no meaning in a response (RFC 9111 section 5.4)
+            noCache=cc.noCache,
             # s-maxage implies proxy-revalidate (RFC 9111 section 5.2.2.10)
-            mustRevalidate=cc.must_revalidate or cc.proxy_revalidate or cc.s_maxage is not None,
+            mustRevalidate=cc.mustRevalidate or cc.proxyRevalidate or cc.sMaxAge is not None,
             immutable=cc.immutable,
-            staleWhileRevalidate=cc.stale_while_revalidate,
-            staleIfError=cc.stale_if_error,
+            staleWhileRevalidate=cc.staleWhileRevalidate,
+            staleIfError=cc.staleIfError,
             etag=firstHeader(headers, b"etag"),
             lastModified=firstHeader(headers, b"last-modified"),
             vary=varyNames(headers) or (),
+            date=responseTime if date is None else date,
         )
 
     @property
@@ -455,13 +510,13 @@ class RequestRules:
             return NO_REQUEST_RULES
         cc = cacheControl(headers)
         return cls(
-            noCache=bool(cc.no_cache),
-            noStore=cc.no_store,
-            maxAge=cc.max_age,
-            maxStale=cc.max_stale,
-            minFresh=cc.min_fresh,
-            onlyIfCached=cc.only_if_cached,
-            staleIfError=cc.stale_if_error,
+            noCache=cc.noCache or bool(cc.noCacheFields),
+            noStore=cc.noStore,
+            maxAge=cc.maxAge,
+            maxStale=cc.maxStale,
+            minFresh=cc.minFresh,
+            onlyIfCached=cc.onlyIfCached,
+            staleIfError=cc.staleIfError,
         )
 
 
@@ -530,17 +585,27 @@ def evaluate(rules: EntryRules, request: RequestRules, now: float) -> Evaluation
     return Evaluation(Decision.REVALIDATE, age, ttl)
 
 
-def mayServeStaleOnError(rules: EntryRules, request: RequestRules, now: float) -> bool:
+def mayServeStaleOnError(
+    rules: EntryRules, request: RequestRules, now: float, unreachable: bool = False
+) -> bool:
     """
-    Whether a stale response may answer when the origin fails (5xx or unreachable), by
-    C{stale-if-error} of the response or the request (RFC 5861 section 4), never against
-    C{must-revalidate}.
+    Whether a stale response may answer when the origin fails.
+
+    Never when the response forbids serving it stale (C{no-cache}, C{must-revalidate},
+    C{proxy-revalidate}, C{s-maxage}: RFC 9111 section 4.2.4).  Otherwise within
+    C{stale-if-error} of the response or the request (RFC 5861 section 4), whatever the
+    failure (a 5xx or none at all); and when the origin could not be reached at all
+    (C{unreachable}: refused, reset, timed out, nothing usable), up to
+    L{MAX_STALE_UNREACHABLE}, unless the client asked for a validated response
+    (C{no-cache}).
     """
-    if rules.mustRevalidate:
+    if rules.mustRevalidate or rules.noCache:
         return False
     staleness = rules.freshness.currentAge(now) - rules.freshness.lifetime
     allowed = [v for v in (rules.staleIfError, request.staleIfError) if v is not None]
-    return any(staleness <= value for value in allowed)
+    if any(staleness <= value for value in allowed):
+        return True
+    return unreachable and not request.noCache and staleness <= MAX_STALE_UNREACHABLE
 
 
 def conditionalHeaders(requestHeaders: Headers, rules: EntryRules) -> Headers:
@@ -549,7 +614,13 @@ def conditionalHeaders(requestHeaders: Headers, rules: EntryRules) -> Headers:
     client's own preconditions replaced by the stored validators (C{If-None-Match} with the
     C{ETag}, C{If-Modified-Since} with C{Last-Modified}).
     """
-    drop = {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since"}
+    drop = {
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-match",
+        b"if-unmodified-since",
+        b"if-range",
+    }
     headers = [(n, v) for n, v in requestHeaders if n.lower() not in drop]
     if rules.etag is not None:
         headers.append((b"If-None-Match", rules.etag))
@@ -560,7 +631,11 @@ def conditionalHeaders(requestHeaders: Headers, rules: EntryRules) -> Headers:
 
 def _opaque(tag: bytes) -> bytes:
     tag = tag.strip()
-    return tag[2:] if tag[:2] in (b"W/", b"w/") else tag
+    return tag[2:] if tag[:2] == b"W/" else tag
+
+
+def _weak(tag: bytes) -> bool:
+    return tag.strip()[:2] == b"W/"
 
 
 def validatorsMatch(rules: EntryRules, notModified: Headers) -> bool:
@@ -570,7 +645,7 @@ def validatorsMatch(rules: EntryRules, notModified: Headers) -> bool:
     neither refreshes the one response that was revalidated.
     """
     etag = firstHeader(notModified, b"etag")
-    if etag is not None and not etag.strip().startswith((b"W/", b"w/")):
+    if etag is not None and not _weak(etag):
         return rules.etag is not None and rules.etag.strip() == etag.strip()
     if etag is not None:
         return rules.etag is not None and _opaque(rules.etag) == _opaque(etag)
@@ -580,51 +655,121 @@ def validatorsMatch(rules: EntryRules, notModified: Headers) -> bool:
     return True
 
 
-def freshenHeaders(stored: Headers, notModified: Headers) -> Headers:
+def sameRepresentation(rules: EntryRules, headers: Headers, bodyLength: int) -> bool:
     """
-    The stored header fields updated by a 304 (RFC 9111 section 3.2 and 4.3.4): every field
-    the 304 carries replaces all lines of that name, except those describing the body.
+    Whether a newer response (a HEAD response, RFC 9111 section 4.3.5) describes the stored
+    one: every validator it carries (C{ETag}, C{Last-Modified}) matches the stored one, and
+    its C{Content-Length}, if any, is the stored body's length.
     """
-    replaced = {name.lower() for name, _ in notModified if name.lower() not in NOT_UPDATED_BY_304}
-    headers = [(n, v) for n, v in stored if n.lower() not in replaced]
-    headers.extend((n, v) for n, v in notModified if n.lower() in replaced)
-    return headers
+    etag = firstHeader(headers, b"etag")
+    if etag is not None and (rules.etag is None or rules.etag.strip() != etag.strip()):
+        return False
+    lastModified = firstHeader(headers, b"last-modified")
+    if lastModified is not None and rules.lastModified != lastModified:
+        return False
+    length = firstHeader(headers, b"content-length")
+    return length is None or length.strip() == b"%d" % bodyLength
 
 
-def _etagList(value: bytes) -> list[bytes]:
-    return [member.strip() for member in value.split(b",") if member.strip()]
+def _entityTags(value: bytes) -> list[bytes]:
+    """
+    The entity-tags of an C{If-None-Match}/C{If-Match} list (C{*} kept as it is).
+    """
+    tags = []
+    for member in splitList(value):
+        if member == b"*" or (member.endswith(b'"') and member.lstrip(b"W/").startswith(b'"')):
+            tags.append(member)
+    return tags
+
+
+class Precondition(Enum):
+    """
+    The outcome of a client's preconditions on a stored response (RFC 9110 section 13.2.2).
+    """
+
+    #: No precondition stops it: send the stored response (or its range).
+    PASSED = "passed"
+    #: C{If-None-Match} or C{If-Modified-Since}: 304 Not Modified.
+    NOT_MODIFIED = "not-modified"
+    #: C{If-Match} or C{If-Unmodified-Since} failed: 412 Precondition Failed.
+    FAILED = "failed"
+
+
+def preconditions(requestHeaders: Headers, rules: EntryRules) -> Precondition:
+    """
+    Evaluate a GET or HEAD's preconditions against a stored response, in the order of RFC
+    9110 section 13.2.2: C{If-Match} (strong comparison, C{*} matches), else
+    C{If-Unmodified-Since}; then C{If-None-Match} (weak comparison, C{*} matches any stored
+    response), else C{If-Modified-Since} (compared with C{Last-Modified}, or the stored
+    response's C{Date} without one: RFC 9111 section 4.3.2).  A date that is not a valid
+    HTTP-date, or given twice, is ignored.
+    """
+    ifMatch = joinedHeader(requestHeaders, b"if-match")
+    if ifMatch is not None:
+        tags = _entityTags(ifMatch)
+        etag = rules.etag
+        if not (
+            b"*" in tags
+            or (
+                etag is not None
+                and not _weak(etag)
+                and any(not _weak(t) and t == etag.strip() for t in tags)
+            )
+        ):
+            return Precondition.FAILED
+    else:
+        since = _date(requestHeaders, b"if-unmodified-since")
+        modified = _modified(rules)
+        if since is not None and modified is not None and modified > since:
+            return Precondition.FAILED
+    ifNoneMatch = joinedHeader(requestHeaders, b"if-none-match")
+    if ifNoneMatch is not None:
+        tags = _entityTags(ifNoneMatch)
+        if b"*" in tags:
+            return Precondition.NOT_MODIFIED
+        if rules.etag is not None:
+            mine = _opaque(rules.etag)
+            if any(_opaque(tag) == mine for tag in tags):
+                return Precondition.NOT_MODIFIED
+        return Precondition.PASSED
+    since = _date(requestHeaders, b"if-modified-since")
+    modified = _modified(rules) if since is not None else None
+    if since is not None and modified is not None and modified <= since:
+        return Precondition.NOT_MODIFIED
+    return Precondition.PASSED
+
+
+def _modified(rules: EntryRules) -> float | None:
+    """
+    When the stored response was last modified: its C{Last-Modified}, else its C{Date}.
+    """
+    if rules.lastModified is not None:
+        return parseHTTPDate(rules.lastModified)
+    return rules.date
 
 
 def notModified(requestHeaders: Headers, rules: EntryRules) -> bool:
     """
-    Whether a client's conditional GET/HEAD is answered 304 by this stored response
-    (RFC 9110 section 13.1.2 and 13.1.3; If-None-Match wins over If-Modified-Since and uses
-    weak comparison).
+    Whether a client's conditional GET/HEAD is answered 304 by this stored response.
     """
-    ifNoneMatch = joinedHeader(requestHeaders, b"if-none-match")
-    if ifNoneMatch is not None:
-        if rules.etag is None:
-            return False
-        tags = _etagList(ifNoneMatch)
-        if b"*" in tags:
-            return True
-        mine = _opaque(rules.etag)
-        return any(_opaque(tag) == mine for tag in tags)
-    since = parseHTTPDate(firstHeader(requestHeaders, b"if-modified-since"))
-    if since is None or rules.lastModified is None:
-        return False
-    modified = parseHTTPDate(rules.lastModified)
-    return modified is not None and modified <= since
+    return preconditions(requestHeaders, rules) is Precondition.NOT_MODIFIED
+
+
+#: Request fields that make a request conditional.
+CONDITIONAL_FIELDS = frozenset(
+    {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since"}
+)
 
 
 def isConditional(requestHeaders: Headers) -> bool:
     """
-    Whether a request carries a precondition a cache can evaluate itself.
+    Whether a request carries a precondition.
     """
-    return any(n.lower() in (b"if-none-match", b"if-modified-since") for n, _ in requestHeaders)
+    return any(n.lower() in CONDITIONAL_FIELDS for n, _ in requestHeaders)
 
 
-#: Headers of a 304 taken from the stored response (RFC 9110 section 15.4.5).
+#: Headers of a 304 taken from the stored response (RFC 9110 section 15.4.5): those a 200
+#: would carry that guide caches, and Last-Modified, useful without an ETag.
 NOT_MODIFIED_FIELDS = frozenset(
     {
         b"cache-control",
@@ -697,26 +842,10 @@ def normalizeURI(uri: str) -> str:
     return f"{scheme}://{authority}{path}{query}"
 
 
-_RANGE = re.compile(rb"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
-
-
 def byteRange(value: bytes, length: int) -> tuple[int, int] | None:
     """
-    The one byte range a C{Range} field asks of a body of C{length} bytes, as
-    C{(start, stop)} (stop exclusive), or None when the cache should leave the request to
-    the origin: several ranges, another unit, a malformed or unsatisfiable range (RFC 9110
-    section 14.1.2).
+    The one satisfiable byte range a C{Range} field asks of C{length} bytes, or None (see
+    L{caplab.proxy.cache.ranges.parseRange}).
     """
-    match = _RANGE.match(value)
-    if match is None or length == 0:
-        return None
-    first, last = match.groups()
-    if first:
-        start = int(first)
-        stop = min(int(last) + 1, length) if last else length
-        if start >= length or (last and int(last) < start):
-            return None
-        return start, stop
-    if not last or int(last) == 0:
-        return None
-    return max(0, length - int(last)), length
+    wanted = ranges.parseRange(value, length)
+    return wanted if isinstance(wanted, tuple) else None

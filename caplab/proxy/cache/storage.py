@@ -1,11 +1,21 @@
 """
-Where the cache keeps responses: an interface (L{IStore}), the in-memory index both stores
-share, and the in-memory store (L{MemoryStore}); the disk store is L{caplab.proxy.cache.disk}.
+Where the cache keeps responses: the interfaces (L{IStore}, L{IEntryWriter}, L{IBody}), the
+in-memory index every store shares (L{StoreIndex}), and the in-memory store
+(L{MemoryStore}); the disk store is L{caplab.proxy.cache.disk}, the Redis-shared one
+L{caplab.proxy.cache.redisstore}.
 
-Both stores keep the index of what they hold in memory: the URI, the secondary (Vary) key,
+Every store keeps the index of what it holds in memory: the URI, the secondary (Vary) key,
 the status and header fields, the times and the body length of every entry, so a lookup never
-touches the disk.  They are bounded in bytes and evict the least recently used entries; an
-object larger than C{maxObjectSize} is never stored.
+touches the disk.  It is bounded in bytes (L{caplab.proxy.cache.entries.entryCost}: what an
+entry really costs, objects included) and evicts the least recently used entries; an object
+larger than C{maxObjectSize} is never stored.
+
+The index is a dict by URI.  A URI without C{Vary} maps to its one entry; a URI with
+variants maps to a small table keyed by the secondary key, so choosing the variant for a
+request is one computation of the request's key and one dict lookup, however many variants
+are stored.  A URI keeps at most C{maxVariants} variants (the oldest go first, counted in
+L{StoreIndex.variantEvictions}), so one URI with C{Vary: User-Agent} cannot crowd out the rest
+of the cache.
 
 Nothing is visible before it is whole: an L{IEntryWriter} collects the body while it streams
 to the client, and only L{IEntryWriter.commit} (after the origin ended the body properly)
@@ -14,129 +24,29 @@ adds the entry; L{IEntryWriter.abort} throws it away.
 
 from __future__ import annotations
 
-import json
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
-from zope.interface import implementer
 
+from caplab.proxy.cache import rules
+from caplab.proxy.cache.bodies import Blocks, ChunkProducer, NoProducer
+from caplab.proxy.cache.entries import (
+    FIXED_COST,
+    EntryHead,
+    StoredEntry,
+    bodyCost,
+    compactHead,
+)
 from caplab.proxy.hooks import Headers, IBodySink
 
-T = TypeVar("T")
+#: Variants one URI keeps at most, by default.
+MAX_VARIANTS = 128
 
-#: Size of the body blocks stored on disk and of the pieces a hit is written in.
-BLOCK = 65536
-
-#: Bytes a body producer passes on in one reactor turn before it lets others run.
-TURN = 1 << 20
-
-#: Accounting overhead of one entry beyond its header and body bytes.
-ENTRY_OVERHEAD = 256
-
-
-@dataclass
-class EntryHead:
-    """
-    A stored response apart from its body: which request it answers and its head.
-
-    @ivar uri: the primary cache key (absolute URI).
-    @ivar varyNames: the request fields the response varies on (lower-case).
-    @ivar variant: the request's normalized values of those fields (the secondary key).
-    """
-
-    uri: str
-    varyNames: tuple[bytes, ...]
-    variant: tuple[bytes | None, ...]
-    code: int
-    phrase: bytes
-    headers: Headers
-    requestTime: float
-    responseTime: float
-
-    @property
-    def key(self) -> str:
-        """
-        The entry's key: URI and secondary key.
-        """
-        if not self.varyNames:
-            return self.uri
-        parts = [
-            f"{n.decode('latin-1')}={'' if v is None else v.decode('latin-1')!r}"
-            for n, v in zip(self.varyNames, self.variant, strict=True)
-        ]
-        return self.uri + "\n" + "\n".join(parts)
-
-    def headerBytes(self) -> int:
-        return sum(len(n) + len(v) + 4 for n, v in self.headers)
-
-    def toJSON(self, bodyLength: int) -> bytes:
-        def text(b: bytes | None) -> str | None:
-            return None if b is None else b.decode("latin-1")
-
-        return json.dumps(
-            {
-                "uri": self.uri,
-                "varyNames": [text(n) for n in self.varyNames],
-                "variant": [text(v) for v in self.variant],
-                "code": self.code,
-                "phrase": text(self.phrase),
-                "headers": [[text(n), text(v)] for n, v in self.headers],
-                "requestTime": self.requestTime,
-                "responseTime": self.responseTime,
-                "bodyLength": bodyLength,
-            }
-        ).encode("utf-8")
-
-    @classmethod
-    def fromJSON(cls, data: bytes) -> tuple[EntryHead, int]:
-        record = json.loads(data)
-
-        def raw(s: str | None) -> bytes | None:
-            return None if s is None else s.encode("latin-1")
-
-        head = cls(
-            uri=str(record["uri"]),
-            varyNames=tuple(n.encode("latin-1") for n in record["varyNames"]),
-            variant=tuple(raw(v) for v in record["variant"]),
-            code=int(record["code"]),
-            phrase=record["phrase"].encode("latin-1"),
-            headers=[(n.encode("latin-1"), v.encode("latin-1")) for n, v in record["headers"]],
-            requestTime=float(record["requestTime"]),
-            responseTime=float(record["responseTime"]),
-        )
-        return head, int(record["bodyLength"])
-
-
-@dataclass(eq=False)
-class StoredEntry:
-    """
-    One stored response as the index knows it.
-
-    @ivar size: the bytes it counts against the store's bound.
-    @ivar chunks: the body, ready to send (memory store only).
-    @ivar path: its file (disk store only).
-    @ivar derived: a slot for what the cache computes once per entry (its rules).
-    """
-
-    head: EntryHead
-    bodyLength: int
-    size: int
-    chunks: list[bytes] = field(default_factory=list)
-    path: str | None = None
-    derived: Any = None
-    #: False once removed, evicted or replaced.
-    live: bool = True
-    #: The size of its file (disk store only), checked when it is opened.
-    fileSize: int = 0
-    #: The response time of the head its file holds (disk store only).
-    persisted: float = 0.0
-    #: Whether its file is being rewritten (disk store only).
-    rewriting: bool = False
+#: Stored parts (206 responses) one URI keeps at most.
+MAX_PARTS = 16
 
 
 class IBody(Protocol):
@@ -173,14 +83,29 @@ class IEntryWriter(Protocol):
 class IStore(Protocol):
     """
     The cache's storage: an index in memory, bodies wherever the store keeps them.
+
+    @ivar variantEvictions: how many variants were evicted because their URI had
+        C{maxVariants} already (for the metrics).
     """
 
     maxSize: int
     maxObjectSize: int
+    variantEvictions: int
+
+    def select(self, uri: str, requestHeaders: Headers) -> tuple[StoredEntry | None, bool]:
+        """
+        The stored complete response for C{uri} whose secondary key matches the request
+        (the most recent if several do), and whether anything complete is stored for C{uri}.
+        """
 
     def lookup(self, uri: str) -> list[StoredEntry]:
         """
-        The entries stored for C{uri} (every variant), most recent first.
+        The complete entries stored for C{uri} (every variant), most recent first.
+        """
+
+    def parts(self, uri: str) -> list[StoredEntry]:
+        """
+        The stored parts (206 responses) of C{uri}, every variant, most recent first.
         """
 
     def touch(self, entry: StoredEntry) -> None:
@@ -208,141 +133,231 @@ class IStore(Protocol):
 
     def invalidate(self, uri: str) -> int:
         """
-        Remove every variant stored for C{uri}; the number removed.
+        Remove every variant (and part) stored for C{uri}; the number removed.
+        """
+
+    def purge(self, uri: str) -> Deferred[int]:
+        """
+        L{invalidate} everywhere the store keeps C{uri} (memory, disk, Redis); fires with
+        the number of stored responses removed.
+        """
+
+    def flush(self) -> Deferred[int]:
+        """
+        Remove everything, everywhere the store keeps it; fires with the number removed.
         """
 
 
-@implementer(IPushProducer)
-class ChunkProducer:
+class _Variants:
     """
-    Delivers body pieces to an L{IBodySink}, pausing with it, and giving the reactor back
-    after L{TURN} bytes so that one large hit does not starve the other connections.
+    The entries of one URI that has variants (or parts): complete variants by secondary
+    key, all under the same C{Vary} field names, and stored parts by key.
     """
 
-    def __init__(
-        self,
-        chunks: Iterator[bytes],
-        sink: IBodySink,
-        callLater: Callable[..., IDelayedCall],
-        onDone: Callable[[bool], None] | None = None,
-    ) -> None:
-        self._chunks = chunks
-        self._sink = sink
-        self._callLater = callLater
-        self._onDone = onDone
-        self._paused = False
-        self._finished = False
-        self._scheduled: IDelayedCall | None = None
+    __slots__ = ("names", "table", "parts")
 
-    def start(self) -> None:
-        self._sink.bodyStarted(self)
-        self._run()
+    def __init__(self, names: tuple[bytes, ...]) -> None:
+        self.names = names
+        self.table: dict[tuple[bytes | None, ...], StoredEntry] = {}
+        self.parts: dict[str, StoredEntry] = {}
 
-    def _run(self) -> None:
-        self._scheduled = None
-        sent = 0
-        while not self._paused and not self._finished:
-            if sent >= TURN:
-                self._scheduled = self._callLater(0, self._run)
-                return
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
-                self._finish(True)
-                return
-            except CorruptEntry:
-                self._finish(False)
-                return
-            sent += len(chunk)
-            self._sink.bodyData(chunk)
-
-    def _finish(self, complete: bool) -> None:
-        self._finished = True
-        if self._onDone is not None:
-            self._onDone(complete)
-        self._sink.bodyDone(complete)
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        if not self._paused or self._finished:
-            return
-        self._paused = False
-        if self._scheduled is None:
-            self._scheduled = self._callLater(0, self._run)
-
-    def stopProducing(self) -> None:
-        if self._scheduled is not None and self._scheduled.active():
-            self._scheduled.cancel()
-        self._scheduled = None
-        if not self._finished:
-            self._finished = True
-            if self._onDone is not None:
-                self._onDone(False)
-
-
-class CorruptEntry(Exception):
-    """
-    A stored file failed a check.
-    """
+    def __len__(self) -> int:
+        return len(self.table) + len(self.parts)
 
 
 class StoreIndex:
     """
-    The in-memory index and LRU bound shared by both stores.
+    The in-memory index and LRU bound shared by every store.
+
+    @ivar size: the bytes the entries count against C{maxSize}.
     """
 
     log = Logger()
 
-    def __init__(self, maxSize: int, maxObjectSize: int) -> None:
+    def __init__(self, maxSize: int, maxObjectSize: int, maxVariants: int = MAX_VARIANTS) -> None:
         self.maxSize = maxSize
         self.maxObjectSize = min(maxObjectSize, maxSize)
+        self.maxVariants = max(1, maxVariants)
         self.size = 0
-        self._lru: OrderedDict[str, StoredEntry] = OrderedDict()
-        self._byURI: dict[str, dict[str, StoredEntry]] = {}
+        self.count = 0
+        self.variantEvictions = 0
+        self._byURI: dict[str, StoredEntry | _Variants] = {}
+        # the least recently used list: a ring through a sentinel, oldest after it
+        self._ring = StoredEntry(EntryHead("", (), (), 0, b"", [], 0.0, 0.0), 0)
+        self._ring.newer = self._ring.older = self._ring
 
     def __len__(self) -> int:
-        return len(self._lru)
+        return self.count
+
+    # Lookups: the hit path
+
+    def select(self, uri: str, requestHeaders: Headers) -> tuple[StoredEntry | None, bool]:
+        found = self._byURI.get(uri)
+        if found is None:
+            return None, False
+        if not isinstance(found, _Variants):
+            return found, True
+        if not found.table:
+            return None, False
+        return found.table.get(rules.secondaryKey(found.names, requestHeaders)), True
 
     def lookup(self, uri: str) -> list[StoredEntry]:
-        variants = self._byURI.get(uri)
-        if not variants:
+        found = self._byURI.get(uri)
+        if found is None:
             return []
-        if len(variants) == 1:
-            return list(variants.values())
-        return sorted(variants.values(), key=lambda e: e.head.responseTime, reverse=True)
+        if not isinstance(found, _Variants):
+            return [found]
+        return sorted(found.table.values(), key=lambda e: e.head.responseTime, reverse=True)
+
+    def parts(self, uri: str) -> list[StoredEntry]:
+        found = self._byURI.get(uri)
+        if not isinstance(found, _Variants):
+            return []
+        return sorted(found.parts.values(), key=lambda e: e.head.responseTime, reverse=True)
+
+    def holds(self, uri: str) -> bool:
+        """
+        Whether anything (complete or part) is stored for C{uri}.
+        """
+        return uri in self._byURI
 
     def touch(self, entry: StoredEntry) -> None:
-        if entry.live:
-            self._lru.move_to_end(entry.head.key)
+        if not entry.live:
+            return
+        ring = self._ring
+        newest = ring.older
+        if newest is entry:
+            return
+        older, newer = entry.older, entry.newer
+        assert older is not None and newer is not None and newest is not None
+        older.newer = newer
+        newer.older = older
+        entry.older = newest
+        entry.newer = ring
+        newest.newer = entry
+        ring.older = entry
 
-    def _add(self, entry: StoredEntry) -> None:
-        key = entry.head.key
-        old = self._lru.get(key)
-        if old is not None:
-            self.remove(old)
-        self._lru[key] = entry
-        self._byURI.setdefault(entry.head.uri, {})[key] = entry
-        self.size += entry.size
+    # Adding and removing
+
+    def _add(self, entry: StoredEntry, headCost: int | None = None) -> None:
+        """
+        Make C{entry} visible, replacing the entry with the same key, and account for it.
+        """
+        head = entry.head
+        if headCost is None:
+            headCost = compactHead(head)
+        entry.refreshed()
+        entry.size = self._cost(entry, headCost)
+        found = self._byURI.get(head.uri)
+        if head.partial is None and not head.varyNames and not isinstance(found, _Variants):
+            if found is not None:
+                self.remove(found)
+            self._byURI[head.uri] = entry
+        else:
+            variants = self._variantsOf(head)
+            if head.partial is None:
+                old = variants.table.pop(head.variant, None)
+                if old is not None:
+                    self._forget(old)
+                variants.table[head.variant] = entry
+            else:
+                key = head.key
+                old = variants.parts.pop(key, None)
+                if old is not None:
+                    self._forget(old)
+                variants.parts[key] = entry
+            self._capVariants(variants)
+        self._link(entry)
         self._evict()
 
+    def _cost(self, entry: StoredEntry, headCost: int) -> int:
+        """
+        What C{entry} counts against the bound: its memory (see L{entries}).
+        """
+        return FIXED_COST + headCost + bodyCost(entry.body)
+
+    def _variantsOf(self, head: EntryHead) -> _Variants:
+        """
+        The variants table of C{head}'s URI, made if needed; entries stored under other
+        C{Vary} field names are dropped (the origin now negotiates on these).
+        """
+        found = self._byURI.get(head.uri)
+        if isinstance(found, _Variants):
+            if found.names == head.varyNames:
+                return found
+            if head.partial is None:
+                for old in list(found.table.values()):
+                    self.remove(old)
+                found = self._byURI.get(head.uri)
+                if isinstance(found, _Variants):
+                    found.names = head.varyNames
+                    return found
+            else:
+                return found
+        elif found is not None:
+            self.remove(found)
+        variants = _Variants(head.varyNames)
+        self._byURI[head.uri] = variants
+        return variants
+
+    def _capVariants(self, variants: _Variants) -> None:
+        while len(variants.table) > self.maxVariants:
+            self.variantEvictions += 1
+            self.remove(next(iter(variants.table.values())))
+        while len(variants.parts) > MAX_PARTS:
+            self.remove(next(iter(variants.parts.values())))
+
+    def _link(self, entry: StoredEntry) -> None:
+        ring = self._ring
+        newest = ring.older
+        assert newest is not None
+        entry.older = newest
+        entry.newer = ring
+        newest.newer = entry
+        ring.older = entry
+        self.size += entry.size
+        self.count += 1
+
     def _evict(self) -> None:
-        while self.size > self.maxSize and self._lru:
-            _, oldest = next(iter(self._lru.items()))
+        ring = self._ring
+        while self.size > self.maxSize and ring.newer is not ring:
+            oldest = ring.newer
+            assert oldest is not None
             self.remove(oldest)
 
     def remove(self, entry: StoredEntry) -> None:
-        key = entry.head.key
-        if self._lru.get(key) is not entry:
+        if not entry.live:
             return
-        del self._lru[key]
-        variants = self._byURI[entry.head.uri]
-        del variants[key]
-        if not variants:
-            del self._byURI[entry.head.uri]
-        self.size -= entry.size
+        head = entry.head
+        found = self._byURI.get(head.uri)
+        if found is entry:
+            del self._byURI[head.uri]
+        elif isinstance(found, _Variants):
+            if head.partial is None:
+                if found.table.get(head.variant) is entry:
+                    del found.table[head.variant]
+            else:
+                key = head.key
+                if found.parts.get(key) is entry:
+                    del found.parts[key]
+            if not found:
+                del self._byURI[head.uri]
+        self._forget(entry)
+
+    def _forget(self, entry: StoredEntry) -> None:
+        """
+        Take C{entry} out of the LRU list and the size; free what it holds.
+        """
+        if not entry.live:
+            return
         entry.live = False
+        older, newer = entry.older, entry.newer
+        if older is not None and newer is not None:
+            older.newer = newer
+            newer.older = older
+        entry.older = entry.newer = None
+        self.size -= entry.size
+        self.count -= 1
         self._discard(entry)
 
     def _discard(self, entry: StoredEntry) -> None:
@@ -350,27 +365,56 @@ class StoreIndex:
         Free what the entry held outside the index.
         """
 
+    def entries(self) -> Iterator[StoredEntry]:
+        """
+        Every entry, least recently used first.
+        """
+        ring = self._ring
+        entry = ring.newer
+        while entry is not None and entry is not ring:
+            newer = entry.newer
+            yield entry
+            entry = newer
+
     def invalidate(self, uri: str) -> int:
-        variants = list(self._byURI.get(uri, {}).values())
+        found = self._byURI.get(uri)
+        if found is None:
+            return 0
+        if not isinstance(found, _Variants):
+            self.remove(found)
+            return 1
+        variants = [*found.table.values(), *found.parts.values()]
         for entry in variants:
             self.remove(entry)
         return len(variants)
 
+    def purge(self, uri: str) -> Deferred[int]:
+        return succeed(self.invalidate(uri))
+
+    def flush(self) -> Deferred[int]:
+        removed = 0
+        for entry in list(self.entries()):
+            self.remove(entry)
+            removed += 1
+        return succeed(removed)
+
     def _rekey(self, entry: StoredEntry, head: EntryHead) -> None:
         """
-        Give C{entry} a new head, keeping its place in the index.
+        Give C{entry} a new head (same key), keeping its place in the index.
         """
-        self.size -= entry.size
-        entry.size += head.headerBytes() - entry.head.headerBytes()
+        headCost = compactHead(head)
         entry.head = head
-        entry.derived = None
+        entry.refreshed()
+        self.size -= entry.size
+        entry.size = self._cost(entry, headCost)
         self.size += entry.size
         self._evict()
 
 
 class MemoryStore(StoreIndex):
     """
-    Entries in memory, their bodies held as ready-to-send pieces of up to L{BLOCK} bytes.
+    Entries in memory, their bodies held ready to send: one C{bytes} object, or pieces of
+    up to L{caplab.proxy.cache.bodies.BLOCK} bytes.
     """
 
     def __init__(
@@ -378,8 +422,9 @@ class MemoryStore(StoreIndex):
         maxSize: int = 64 << 20,
         maxObjectSize: int = 8 << 20,
         callLater: Callable[..., IDelayedCall] | None = None,
+        maxVariants: int = MAX_VARIANTS,
     ) -> None:
-        super().__init__(maxSize, maxObjectSize)
+        super().__init__(maxSize, maxObjectSize, maxVariants)
         if callLater is None:
             from twisted.internet import reactor
 
@@ -389,7 +434,7 @@ class MemoryStore(StoreIndex):
     def openBody(self, entry: StoredEntry) -> IBody | None:
         if not entry.live:
             return None
-        return _MemoryBody(entry.chunks, self.callLater)
+        return _MemoryBody(entry.body, self.callLater)
 
     def writer(self, head: EntryHead) -> IEntryWriter | None:
         if self.maxObjectSize <= 0:
@@ -403,74 +448,24 @@ class MemoryStore(StoreIndex):
 
 
 class _MemoryBody:
-    def __init__(self, chunks: list[bytes], callLater: Callable[..., IDelayedCall]) -> None:
-        self._chunks = chunks
+    def __init__(
+        self, body: bytes | tuple[bytes, ...], callLater: Callable[..., IDelayedCall]
+    ) -> None:
+        self._body = body
         self._callLater = callLater
 
     def deliver(self, sink: IBodySink) -> None:
-        if len(self._chunks) <= 1:
+        body = self._body
+        if isinstance(body, bytes):
             sink.bodyStarted(NoProducer())
-            if self._chunks:
-                sink.bodyData(self._chunks[0])
+            if body:
+                sink.bodyData(body)
             sink.bodyDone(True)
             return
-        ChunkProducer(iter(self._chunks), sink, self._callLater).start()
+        ChunkProducer(iter(body), sink, self._callLater).start()
 
     def close(self) -> None:
         pass
-
-
-@implementer(IPushProducer)
-class NoProducer:
-    """
-    The producer of a body delivered in one go: nothing to pause.
-    """
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
-class Blocks:
-    """
-    Gathers streamed bytes into blocks of L{BLOCK} bytes.
-    """
-
-    def __init__(self) -> None:
-        self.pending: list[bytes] = []
-        self.pendingLength = 0
-        self.total = 0
-
-    def add(self, data: bytes) -> Iterator[bytes]:
-        """
-        Add C{data}; yield every block that is now full.
-        """
-        self.total += len(data)
-        if self.pendingLength + len(data) < BLOCK:
-            self.pending.append(data)
-            self.pendingLength += len(data)
-            return
-        joined = b"".join([*self.pending, data]) if self.pending else data
-        offset = 0
-        while len(joined) - offset >= BLOCK:
-            yield joined[offset : offset + BLOCK]
-            offset += BLOCK
-        rest = joined[offset:]
-        self.pending = [rest] if rest else []
-        self.pendingLength = len(rest)
-
-    def rest(self) -> bytes | None:
-        if not self.pendingLength:
-            return None
-        data = b"".join(self.pending)
-        self.pending = []
-        self.pendingLength = 0
-        return data
 
 
 class _MemoryWriter:
@@ -497,16 +492,16 @@ class _MemoryWriter:
         rest = self._blocks.rest()
         if rest is not None:
             self._chunks.append(rest)
-        length = self._blocks.total
-        entry = StoredEntry(
-            head=self._head,
-            bodyLength=length,
-            size=length + self._head.headerBytes() + ENTRY_OVERHEAD,
-            chunks=self._chunks,
+        chunks = self._chunks
+        body: bytes | tuple[bytes, ...] = (
+            tuple(chunks) if len(chunks) > 1 else chunks[0] if chunks else b""
         )
-        if entry.size > self._store.maxSize:
+        entry = StoredEntry(self._head, self._blocks.total, body=body)
+        if self._blocks.total + FIXED_COST > self._store.maxSize:
             return succeed(None)
         self._store._add(entry)
+        if not entry.live:
+            return succeed(None)
         return succeed(entry)
 
     def abort(self) -> None:
