@@ -15,13 +15,33 @@ write).  A proxy writes a small head or body on almost every event, so it sends 
 when the transport has nothing queued, and falls back to C{transport.write} for whatever the
 socket does not take, for TLS, and for any other kind of transport (a C{--trace} wrapper,
 a test's C{StringTransport}).
+
+Replying to a datagram with its socket's own C{sendto} (L{datagramSender}, L{sendtoError}):
+the undocumented C{socket} and the private C{_connectedAddr} of
+C{twisted.internet.udp.Port}, and what C{Port.write} makes of C{sendto}'s errors.
+
+C{Port.write} checks every address it is given (an IPv4 address costs three C{inet_pton}
+calls and a raised and caught exception, about 10,000 instructions, more than the rest of
+the reply); a reply goes to the address its request came from, which the socket itself
+produced, so the checks can only pass.
+
+Reading every datagram waiting on a UDP port in one go (L{readInBatches}): the undocumented
+C{socket}, C{maxPacketSize}, C{maxThroughput} and C{addressFamily} of C{udp.Port}, and its
+C{doRead}, which the reactor calls when the socket is readable.
 """
 
 from __future__ import annotations
 
+import errno
+import socket as _socket
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from twisted.internet import tcp
+from twisted.internet import tcp, udp
+from twisted.internet.error import MessageLengthError
+from twisted.logger import Logger
+
+_log = Logger()
 
 _PLAIN = (tcp.Server, tcp.Client)
 
@@ -56,3 +76,97 @@ def sendNow(transport: Any, data: bytes) -> None:
             return
         data = data[sent:]
     transport.write(data)
+
+
+def datagramSender(port: Any) -> Callable[[bytes, Any], object] | None:
+    """
+    The C{sendto} of C{port}'s socket if C{port} is a listening, unconnected plain UDP port,
+    else None (the caller then writes with C{port.write}).
+
+    Only for replies, to the address a datagram came from.  Its errors are the socket's own
+    L{OSError}s: L{sendtoError} says what C{port.write} would have made of them.
+    """
+    if type(port) is not udp.Port or port._connectedAddr is not None:
+        return None
+    socket = getattr(port, "socket", None)
+    return None if socket is None else socket.sendto
+
+
+def sendtoError(error: OSError) -> Exception | None:
+    """
+    The error C{udp.Port.write} raises for C{error} from an unconnected socket's
+    C{sendto}: L{MessageLengthError} for C{EMSGSIZE}, None (ignored) for C{ECONNREFUSED},
+    C{error} itself for anything else.
+    """
+    if error.errno == errno.EMSGSIZE:
+        return MessageLengthError("message too long")
+    if error.errno == errno.ECONNREFUSED:
+        return None
+    return error
+
+
+#: recvfrom errors after which C{udp.Port.doRead} stops reading until the next event.
+_READ_AGAIN = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNREFUSED})
+
+#: At most this many datagrams are read at one readiness event (Twisted's own bound,
+#: C{maxThroughput} bytes, does not bound a flood of empty datagrams).
+MAX_BATCH = 256
+
+
+def readInBatches(
+    port: Any,
+    handler: Callable[[Iterator[tuple[bytes, Any]]], object],
+    maxBatch: int = MAX_BATCH,
+) -> bool:
+    """
+    Make C{port} call C{handler} once per readiness event of its socket, with an iterator
+    over the C{(datagram, address)} pairs waiting, instead of calling
+    C{protocol.datagramReceived} once per datagram.
+
+    The iterator reads each datagram from the socket as the handler asks for it (so a
+    handler that answers each before asking for the next keeps its peers busy), and stops
+    when none is waiting, after C{maxBatch} datagrams, or after C{port.maxThroughput}
+    bytes, as C{udp.Port.doRead} does; the rest wait for the next turn of the reactor.
+    Addresses are as C{doRead} gives them: C{(host, port)}, IPv6 ones too.  An exception
+    from C{handler} is logged and the port goes on reading, as Twisted does for
+    C{datagramReceived}; an error reading the socket that Twisted would not ignore is raised
+    once the handler returns (the reactor then logs it and closes the port, as it does for
+    Twisted's own C{doRead}).
+
+    @return: whether the port now reads in batches: only a listening, unconnected plain UDP
+        port does (anything else is left alone).
+    """
+    if type(port) is not udp.Port or port._connectedAddr is not None:
+        return False
+    sock = getattr(port, "socket", None)
+    if sock is None:
+        return False
+    recvfrom = sock.recvfrom
+    ipv6 = port.addressFamily == _socket.AF_INET6
+    failed: list[OSError] = []
+
+    def waiting() -> Iterator[tuple[bytes, Any]]:
+        size = port.maxPacketSize
+        limit = port.maxThroughput
+        read = count = 0
+        while read < limit and count < maxBatch:
+            try:
+                datagram, address = recvfrom(size)
+            except OSError as e:
+                if e.errno not in _READ_AGAIN:
+                    failed.append(e)
+                return
+            yield datagram, address[:2] if ipv6 else address
+            read += len(datagram)
+            count += 1
+
+    def doRead() -> None:
+        try:
+            handler(waiting())
+        except BaseException:
+            _log.failure("Unhandled error answering datagrams")
+        if failed:
+            raise failed.pop()
+
+    port.doRead = doRead  # type: ignore[method-assign]  # the reactor calls it
+    return True
