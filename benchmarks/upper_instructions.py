@@ -60,6 +60,8 @@ def serverCommand(name: str, python: str, bench: Path, before: Path | None) -> l
         return caplab + ["--unicode"]
     if name == "caplab-trace":
         return caplab + ["--trace", "/dev/null"]
+    if name == "caplab-noidle":
+        return caplab + ["--idle-timeout", "0"]
     if name == "twisted-naive":
         return [python, str(bench / "servers" / "twisted_naive.py"), "{tcp}", "{udp}"]
     if name in ("seed-tcp", "seed-udp"):
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--targets",
         default="caplab,twisted-naive,seed",
-        help="caplab, caplab-unicode, caplab-trace, before, twisted-naive, seed (default: "
+        help="caplab, caplab-unicode, caplab-trace, caplab-noidle, before, twisted-naive, seed "
+        "(default: "
         "%(default)s)",
     )
     parser.add_argument("--tests", default="short1,short50,udp1,udp64")

@@ -230,7 +230,8 @@ def test_idleTimeoutCloses() -> None:
     what was written still reaches the peer) and logged.
     """
     clock = Clock()
-    protocol, transport = connect(UppercaseFactory(idleTimeout=300, clock=clock), None)
+    factory = UppercaseFactory(idleTimeout=300, clock=clock)
+    protocol, transport = connect(factory, None)
     clock.advance(299.9)
     assert not transport.disconnecting
     with capturedLogs() as events:
@@ -240,6 +241,11 @@ def test_idleTimeoutCloses() -> None:
     messages = [formatEvent(e) for e in events]
     assert messages == ["caplab tcp closing idle connection from 127.0.0.1:40123"]
     close(protocol, transport)
+    # Nothing is left to time the closed connection out: the factory's timer runs dry.
+    assert protocol not in factory.closing
+    with capturedLogs() as events:
+        clock.advance(protocol.abortTimeout)
+    assert events == [] and not transport.disconnected
     assert clock.getDelayedCalls() == []
 
 
@@ -302,12 +308,39 @@ def test_idleTimeoutAfterHalfClose() -> None:
 
 def test_connectionLostCancelsTimeout() -> None:
     """
-    Once the connection is gone no timeout is left scheduled.
+    Once the connection is gone nothing times it out, and once the factory's one timer has
+    run (and found nothing to do) nothing is left scheduled.
     """
     clock = Clock()
-    protocol, transport = connect(UppercaseFactory(idleTimeout=30, clock=clock))
+    factory = UppercaseFactory(idleTimeout=30, clock=clock)
+    protocol, transport = connect(factory)
     close(protocol, transport)
+    assert factory.idle is not None and protocol not in factory.idle
+    with capturedLogs() as events:
+        clock.advance(30)
+    assert events == [] and not transport.disconnecting
     assert clock.getDelayedCalls() == []
+
+
+def test_oneTimerForAllConnections() -> None:
+    """
+    The factory times all its connections out with one delayed call, not one each, and
+    each connection still closes after its own idle time.
+    """
+    clock = Clock()
+    factory = UppercaseFactory(idleTimeout=30, clock=clock)
+    connections = []
+    for _ in range(100):  # one every 0.25 s: deadlines 30, 30.25, ...
+        connections.append(connect(factory))
+        clock.advance(0.25)
+    assert len(clock.getDelayedCalls()) == 1
+    connections[0][0].dataReceived(b"still here")  # at 25: its deadline is 55 now
+    clock.advance(5.25)
+    assert not connections[0][1].disconnecting
+    assert connections[1][1].disconnecting and not connections[2][1].disconnecting
+    clock.advance(0.25)
+    assert connections[2][1].disconnecting and not connections[3][1].disconnecting
+    assert len(clock.getDelayedCalls()) == 2  # the idle timer and the closing one
 
 
 def test_defaultClockIsGlobalReactor() -> None:
