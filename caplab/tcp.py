@@ -141,6 +141,7 @@ class UppercaseFactory(Factory):
     @ivar closing: aborts a connection closed for being idle that has not taken its output
         after the protocol's C{abortTimeout} seconds more.
     @ivar active: connections open now.
+    @ivar accepted: connections accepted so far.
     @ivar refused: connections refused so far.
     """
 
@@ -173,6 +174,7 @@ class UppercaseFactory(Factory):
             clock, self.protocol.abortTimeout, expire
         )
         self.active = 0
+        self.accepted = 0
         self.refused = 0
         self._nextRefusalLog = float("-inf")
 
@@ -180,6 +182,7 @@ class UppercaseFactory(Factory):
         if self.active >= self.maxConnections:
             self._refuse(addr)
             return None
+        self.accepted += 1
         return super().buildProtocol(addr)  # type: ignore[return-value]
 
     def _refuse(self, addr: IAddress | None) -> None:

@@ -402,3 +402,18 @@ def test_activeCountsConnections() -> None:
     for connection in connections:
         close(*connection)
     assert factory.active == 0
+
+
+def test_acceptedCountsConnections() -> None:
+    """
+    C{accepted} counts the connections the factory accepted, not the ones it refused (so
+    that metrics can read it at scrape time instead of counting on every connection).
+    """
+    factory = UppercaseFactory(maxConnections=2, clock=Clock())
+    first = connect(factory)
+    connect(factory)
+    with capturedLogs():
+        assert factory.buildProtocol(PEER) is None
+    close(*first)
+    connect(factory)
+    assert (factory.accepted, factory.refused) == (3, 1)
