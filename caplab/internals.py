@@ -16,6 +16,13 @@ when the transport has nothing queued, and falls back to C{transport.write} for 
 socket does not take, for TLS, and for any other kind of transport (a C{--trace} wrapper,
 a test's C{StringTransport}).
 
+Reading a streaming connection in larger pieces (L{readInLargerPieces}): the undocumented
+C{bufferSize} of C{twisted.internet.abstract.FileDescriptor}, which is both how much a TCP
+transport reads at a time and how much unsent output it holds before pausing its producer.
+On loopback, whose TCP segments are 65,483 bytes, reading (and so writing) 64 KiB at a time
+sends a full segment and a 53-byte one for every piece: reading 128 KiB halves the pieces
+and their tails, and halves the CPU time a streamed mebibyte costs.
+
 Replying to a datagram with its socket's own C{sendto} (L{datagramSender}, L{sendtoError}):
 the undocumented C{socket} and the private C{_connectedAddr} of
 C{twisted.internet.udp.Port}, and what C{Port.write} makes of C{sendto}'s errors.
@@ -59,6 +66,23 @@ def nothingQueued(transport: Any) -> bool:
         and not transport._tempDataBuffer
         and transport.offset == len(transport.dataBuffer)
     )
+
+
+#: Twisted's C{bufferSize} (read size and write-buffer bound) of a TCP transport.
+DEFAULT_BUFFER = 64 * 1024
+
+#: The read size and write-buffer bound L{readInLargerPieces} gives a streaming connection.
+STREAM_BUFFER = 128 * 1024
+
+
+def readInLargerPieces(transport: Any, size: int = STREAM_BUFFER) -> None:
+    """
+    Make a plain TCP transport read up to C{size} bytes at a time, and hold up to about
+    C{size} bytes of unsent output before it pauses its producer (Twisted's default is 64
+    KiB for both).  Any other kind of transport is left as it is.
+    """
+    if type(transport) in _PLAIN and not transport.TLS:
+        transport.bufferSize = size
 
 
 def sendNow(transport: Any, data: bytes) -> None:

@@ -16,14 +16,17 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import MessageLengthError
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.task import deferLater as _deferLater
 from twisted.internet.testing import FakeDatagramTransport, StringTransport
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import TestCase
 
 from caplab.internals import (
+    DEFAULT_BUFFER,
     datagramSender,
     nothingQueued,
     readInBatches,
+    readInLargerPieces,
     sendNow,
     sendtoError,
 )
@@ -113,6 +116,50 @@ class InternalsTests(TestCase):
         self.assertEqual(transport.offset, len(transport.dataBuffer))
         self.assertEqual(await server.waitFor(3), b"now")
 
+    async def test_bufferSizeIsReadSize(self) -> None:
+        """
+        C{bufferSize} is Twisted's default L{DEFAULT_BUFFER}, and it is how much a TCP
+        transport reads at a time: after L{readInLargerPieces} reads are larger.
+        """
+        transport, server = await self._connected()
+        self.assertEqual(server.transport.bufferSize, DEFAULT_BUFFER)  # type: ignore[union-attr]
+        readInLargerPieces(server.transport, 200_000)
+        self.assertEqual(server.transport.bufferSize, 200_000)  # type: ignore[union-attr]
+        sizes: list[int] = []
+        received = server.dataReceived
+
+        def recordSizes(data: bytes) -> None:
+            sizes.append(len(data))
+            received(data)
+
+        server.dataReceived = recordSizes  # type: ignore[method-assign]
+        server.transport.stopReading()  # type: ignore[union-attr]
+        transport.write(b"x" * 300_000)
+        # Let the client's write reach the kernel (bounded: all of it fits on loopback).
+        for _ in range(200):
+            if nothingQueued(transport):
+                break
+            await deferLater(0.01)
+        server.transport.startReading()  # type: ignore[union-attr]
+        await server.waitFor(300_000)
+        self.assertLessEqual(max(sizes), 200_000)
+        self.assertGreater(max(sizes), DEFAULT_BUFFER)
+
+    async def test_bufferSizeBoundsWriteBuffer(self) -> None:
+        """
+        C{bufferSize} is also how much unsent output a TCP transport holds before it pauses
+        its streaming producer.
+        """
+        transport, _ = await self._connected()
+        readInLargerPieces(transport, 100_000)
+        producer = StringTransport()
+        transport.registerProducer(producer, True)
+        self.addCleanup(transport.unregisterProducer)
+        transport.write(b"x" * 100_000)
+        self.assertEqual(producer.producerState, "producing")
+        transport.write(b"x")
+        self.assertEqual(producer.producerState, "paused")
+
     def test_otherTransports(self) -> None:
         """
         Anything but a plain TCP transport (a test's L{StringTransport}, TLS, a wrapper) is
@@ -122,6 +169,8 @@ class InternalsTests(TestCase):
         self.assertFalse(nothingQueued(transport))
         sendNow(transport, b"data")
         self.assertEqual(transport.value(), b"data")
+        readInLargerPieces(transport)
+        self.assertNotIn("bufferSize", vars(transport))
 
 
 class _Batches(DatagramProtocol):
@@ -394,3 +443,7 @@ class DatagramInternalsTests(TestCase):
         connected.connect("127.0.0.1", 9)
         self.assertFalse(readInBatches(connected, _Batches().handle))
         self.assertNotIn("doRead", vars(connected))
+
+
+def deferLater(seconds: float) -> Deferred[None]:
+    return _deferLater(reactor, seconds)  # type: ignore[arg-type]

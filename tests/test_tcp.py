@@ -6,15 +6,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.test import iosim
+from twisted.trial.unittest import TestCase
 
+from caplab.internals import DEFAULT_BUFFER, STREAM_BUFFER
 from caplab.tcp import UppercaseFactory, UppercaseProtocol
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40123)
@@ -417,3 +422,87 @@ def test_acceptedCountsConnections() -> None:
     close(*first)
     connect(factory)
     assert (factory.accepted, factory.refused) == (3, 1)
+
+
+class Collect(Protocol):
+    """
+    A client that collects what it receives and fires C{done} once it has C{want} bytes.
+    """
+
+    def __init__(self, want: int) -> None:
+        self.want = want
+        self.received = b""
+        self.done: Deferred[bytes] = Deferred()
+        self.lost: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if len(self.received) >= self.want and not self.done.called:
+            self.done.callback(self.received)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost.callback(None)
+
+
+class RealConnectionTests(TestCase):
+    """
+    The service on real loopback TCP connections.
+    """
+
+    timeout = 20
+
+    async def _exchange(self, payload: bytes) -> tuple[bytes, UppercaseProtocol]:
+        """
+        Send C{payload} on a new connection and return what comes back, and the server's
+        protocol; the connection is closed (both ends) when the test ends.
+        """
+        factory = UppercaseFactory(clock=Clock())
+        built: list[UppercaseProtocol] = []
+        closed: Deferred[None] = Deferred()
+        build = factory.buildProtocol
+
+        def buildProtocol(addr: Any) -> Any:
+            protocol = build(addr)
+            assert isinstance(protocol, UppercaseProtocol)
+            lost = protocol.connectionLost
+
+            def connectionLost(reason: Any = None) -> None:
+                lost(reason)
+                closed.callback(None)
+
+            protocol.connectionLost = connectionLost  # type: ignore[method-assign]
+            built.append(protocol)
+            return protocol
+
+        factory.buildProtocol = buildProtocol  # type: ignore[method-assign]
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        client = Collect(len(payload))
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        await connectProtocol(endpoint, client)
+
+        def close() -> Deferred[object]:
+            client.transport.loseConnection()  # type: ignore[union-attr]
+            return gatherResults([closed, client.lost])
+
+        self.addCleanup(close)
+        client.transport.write(payload)  # type: ignore[union-attr]
+        return await client.done, built[0]
+
+    async def test_streamingReadsLarger(self) -> None:
+        """
+        A connection that streams (a read fills Twisted's 64 KiB buffer) is read 128 KiB at
+        a time from then on, and every byte still comes back uppercased, in order.
+        """
+        payload = bytes(range(256)) * 4096  # 1 MiB
+        echoed, protocol = await self._exchange(payload)
+        self.assertEqual(echoed, payload.upper())
+        self.assertEqual(protocol.transport.bufferSize, STREAM_BUFFER)
+
+    async def test_shortExchangeKeepsDefault(self) -> None:
+        """
+        A connection that exchanges a sentence keeps Twisted's default read size.
+        """
+        echoed, protocol = await self._exchange(b"hi this is nitish\n")
+        self.assertEqual(echoed, b"HI THIS IS NITISH\n")
+        self.assertEqual(protocol.transport.bufferSize, DEFAULT_BUFFER)
