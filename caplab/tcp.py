@@ -15,7 +15,13 @@ from zope.interface import implementer
 
 from caplab.address import describeAddress
 from caplab.idle import IdleSweeper
-from caplab.internals import DEFAULT_BUFFER, nothingQueued, readInLargerPieces, sendNow
+from caplab.internals import (
+    DEFAULT_BUFFER,
+    nothingQueued,
+    readInLargerPieces,
+    readWaiting,
+    sendNow,
+)
 from caplab.upper import StreamTransform, streamTransform
 
 
@@ -61,6 +67,9 @@ class UppercaseProtocol(Protocol):
         self._timer = factory.idle
         if self._timer is not None:
             self._timer.add(self)
+        # The lab's client sends as soon as it has connected: answer what is there already
+        # rather than at the reactor's next turn, which costs more than the answer.
+        readWaiting(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         if self._timer is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +28,7 @@ from caplab.internals import (
     nothingQueued,
     readInBatches,
     readInLargerPieces,
+    readWaiting,
     sendNow,
     sendtoError,
 )
@@ -171,6 +173,117 @@ class InternalsTests(TestCase):
         self.assertEqual(transport.value(), b"data")
         readInLargerPieces(transport)
         self.assertNotIn("bufferSize", vars(transport))
+
+
+class _Early(Protocol):
+    """
+    Reads what is waiting from C{connectionMade} with L{readWaiting}, and records events.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+        self.made: Deferred[None] = Deferred()
+        self.received: Deferred[None] = Deferred()
+        self.lost: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.events.append("made")
+        readWaiting(self.transport)
+        self.events.append("made done")
+        self.made.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.events.append(data)
+        if not self.received.called:
+            self.received.callback(None)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.events.append("lost")
+        self.lost.callback(None)
+
+
+class ReadWaitingTests(TestCase):
+    """
+    L{readWaiting} calls a plain TCP transport's C{doRead} from C{connectionMade}: what the
+    client sent before the connection was accepted is read at once, and anything else is
+    left for the reactor.
+    """
+
+    timeout = 20
+
+    def _listen(self) -> tuple[_Early, int]:
+        server = _Early()
+        port = reactor.listenTCP(0, Factory.forProtocol(lambda: server), interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        return server, port.getHost().port
+
+    def _client(self, port: int) -> socket.socket:
+        # A blocking connect completes in the listen queue, before the reactor accepts.
+        client = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.addCleanup(client.close)
+        return client
+
+    async def test_arrivedDataReadAtOnce(self) -> None:
+        """
+        Data the client sent before the connection was accepted reaches C{dataReceived}
+        from within C{connectionMade}.
+        """
+        server, port = self._listen()
+        client = self._client(port)
+        client.sendall(b"sent before accept")
+        await server.made
+        self.assertEqual(server.events, ["made", b"sent before accept", "made done"])
+        self.assertIsInstance(server.transport, tcp.Server)
+        server.transport.loseConnection()  # type: ignore[union-attr]
+        await server.lost
+
+    async def test_nothingWaiting(self) -> None:
+        """
+        With nothing sent yet, nothing happens, and later data comes as usual.
+        """
+        server, port = self._listen()
+        client = self._client(port)
+        await server.made
+        self.assertEqual(server.events, ["made", "made done"])
+        client.sendall(b"later")
+        await server.received
+        self.assertEqual(server.events, ["made", "made done", b"later"])
+        server.transport.loseConnection()  # type: ignore[union-attr]
+        await server.lost
+
+    async def test_endOfStreamLeftToReactor(self) -> None:
+        """
+        A client that closed before its connection was accepted: the end of the stream is
+        found again by the reactor, which closes the connection as usual.
+        """
+        server, port = self._listen()
+        client = self._client(port)
+        client.close()
+        await server.made
+        await server.lost
+        self.assertEqual(server.events, ["made", "made done", "lost"])
+
+    async def test_resetLeftToReactor(self) -> None:
+        """
+        A client that reset its connection before it was accepted: the connection is closed
+        by the reactor as usual.
+        """
+        server, port = self._listen()
+        client = self._client(port)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        await server.made
+        await server.lost
+        self.assertEqual(server.events, ["made", "made done", "lost"])
+
+    def test_otherTransportsLeftAlone(self) -> None:
+        """
+        Any other kind of transport is not read.
+        """
+        protocol = _Early()
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertEqual(protocol.events, ["made", "made done"])
 
 
 class _Batches(DatagramProtocol):

@@ -4,6 +4,7 @@ Unit tests of the TCP uppercase service, L{caplab.tcp}, on in-memory transports.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.internet import reactor
@@ -14,6 +15,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.test import iosim
@@ -506,3 +508,26 @@ class RealConnectionTests(TestCase):
         echoed, protocol = await self._exchange(b"hi this is nitish\n")
         self.assertEqual(echoed, b"HI THIS IS NITISH\n")
         self.assertEqual(protocol.transport.bufferSize, DEFAULT_BUFFER)
+
+    async def test_sentBeforeAccept(self) -> None:
+        """
+        A client that sends its sentence and half-closes before the connection is even
+        accepted (C{nc -N}, the lab's client on a busy server) gets the whole reply and then
+        the end of the stream.
+        """
+        factory = UppercaseFactory(clock=Clock())
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+        self.addCleanup(client.close)
+        client.sendall(b"welcome to cn lab, &*!\n")
+        client.shutdown(socket.SHUT_WR)
+
+        def readAll() -> bytes:
+            chunks = []
+            while chunk := client.recv(65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        self.assertEqual(await deferToThread(readAll), b"WELCOME TO CN LAB, &*!\n")
+        self.assertEqual((factory.accepted, factory.active), (1, 0))
