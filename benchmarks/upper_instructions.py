@@ -17,7 +17,11 @@ divided by the operations the load generator completed:
 
 Under valgrind the server runs about 50 times slower, so a UDP target sees more datagrams
 waiting per readiness event than it would at full speed: compare targets with each other
-in one run, not with another day's figures.  Targets are alternated within each repetition.
+in one run, not with another day's figures.  udp1 is the exception to "counts barely move":
+whether the client's next datagram has arrived before the server looks again decides
+between one readiness event per round trip and a few, so its count swings by a factor of
+three from run to run; judge udp1 with ``benchmarks/upper.py`` on a quiet machine.  Targets
+are alternated within each repetition.
 
 Examples::
 
