@@ -87,8 +87,8 @@ class UppercaseDatagramProtocol(DatagramProtocol):
         Answer each of C{datagrams} in turn, exactly as if each had come to
         L{datagramReceived}, with less work per datagram.
 
-        A C{datagramReceived} set on the instance (metrics under C{--workers} count with
-        one) still sees every datagram.
+        A C{datagramReceived} set on the instance (a wrapper that counts, say) still sees
+        every datagram.
         """
         received = self.__dict__.get("datagramReceived")
         if received is not None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import io
 import socket
-from pathlib import Path
 from typing import Any
 
 from hypothesis import given
@@ -21,7 +20,6 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 
-from caplab.metrics import Metrics, instrumentDatagramProtocol
 from caplab.trace import Tracer
 from caplab.udp import MAX_DATAGRAM, UppercaseDatagramProtocol
 
@@ -309,8 +307,8 @@ def test_rawMessageTooLong() -> None:
 
 def test_batchSeenByInstanceWrapper() -> None:
     """
-    A C{datagramReceived} set on the instance (as metrics under C{--workers} count) sees
-    every datagram of a batch, and each is still answered.
+    A C{datagramReceived} set on the instance (a wrapper that counts, say) sees every
+    datagram of a batch, and each is still answered.
     """
     protocol, transport = listening()
     seen: list[bytes] = []
@@ -324,18 +322,6 @@ def test_batchSeenByInstanceWrapper() -> None:
     protocol.datagramsReceived(iter([(b"a", SENDER), (b"b", SENDER)]))
     assert seen == [b"a", b"b"]
     assert transport.written == [(b"A", SENDER), (b"B", SENDER)]
-
-
-def test_batchCountedBySharedMetrics(tmp_path: Path) -> None:
-    """
-    Under C{--workers} (metrics in a shared directory) the datagrams of a batch are counted.
-    """
-    metrics = Metrics(shared=str(tmp_path))
-    protocol = instrumentDatagramProtocol(UppercaseDatagramProtocol(clock=Clock()), metrics)
-    protocol.makeConnection(FakeDatagramTransport())
-    before = metrics.udpDatagrams._value.get()
-    protocol.datagramsReceived(iter([(b"a", SENDER), (b"b", SENDER), (b"c", SENDER)]))
-    assert metrics.udpDatagrams._value.get() - before == 3
 
 
 class RealPortTests(TestCase):
