@@ -31,7 +31,6 @@ from caplab.listening import DatagramListener, IListener, StreamListener
 from caplab.metrics import (
     METRICS_ENVIRONMENT,
     AdminSite,
-    CountingTCPFactory,
     Figures,
     LatencyFetcher,
     LocalScrape,
@@ -139,6 +138,14 @@ class ProxyParts:
     filterCounters: FilterCounters | None = None
     #: the options in force (a reload replaces them).
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: the proxy's own factory (C{factory} counts the bytes it receives around it).
+    server: Any = None
+
+    def openConnections(self) -> int:
+        """
+        The proxy's client connections open now (a stopping worker waits for them).
+        """
+        return len(self.server.channels)
 
     def reconfigure(self, options: Mapping[str, Any], policy: PolicyParts) -> None:
         """
@@ -274,7 +281,13 @@ def build(options: Any, reactor: Any) -> Parts:
             adminNetworks(options["admin-allow"], options["allow"]),
             reactor,
         )
-    drain = Drain(reactor, options["worker-grace"]) if worker is not None else None
+    drain = None
+    if worker is not None:
+        drain = Drain(reactor, options["worker-grace"])
+        if tcp is not None:
+            drain.watch(lambda: tcp.active)
+        if proxy is not None:
+            drain.watch(proxy.openConnections)
     parts = Parts(
         options=options,
         reactor=reactor,
@@ -350,7 +363,8 @@ def buildUppercaseTCP(options: Mapping[str, Any], reactor: Any, metrics: Metrics
         maxConnections=options["max-connections"],
         clock=reactor,
     )
-    return CountingTCPFactory(factory, metrics)
+    metrics.watchTCPFactory(factory)
+    return factory
 
 
 def buildUppercaseUDP(
@@ -484,6 +498,7 @@ def buildProxy(
         cache,
         accessLog,
         options=options,
+        server=factory,
     )
     parts.filters = buildFilters(parts, policy, reactor)
     settings.filters = parts.filters if anyFilter(options) else None
@@ -556,8 +571,8 @@ def configInForce(
 
 def buildListeners(parts: Parts) -> list[IListener]:
     """
-    What listens: on the options' endpoints, or in a worker on the parent's sockets (each
-    factory then counted by the L{Drain}); with C{--trace}, every stream is traced.
+    What listens: on the options' endpoints, or in a worker on the parent's sockets; with
+    C{--trace}, every stream is traced.
     """
     options, reactor, worker, drain = parts.options, parts.reactor, parts.worker, parts.drain
     listeners: list[IListener] = []
@@ -567,7 +582,6 @@ def buildListeners(parts: Parts) -> list[IListener]:
             factory = parts.tracer.wrapFactory(label, factory)
         if worker is not None and drain is not None:
             endpoint: Any = worker.streamEndpoint(reactor, label)
-            factory = drain.track(factory)
         else:
             endpoint = serverFromString(reactor, description)
         listeners.append(StreamListener(label, description, endpoint, factory))

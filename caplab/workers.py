@@ -39,15 +39,14 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
-from twisted.protocols.policies import WrappingFactory
 from twisted.python import usage
 from twisted.python.failure import Failure
 
 from caplab.coerce import seconds
 from caplab.metrics import MetricsDirectory
 from caplab.sdnotify import NOTIFY_SOCKET
-from caplab.wrapping import HalfCloseWrapper
 
 #: The environment variable through which the parent tells a worker which sockets it got.
 WORKER_ENVIRONMENT = "CAPLAB_WORKER"
@@ -542,82 +541,67 @@ class AdoptedStreamEndpoint:
         return defer.execute(self.reactor.adoptStreamPort, self.fd, self.family, factory)
 
 
-class TrackedConnection(HalfCloseWrapper):
-    factory: ConnectionTracker
-
-    def connectionMade(self) -> None:
-        self.factory.opened()
-        super().connectionMade()
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        super().connectionLost(reason)
-        self.factory.closed()
-
-
-class ConnectionTracker(WrappingFactory):
-    """
-    Counts a factory's open connections, so a stopping worker can wait for them.
-    """
-
-    protocol = TrackedConnection
-    noisy = False
-
-    def __init__(self, wrappedFactory: IProtocolFactory, drain: Drain) -> None:
-        super().__init__(wrappedFactory)
-        self.drain = drain
-
-    def buildProtocol(self, addr: Any) -> Any:
-        wrapped = self.wrappedFactory.buildProtocol(addr)
-        if wrapped is None:
-            return None
-        return TrackedConnection(self, wrapped)  # type: ignore[arg-type]
-
-    def opened(self) -> None:
-        self.drain.open += 1
-
-    def closed(self) -> None:
-        self.drain.open -= 1
-        self.drain.check()
-
-
 class Drain(Service):
     """
     In a worker: on stop, wait (at most C{grace} seconds) for open connections to finish.
 
     The listeners stop accepting at the same time (they are siblings in the service tree),
-    so no new connection arrives while this waits.
+    so no new connection arrives while this waits.  The open connections are read from each
+    service's own count (L{watch}), looked at every L{interval} seconds while stopping:
+    nothing stands between a connection and its protocol.
     """
 
     log = Logger()
+    #: Seconds between looks at the open connections while stopping.
+    interval = 0.1
 
     def __init__(self, reactor: Any, grace: float) -> None:
         self.reactor = reactor
         self.grace = grace
-        self.open = 0
+        self.counts: list[Callable[[], int]] = []
         self._waiting: defer.Deferred[None] | None = None
+        self._looking: LoopingCall | None = None
 
-    def track(self, factory: IProtocolFactory) -> ConnectionTracker:
-        return ConnectionTracker(factory, self)
+    def watch(self, count: Callable[[], int]) -> None:
+        """
+        Count the connections C{count()} says are open.
+        """
+        self.counts.append(count)
+
+    @property
+    def open(self) -> int:
+        return sum(count() for count in self.counts)
 
     def check(self) -> None:
         if self.open <= 0 and self._waiting is not None:
             waiting, self._waiting = self._waiting, None
+            self._stopLooking()
             waiting.callback(None)
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         self._waiting = defer.Deferred()
-        if self.open:
+        open_ = self.open
+        if open_:
             self.log.info(
                 "caplab worker waiting up to {grace}s for {open} open connections",
                 grace=self.grace,
-                open=self.open,
+                open=open_,
             )
         waiting = self._waiting
         timer = self.reactor.callLater(self.grace, self._giveUp)
         waiting.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
         self.check()
+        if self._waiting is not None:
+            self._looking = LoopingCall(self.check)
+            self._looking.clock = self.reactor
+            self._looking.start(self.interval, now=False)
         return waiting
+
+    def _stopLooking(self) -> None:
+        looking, self._looking = self._looking, None
+        if looking is not None and looking.running:
+            looking.stop()
 
     def _giveUp(self) -> None:
         if self._waiting is not None:
@@ -627,4 +611,5 @@ class Drain(Service):
                 grace=self.grace,
             )
             waiting, self._waiting = self._waiting, None
+            self._stopLooking()
             waiting.callback(None)

@@ -20,9 +20,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from caplab.metrics import compat
 from caplab.metrics.instrument import (
-    CountingTCPFactory,
     LatencyFetcher,
     ReceivedBytesFactory,
     ReceivedBytesProtocol,
@@ -353,15 +351,15 @@ class UppercaseServiceTests(SynchronousTestCase):
 
     def test_tcp(self) -> None:
         """
-        Accepted connections are counted by the wrapping factory, and open ones read from
-        the factory; the protocols are the factory's own.
+        Accepted and open connections are read from the factory's own counts when the
+        metrics are read: nothing wraps it or its protocols.
         """
         metrics = Metrics()
-        inner = UppercaseFactory(maxConnections=1, clock=Clock())
-        factory = CountingTCPFactory(inner, metrics)
+        factory = UppercaseFactory(maxConnections=1, clock=Clock())
+        metrics.watchTCPFactory(factory)
         peer = IPv4Address("TCP", "127.0.0.1", 40000)
         protocol = factory.buildProtocol(peer)
-        self.assertIs(protocol.factory, inner)
+        assert protocol is not None
         transport = StringTransport()
         protocol.makeConnection(transport)
         protocol.dataReceived(b"hi")
@@ -422,48 +420,3 @@ class LatencyFetcherTests(SynchronousTestCase):
         self.assertEqual(
             found[("caplab_proxy_upstream_latency_seconds_bucket", (("le", "0.5"),))], 1
         )
-
-
-class CompatTests(SynchronousTestCase):
-    """
-    The adapters the current wiring calls (L{caplab.metrics.compat}).
-    """
-
-    def test_inPlace(self) -> None:
-        """
-        C{countReceivedBytes} and C{instrumentTCPFactory} count through the factory itself
-        (the wiring ignores what they return); C{instrumentDatagramProtocol} only watches.
-        """
-        metrics = Metrics()
-        proxy = compat.countReceivedBytes(UppercaseFactory(clock=Clock()), metrics)
-        protocol = proxy.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        protocol.makeConnection(StringTransport())
-        protocol.dataReceived(b"abc")
-        tcp = compat.instrumentTCPFactory(UppercaseFactory(clock=Clock()), metrics)
-        tcp.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001)).makeConnection(StringTransport())
-        udp = compat.instrumentDatagramProtocol(UppercaseDatagramProtocol(clock=Clock()), metrics)
-        udp.received = 4
-        found = samples(metrics)
-        self.assertEqual(found[("caplab_proxy_received_bytes_total", ())], 3)
-        self.assertEqual(found[("caplab_tcp_connections_total", ())], 1)
-        self.assertEqual(found[("caplab_tcp_active_connections", ())], 1)
-        self.assertEqual(found[("caplab_udp_datagrams_total", ())], 4)
-
-    def test_singleProcessByDefault(self) -> None:
-        """
-        C{Metrics()} outside a worker keeps its figures to itself; the current proxy
-        wiring's call to C{history.publish()} does nothing.
-        """
-        metrics = compat.Metrics()
-        self.assertIsNone(metrics.shared)
-        self.assertIsNone(metrics.server)
-        compat.Metrics().history.publish()  # type: ignore[attr-defined]
-
-    def test_workerIndex(self) -> None:
-        """
-        A worker's number comes from the supervisor's environment variable.
-        """
-        self.assertEqual(compat.workerIndex({"CAPLAB_WORKER": '{"index": 2, "sockets": []}'}), 2)
-        self.assertIsNone(compat.workerIndex({}))
-        self.assertIsNone(compat.workerIndex({"CAPLAB_WORKER": '{"index": true}'}))
-        self.assertIsNone(compat.workerIndex({"CAPLAB_WORKER": "nonsense"}))

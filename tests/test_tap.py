@@ -14,7 +14,6 @@ from twisted.python import usage
 
 from caplab import __version__
 from caplab.listening import DatagramListener, Listening, StreamListener
-from caplab.metrics import CountingTCPFactory
 from caplab.tap import Options, makeService
 from caplab.tcp import UppercaseFactory
 from caplab.trace import TracerService, TracingFactory
@@ -188,10 +187,8 @@ def test_defaultServiceTree() -> None:
     assert isinstance(listening, Listening)
     assert [type(each) for each in listening.listeners] == [StreamListener, DatagramListener]
     assert sorted(listening.ports) == ["tcp", "udp"]
-    [(port, counting, backlog, interface)] = reactor.tcpServers
+    [(port, factory, backlog, interface)] = reactor.tcpServers
     assert (port, interface) == (12000, "127.0.0.1")
-    assert isinstance(counting, CountingTCPFactory)
-    factory = counting.wrappedFactory
     assert isinstance(factory, UppercaseFactory)
     assert (factory.unicode, factory.idleTimeout, factory.maxConnections) == (0, 300.0, 1000)
     assert factory.clock is reactor
@@ -214,8 +211,7 @@ def test_options() -> None:
         "--idle-timeout=0",
         "--max-connections=7",
     )
-    [(port, counting, _, interface)] = reactor.tcpServers
-    factory = counting.wrappedFactory
+    [(port, factory, _, interface)] = reactor.tcpServers
     assert (port, interface) == (4000, "127.0.0.2")
     assert (factory.unicode, factory.idleTimeout, factory.maxConnections) == (1, None, 7)
     [(udpPort, protocol, udpInterface, _)] = reactor.udp
@@ -261,7 +257,7 @@ def test_traceWrapsServices(tmp_path: Path) -> None:
     service, reactor = build("--no-proxy", "--trace", str(path))
     [(_, factory, _, _)] = reactor.tcpServers
     assert isinstance(factory, TracingFactory)
-    assert isinstance(factory.wrappedFactory.wrappedFactory, UppercaseFactory)
+    assert isinstance(factory.wrappedFactory, UppercaseFactory)
     [(_, protocol, _, _)] = reactor.udp
     assert protocol.tracer is factory.tracer
     [closer] = [s for s in service if isinstance(s, TracerService)]
@@ -278,7 +274,7 @@ def test_noTrace() -> None:
     """
     service, reactor = build("--no-proxy")
     assert not [s for s in service if isinstance(s, TracerService)]
-    assert isinstance(reactor.tcpServers[0][1], CountingTCPFactory)
+    assert isinstance(reactor.tcpServers[0][1], UppercaseFactory)
 
 
 @pytest.mark.parametrize(

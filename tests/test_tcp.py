@@ -4,17 +4,24 @@ Unit tests of the TCP uppercase service, L{caplab.tcp}, on in-memory transports.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.test import iosim
+from twisted.trial.unittest import TestCase
 
+from caplab.internals import DEFAULT_BUFFER, STREAM_BUFFER
 from caplab.tcp import UppercaseFactory, UppercaseProtocol
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40123)
@@ -230,7 +237,8 @@ def test_idleTimeoutCloses() -> None:
     what was written still reaches the peer) and logged.
     """
     clock = Clock()
-    protocol, transport = connect(UppercaseFactory(idleTimeout=300, clock=clock), None)
+    factory = UppercaseFactory(idleTimeout=300, clock=clock)
+    protocol, transport = connect(factory, None)
     clock.advance(299.9)
     assert not transport.disconnecting
     with capturedLogs() as events:
@@ -240,6 +248,11 @@ def test_idleTimeoutCloses() -> None:
     messages = [formatEvent(e) for e in events]
     assert messages == ["caplab tcp closing idle connection from 127.0.0.1:40123"]
     close(protocol, transport)
+    # Nothing is left to time the closed connection out: the factory's timer runs dry.
+    assert protocol not in factory.closing
+    with capturedLogs() as events:
+        clock.advance(protocol.abortTimeout)
+    assert events == [] and not transport.disconnected
     assert clock.getDelayedCalls() == []
 
 
@@ -302,12 +315,39 @@ def test_idleTimeoutAfterHalfClose() -> None:
 
 def test_connectionLostCancelsTimeout() -> None:
     """
-    Once the connection is gone no timeout is left scheduled.
+    Once the connection is gone nothing times it out, and once the factory's one timer has
+    run (and found nothing to do) nothing is left scheduled.
     """
     clock = Clock()
-    protocol, transport = connect(UppercaseFactory(idleTimeout=30, clock=clock))
+    factory = UppercaseFactory(idleTimeout=30, clock=clock)
+    protocol, transport = connect(factory)
     close(protocol, transport)
+    assert factory.idle is not None and protocol not in factory.idle
+    with capturedLogs() as events:
+        clock.advance(30)
+    assert events == [] and not transport.disconnecting
     assert clock.getDelayedCalls() == []
+
+
+def test_oneTimerForAllConnections() -> None:
+    """
+    The factory times all its connections out with one delayed call, not one each, and
+    each connection still closes after its own idle time.
+    """
+    clock = Clock()
+    factory = UppercaseFactory(idleTimeout=30, clock=clock)
+    connections = []
+    for _ in range(100):  # one every 0.25 s: deadlines 30, 30.25, ...
+        connections.append(connect(factory))
+        clock.advance(0.25)
+    assert len(clock.getDelayedCalls()) == 1
+    connections[0][0].dataReceived(b"still here")  # at 25: its deadline is 55 now
+    clock.advance(5.25)
+    assert not connections[0][1].disconnecting
+    assert connections[1][1].disconnecting and not connections[2][1].disconnecting
+    clock.advance(0.25)
+    assert connections[2][1].disconnecting and not connections[3][1].disconnecting
+    assert len(clock.getDelayedCalls()) == 2  # the idle timer and the closing one
 
 
 def test_defaultClockIsGlobalReactor() -> None:
@@ -375,3 +415,125 @@ def test_activeCountsConnections() -> None:
     for connection in connections:
         close(*connection)
     assert factory.active == 0
+
+
+def test_acceptedCountsConnections() -> None:
+    """
+    C{accepted} counts the connections the factory accepted, not the ones it refused (so
+    that metrics can read it at scrape time instead of counting on every connection).
+    """
+    factory = UppercaseFactory(maxConnections=2, clock=Clock())
+    first = connect(factory)
+    connect(factory)
+    with capturedLogs():
+        assert factory.buildProtocol(PEER) is None
+    close(*first)
+    connect(factory)
+    assert (factory.accepted, factory.refused) == (3, 1)
+
+
+class Collect(Protocol):
+    """
+    A client that collects what it receives and fires C{done} once it has C{want} bytes.
+    """
+
+    def __init__(self, want: int) -> None:
+        self.want = want
+        self.received = b""
+        self.done: Deferred[bytes] = Deferred()
+        self.lost: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if len(self.received) >= self.want and not self.done.called:
+            self.done.callback(self.received)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost.callback(None)
+
+
+class RealConnectionTests(TestCase):
+    """
+    The service on real loopback TCP connections.
+    """
+
+    timeout = 20
+
+    async def _exchange(self, payload: bytes) -> tuple[bytes, UppercaseProtocol]:
+        """
+        Send C{payload} on a new connection and return what comes back, and the server's
+        protocol; the connection is closed (both ends) when the test ends.
+        """
+        factory = UppercaseFactory(clock=Clock())
+        built: list[UppercaseProtocol] = []
+        closed: Deferred[None] = Deferred()
+        build = factory.buildProtocol
+
+        def buildProtocol(addr: Any) -> Any:
+            protocol = build(addr)
+            assert isinstance(protocol, UppercaseProtocol)
+            lost = protocol.connectionLost
+
+            def connectionLost(reason: Any = None) -> None:
+                lost(reason)
+                closed.callback(None)
+
+            protocol.connectionLost = connectionLost  # type: ignore[method-assign]
+            built.append(protocol)
+            return protocol
+
+        factory.buildProtocol = buildProtocol  # type: ignore[method-assign]
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        client = Collect(len(payload))
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        await connectProtocol(endpoint, client)
+
+        def close() -> Deferred[object]:
+            client.transport.loseConnection()  # type: ignore[union-attr]
+            return gatherResults([closed, client.lost])
+
+        self.addCleanup(close)
+        client.transport.write(payload)  # type: ignore[union-attr]
+        return await client.done, built[0]
+
+    async def test_streamingReadsLarger(self) -> None:
+        """
+        A connection that streams (a read fills Twisted's 64 KiB buffer) is read 128 KiB at
+        a time from then on, and every byte still comes back uppercased, in order.
+        """
+        payload = bytes(range(256)) * 4096  # 1 MiB
+        echoed, protocol = await self._exchange(payload)
+        self.assertEqual(echoed, payload.upper())
+        self.assertEqual(protocol.transport.bufferSize, STREAM_BUFFER)
+
+    async def test_shortExchangeKeepsDefault(self) -> None:
+        """
+        A connection that exchanges a sentence keeps Twisted's default read size.
+        """
+        echoed, protocol = await self._exchange(b"hi this is nitish\n")
+        self.assertEqual(echoed, b"HI THIS IS NITISH\n")
+        self.assertEqual(protocol.transport.bufferSize, DEFAULT_BUFFER)
+
+    async def test_sentBeforeAccept(self) -> None:
+        """
+        A client that sends its sentence and half-closes before the connection is even
+        accepted (C{nc -N}, the lab's client on a busy server) gets the whole reply and then
+        the end of the stream.
+        """
+        factory = UppercaseFactory(clock=Clock())
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+        self.addCleanup(client.close)
+        client.sendall(b"welcome to cn lab, &*!\n")
+        client.shutdown(socket.SHUT_WR)
+
+        def readAll() -> bytes:
+            chunks = []
+            while chunk := client.recv(65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        self.assertEqual(await deferToThread(readAll), b"WELCOME TO CN LAB, &*!\n")
+        self.assertEqual((factory.accepted, factory.active), (1, 0))

@@ -169,9 +169,12 @@ def test_datagramGrowthFallsBackToASCII() -> None:
 
 def test_streamTransformPicksMode() -> None:
     """
-    L{streamTransform} gives a fresh transform of the asked-for kind per call.
+    L{streamTransform} gives a transform of the asked-for kind: a fresh Unicode one per
+    call (it holds a split character), the one stateless ASCII one.
     """
     assert isinstance(streamTransform(False), ASCIIStream)
+    assert streamTransform(False).feed(b"a\xc3") == b"A\xc3"
+    assert streamTransform(False).flush() == b""
     first, second = streamTransform(True), streamTransform(True)
     assert isinstance(first, UnicodeStream)
     assert first is not second

@@ -220,15 +220,17 @@ class DrainTests(SynchronousTestCase):
         """
         clock = Clock()
         drain = Drain(clock, grace=10)
+        tcp, proxy = [1], [1]
+        drain.watch(lambda: tcp[0])
+        drain.watch(lambda: proxy[0])
         drain.startService()
-        drain.open = 2
         stopped = drain.stopService()
         self.assertNoResult(stopped)
-        drain.open -= 1
-        drain.check()
+        tcp[0] = 0
+        clock.advance(drain.interval)
         self.assertNoResult(stopped)
-        drain.open -= 1
-        drain.check()
+        proxy[0] = 0
+        clock.advance(drain.interval)
         self.successResultOf(stopped)
         self.assertEqual(clock.getDelayedCalls(), [])
 
@@ -238,13 +240,14 @@ class DrainTests(SynchronousTestCase):
         """
         clock = Clock()
         drain = Drain(clock, grace=10)
+        drain.watch(lambda: 1)
         drain.startService()
-        drain.open = 1
         stopped = drain.stopService()
-        clock.advance(9.9)
+        clock.pump([drain.interval] * 98)  # 9.8 s
         self.assertNoResult(stopped)
-        clock.advance(0.1)
+        clock.advance(0.25)
         self.successResultOf(stopped)
+        self.assertEqual(clock.getDelayedCalls(), [])
 
 
 class OptionTests(SynchronousTestCase):

@@ -21,7 +21,7 @@ One idea per module:
 Wiring (in the composition root), a single process::
 
     metrics = Metrics()
-    tcp = CountingTCPFactory(UppercaseFactory(...), metrics)
+    tcp = UppercaseFactory(...); metrics.watchTCPFactory(tcp)   # read at scrape time
     metrics.watchDatagramProtocol(udpProtocol)
     proxyFactory = ReceivedBytesFactory(ProxyFactory(settings, ...), metrics)
     settings.metrics = metrics
@@ -47,30 +47,24 @@ from caplab.metrics.admin import (
     LocalScrape,
     MetricsResource,
     adminNetworks,
+    adminResource,
 )
 from caplab.metrics.chart import rateChart
-from caplab.metrics.compat import (
-    Metrics,
-    StatsResource,
-    adminResource,
-    countReceivedBytes,
-    instrumentDatagramProtocol,
-    instrumentTCPFactory,
-    legacyStatusPage,
-)
 from caplab.metrics.directory import MetricsDirectory
 from caplab.metrics.figures import Figures, FiguresSource, LocalFigures, sourceOf, sums
 from caplab.metrics.history import RateHistory
-from caplab.metrics.instrument import (
-    CountingTCPFactory,
-    LatencyFetcher,
-    ReceivedBytesFactory,
-)
+from caplab.metrics.instrument import LatencyFetcher, ReceivedBytesFactory
 from caplab.metrics.offload import Offloader
 from caplab.metrics.operations import WorkersCacheAdmin
 from caplab.metrics.pages import StatsPage, StatusPage
 from caplab.metrics.publisher import WorkerPublisher
-from caplab.metrics.registry import KNOWN_METHODS, LATENCY_BUCKETS, CacheFigures, methodLabel
+from caplab.metrics.registry import (
+    KNOWN_METHODS,
+    LATENCY_BUCKETS,
+    CacheFigures,
+    Metrics,
+    methodLabel,
+)
 from caplab.metrics.shared import METRICS_ENVIRONMENT
 
 __all__ = [
@@ -79,7 +73,6 @@ __all__ = [
     "METRICS_ENVIRONMENT",
     "AdminSite",
     "CacheFigures",
-    "CountingTCPFactory",
     "Figures",
     "FiguresSource",
     "IScrapeSource",
@@ -93,16 +86,11 @@ __all__ = [
     "RateHistory",
     "ReceivedBytesFactory",
     "StatsPage",
-    "StatsResource",
     "StatusPage",
     "WorkerPublisher",
     "WorkersCacheAdmin",
     "adminNetworks",
     "adminResource",
-    "countReceivedBytes",
-    "instrumentDatagramProtocol",
-    "instrumentTCPFactory",
-    "legacyStatusPage",
     "methodLabel",
     "rateChart",
     "sourceOf",

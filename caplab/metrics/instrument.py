@@ -104,28 +104,6 @@ class ReceivedBytesFactory(WrappingFactory):
         return ReceivedBytesProtocol(protocol, self.metrics)
 
 
-class CountingTCPFactory(WrappingFactory):
-    """
-    Counts the connections the uppercase TCP factory it wraps accepts, and has C{metrics}
-    read its open ones (its C{active}) when asked.  Its protocols are the wrapped factory's
-    own: nothing stands in the data path.
-    """
-
-    noisy = False
-
-    def __init__(self, wrappedFactory: Any, metrics: Metrics) -> None:
-        super().__init__(wrappedFactory)
-        self.metrics = metrics
-        if hasattr(wrappedFactory, "active"):
-            metrics.watchTCPFactory(wrappedFactory)
-
-    def buildProtocol(self, addr: Any) -> Any:
-        protocol = self.wrappedFactory.buildProtocol(addr)
-        if protocol is not None:
-            self.metrics.tcpConnectionAccepted()
-        return protocol
-
-
 class LatencyFetcher:
     """
     An L{IFetcher} that times the fetcher it wraps: from the request to the response head,

@@ -134,6 +134,7 @@ class CacheFigures:
 
 class _Active(Protocol):
     active: int
+    accepted: int
 
 
 class _Received(Protocol):
@@ -282,12 +283,10 @@ class Metrics:
 
     def watchTCPFactory(self, factory: _Active) -> None:
         """
-        Read the open connections of an uppercase TCP factory (its C{active}) when asked.
+        Read the open and accepted connections of an uppercase TCP factory (its C{active}
+        and C{accepted}) when asked: nothing is added to its per-connection path.
         """
         self.tcpFactories.append(factory)
-
-    def tcpConnectionAccepted(self) -> None:
-        self.tcpConnections += 1
 
     def watchDatagramProtocol(self, protocol: _Received) -> None:
         """
@@ -345,7 +344,8 @@ class MetricsCollector:
         yield self._counter("cacheHits", m.cacheHits)
         yield self._counter("cacheMisses", m.cacheMisses)
         yield from self._cache()
-        yield self._counter("tcpConnections", m.tcpConnections)
+        accepted = sum(factory.accepted for factory in m.tcpFactories)
+        yield self._counter("tcpConnections", m.tcpConnections + accepted)
         yield GaugeMetricFamily(*FAMILIES["tcpActive"], value=sum(f.active for f in m.tcpFactories))
         yield self._counter("udpDatagrams", sum(p.received for p in m.udpProtocols))
         yield self._labelled("reloads", "result", m.reloadCounts.items())
