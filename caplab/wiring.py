@@ -32,11 +32,9 @@ from caplab.metrics import (
     METRICS_ENVIRONMENT,
     AdminSite,
     Figures,
-    LatencyFetcher,
     LocalScrape,
     MetricsDirectory,
     Offloader,
-    ReceivedBytesFactory,
     StatsPage,
     StatusPage,
     WorkerPublisher,
@@ -138,7 +136,7 @@ class ProxyParts:
     filterCounters: FilterCounters | None = None
     #: the options in force (a reload replaces them).
     options: Mapping[str, Any] = field(default_factory=dict)
-    #: the proxy's own factory (C{factory} counts the bytes it receives around it).
+    #: the proxy's own factory.
     server: Any = None
 
     def openConnections(self) -> int:
@@ -458,11 +456,10 @@ def buildProxy(
     )
     if parent is not None:
         connector = ChainingConnector(connector, policy.router, reactor)
-    forwarder = Forwarder(reactor, connector, timeout=timeout)
+    forwarder = Forwarder(reactor, connector, timeout=timeout, latency=metrics.upstreamLatency)
     upstream: IFetcher = forwarder
     if parent is not None:
         upstream = ChainingFetcher(forwarder, policy.router)
-    upstream = LatencyFetcher(upstream, metrics, reactor)
     cache = buildCache(options, upstream, reactor, metrics)
     settings = ProxySettings(
         fetcher=cache.fetcher if cache is not None else upstream,
@@ -492,7 +489,7 @@ def buildProxy(
     factory = ProxyFactory(settings, accessLog)
     settings.tunnels = TunnelOpener(connector, reactor, metrics)
     parts = ProxyParts(
-        ReceivedBytesFactory(factory, metrics),
+        factory,
         settings,
         forwarder.closeIdle,
         cache,

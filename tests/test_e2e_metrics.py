@@ -62,8 +62,8 @@ def total(samples: Samples, name: str) -> float:
 
 def test_processAndCacheFigures(origin: OriginProcess, tmp_path: Path) -> None:
     """
-    C{/metrics} exports the process's own figures (memory, CPU, open descriptors) and the
-    cache's hits, misses and stored bytes.
+    C{/metrics} exports the process's own figures (memory, CPU, open descriptors), the
+    cache's hits, misses and stored bytes, the bytes received and the upstream latency.
     """
     with runningProxy(origin, tmp_path, "--admin-endpoint", "tcp:0:interface=127.0.0.1") as proxy:
         assert isinstance(proxy.process, CaplabProcess)
@@ -76,6 +76,9 @@ def test_processAndCacheFigures(origin: OriginProcess, tmp_path: Path) -> None:
     assert samples[("caplab_cache_misses_total", ())] >= 1
     assert samples[("caplab_cache_hits_total", ())] >= 1
     assert samples[("caplab_cache_stored_bytes", ())] > 0
+    # Both requests' heads were counted as they arrived; the miss was timed at its origin.
+    assert samples[("caplab_proxy_received_bytes_total", ())] > 2 * len(url)
+    assert samples[("caplab_proxy_upstream_latency_seconds_count", ())] >= 1
     assert samples[("caplab_process_resident_memory_bytes", ())] > 1_000_000
     assert samples[("caplab_process_open_fds", ())] > 3
     assert ("caplab_process_cpu_seconds_total", ()) in samples

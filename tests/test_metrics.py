@@ -1,30 +1,21 @@
 """
-Tests for L{caplab.metrics.registry} and L{caplab.metrics.instrument}: the figures the
-services count, how they are exported, and the counting wrappers.
+Tests for L{caplab.metrics.registry}: the figures the services count, and how they are
+exported.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineReceiver
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from caplab.metrics.instrument import (
-    LatencyFetcher,
-    ReceivedBytesFactory,
-    ReceivedBytesProtocol,
-)
 from caplab.metrics.registry import CacheFigures, Metrics, methodLabel
 from caplab.tcp import UppercaseFactory
 from caplab.udp import UppercaseDatagramProtocol
@@ -262,88 +253,6 @@ class _HalfClosing(Protocol):
         self.events.append("write")
 
 
-class ReceivedBytesTests(SynchronousTestCase):
-    """
-    L{ReceivedBytesFactory} counts what the proxy's connections receive without standing in
-    their write path.
-    """
-
-    def test_counted(self) -> None:
-        """
-        Every byte a connection receives is counted, and still reaches the protocol, which
-        writes to the real transport.
-        """
-        metrics = Metrics()
-        factory = ReceivedBytesFactory(UppercaseFactory(clock=Clock()), metrics)
-        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        assert protocol is not None
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        self.assertIsInstance(protocol.wrapped.transport, StringTransport)
-        protocol.dataReceived(b"abc")
-        protocol.dataReceived(b"de")
-        self.assertEqual(transport.value(), b"ABCDE")
-        self.assertEqual(samples(metrics)[("caplab_proxy_received_bytes_total", ())], 5)
-        self.assertTrue(IProtocol.providedBy(protocol))
-
-    def test_replayedBytesCountedOnce(self) -> None:
-        """
-        Bytes a line receiver buffers and hands back to itself are counted once, when they
-        arrive: its own C{dataReceived} is not the counted one.
-        """
-        metrics = Metrics()
-        factory = ReceivedBytesFactory(Factory.forProtocol(_Pipelining), metrics)
-        protocol = factory.buildProtocol(None)
-        assert protocol is not None
-        protocol.makeConnection(StringTransport())
-        protocol.dataReceived(b"one\r\ntwo\r\nthree\r\n")
-        inner = protocol.wrapped
-        assert isinstance(inner, _Pipelining)
-        self.assertEqual(inner.lines, [b"one"])
-        inner.setLineMode(inner.buffered)
-        self.assertEqual(inner.lines, [b"one", b"two"])
-        self.assertEqual(samples(metrics)[("caplab_proxy_received_bytes_total", ())], 17)
-        self.assertNotIn("setLineMode", vars(inner))
-        self.assertNotIn("dataReceived", vars(inner))
-
-    def test_refusedConnectionCounted(self) -> None:
-        """
-        A connection the wrapped factory refuses is counted as refused.
-        """
-        metrics = Metrics()
-        factory = ReceivedBytesFactory(UppercaseFactory(maxConnections=0, clock=Clock()), metrics)
-        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000)))
-        self.assertEqual(samples(metrics)[("caplab_proxy_refused_connections_total", ())], 1)
-
-    def test_halfClosePassedOn(self) -> None:
-        """
-        Half-close notifications reach a protocol that takes them; a protocol that does not
-        is not made to look as if it did.
-        """
-        halfClosing = _HalfClosing()
-        counted = ReceivedBytesProtocol(halfClosing, Metrics())
-        self.assertTrue(IHalfCloseableProtocol.providedBy(counted))
-        counted.readConnectionLost()
-        counted.writeConnectionLost()
-        self.assertEqual(halfClosing.events, ["read", "write"])
-        self.assertFalse(
-            IHalfCloseableProtocol.providedBy(ReceivedBytesProtocol(Protocol(), Metrics()))
-        )
-
-    def test_connectionLostPassedOn(self) -> None:
-        """
-        The end of the connection reaches the wrapped protocol.
-        """
-        lost: list[Failure] = []
-        inner = Protocol()
-        inner.connectionLost = lost.append  # type: ignore[method-assign]
-        counted = ReceivedBytesProtocol(inner, Metrics())
-        reason = Failure(ValueError("gone"))
-        counted.connectionLost(reason)
-        self.assertEqual(lost, [reason])
-        self.assertEqual(counted.logPrefix(), "Protocol")
-
-
 class UppercaseServiceTests(SynchronousTestCase):
     """
     Counting for the uppercase services without changing them.
@@ -382,41 +291,3 @@ class UppercaseServiceTests(SynchronousTestCase):
         protocol.received = 2
         self.assertNotIn("datagramReceived", vars(protocol))
         self.assertEqual(samples(metrics)[("caplab_udp_datagrams_total", ())], 2)
-
-
-class LatencyFetcherTests(SynchronousTestCase):
-    """
-    L{LatencyFetcher} times the upstream response head.
-    """
-
-    def test_timed(self) -> None:
-        """
-        The time from the request to the response head lands in the histogram; a failure is
-        passed on untimed.
-        """
-        clock = Clock()
-        metrics = Metrics()
-        pending: list[Deferred[Any]] = []
-
-        class Inner:
-            def fetch(self, request: object, body: object) -> Deferred[Any]:
-                d: Deferred[Any] = Deferred()
-                pending.append(d)
-                return d
-
-        fetcher = LatencyFetcher(Inner(), metrics, clock)  # type: ignore[arg-type]
-        d = fetcher.fetch("request", None)  # type: ignore[arg-type]
-        clock.advance(0.3)
-        pending[0].callback("response")
-        self.assertEqual(self.successResultOf(d), "response")
-        failed = fetcher.fetch("request", None)  # type: ignore[arg-type]
-        pending[1].errback(ValueError("no"))
-        self.failureResultOf(failed, ValueError)
-        found = samples(metrics)
-        self.assertEqual(found[("caplab_proxy_upstream_latency_seconds_count", ())], 1)
-        self.assertEqual(
-            found[("caplab_proxy_upstream_latency_seconds_bucket", (("le", "0.25"),))], 0
-        )
-        self.assertEqual(
-            found[("caplab_proxy_upstream_latency_seconds_bucket", (("le", "0.5"),))], 1
-        )

@@ -15,7 +15,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from caplab.proxy.hooks import UpstreamResponse
-from tests.test_proxy_channel import Harness, Producer
+from tests.test_proxy_channel import CLIENT, Harness, Producer
 
 
 class Sink:
@@ -417,3 +417,25 @@ class FilterTests(Harness):
         )
         self.fetcher.answer(426, [(b"Content-Length", b"0")])
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 426 "))
+
+
+class MetricsTests(Harness):
+    """
+    What the proxy counts into its metrics itself, with nothing wrapped around it.
+    """
+
+    def test_receivedAndRefused(self) -> None:
+        """
+        Every byte a client sends is counted, the head and the body and a tunnel's alike;
+        a connection over the cap is counted as refused.
+        """
+        from caplab.metrics import Metrics
+
+        metrics = Metrics()
+        channel, transport = self.connect(metrics=metrics, maxConnections=1)
+        request = b"PUT http://h/ HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n"
+        channel.dataReceived(request)
+        channel.dataReceived(b"abc")
+        self.assertEqual(metrics.receivedTotal, len(request) + 3)
+        self.assertIsNone(self.factory.buildProtocol(CLIENT))
+        self.assertEqual(metrics.refusedTotal, 1)

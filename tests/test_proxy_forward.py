@@ -36,6 +36,7 @@ class FakeConnector:
         if self.failure is not None:
             return fail(self.failure)
         if self.pending is not None:
+            self.protocols.append(protocol)  # connected by the test, when it fires pending
             return self.pending
         protocol.makeConnection(StringTransport())
         self.protocols.append(protocol)
@@ -130,6 +131,23 @@ class ForwarderTests(SynchronousTestCase):
         response.deliverBody(sink)  # type: ignore[operator]
         protocol.dataReceived(b"llo")
         self.assertEqual((b"".join(sink.data), sink.done), (b"hello", True))
+
+    def test_latencyReported(self) -> None:
+        """
+        The time from the fetch to its response head, connecting included, is reported to
+        C{latency}.
+        """
+        seen: list[float] = []
+        self.forwarder.latency = seen.append
+        self.connector.pending = connecting = Deferred()
+        d, origin = self.fetch()
+        self.clock.advance(0.5)
+        origin.makeConnection(StringTransport())
+        connecting.callback(origin)
+        self.clock.advance(0.25)
+        origin.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.successResultOf(d)
+        self.assertEqual(seen, [0.75])
 
     def test_bodyWithHeadHandedOverWithIt(self) -> None:
         """

@@ -94,6 +94,21 @@ class ParseTargetTests(SynchronousTestCase):
                 parseTarget(uri)
             self.assertEqual(caught.exception.code, 400, uri)
 
+    def test_readAgain(self) -> None:
+        """
+        A target read again (from the bounded cache of recent targets) reads the same; a
+        websocket target with the same bytes still gets its http scheme, and a refused target
+        is refused every time, never remembered as good.
+        """
+        first = parseTarget(b"http://again.example/x")
+        self.assertEqual(parseTarget(b"http://again.example/x"), first)
+        self.assertEqual(parseTarget(b"ws://again.example/x", websocket=True).scheme, "http")
+        long = b"http://again.example/" + b"a" * 1000
+        self.assertEqual(parseTarget(long).path, b"/" + b"a" * 1000)
+        for _ in range(2):
+            with self.assertRaises(TargetError):
+                parseTarget(b"http://user@again.example/")
+
 
 class ParseAuthorityTests(SynchronousTestCase):
     """

@@ -7,6 +7,8 @@ reload.
 from __future__ import annotations
 
 import ipaddress
+import shutil
+import tempfile
 from typing import Any
 
 import pytest
@@ -163,7 +165,8 @@ class BuildTests(TempFiles, SynchronousTestCase):
         """
         C{--cache-dir} keeps the cache on disk.
         """
-        directory = self.mktemp()
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
         parts = build(parse("--cache-dir", directory), Reactor())
         assert parts.proxy is not None and parts.proxy.cache is not None
         self.assertIsInstance(parts.proxy.cache.store, DiskStore)

@@ -11,7 +11,6 @@ One idea per module:
     pages as C{IPage}s;
   - L{admin}: the admin site (C{/metrics}, C{POST /cache/purge}, C{POST /cache/flush}) and
     who may use it;
-  - L{instrument}: counting by wrapping factories, and the upstream latency fetcher;
   - L{shared}, L{publisher}, L{directory}: the C{--workers} metrics directory (its files;
     a worker's side; the supervisor's side), and L{operations}: the supervisor's purge and
     flush, passed on to every worker's cache through it;
@@ -23,9 +22,9 @@ Wiring (in the composition root), a single process::
     metrics = Metrics()
     tcp = UppercaseFactory(...); metrics.watchTCPFactory(tcp)   # read at scrape time
     metrics.watchDatagramProtocol(udpProtocol)
-    proxyFactory = ReceivedBytesFactory(ProxyFactory(settings, ...), metrics)
+    proxyFactory = ProxyFactory(settings, ...)   # counts into settings.metrics itself
     settings.metrics = metrics
-    fetcher = LatencyFetcher(forwarder, metrics, reactor)        # inside the cache
+    forwarder = Forwarder(..., latency=metrics.upstreamLatency)  # times each origin
     metrics.watchCache(lambda: CacheFigures(store.size, len(store)))
     source = LocalFigures(metrics)
     pages = {b"/": StatusPage(source, version, config), b"/stats": StatsPage(source)}
@@ -53,7 +52,6 @@ from caplab.metrics.chart import rateChart
 from caplab.metrics.directory import MetricsDirectory
 from caplab.metrics.figures import Figures, FiguresSource, LocalFigures, sourceOf, sums
 from caplab.metrics.history import RateHistory
-from caplab.metrics.instrument import LatencyFetcher, ReceivedBytesFactory
 from caplab.metrics.offload import Offloader
 from caplab.metrics.operations import WorkersCacheAdmin
 from caplab.metrics.pages import StatsPage, StatusPage
@@ -76,7 +74,6 @@ __all__ = [
     "Figures",
     "FiguresSource",
     "IScrapeSource",
-    "LatencyFetcher",
     "LocalFigures",
     "LocalScrape",
     "Metrics",
@@ -84,7 +81,6 @@ __all__ = [
     "MetricsResource",
     "Offloader",
     "RateHistory",
-    "ReceivedBytesFactory",
     "StatsPage",
     "StatusPage",
     "WorkerPublisher",

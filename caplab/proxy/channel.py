@@ -236,6 +236,9 @@ class CaplabProxy(Proxy):
     # Bytes in
 
     def dataReceived(self, data: bytes) -> None:
+        metrics = self.settings.metrics
+        if metrics is not None:
+            metrics.receivedTotal += len(data)
         relay = self.relay
         if relay is not None:
             relay.fromClient(data)

@@ -71,6 +71,9 @@ class ProxyFactory(ServerFactory):
     def buildProtocol(self, addr: IAddress | None) -> CaplabProxy | None:
         if len(self.channels) >= self.settings.maxConnections:
             self.refused += 1
+            metrics = self.settings.metrics
+            if metrics is not None:
+                metrics.connectionRefused()
             self.refusals.event(peer=describeAddress(addr), limit=self.settings.maxConnections)
             return None
         channel = CaplabProxy(self.settings)

@@ -9,6 +9,7 @@ the request head written in one piece and the response read from one buffer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from typing import Protocol as TypingProtocol
 
@@ -79,8 +80,14 @@ class Forwarder:
         maxIdlePerOrigin: int = 64,
         maxIdle: int = 1024,
         idleTimeout: float = 60.0,
+        latency: Callable[[float], None] | None = None,
     ) -> None:
+        """
+        @param latency: told how long each origin took to answer (from the fetch, connecting
+            included, to the response head), in seconds, for the metrics.
+        """
         self.clock = clock
+        self.latency = latency
         self.connector = connector
         self.timeout = timeout
         self.maxIdlePerOrigin = maxIdlePerOrigin
@@ -98,6 +105,8 @@ class Forwarder:
         Send C{request} (and stream C{body}) to its origin; fire with the response head.
         """
         transfer = Transfer(request, body, upstreamHead(request, body))
+        if self.latency is not None:
+            transfer.started = self.clock.seconds()
         d: Deferred[UpstreamResponse] = Deferred(lambda d: self._cancel(transfer))
         transfer.deferred = d
         self._send(transfer)

@@ -18,6 +18,7 @@ the body short, and the client's connection is then cut too: never a truncated b
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any
 from typing import Protocol as TypingProtocol
 
@@ -96,6 +97,7 @@ class Transfer:
         "response",
         "connection",
         "attempt",
+        "started",
     )
 
     def __init__(self, request: UpstreamRequest, body: IRequestBody | None, head: bytes):
@@ -111,6 +113,7 @@ class Transfer:
         self.response: UpstreamResponse | None = None
         self.connection: OriginConnection | None = None
         self.attempt: Deferred[Any] | None = None
+        self.started = 0.0
 
     def fail(self, error: UpstreamError) -> None:
         """
@@ -124,10 +127,13 @@ class Transfer:
 class ConnectionOwner(TypingProtocol):
     """
     What an L{OriginConnection} tells the pool that made it.
+
+    @ivar latency: told how long each response head took (None: nobody asks).
     """
 
     clock: IReactorTime
     timeout: float
+    latency: Callable[[float], None] | None
 
     def connectionIdle(self, connection: OriginConnection) -> None:
         """
@@ -374,6 +380,9 @@ class OriginConnection(Protocol):
                 self._failed(transfer, event)
 
     def _gotHead(self, transfer: Transfer, head: ResponseHead, body: list[bytes]) -> None:
+        latency = self.owner.latency
+        if latency is not None:
+            latency(self.owner.clock.seconds() - transfer.started)
         if not head.keepAlive:
             self._reusable = False
         if head.switched:

@@ -79,6 +79,13 @@ def parseHostPort(authority: bytes, defaultPort: int | None) -> tuple[str, int]:
     return host, port
 
 
+#: Targets read lately (most requests name a target that was named before), bounded in
+#: count and in the length of the targets kept: at most 4096 of up to 512 bytes.
+_targetCache: dict[bytes, Target] = {}
+_CACHED_TARGETS = 4096
+_CACHED_TARGET_LENGTH = 512
+
+
 def parseTarget(uri: bytes, websocket: bool = False) -> Target:
     """
     The L{Target} of an absolute-form request target (C{http://example.com:8080/a?b}).
@@ -87,6 +94,20 @@ def parseTarget(uri: bytes, websocket: bool = False) -> Target:
         C{http://} and C{https://}.
     @raise TargetError: 400 for a malformed target, 501 for a scheme other than http(s).
     """
+    cacheable = not websocket and len(uri) <= _CACHED_TARGET_LENGTH
+    if cacheable:
+        target = _targetCache.get(uri)
+        if target is not None:
+            return target
+    target = _parseTarget(uri, websocket)
+    if cacheable:
+        if len(_targetCache) >= _CACHED_TARGETS:
+            _targetCache.clear()
+        _targetCache[uri] = target
+    return target
+
+
+def _parseTarget(uri: bytes, websocket: bool) -> Target:
     scheme, sep, rest = uri.partition(b"://")
     if not sep:
         raise _bad("the request target must be an absolute URI (http://host/path)")

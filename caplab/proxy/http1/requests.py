@@ -175,6 +175,10 @@ def contentLength(values: list[bytes]) -> int | None:
     number, RFC 9110 section 8.6), or None if they are malformed, differ, or exceed
     L{MAX_LENGTH_DIGITS} digits.
     """
+    if len(values) == 1:
+        value = values[0]
+        if value.isdigit() and len(value) <= MAX_LENGTH_DIGITS:
+            return int(value)  # the common case: one plain number
     found: bytes | None = None
     for value in values:
         for item in value.split(b","):
