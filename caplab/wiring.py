@@ -498,6 +498,8 @@ def buildProxy(
         server=factory,
     )
     parts.filters = buildFilters(parts, policy, reactor)
+    if parts.filterCounters is not None:
+        metrics.watchFilters(parts.filterCounters)  # read at scrape time, zeros included
     settings.filters = parts.filters if anyFilter(options) else None
     return parts
 

@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from caplab.metrics.registry import CacheFigures, Metrics, methodLabel
+from caplab.proxy.filters.reporting import COUNTERS, FilterCounters
 from caplab.tcp import UppercaseFactory
 from caplab.udp import UppercaseDatagramProtocol
 
@@ -291,3 +292,80 @@ class UppercaseServiceTests(SynchronousTestCase):
         protocol.received = 2
         self.assertNotIn("datagramReceived", vars(protocol))
         self.assertEqual(samples(metrics)[("caplab_udp_datagrams_total", ())], 2)
+
+
+class FakeFilterCounters:
+    """
+    The filters' counters as L{Metrics.watchFilters} reads them: kind -> count.
+    """
+
+    def __init__(self, **counts: int) -> None:
+        self.counts = {what.replace("_", "-"): count for what, count in counts.items()}
+        self.snapshots = 0
+
+    def snapshot(self) -> dict[str, int]:
+        self.snapshots += 1
+        return dict(self.counts)
+
+
+class FilterEventsTests(SynchronousTestCase):
+    """
+    The content filters' events, C{caplab_filter_events_total} by C{what}.
+    """
+
+    def event(self, metrics: Metrics, what: str) -> float:
+        return samples(metrics)[("caplab_filter_events_total", (("what", what),))]
+
+    def test_notWatched(self) -> None:
+        """
+        Without a proxy (nothing watched) the family is not exported.
+        """
+        names = {name for name, _ in samples(Metrics())}
+        self.assertFalse([name for name in names if name.startswith("caplab_filter")], names)
+
+    def test_readWhenScraped(self) -> None:
+        """
+        The counts are read from the filters' own counters at each scrape, never pushed:
+        an event counted after L{Metrics.watchFilters} shows at the next scrape.
+        """
+        metrics = Metrics()
+        counters = FakeFilterCounters(cookies_dropped=2, rewrites=0)
+        metrics.watchFilters(counters)
+        self.assertEqual(counters.snapshots, 0)
+        self.assertEqual(self.event(metrics, "cookies-dropped"), 2)
+        self.assertEqual(self.event(metrics, "rewrites"), 0)
+        counters.counts["rewrites"] = 5
+        self.assertEqual(self.event(metrics, "rewrites"), 5)
+        created = ("caplab_filter_events_created", (("what", "rewrites"),))
+        self.assertEqual(samples(metrics)[created], metrics.created)
+
+    def test_everyKindFromTheStart(self) -> None:
+        """
+        Every kind the filters count is exported at 0 before its first event (so a
+        C{rate()} or an alert has a series from the first scrape), with a plugin's own
+        kinds beside them.
+        """
+        metrics = Metrics()
+        counters = FilterCounters()
+        metrics.watchFilters(counters)
+        found = samples(metrics)
+        exported = {
+            dict(labels)["what"]: value
+            for (name, labels), value in found.items()
+            if name == "caplab_filter_events_total"
+        }
+        self.assertEqual(exported, dict.fromkeys(COUNTERS, 0))
+        counters.add("tracking-parameters", 3)
+        counters.add("my-plugin-event")
+        self.assertEqual(self.event(metrics, "tracking-parameters"), 3)
+        self.assertEqual(self.event(metrics, "my-plugin-event"), 1)
+
+    def test_addedUp(self) -> None:
+        """
+        Two watched chains' counts add up by kind.
+        """
+        metrics = Metrics()
+        metrics.watchFilters(FakeFilterCounters(rewrites=1, gpc_sent=4))
+        metrics.watchFilters(FakeFilterCounters(rewrites=2))
+        self.assertEqual(self.event(metrics, "rewrites"), 3)
+        self.assertEqual(self.event(metrics, "gpc-sent"), 4)

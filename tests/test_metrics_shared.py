@@ -21,7 +21,7 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from caplab.metrics.directory import MetricsDirectory
-from caplab.metrics.figures import sums
+from caplab.metrics.figures import Figures, sums
 from caplab.metrics.offload import Offloader
 from caplab.metrics.publisher import WorkerPublisher
 from caplab.metrics.registry import Metrics
@@ -37,6 +37,7 @@ from caplab.metrics.shared import (
     readDirectory,
     workerFile,
 )
+from caplab.proxy.filters.reporting import COUNTERS, FilterCounters
 from caplab.workers import WorkerSupervisor
 from tests.test_workers import FakeProcessReactor, ended
 
@@ -374,6 +375,34 @@ class MetricsDirectoryTests(SynchronousTestCase):
         totals = sums(self.successResultOf(self.directory.scrape()))
         self.assertEqual(totals["caplab_proxy_requests_total"], 2)
         self.assertEqual(totals["caplab_proxy_active_connections"], 1)
+
+    def test_filterEvents(self) -> None:
+        """
+        The content filters' events travel like the other counters: the supervisor's
+        C{/metrics} and every worker's pages add them up by kind, and an ended worker's
+        stay counted.
+        """
+
+        def filtered(cookies: int) -> Callable[[Metrics], object]:
+            counters = FilterCounters()
+            counters.add("cookies-dropped", cookies)
+            return lambda metrics: metrics.watchFilters(counters)
+
+        self.publish(101, filtered(2))
+        self.publish(102, filtered(5))
+
+        def events(families: list[Metric]) -> dict[str, float]:
+            return Figures(families, [], 0.0, 0.0).byLabel("caplab_filter_events_total", "what")
+
+        found = events(self.successResultOf(self.directory.scrape()))
+        self.assertEqual(found, {**dict.fromkeys(COUNTERS, 0.0), "cookies-dropped": 7.0})
+        assert self.directory.path is not None
+        self.assertEqual(events(readDirectory(self.directory.path).families()), found)
+        self.successResultOf(self.directory.processEnded(101))
+        self.publish(103, filtered(1))
+        found = events(self.successResultOf(self.directory.scrape()))
+        self.assertEqual(found["cookies-dropped"], 8)
+        self.assertEqual(found["rewrites"], 0)
 
     def test_orderedAfterFolding(self) -> None:
         """

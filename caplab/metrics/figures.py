@@ -82,6 +82,19 @@ class Figures:
     def uptime(self) -> float:
         return max(self.now - self.started, 0.0)
 
+    def byLabel(self, name: str, label: str) -> dict[str, float]:
+        """
+        The values of sample C{name} by its label C{label}, added up over any other label
+        (e.g. the filters' events by C{what}).
+        """
+        found: dict[str, float] = {}
+        for family in self.families:
+            for sample in family.samples:
+                if sample.name == name and label in sample.labels:
+                    value = sample.labels[label]
+                    found[value] = found.get(value, 0.0) + sample.value
+        return found
+
     def requestsByStatus(self) -> list[tuple[str, str, int]]:
         """
         (method, status code, requests) for every pair seen, sorted.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -117,6 +117,12 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "caplab_reloads",
         "Reloads of the block/allow lists and auth file (SIGHUP), by result.",
     ),
+    "filterEvents": (
+        "caplab_filter_events",
+        "What the content filters did, by kind of event (what): tracking parameters, "
+        "Referers, cookies and header fields removed or changed, bodies rewritten, "
+        "elements blocked, bodies left untransformed and why.",
+    ),
 }
 
 
@@ -139,6 +145,10 @@ class _Active(Protocol):
 
 class _Received(Protocol):
     received: int
+
+
+class _Events(Protocol):
+    def snapshot(self) -> Mapping[str, int]: ...
 
 
 class Metrics:
@@ -187,6 +197,8 @@ class Metrics:
         self.tcpFactories: list[_Active] = []
         #: UDP protocols whose own count of received datagrams is read when asked.
         self.udpProtocols: list[_Received] = []
+        #: Counts of the content filters' events, read when asked (see L{watchFilters}).
+        self.filterEvents: list[_Events] = []
         #: Where the cache's figures are read when asked (see L{watchCache}).
         self.cacheFigures: Callable[[], CacheFigures] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -295,6 +307,20 @@ class Metrics:
         """
         self.udpProtocols.append(protocol)
 
+    # The content filters.
+
+    def watchFilters(self, events: _Events) -> None:
+        """
+        Read the content filters' counts of what they did (C{events.snapshot()}, kind ->
+        count, as L{caplab.proxy.filters.FilterCounters} has them) when asked: the filters
+        go on adding to their own counters, and nothing calls into the metrics per event.
+
+        Once watched, every kind the counters know is exported, zeros included, whether or
+        not a filter is configured now (a reload may switch filters on): see
+        L{MetricsCollector}.
+        """
+        self.filterEvents.append(events)
+
     # Operations.
 
     def reloaded(self, ok: bool) -> None:
@@ -349,6 +375,8 @@ class MetricsCollector:
         yield GaugeMetricFamily(*FAMILIES["tcpActive"], value=sum(f.active for f in m.tcpFactories))
         yield self._counter("udpDatagrams", sum(p.received for p in m.udpProtocols))
         yield self._labelled("reloads", "result", m.reloadCounts.items())
+        if m.filterEvents:
+            yield self._labelled("filterEvents", "what", self._filterEvents().items())
 
     def _counter(self, key: str, value: float) -> CounterMetricFamily:
         return CounterMetricFamily(*FAMILIES[key], value=value, created=self.metrics.created)
@@ -372,6 +400,18 @@ class MetricsCollector:
         latency.add_metric([], buckets, m.latencySum)
         latency.add_sample(latency.name + "_created", {}, m.created)
         return latency
+
+    def _filterEvents(self) -> dict[str, int]:
+        """
+        The watched filter counts added up, every kind they know included (at 0 before its
+        first event: a series that exists from the start is one Prometheus can take a
+        C{rate()} of, and an alert on it needs no C{absent()}).
+        """
+        counts: dict[str, int] = {}
+        for events in self.metrics.filterEvents:
+            for what, count in events.snapshot().items():
+                counts[what] = counts.get(what, 0) + count
+        return counts
 
     def _cache(self) -> Iterator[Metric]:
         m = self.metrics
