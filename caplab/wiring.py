@@ -32,6 +32,7 @@ from caplab.metrics import (
     METRICS_ENVIRONMENT,
     AdminSite,
     Figures,
+    FilterCard,
     LocalScrape,
     MetricsDirectory,
     Offloader,
@@ -47,6 +48,7 @@ from caplab.metrics.registry import CacheFigures, Metrics
 from caplab.proxy.accesslog import AccessLog, ThreadWriter
 from caplab.proxy.auth import AuthFileError, HtpasswdAuthenticator
 from caplab.proxy.filters import (
+    COUNTERS,
     FilterChain,
     FilterConfigError,
     FilterCounters,
@@ -483,7 +485,8 @@ def buildProxy(
         answeredBy = f"worker {worker.index} (pid {os.getpid()}) of {options['workers']}"
     figures = ServerFigures(metrics)
     config = configInForce(options, policy, cache)
-    settings.pages[b"/"] = StatusPage(figures, __version__, config, answeredBy)
+    filterCard = FilterCard(lambda: settings.filters is not None, COUNTERS)
+    settings.pages[b"/"] = StatusPage(figures, __version__, config, answeredBy, filters=filterCard)
     settings.pages[b"/stats"] = StatsPage(figures, answeredBy)
     settings.pages[b"/proxy.pac"] = policy.pac
     factory = ProxyFactory(settings, accessLog)

@@ -18,8 +18,18 @@ from twisted.trial.unittest import SynchronousTestCase
 from caplab.metrics.chart import niceCeiling, rateChart
 from caplab.metrics.figures import Figures, LocalFigures, WorkerFigures
 from caplab.metrics.history import RateHistory, seriesOf
-from caplab.metrics.pages import StatsPage, StatusPage, byteText, configText, uptimeText
+from caplab.metrics.pages import (
+    FilterCard,
+    StatsPage,
+    StatusPage,
+    byteText,
+    configText,
+    sampleName,
+    uptimeText,
+)
 from caplab.metrics.registry import CacheFigures, Metrics
+from caplab.metrics.shared import mergeFamilies
+from caplab.proxy.filters.reporting import COUNTERS, FilterCounters
 from caplab.proxy.hooks import PageRequest
 
 
@@ -323,6 +333,117 @@ class StatusPageTests(SynchronousTestCase):
         self.assertIn(
             '<tr class="self" data-pid="102"><td>2</td><td>102</td><td>0:02:03</td>', body
         )
+
+
+class FilterCardTests(SynchronousTestCase):
+    """
+    The status page's Filters card: what the content filters did, while they run.
+    """
+
+    def setUp(self) -> None:
+        self.metrics = Metrics()
+        self.counters = FilterCounters()
+        self.metrics.watchFilters(self.counters)
+        self.active = True
+        self.card = FilterCard(lambda: self.active, COUNTERS)
+        self.page = StatusPage(LocalFigures(self.metrics), "1", filters=self.card)
+
+    def shownRows(self, body: bytes) -> FigureRows:
+        """
+        The filter card's rows of a rendered page (the other cards' left out).
+        """
+        rows = rowsOf(body)
+        for table in (rows.values, rows.shown):
+            for metric in [m for m in table if not m.startswith("caplab_filter_")]:
+                del table[metric]
+        return rows
+
+    def exported(self) -> dict[str, float]:
+        """
+        The labelled filter samples of C{/metrics} as its text has them, C{name{labels}}
+        (the text before the value) -> value.
+        """
+        found = {}
+        for line in generate_latest(self.metrics.registry).decode().splitlines():
+            if line.startswith("caplab_filter_events_total{"):
+                sample, _, value = line.rpartition(" ")
+                found[sample] = float(value)
+        return found
+
+    def test_countsMatchMetrics(self) -> None:
+        """
+        A row per kind of event, in the filters' order, each named as C{/metrics} names its
+        sample (labels included) and showing its value; a plugin's kind follows, by its
+        label.
+        """
+        self.counters.add("cookies-dropped", 2)
+        self.counters.add("tracking-parameters", 1234)
+        self.counters.add("my-plugin-event")
+        body = self.page.render(get()).body
+        rows = self.shownRows(body)
+        exported = self.exported()
+        self.assertEqual(rows.values, exported)
+        self.assertEqual(len(rows.values), len(COUNTERS) + 1)
+        cookies = 'caplab_filter_events_total{what="cookies-dropped"}'
+        self.assertEqual(rows.shown[cookies], "2")
+        tracking = 'caplab_filter_events_total{what="tracking-parameters"}'
+        self.assertEqual(rows.shown[tracking], "1,234")
+        self.assertEqual(rows.shown['caplab_filter_events_total{what="rewrites"}'], "0")
+        text = body.decode()
+        self.assertIn('<section class="card" id="filters"><h2>Filters</h2>', text)
+        self.assertIn(f"<th>{COUNTERS['cookies-dropped']}</th><td>2</td>", text)
+        self.assertIn("<th>my-plugin-event</th><td>1</td>", text)
+        order = [text.index(f"what=&quot;{what}&quot;") for what in [*COUNTERS, "my-plugin-event"]]
+        self.assertEqual(order, sorted(order))
+
+    def test_onlyWhileFiltersRun(self) -> None:
+        """
+        No card when the proxy has no filters, nor while a reload has switched them off
+        (asked at each rendering); their counts stay in C{/metrics} all the same.
+        """
+        self.counters.add("rewrites")
+        self.assertIn('id="filters"', self.page.render(get()).body.decode())
+        self.active = False
+        self.assertNotIn('id="filters"', self.page.render(get()).body.decode())
+        self.assertEqual(self.exported()['caplab_filter_events_total{what="rewrites"}'], 1)
+        self.active = True
+        self.assertIn('id="filters"', self.page.render(get()).body.decode())
+        plain = StatusPage(LocalFigures(self.metrics), "1").render(get()).body.decode()
+        self.assertNotIn('id="filters"', plain)
+        self.assertNotIn("caplab_filter", plain)
+
+    def test_escaped(self) -> None:
+        """
+        A kind whose label needs escaping (a plugin's) is named as the Prometheus text
+        format escapes it, and shown as HTML escapes it.
+        """
+        what = 'odd "<kind>"\\'
+        self.counters.add(what, 3)
+        body = self.page.render(get()).body
+        self.assertEqual(self.shownRows(body).values, self.exported())
+        self.assertIn(sampleName("caplab_filter_events_total", {"what": what}), self.exported())
+        self.assertIn("<th>odd &quot;&lt;kind&gt;&quot;\\</th><td>3</td>", body.decode())
+        self.assertEqual(sampleName("caplab_x", {}), "caplab_x")
+
+    def test_wholeServer(self) -> None:
+        """
+        Under C{--workers} the card shows the whole server's counts (the families as added
+        up from every worker).
+        """
+        one, two = Metrics(), Metrics()
+        for metrics, count in ((one, 2), (two, 5)):
+            counters = FilterCounters()
+            counters.add("set-cookies-dropped", count)
+            metrics.watchFilters(counters)
+        families = mergeFamilies([list(one.registry.collect()), list(two.registry.collect())])
+
+        class Source:
+            def figures(self) -> Figures:
+                return Figures(families=families, rate=[], started=0.0, now=1.0)
+
+        page = StatusPage(Source(), "1", filters=self.card)
+        rows = rowsOf(page.render(get()).body)
+        self.assertEqual(rows.shown['caplab_filter_events_total{what="set-cookies-dropped"}'], "7")
 
 
 class StatsPageTests(SynchronousTestCase):

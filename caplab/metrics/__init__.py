@@ -26,8 +26,11 @@ Wiring (in the composition root), a single process::
     settings.metrics = metrics
     forwarder = Forwarder(..., latency=metrics.upstreamLatency)  # times each origin
     metrics.watchCache(lambda: CacheFigures(store.size, len(store)))
+    metrics.watchFilters(filterCounters)   # the content filters' events, read at scrape time
     source = LocalFigures(metrics)
-    pages = {b"/": StatusPage(source, version, config), b"/stats": StatsPage(source)}
+    card = FilterCard(lambda: settings.filters is not None, COUNTERS)   # while filters run
+    pages = {b"/": StatusPage(source, version, config, filters=card),
+             b"/stats": StatsPage(source)}
     offloader = Offloader(reactor)
     site = AdminSite(adminResource(LocalScrape(metrics, offloader), cacheAdmin),
                      adminNetworks(config["admin-allow"], config["allow"]), reactor)
@@ -54,7 +57,7 @@ from caplab.metrics.figures import Figures, FiguresSource, LocalFigures, sourceO
 from caplab.metrics.history import RateHistory
 from caplab.metrics.offload import Offloader
 from caplab.metrics.operations import WorkersCacheAdmin
-from caplab.metrics.pages import StatsPage, StatusPage
+from caplab.metrics.pages import FilterCard, StatsPage, StatusPage
 from caplab.metrics.publisher import WorkerPublisher
 from caplab.metrics.registry import (
     KNOWN_METHODS,
@@ -71,6 +74,7 @@ __all__ = [
     "METRICS_ENVIRONMENT",
     "AdminSite",
     "CacheFigures",
+    "FilterCard",
     "Figures",
     "FiguresSource",
     "IScrapeSource",

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from html import escape
 
@@ -127,8 +128,68 @@ def _row(label: str, figures: Figures, metric: str, text: str | None = None) -> 
     )
 
 
-def _card(title: str, rows: str) -> str:
-    return f'<section class="card"><h2>{escape(title)}</h2><table>\n{rows}</table></section>\n'
+def _labelValue(value: str) -> str:
+    """
+    A label value escaped as the Prometheus text format escapes it.
+    """
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def sampleName(metric: str, labels: Mapping[str, str]) -> str:
+    """
+    A labelled sample's name as the Prometheus text format writes it,
+    C{caplab_filter_events_total{what="rewrites"}}: what a labelled row's C{data-metric}
+    says, so that it can be looked up in C{/metrics} as it is.
+    """
+    if not labels:
+        return metric
+    pairs = ",".join(f'{name}="{_labelValue(value)}"' for name, value in sorted(labels.items()))
+    return f"{metric}{{{pairs}}}"
+
+
+def _card(title: str, rows: str, cardId: str | None = None) -> str:
+    attribute = f' id="{escape(cardId)}"' if cardId else ""
+    return (
+        f'<section class="card"{attribute}><h2>{escape(title)}</h2><table>\n{rows}</table>'
+        "</section>\n"
+    )
+
+
+#: The filters' events, by C{what}: the sample the status page's Filters card shows.
+FILTER_EVENTS = "caplab_filter_events_total"
+
+
+@dataclass(frozen=True)
+class FilterCard:
+    """
+    What the status page needs for its Filters card besides the figures.
+
+    @ivar active: whether content filters run now (asked at each rendering: a reload may
+        switch them on or off); the card is shown only while they do.
+    @ivar meanings: what each kind of event (the C{what} label) means, for a person, in
+        the order the card lists them; a kind it does not name (a plugin's) is listed
+        after them under its label.
+    """
+
+    active: Callable[[], bool]
+    meanings: Mapping[str, str] = field(default_factory=dict)
+
+    def render(self, figures: Figures) -> str:
+        """
+        The card: a row per kind of event with its count, named by the sample it shows
+        (C{data-metric}, labels included) and its exact value, as C{/metrics} has them.
+        """
+        counts = figures.byLabel(FILTER_EVENTS, "what")
+        kinds = [*self.meanings, *sorted(set(counts) - set(self.meanings))]
+        rows = []
+        for what in kinds:
+            value = counts.get(what, 0.0)
+            rows.append(
+                f'<tr data-metric="{escape(sampleName(FILTER_EVENTS, {"what": what}))}" '
+                f'data-value="{value:.17g}"><th>{escape(self.meanings.get(what, what))}</th>'
+                f"<td>{value:,.0f}</td></tr>\n"
+            )
+        return _card("Filters", "".join(rows), cardId="filters")
 
 
 def _answeredBy(worker: str | None) -> str:
@@ -162,8 +223,9 @@ def _refuse(request: PageRequest) -> PageResponse | None:
 
 class StatusPage:
     """
-    C{/}: version, uptime, connections, requests, tunnels, the cache, traffic, the request
-    rate, the configuration in force and (under C{--workers}) a row per worker.
+    C{/}: version, uptime, connections, requests, tunnels, the cache, traffic, what the
+    content filters did (while they run), the request rate, the configuration in force and
+    (under C{--workers}) a row per worker.
     """
 
     def __init__(
@@ -173,18 +235,21 @@ class StatusPage:
         config: Mapping[str, object] | None = None,
         worker: str | None = None,
         pid: int | None = None,
+        filters: FilterCard | None = None,
     ) -> None:
         """
         @param config: the configuration in force, option name -> value (never secrets).
         @param worker: under C{--workers}, which worker this is, for a person (C{"worker
             1 (pid 123) of 2"}).
         @param pid: this process's id, to mark its row among the workers'.
+        @param filters: the Filters card (None: the proxy has no content filters).
         """
         self.source = source
         self.version = version
         self.config = dict(config or {})
         self.worker = worker
         self.pid = os.getpid() if pid is None else pid
+        self.filters = filters
 
     def render(self, request: PageRequest) -> PageResponse:
         refused = _refuse(request)
@@ -196,6 +261,8 @@ class StatusPage:
         if self.worker:
             lead += f"; answered by {escape(self.worker)}"
         body = [_answeredBy(self.worker), '<div class="cards">\n', self._cards(figures)]
+        if self.filters is not None and self.filters.active():
+            body.append(self.filters.render(figures))
         body.append("</div>\n")
         body.append(_chart(figures))
         if figures.workers:
