@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel, formatEvent
 
-from caplab.ratelimit import LogThrottle
+from caplab.ratelimit import LogThrottle, LogThrottles
 
 
 def throttle(clock: Clock, events: list[dict[str, object]], **kwargs: object) -> LogThrottle:
@@ -77,7 +77,7 @@ def test_longBurst() -> None:
     clock.pump([1.0] * 12)
     counts = [e.get("count") for e in events if "count" in e]
     assert counts == [1, 19, 20, 20]
-    assert [e["burst"] for e in events if "burst" in e] == [60]
+    assert [e["burst"] for e in events if "duration" in e] == [60]
     limited.event(peer="y")
     assert lines(events)[-1] == "refused y: 1 in 2s, 61 so far"
 
@@ -122,4 +122,75 @@ def test_boundedAndCounted(gaps: list[float]) -> None:
     assert counted == len(gaps)
     stamps: list[float] = [e["at"] for e in events if "count" in e]  # type: ignore[misc]
     assert all(later - earlier >= 1.0 - 1e-9 for earlier, later in itertools.pairwise(stamps))
+    assert clock.getDelayedCalls() == []
+
+
+def test_repeatFormat() -> None:
+    """
+    With a C{repeat} format, the first line of a burst is the event's and the lines that
+    follow count the events held back (with the fields of the latest, the running count of
+    the burst and the interval); the summary ends the burst and the next one starts afresh.
+    """
+    clock, events = Clock(), []
+    limited = LogThrottle(
+        Logger(namespace="test", observer=events.append),
+        clock,
+        "test: {what} failed",
+        summary="test: failures: the burst is over, {burst} in all",
+        interval=10.0,
+        repeat="test: {what} failed ({count} times in the last {interval} s, "
+        "{burst} in this burst)",
+    )
+    for index in range(100):
+        limited.event(what=index)
+        clock.advance(0.25)
+    clock.advance(10)  # the last events' line
+    clock.advance(10)  # a quiet interval: the burst is over
+    limited.event(what="again")
+    assert lines(events) == [
+        "test: 0 failed",
+        "test: 39 failed (39 times in the last 10 s, 40 in this burst)",
+        "test: 79 failed (40 times in the last 10 s, 80 in this burst)",
+        "test: 99 failed (20 times in the last 10 s, 100 in this burst)",
+        "test: failures: the burst is over, 100 in all",
+        "test: again failed",
+    ]
+
+
+def test_repeatFlushedAtStop() -> None:
+    """
+    What L{LogThrottle.stop} logs of a burst under way is in the C{repeat} format.
+    """
+    clock, events = Clock(), []
+    limited = LogThrottle(
+        Logger(namespace="test", observer=events.append),
+        clock,
+        "refused {client} ({total} so far)",
+        interval=60.0,
+        repeat="refused {count} more in the last {interval}s ({total} so far)",
+    )
+    for client in "abc":
+        limited.event(client=client)
+    limited.stop()
+    assert lines(events) == ["refused a (1 so far)", "refused 2 more in the last 60s (3 so far)"]
+    assert clock.getDelayedCalls() == []
+
+
+def test_kindsApart() -> None:
+    """
+    L{LogThrottles} throttles each kind of event on its own, with the formats of the kind's
+    first call, and stops them all at once.
+    """
+    clock, events = Clock(), []
+    throttles = LogThrottles(Logger(namespace="test", observer=events.append), clock, 10.0)
+    for _ in range(50):
+        throttles.throttle("a", "a failed ({total} so far)", "a failed {burst} times").event()
+        throttles.throttle("b", "b failed ({total} so far)").event()
+    throttles.throttle("a", "another format").event()
+    assert lines(events) == ["a failed (1 so far)", "b failed (1 so far)"]
+    clock.advance(10)
+    assert lines(events)[2:] == ["a failed (51 so far)", "b failed (50 so far)"]
+    throttles.throttle("b", "b").event()
+    throttles.stop()
+    assert lines(events)[4:] == ["a failed 51 times", "b failed (51 so far)"]
     assert clock.getDelayedCalls() == []
