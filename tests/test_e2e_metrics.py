@@ -89,7 +89,8 @@ def test_statusPages(origin: OriginProcess, tmp_path: Path) -> None:
     """
     The status page and C{/stats} on the proxy's own port show the same figures as
     C{/metrics} (each row names its metric and value), with the rate chart's axes, and
-    refuse to be stored or to run anything but their own markup.
+    refuse to be stored or to run anything but their own markup; without content filters
+    the page has no Filters card.
     """
     with runningProxy(origin, tmp_path, "--admin-endpoint", "tcp:0:interface=127.0.0.1") as proxy:
         assert isinstance(proxy.process, CaplabProcess)
@@ -114,6 +115,12 @@ def test_statusPages(origin: OriginProcess, tmp_path: Path) -> None:
         ):
             assert float(rows[metric]) == total(before, metric.decode()), metric
         assert float(rows[b"caplab_proxy_requests_total"]) == 3
+        # No content filter: no Filters card, but their events are exported all the same
+        # (at 0), so that a series is there before the first (a reload may switch one on).
+        assert b'id="filters"' not in page
+        events = {k: v for k, v in before.items() if k[0] == "caplab_filter_events_total"}
+        assert (("what", "cookies-dropped"),) in {labels for _, labels in events}, before
+        assert set(events.values()) == {0}
         assert b">requests/s</text>" in page and b"time before now" in page
         code, _, stats = get(proxy.port, "/stats")
         assert code == 200

@@ -14,18 +14,24 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from html import unescape
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from caplab.proxy.filters.reporting import COUNTERS
 from tests.conftest import requireProgram
 from tests.support import WAIT, CaplabProcess
+from tests.test_e2e_metrics import get, scrape
+from tests.test_e2e_workers import adminSamples, waitFor, workerPids
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -327,3 +333,112 @@ def test_cacheHitTransformedPerClient(filtered: FilteredProxy) -> None:
     assert b"hit" in second.lower().split(b"cache-status:")[1].split(b"\r\n")[0]
     assert b"hit" in original.lower().split(b"cache-status:")[1].split(b"\r\n")[0]
     assert [r["uri"] for r in filtered.originLog()].count("/cached") == 1
+
+
+# --- what the filters did, on /metrics and the status page --------------------------------
+
+ADMIN = ["--admin-endpoint", "tcp:0:interface=127.0.0.1"]
+
+#: What a third-party request with tracking parameters, a Cookie and a cross-site Referer,
+#: answered with a Set-Cookie, makes the privacy rules count.
+PRIVACY_EVENTS = {
+    "tracking-parameters": 2,
+    "referers-reduced": 1,
+    "gpc-sent": 1,
+    "cookies-dropped": 1,
+    "set-cookies-dropped": 1,
+}
+
+
+def thirdPartyRequest(filtered: FilteredProxy) -> None:
+    done = filtered.curl(
+        "-D", "-",
+        "-H", "Referer: http://news.example/story.html",
+        "-H", "Cookie: uid=42",
+        path="/echo?utm_source=newsletter&id=3&fbclid=abc",
+    )  # fmt: skip
+    assert b"set-cookie" not in done.stdout.partition(b"\r\n\r\n")[0].lower()
+
+
+def filterEvents(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+    """
+    C{caplab_filter_events_total} of a scrape, by C{what}.
+    """
+    return {
+        dict(labels)["what"]: value
+        for (name, labels), value in samples.items()
+        if name == "caplab_filter_events_total"
+    }
+
+
+def filterCard(page: bytes) -> dict[str, float] | None:
+    """
+    The status page's Filters card, by C{what} (each row's C{data-metric} names its
+    sample as C{/metrics} does), or None if the page has no such card.
+    """
+    card = re.search(rb'<section class="card" id="filters">(.*?)</section>', page, re.DOTALL)
+    if card is None:
+        return None
+    rows = {}
+    for metric, value in re.findall(rb'data-metric="([^"]+)" data-value="([^"]+)"', card[1]):
+        found = re.fullmatch(
+            r'caplab_filter_events_total\{what="([^"]+)"\}', unescape(metric.decode())
+        )
+        assert found is not None, metric
+        rows[found[1]] = float(value)
+    return rows
+
+
+@pytest.mark.parametrize("filtered", [[*PRIVACY, *ADMIN]], indirect=True)
+def test_privacyCountedOnMetricsAndStatusPage(filtered: FilteredProxy) -> None:
+    """
+    What the privacy rules removed is counted in C{/metrics}
+    (C{caplab_filter_events_total{what=...}}, every kind there, at 0 if it did not happen),
+    and the status page's Filters card shows the same figures.
+    """
+    filtered.process.waitListening("admin")
+    admin = filtered.process.port("admin")
+    thirdPartyRequest(filtered)
+    events = filterEvents(scrape(admin))
+    assert events == {**dict.fromkeys(COUNTERS, 0), **PRIVACY_EVENTS}
+    code, _, page = get(filtered.proxyPort, "/")
+    assert code == 200
+    assert filterCard(page) == events
+    assert f"<th>{COUNTERS['set-cookies-dropped']}</th><td>1</td>".encode() in page
+
+
+@pytest.mark.parametrize("filtered", [["--workers", "2", *PRIVACY, *ADMIN]], indirect=True)
+def test_privacyCountedOverWorkers(filtered: FilteredProxy) -> None:
+    """
+    Under C{--workers} the counts are the whole server's: with each worker stopped in turn
+    while the other answers, the parent's C{/metrics} adds up both workers' (within a
+    second), and a worker's status page shows the same.
+    """
+    process = filtered.process
+    process.waitListening("admin")
+    for index in (1, 2):
+        process.waitForLine(rf"\[worker {index} pid \d+\] caplab proxy listening on ")
+    admin = process.port("admin")
+    pids = workerPids(process)
+    sent = 0
+    for frozen in (1, 2):
+        os.kill(pids[frozen], signal.SIGSTOP)
+        try:
+            for _ in range(3):
+                thirdPartyRequest(filtered)
+                sent += 1
+        finally:
+            os.kill(pids[frozen], signal.SIGCONT)
+    expected = {what: count * sent for what, count in PRIVACY_EVENTS.items()}
+
+    def counted() -> dict[str, float] | None:
+        events = filterEvents(adminSamples(admin))
+        return events if events == {**dict.fromkeys(COUNTERS, 0), **expected} else None
+
+    events = waitFor(counted, f"/metrics counting {sent} requests' privacy events")
+
+    def shown() -> bool:
+        code, _, page = get(filtered.proxyPort, "/")
+        return code == 200 and filterCard(page) == events
+
+    waitFor(shown, "the status page's Filters card showing the whole server's counts")

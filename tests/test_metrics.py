@@ -5,6 +5,8 @@ exported.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
@@ -16,7 +18,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from caplab.metrics.registry import CacheFigures, Metrics, methodLabel
+from caplab.metrics.registry import FAMILIES, CacheFigures, Metrics, methodLabel
 from caplab.proxy.filters.reporting import COUNTERS, FilterCounters
 from caplab.tcp import UppercaseFactory
 from caplab.udp import UppercaseDatagramProtocol
@@ -369,3 +371,22 @@ class FilterEventsTests(SynchronousTestCase):
         metrics.watchFilters(FakeFilterCounters(rewrites=2))
         self.assertEqual(self.event(metrics, "rewrites"), 3)
         self.assertEqual(self.event(metrics, "gpc-sent"), 4)
+
+
+class DocumentedTests(SynchronousTestCase):
+    """
+    README.rst's Metrics section keeps up with what is exported.
+    """
+
+    def test_everyFamilyAndFilterEvent(self) -> None:
+        """
+        Every family L{MetricsCollector} exports is in the README's table, and every kind
+        of filter event in the text that explains C{caplab_filter_events_total}.
+        """
+        readme = (Path(__file__).resolve().parent.parent / "README.rst").read_text()
+        for name, _ in FAMILIES.values():
+            self.assertIn(f"``{name}", readme)
+        explained = readme.split("``caplab_filter_events_total`` has one series", 1)[1]
+        explained = explained.split("\n\n", 1)[0]
+        for what in COUNTERS:
+            self.assertIn(f"``{what}``", explained)
