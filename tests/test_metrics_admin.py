@@ -197,7 +197,7 @@ class AccessTests(AdminTests):
         lines = [e["log_format"] for e in events if e.get("log_namespace") == "caplab.admin"]
         self.assertEqual(len(lines), 2, lines)
         self.assertIn("refused {client}", lines[0])
-        self.assertIn("refused {held} more", lines[1])
+        self.assertIn("refused {count} more", lines[1])
 
     def test_allowedElsewhere(self) -> None:
         """

@@ -32,9 +32,9 @@ from caplab.metrics.offload import IOffloader
 from caplab.metrics.operations import NoCache
 from caplab.metrics.process import processFamilies
 from caplab.metrics.registry import Metrics
-from caplab.metrics.throttle import ThrottledWarning
 from caplab.proxy.hooks import ICacheAdmin
 from caplab.proxy.target import TargetError, parseTarget
+from caplab.ratelimit import LogThrottle
 
 log = Logger(namespace="caplab.admin")
 
@@ -438,12 +438,14 @@ class AdminSite(Site):
             from twisted.internet import reactor
         super().__init__(resource, timeout=timeout, reactor=reactor)
         self.allow = tuple(allow)
-        self.refusals = ThrottledWarning(
+        self.refusals = LogThrottle(
             log,
             reactor,
             "caplab admin: refused {client}: not in the admin networks (--admin-allow) "
             "({total} refused so far)",
-            "caplab admin: refused {held} more clients in the last {interval}s ({total} so far)",
+            interval=60.0,
+            repeat="caplab admin: refused {count} more clients in the last {interval}s "
+            "({total} so far)",
         )
 
     def getResourceFor(self, request: Request) -> Resource:

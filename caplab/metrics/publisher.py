@@ -35,8 +35,8 @@ from caplab.metrics.shared import (
     workerFile,
     writeJSON,
 )
-from caplab.metrics.throttle import ThrottledWarning
 from caplab.proxy.hooks import ICacheAdmin
+from caplab.ratelimit import LogThrottle
 
 
 class WorkerPublisher(Service):
@@ -83,11 +83,12 @@ class WorkerPublisher(Service):
         self._families: list[Metric] = []
         self._loop: LoopingCall | None = None
         self._shutdownTrigger: Any = None
-        self._problems = ThrottledWarning(
+        self._problems = LogThrottle(
             self.log,
             reactor,
             "caplab metrics: cannot share this worker's figures in {directory}: {error}",
-            "caplab metrics: {held} more failures to share figures in the last {interval}s",
+            interval=60.0,
+            repeat="caplab metrics: {count} more failures to share figures in the last {interval}s",
         )
         metrics.shared = directory
         metrics.server = self
