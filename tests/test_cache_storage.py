@@ -796,7 +796,7 @@ class WriteFailureLogTests(SynchronousTestCase):
         def full(function: Callable[[], Any]) -> Deferred[Any]:
             return fail(OSError(errno.ENOSPC, "No space left on device"))
 
-        s = DiskStore(directory, callLater=clock.callLater, runInThread=full)
+        s = DiskStore(directory, runInThread=full, clock=clock)
         with capturedLogs() as events:
             for i in range(500):
                 self.assertIsNone(store(s, head(f"http://e/{i}"), b"x"))

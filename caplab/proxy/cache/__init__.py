@@ -12,6 +12,5 @@ The proxy's RFC 9111 shared HTTP cache.
   - L{caplab.proxy.cache.fetcher}: the L{caplab.proxy.hooks.IFetcher} that puts them together,
     with L{caplab.proxy.cache.collapsing} (request collapsing) and
     L{caplab.proxy.cache.sinks} (tee into the store, byte ranges);
-  - L{caplab.proxy.cache.ratelimit}: rate-limited log lines;
   - L{caplab.proxy.cache.options}: the command-line options.
 """

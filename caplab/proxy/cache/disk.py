@@ -32,13 +32,13 @@ from hashlib import sha256
 from typing import Any, BinaryIO, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from caplab.proxy.cache.bodies import BLOCK, Blocks, ChunkProducer, CorruptEntry, NoProducer
 from caplab.proxy.cache.entries import DiskEntry, EntryHead, StoredEntry
-from caplab.proxy.cache.ratelimit import RateLimitedLog
 from caplab.proxy.cache.storage import MAX_VARIANTS, IBody, IEntryWriter, StoreIndex
 from caplab.proxy.hooks import IBodySink
+from caplab.ratelimit import LogThrottle
 
 T = TypeVar("T")
 
@@ -71,8 +71,10 @@ class DiskStore(StoreIndex):
     """
     Entries in files under C{directory}, bounded in bytes, kept across restarts.
 
+    @param callLater: schedules the reads of a stored body (C{clock}'s if None).
     @param runInThread: runs a blocking function (fsync, rename, rewrite) off the reactor
         thread and returns a Deferred of its result.
+    @param clock: times the log lines about failed writes (the reactor if None).
     @ivar writeFailures: the rate-limited log of failed writes (a full disk fails every
         response that would be stored: one line per L{WRITE_LOG_INTERVAL}, with a count).
     """
@@ -85,17 +87,24 @@ class DiskStore(StoreIndex):
         callLater: Callable[..., IDelayedCall] | None = None,
         runInThread: Callable[[Callable[[], Any]], Deferred[Any]] = deferToReactorThread,
         maxVariants: int = MAX_VARIANTS,
+        clock: IReactorTime | None = None,
     ) -> None:
         super().__init__(maxSize, maxObjectSize, maxVariants)
-        if callLater is None:
+        if clock is None:
             from twisted.internet import reactor
 
-            callLater = reactor.callLater
-        self.callLater = callLater
+            clock = reactor
+        self.callLater = clock.callLater if callLater is None else callLater
         self.directory = os.path.abspath(directory)
         self.runInThread = runInThread
-        self.writeFailures = RateLimitedLog(
-            self.log, callLater, "cache: failed writes", WRITE_LOG_INTERVAL
+        self.writeFailures = LogThrottle(
+            self.log,
+            clock,
+            "cache: could not store {uri} in {directory}: {error}",
+            summary="cache: failed writes: the burst is over, {burst} in all",
+            interval=WRITE_LOG_INTERVAL,
+            repeat="cache: could not store {uri} in {directory}: {error} "
+            "({count} times in the last {interval} s, {burst} in this burst)",
         )
         self._counter = 0
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
@@ -206,8 +215,7 @@ class DiskStore(StoreIndex):
         """
         A write failed (disk full, permissions ...): rate-limited, one line per interval.
         """
-        self.writeFailures.emit(
-            "cache: could not store {uri} in {directory}: {error}",
+        self.writeFailures.event(
             uri=uri,
             directory=self.directory,
             error=_describe(error),

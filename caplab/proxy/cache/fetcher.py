@@ -47,7 +47,6 @@ from twisted.python.failure import Failure
 from caplab.proxy.cache import partial, ranges, rules
 from caplab.proxy.cache.collapsing import Flight, Waiter
 from caplab.proxy.cache.entries import EntryHead, StoredEntry
-from caplab.proxy.cache.ratelimit import RateLimitedLog
 from caplab.proxy.cache.replies import CONDITIONS, DIRECTIVES, RANGE, fromPart, fromStore, scan
 from caplab.proxy.cache.rules import NO_REQUEST_RULES, Decision, EntryRules, RequestRules
 from caplab.proxy.cache.sinks import Discard, TeeSink
@@ -61,6 +60,7 @@ from caplab.proxy.hooks import (
     UpstreamRequest,
     UpstreamResponse,
 )
+from caplab.ratelimit import LogThrottle
 
 #: Fields of a response not stored (recomputed on a hit: age, framing, the range).
 _NOT_STORED = frozenset({b"age", b"content-length", b"transfer-encoding", b"content-range"})
@@ -99,11 +99,25 @@ class CachingFetcher:
         self._flights: dict[str, Flight] = {}
         self._revalidating: set[str] = set()
         # an unreachable origin fails every request that comes: one line a minute, counted
-        self._staleServed = RateLimitedLog(
-            self.log, clock.callLater, "cache: stale responses served", level=LogLevel.info
+        self._staleServed = LogThrottle(
+            self.log,
+            clock,
+            "cache: {uri} served stale: the origin is unreachable ({error})",
+            summary="cache: stale responses served: the burst is over, {burst} in all",
+            interval=60.0,
+            level=LogLevel.info,
+            repeat="cache: {uri} served stale: the origin is unreachable ({error}) "
+            "({count} times in the last {interval} s, {burst} in this burst)",
         )
-        self._backgroundFailed = RateLimitedLog(
-            self.log, clock.callLater, "cache: failed background revalidations", level=LogLevel.info
+        self._backgroundFailed = LogThrottle(
+            self.log,
+            clock,
+            "cache: background revalidation of {uri} failed: {why}",
+            summary="cache: failed background revalidations: the burst is over, {burst} in all",
+            interval=60.0,
+            level=LogLevel.info,
+            repeat="cache: background revalidation of {uri} failed: {why} "
+            "({count} times in the last {interval} s, {burst} in this burst)",
         )
 
     # The operators' seam (ICacheAdmin)
@@ -603,8 +617,7 @@ class CachingFetcher:
         status = f"{self.name}; fwd=stale; ttl={ttl}; detail=origin-unreachable"
         stale = fromStore(self.store, entry, request, now, status, scan(request.headers))
         if stale is not None:
-            self._staleServed.emit(
-                "cache: {uri} served stale: the origin is unreachable ({error})",
+            self._staleServed.event(
                 uri=request.target.uri,
                 error=reason.value,
             )
@@ -639,8 +652,7 @@ class CachingFetcher:
             stored.deliverBody(Discard())
 
         def failed(reason: Failure) -> None:
-            self._backgroundFailed.emit(
-                "cache: background revalidation of {uri} failed: {why}",
+            self._backgroundFailed.event(
                 uri=request.target.uri,
                 why=reason.getErrorMessage(),
             )
