@@ -11,14 +11,15 @@ import zlib
 from typing import Any
 
 import brotli
-from twisted.logger import LogLevel, capturedLogs
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from caplab.proxy.filters.chain import MAX_WINDOW, FilterChain, ReloadableFilterChain
 from caplab.proxy.filters.config import buildChain, parseFilterConfig
 from caplab.proxy.filters.hosts import HostSelector
 from caplab.proxy.filters.interfaces import ResponseFilter, ResponseHead
-from caplab.proxy.filters.reporting import FilterCounters, RateLimitedLog
+from caplab.proxy.filters.reporting import LOG_INTERVAL, FilterCounters, filterLog
 from caplab.proxy.hooks import Headers, UpstreamRequest
 from caplab.proxy.policy import HostList, HostPolicy
 from tests.test_filters_support import makeRequest, makeResponse, receive, splitAt
@@ -118,8 +119,7 @@ class TransformedResponseTests(SynchronousTestCase):
         A body that is not the gzip it claims ends incomplete, is counted and logged in one
         line.
         """
-        log = RateLimitedLog(lambda: 0.0)
-        filters = chain(log=log)
+        filters = chain(log=filterLog(Clock()))
         response, source = makeResponse(
             [*HTML, (b"Content-Encoding", b"gzip")], [b"not gzip at all"]
         )
@@ -283,37 +283,57 @@ class FailingFilterTests(SynchronousTestCase):
     def test_failingFiltersAreSkipped(self) -> None:
         """
         A filter that raises, or declares too large a window, is skipped for that message
-        and logged (rate-limited); the others still run.
+        and logged, rate-limited: its first failure at once, those of the next
+        L{LOG_INTERVAL} seconds in one line, and a summary once it stops failing; the
+        others still run.
         """
-        now = [0.0]
-        log = RateLimitedLog(lambda: now[0], interval=10)
         everything = HostSelector(["*"])
         base = chain({"response-header": ["* add X-Other: 1"]})
         for where in ("head", "body", "window"):
+            clock = Clock()
             filters = FilterChain(
                 [(everything, Exploding(where))],
                 [(everything, Exploding(where)), *base.responseFilters],
-                log=log,
+                log=filterLog(clock),
             )
             response, _ = makeResponse(HTML, [PAGE])
             with capturedLogs() as events:
                 filtered = filters.filterResponse(makeRequest(), response)
-                now[0] += 11
+                filters.filterRequest(makeRequest(), "c")  # within the interval: held back
                 filters.filterRequest(makeRequest(), "c")
-                filters.filterRequest(makeRequest(), "c")  # within the interval: not logged
-                now[0] += 11
+                clock.advance(LOG_INTERVAL)
+                clock.advance(LOG_INTERVAL)
             self.assertIn((b"X-Other", b"1"), filtered.headers)
             self.assertIs(filtered.deliverBody, response.deliverBody)
-            self.assertEqual(len(events), 2, where)
-            self.assertIn("exploding", events[0]["log_format"].format(**events[0]))
+            lines = [formatEvent(event) for event in events]
+            self.assertEqual(len(lines), 3, (where, lines))
+            self.assertIn("caplab filter exploding failed on a response", lines[0])
+            self.assertIn("and was skipped", lines[0])
+            self.assertIn(
+                "caplab filter exploding failed 2 times in the last 10s, the latest on a "
+                "request: KeyError: 'boom' (3 so far)",
+                lines[1],
+            )
+            self.assertEqual(lines[2], "caplab filter exploding failed 3 times in 0s (3 so far)")
+            self.assertEqual(clock.getDelayedCalls(), [])
 
-    def test_logIsRateLimited(self) -> None:
-        log = RateLimitedLog(lambda: 5.0, interval=10)
+    def test_filtersApart(self) -> None:
+        """
+        The failures of one filter do not hide another's: each is logged at once.
+        """
+
+        class Other(Exploding):
+            name = "other"
+
+        everything = HostSelector(["*"])
+        filters = FilterChain(
+            [(everything, Exploding("head")), (everything, Other("head"))],
+            log=filterLog(Clock()),
+        )
         with capturedLogs() as events:
             for _ in range(100):
-                log.warn("kind", "something {x}", x=1)
-        self.assertEqual(len(events), 1)
-        self.assertEqual(events[0]["count"], 1)
+                filters.filterRequest(makeRequest(), "c")
+        self.assertEqual([event["name"] for event in events], ["exploding", "other"])
 
 
 class ReloadTests(SynchronousTestCase):

@@ -11,7 +11,7 @@ Content filters around the cache: the proxy changes what passes through, as it s
     - the built-in filters: L{headerrules}, L{privacy}, L{rewrite} (with L{substitute},
       L{regexwidth}, L{text}), L{elements} (with L{urlhost});
     - L{fields}, L{coding}, L{hosts}, L{reporting}: header fields, content codings, host
-      patterns, counters and rate-limited logs.
+      patterns, counters and the log of failures.
 """
 
 from caplab.proxy.filters.chain import FilterChain, ReloadableFilterChain
@@ -29,7 +29,7 @@ from caplab.proxy.filters.interfaces import (
     ResponseFilter,
     ResponseHead,
 )
-from caplab.proxy.filters.reporting import COUNTERS, FilterCounters, RateLimitedLog
+from caplab.proxy.filters.reporting import COUNTERS, FilterCounters, RateLimitedLog, filterLog
 
 __all__ = [
     "COUNTERS",
@@ -45,6 +45,7 @@ __all__ = [
     "ResponseFilter",
     "ResponseHead",
     "buildChain",
+    "filterLog",
     "parseFilterConfig",
     "tableFromOptions",
 ]

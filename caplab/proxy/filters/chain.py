@@ -51,9 +51,10 @@ from caplab.proxy.filters.interfaces import (
     ITransform,
     ResponseHead,
 )
-from caplab.proxy.filters.reporting import FilterCounters, RateLimitedLog
+from caplab.proxy.filters.reporting import FilterCounters
 from caplab.proxy.filters.stream import TransformSink
 from caplab.proxy.hooks import IBodySink, UpstreamRequest, UpstreamResponse
+from caplab.ratelimit import LogThrottles
 
 #: The most bytes a transform may declare it holds back; one that declares more is not used.
 MAX_WINDOW = 1 << 20
@@ -72,12 +73,13 @@ class FilterChain:
         requestFilters: Sequence[tuple[HostSelector, IRequestFilter]] = (),
         responseFilters: Sequence[tuple[HostSelector, IResponseFilter]] = (),
         counters: FilterCounters | None = None,
-        log: RateLimitedLog | None = None,
+        log: LogThrottles | None = None,
         callLater: Callable[..., Any] | None = None,
         summary: str = "",
     ) -> None:
         """
-        @param log: where failures go (a broken body, a failing plugin); None: nowhere.
+        @param log: where failures go (a broken body, a failing plugin: see
+            L{caplab.proxy.filters.reporting.filterLog}); None: nowhere.
         @param callLater: C{reactor.callLater}, so a transformed body gives the reactor back
             now and then; None: never.
         @param summary: what the chain holds, for the log (L{describe}).
@@ -176,12 +178,13 @@ class FilterChain:
         def onError(reason: str) -> None:
             counters.add("broken-bodies")
             if self.log is not None:
-                self.log.warn(
+                self.log.throttle(
                     "broken-body",
-                    "caplab filters cut off the body of {uri}: {reason}",
-                    uri=uri,
-                    reason=reason,
-                )
+                    "caplab filters cut off the body of {uri}: {reason} ({total} so far)",
+                    summary="caplab filters cut off {burst} bodies in {duration}s ({total} so far)",
+                    repeat="caplab filters cut off {count} bodies in the last {interval}s, "
+                    "the latest of {uri}: {reason} ({total} so far)",
+                ).event(uri=uri, reason=reason)
 
         def deliverBody(sink: IBodySink) -> None:
             original(TransformSink(sink, transforms, decoding, onError, callLater))
@@ -213,13 +216,13 @@ class FilterChain:
     def _failed(self, failing: object, what: str, error: Exception) -> None:
         name = getattr(failing, "name", failing.__class__.__name__)
         if self.log is not None:
-            self.log.warn(
+            self.log.throttle(
                 f"filter-{name}",
-                "caplab filter {name} failed on {what} and was skipped: {error}",
-                name=name,
-                what=what,
-                error=f"{error.__class__.__name__}: {error}",
-            )
+                "caplab filter {name} failed on {what} and was skipped: {error} ({total} so far)",
+                summary="caplab filter {name} failed {burst} times in {duration}s ({total} so far)",
+                repeat="caplab filter {name} failed {count} times in the last {interval}s, "
+                "the latest on {what}: {error} ({total} so far)",
+            ).event(name=name, what=what, error=f"{error.__class__.__name__}: {error}")
 
 
 class ReloadableFilterChain:

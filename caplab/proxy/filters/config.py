@@ -52,9 +52,10 @@ from caplab.proxy.filters.privacy import (
     parsePrivacyParts,
     publicSuffixList,
 )
-from caplab.proxy.filters.reporting import FilterCounters, RateLimitedLog
+from caplab.proxy.filters.reporting import FilterCounters
 from caplab.proxy.filters.rewrite import DEFAULT_WINDOW, RewriteFilter, RewriteRule, parseRewrite
 from caplab.proxy.hooks import IHostPolicy
+from caplab.ratelimit import LogThrottles
 
 #: The keys of the C{[filters]} table.
 KEYS = frozenset(
@@ -268,7 +269,7 @@ def buildChain(
     config: FilterConfig,
     policy: IHostPolicy | None = None,
     counters: FilterCounters | None = None,
-    log: RateLimitedLog | None = None,
+    log: LogThrottles | None = None,
     callLater: Callable[..., Any] | None = None,
     findPlugins: Callable[[], list[EntryPoint]] | None = None,
 ) -> FilterChain:

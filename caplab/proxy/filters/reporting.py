@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+
+from caplab.ratelimit import LogThrottles
+
+#: Seconds between two log lines about one kind of failure.
+LOG_INTERVAL = 10.0
 
 #: The counters, with what each counts (the status page shows these texts).
 COUNTERS = {
@@ -49,31 +55,21 @@ class FilterCounters:
         return dict(self.counts)
 
 
-class RateLimitedLog:
+def filterLog(clock: IReactorTime) -> LogThrottles:
     """
-    Logs a kind of event at most once per C{interval} seconds, with the number of events
-    of that kind so far.
+    Where the filters' failures are logged: one throttle per kind (broken bodies, each
+    failing filter), at most one line per L{LOG_INTERVAL} seconds of each.
     """
+    return LogThrottles(Logger(namespace="caplab.proxy.filters"), clock, LOG_INTERVAL)
 
-    log = Logger(namespace="caplab.proxy.filters")
 
-    def __init__(self, seconds: Callable[[], float], interval: float = 10.0) -> None:
-        """
-        @param seconds: the clock (C{reactor.seconds}).
-        """
-        self.seconds = seconds
-        self.interval = interval
-        self._next: dict[str, float] = {}
-        self._counts: dict[str, int] = {}
+def RateLimitedLog(seconds: Callable[[], float]) -> LogThrottles:
+    """
+    Transitional, for L{caplab.wiring} only (C{RateLimitedLog(reactor.seconds)}): the
+    L{filterLog} of the global reactor, which is the wiring's (C{seconds} is not used: a
+    reactor's is a plain function, which does not say whose it is).  Remove once the wiring
+    calls C{filterLog(reactor)}.
+    """
+    from twisted.internet import reactor
 
-    def warn(self, kind: str, format: str, **fields: object) -> None:
-        """
-        Log C{format} with C{fields} (plus C{count}, the events of this C{kind} so far)
-        unless a line of this kind was logged less than C{interval} seconds ago.
-        """
-        count = self._counts[kind] = self._counts.get(kind, 0) + 1
-        now = self.seconds()
-        if now < self._next.get(kind, float("-inf")):
-            return
-        self._next[kind] = now + self.interval
-        self.log.warn(format + " ({count} so far)", count=count, **fields)
+    return filterLog(reactor)
