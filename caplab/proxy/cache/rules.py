@@ -37,10 +37,12 @@ from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import urljoin, urlsplit
 
+from caplab.address import bracketed, hostPort
 from caplab.proxy.cache import ranges
 from caplab.proxy.cache.directives import MAX_DELTA, CacheControl, parseCacheControl, splitList
 from caplab.proxy.cache.fields import Headers, firstHeader, headerValues, joinedHeader
 from caplab.proxy.cache.httpdate import formatHTTPDate, parseHTTPDate
+from caplab.proxy.headers import HOP_BY_HOP
 
 __all__ = ["firstHeader", "formatHTTPDate", "headerValues", "joinedHeader", "parseHTTPDate"]
 
@@ -85,21 +87,9 @@ PER_CLIENT_FIELDS = frozenset(
     }
 )
 
-#: Connection-specific fields, never stored (RFC 9111 section 3.1, RFC 9110 section 7.6.1).
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authenticate",
-        b"proxy-authentication-info",
-        b"proxy-authorization",
-    }
-)
+#: Connection-specific fields, never stored (RFC 9111 section 3.1): the hop-by-hop fields
+#: the proxy never forwards, and C{Proxy-Authentication-Info}, which RFC 9111 lists too.
+NEVER_STORED = HOP_BY_HOP | {b"proxy-authentication-info"}
 
 #: Request fields whose values are lists of tokens with weights: for Vary matching, values
 #: that differ only in order, case or whitespace select the same response (RFC 9111
@@ -248,7 +238,7 @@ def unstorableFields(headers: Headers, cc: CacheControl | None = None) -> frozen
     section 3.1): hop-by-hop fields, those C{Connection} names, and those named by a
     qualified C{no-cache="..."} or C{private="..."} (sections 5.2.2.4 and 5.2.2.7).
     """
-    names = set(HOP_BY_HOP)
+    names = set(NEVER_STORED)
     for value in headerValues(headers, b"connection"):
         names.update(member.strip().lower() for member in value.split(b","))
     if cc is None:
@@ -832,11 +822,9 @@ def normalizeURI(uri: str) -> str:
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
     port = parts.port
     default = 443 if scheme == "https" else 80
-    authority = host if port in (None, default) else f"{host}:{port}"
+    authority = bracketed(host) if port is None or port == default else hostPort(host, port)
     path = parts.path or "/"
     query = f"?{parts.query}" if parts.query else ""
     return f"{scheme}://{authority}{path}{query}"
