@@ -22,6 +22,10 @@ def noBody(sink: IBodySink) -> None:
 class Discard:
     """
     An L{IBodySink} that throws the body away (a 304's, a background revalidation's).
+
+    Unlike L{caplab.proxy.body.DISCARD}, which stops the producer at once, it lets the body
+    run to its end: a body teed into the store must arrive whole to be stored, and an origin
+    connection read to the end can be used again.
     """
 
     def bodyStarted(self, producer: IPushProducer) -> None:
