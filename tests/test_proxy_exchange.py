@@ -14,6 +14,8 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from caplab.proxy.answer import Answer
+from caplab.proxy.body import WholeBody
 from caplab.proxy.hooks import UpstreamResponse
 from tests.test_proxy_channel import CLIENT, Harness, Producer
 
@@ -439,3 +441,70 @@ class MetricsTests(Harness):
         self.assertEqual(metrics.receivedTotal, len(request) + 3)
         self.assertIsNone(self.factory.buildProtocol(CLIENT))
         self.assertEqual(metrics.refusedTotal, 1)
+
+
+class WholeBodyTests(Harness):
+    """
+    A body held whole (L{WholeBody}, a stored one) leaves with its head in one write, framed
+    exactly as the same body streamed would be.
+    """
+
+    CASES = [
+        (b"GET", b"HTTP/1.1", [(b"Content-Length", b"5")], b"hello"),
+        (b"GET", b"HTTP/1.1", [], b"hello"),  # chunked
+        (b"GET", b"HTTP/1.1", [], b""),  # chunked, empty
+        (b"GET", b"HTTP/1.0", [], b"hello"),  # until the connection closes
+        (b"GET", b"HTTP/1.0", [(b"Content-Length", b"5")], b"hello"),
+        (b"HEAD", b"HTTP/1.1", [(b"Content-Length", b"5")], b""),
+    ]
+
+    def answered(
+        self, method: bytes, version: bytes, headers: Any, deliver: Any
+    ) -> tuple[bytes, bool, int]:
+        channel, transport = self.connect()
+        writes: list[bytes] = []
+        write = transport.write
+        transport.write = lambda data: (writes.append(data), write(data))  # type: ignore[method-assign]
+        channel.dataReceived(method + b" http://h/ " + version + b"\r\nHost: h\r\n\r\n")
+        self.fetcher.calls[-1][2].callback(
+            UpstreamResponse(200, b"OK", list(headers), deliver, "caplab; hit")
+        )
+        return transport.value(), transport.disconnecting, len(writes)
+
+    def test_sameBytesOneWrite(self) -> None:
+        for method, version, headers, content in self.CASES:
+            whole, wholeClosed, wholeWrites = self.answered(
+                method, version, headers, WholeBody(content)
+            )
+
+            def streamed(sink: Any, content: bytes = content) -> None:
+                sink.bodyStarted(Producer())
+                if content:
+                    sink.bodyData(content)
+                sink.bodyDone(True)
+
+            expected, closed, _ = self.answered(method, version, headers, streamed)
+            self.assertEqual(whole, expected, (version, headers, content))
+            self.assertEqual(wholeClosed, closed)
+            self.assertEqual(wholeWrites, 1)
+            self.assertTrue(whole.endswith(content) or b"0\r\n\r\n" in whole)
+
+    def test_clientGoneFirst(self) -> None:
+        """
+        Nothing is sent for an answer already over (its client gone).
+        """
+        sent: list[bytes] = []
+
+        class Client:
+            clientDone = False
+            readAhead = 0
+            send = sent.append
+
+            def setResponseProducer(self, producer: Any) -> None:
+                pass
+
+        finished: list[int] = []
+        answer = Answer(Client(), b"GET", b"HTTP/1.1", True, b"caplab", lambda: finished.append(1))  # type: ignore[arg-type]
+        answer.clientGone()
+        answer.relay(UpstreamResponse(200, b"OK", [], WholeBody(b"late")))
+        self.assertEqual((sent, finished), ([], []))

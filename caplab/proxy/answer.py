@@ -16,6 +16,7 @@ from typing import Protocol
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
+from caplab.proxy.body import WholeBody
 from caplab.proxy.headers import endToEnd, viaValue
 from caplab.proxy.hooks import Headers, UpstreamResponse
 from caplab.proxy.http1 import LAST_CHUNK, chunk, responseHead
@@ -140,15 +141,33 @@ class Answer:
                 self.keepAlive = False  # ends with the connection, for an HTTP/1.0 client
                 self._closeDelimited = True
         self._connectionField(fields)
+        head = responseHead(code, response.phrase, fields)
+        self.started = True
+        deliver = response.deliverBody
+        if type(deliver) is WholeBody:
+            self._sendWhole(head, deliver.content)
+            return
         # The head waits for the first piece of body (usually here already), so that both
         # leave in one write.
-        self._pending = responseHead(code, response.phrase, fields)
-        self.started = True
-        response.deliverBody(self)
+        self._pending = head
+        deliver(self)
         pending = self._pending
         if pending is not None and not self.done:
             self._pending = None
             self.client.send(pending)
+
+    def _sendWhole(self, head: bytes, content: bytes) -> None:
+        """
+        Send a body held whole (a L{WholeBody}) with its head, in one write, framed as
+        L{bodyData} and L{bodyDone} would frame it.
+        """
+        if self.done:
+            return
+        self.sentLength += len(content)
+        if self._chunked:
+            content = (chunk(content) if content else b"") + LAST_CHUNK
+        self.client.send(head + content)
+        self._complete()
 
     def switched(self, response: UpstreamResponse) -> None:
         """

@@ -1,8 +1,9 @@
 """
 Bodies as streams: the client's request body (L{StreamedBody}, an L{IRequestBody}: chunks
 from the client's connection go to the upstream leg's sink as they arrive, and the client is
-paused while the sink is not ready or the upstream connection is slow), and L{DISCARD}, the
-sink of a body nobody wants.
+paused while the sink is not ready or the upstream connection is slow); L{WholeBody}, a
+response body held whole in memory (a stored one), which the client side sends in the same
+write as the head; and L{DISCARD}, the sink of a body nobody wants.
 """
 
 from __future__ import annotations
@@ -115,6 +116,43 @@ class StreamedBody:
         self._pausedByUpstream = False
         self._sink = None
         self._resume()
+
+
+@implementer(IPushProducer)
+class NoProducer:
+    """
+    The producer of a body delivered in one go: nothing to pause.
+    """
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class WholeBody:
+    """
+    A response body held whole in memory, as a C{deliverBody}: delivered in one go to any
+    sink, and recognised by L{caplab.proxy.answer.Answer}, which then sends it in the same
+    write as the head (no producer, no sink calls: the cache hit's short way).
+
+    @ivar content: the whole body.
+    """
+
+    __slots__ = ("content",)
+
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+
+    def __call__(self, sink: IBodySink) -> None:
+        sink.bodyStarted(NoProducer())
+        if self.content:
+            sink.bodyData(self.content)
+        sink.bodyDone(True)
 
 
 class Discard:

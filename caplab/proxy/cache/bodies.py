@@ -26,22 +26,6 @@ class CorruptEntry(Exception):
 
 
 @implementer(IPushProducer)
-class NoProducer:
-    """
-    The producer of a body delivered in one go: nothing to pause.
-    """
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
-@implementer(IPushProducer)
 class ChunkProducer:
     """
     Delivers body pieces to an L{IBodySink}, pausing with it, and giving the reactor back

@@ -34,7 +34,8 @@ from typing import Any, BinaryIO, TypeVar
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from caplab.proxy.cache.bodies import BLOCK, Blocks, ChunkProducer, CorruptEntry, NoProducer
+from caplab.proxy.body import NoProducer
+from caplab.proxy.cache.bodies import BLOCK, Blocks, ChunkProducer, CorruptEntry
 from caplab.proxy.cache.entries import DiskEntry, EntryHead, StoredEntry
 from caplab.proxy.cache.storage import MAX_VARIANTS, IBody, IEntryWriter, StoreIndex
 from caplab.proxy.hooks import IBodySink

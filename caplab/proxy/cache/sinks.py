@@ -9,7 +9,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
 
-from caplab.proxy.cache.bodies import NoProducer
+from caplab.proxy.body import NoProducer
 from caplab.proxy.cache.storage import IEntryWriter
 from caplab.proxy.hooks import IBodySink
 

@@ -31,8 +31,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+from caplab.proxy.body import WholeBody
 from caplab.proxy.cache import rules
-from caplab.proxy.cache.bodies import Blocks, ChunkProducer, NoProducer
+from caplab.proxy.cache.bodies import Blocks, ChunkProducer
 from caplab.proxy.cache.entries import (
     FIXED_COST,
     EntryHead,
@@ -434,7 +435,10 @@ class MemoryStore(StoreIndex):
     def openBody(self, entry: StoredEntry) -> IBody | None:
         if not entry.live:
             return None
-        return _MemoryBody(entry.body, self.callLater)
+        body = entry.body
+        if isinstance(body, bytes):
+            return _WholeMemoryBody(body)
+        return _MemoryBody(body, self.callLater)
 
     def writer(self, head: EntryHead) -> IEntryWriter | None:
         if self.maxObjectSize <= 0:
@@ -447,22 +451,31 @@ class MemoryStore(StoreIndex):
         return entry
 
 
+class _WholeMemoryBody:
+    """
+    A stored body in one piece: its C{deliver} is a L{WholeBody}, sent with the head.
+    """
+
+    __slots__ = ("deliver",)
+
+    def __init__(self, body: bytes) -> None:
+        self.deliver = WholeBody(body)
+
+    def close(self) -> None:
+        pass
+
+
 class _MemoryBody:
-    def __init__(
-        self, body: bytes | tuple[bytes, ...], callLater: Callable[..., IDelayedCall]
-    ) -> None:
+    """
+    A stored body in pieces, produced one piece per reactor turn.
+    """
+
+    def __init__(self, body: tuple[bytes, ...], callLater: Callable[..., IDelayedCall]) -> None:
         self._body = body
         self._callLater = callLater
 
     def deliver(self, sink: IBodySink) -> None:
-        body = self._body
-        if isinstance(body, bytes):
-            sink.bodyStarted(NoProducer())
-            if body:
-                sink.bodyData(body)
-            sink.bodyDone(True)
-            return
-        ChunkProducer(iter(body), sink, self._callLater).start()
+        ChunkProducer(iter(self._body), sink, self._callLater).start()
 
     def close(self) -> None:
         pass
