@@ -4,6 +4,7 @@ Tests of C{twist caplab}'s options and service tree, L{caplab.tap}.
 
 from __future__ import annotations
 
+import gc
 import re
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,11 @@ from twisted.python import usage
 
 from caplab import __version__
 from caplab.listening import DatagramListener, Listening, StreamListener
-from caplab.tap import Options, makeService
+from caplab.tap import Options, freezeStartupObjects, makeService, serviceTree
 from caplab.tcp import UppercaseFactory
 from caplab.trace import TracerService, TracingFactory
 from caplab.udp import UppercaseDatagramProtocol
+from caplab.wiring import build as buildParts
 from tests.test_listening import UDPReactor
 
 #: The parsed defaults of the uppercase services and of where services listen.  (Other
@@ -406,3 +408,40 @@ def test_cacheMaxObjectFollowsASmallCache() -> None:
     assert parse("--cache-size", "64M", "--cache-max-object", "1M")["cache-max-object"] == 1 << 20
     with pytest.raises(usage.UsageError):
         parse("--cache-size", "4M", "--cache-max-object", "8M")
+
+
+def test_startupObjectsFrozen() -> None:
+    """
+    L{freezeStartupObjects} hides what is alive from the garbage collector's full
+    collections (C{gc.freeze}).
+    """
+    try:
+        freezeStartupObjects()
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
+
+
+def test_whenReadyOnceListening() -> None:
+    """
+    C{whenReady} callbacks run once every listener listens, once; C{makeService} given a
+    reactor of the caller's (a test's) freezes nothing.
+    """
+    reactor = UDPReactor()
+    called: list[int] = []
+    top = serviceTree(
+        buildParts(parse("--no-proxy"), reactor),
+        onListenFailure=None,
+        whenReady=[lambda: called.append(1)],
+    )
+    assert called == []
+    top.privilegedStartService()
+    top.startService()
+    assert called == []
+    for running, args in reactor.whenRunning:
+        running(*args)
+    assert called == [1]
+    top.stopService()
+    before = gc.get_freeze_count()
+    build("--no-proxy")
+    assert gc.get_freeze_count() == before == 0
