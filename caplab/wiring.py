@@ -52,9 +52,9 @@ from caplab.proxy.filters import (
     FilterChain,
     FilterConfigError,
     FilterCounters,
-    RateLimitedLog,
     ReloadableFilterChain,
     buildChain,
+    filterLog,
 )
 from caplab.proxy.filters.options import anyFilter, filterConfig
 from caplab.proxy.hooks import ICacheAdmin, IFetcher
@@ -404,7 +404,7 @@ def buildCache(
             directory,
             size,
             maxObject,
-            callLater=reactor.callLater,
+            clock=reactor,
             runInThread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
         )
         held = f"{_count(len(store), 'entry', 'entries')}, {_count(store.size, 'byte')}"
@@ -515,7 +515,7 @@ def buildFilters(proxy: ProxyParts, policy: PolicyParts, reactor: Any) -> Reload
     @raise ConfigError: a filter cannot be built (a plugin that is not installed ...).
     """
     counters = proxy.filterCounters = FilterCounters()
-    log = RateLimitedLog(reactor.seconds)
+    log = filterLog(reactor)
 
     def build() -> FilterChain:
         return buildChain(

@@ -15,7 +15,7 @@ One idea per module:
     a worker's side; the supervisor's side), and L{operations}: the supervisor's purge and
     flush, passed on to every worker's cache through it;
   - L{process}: a process's own figures; L{offload}: the metrics' own thread for blocking
-    reads; L{throttle}: log lines that cannot flood.
+    reads.
 
 Wiring (in the composition root), a single process::
 

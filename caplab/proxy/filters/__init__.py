@@ -29,7 +29,7 @@ from caplab.proxy.filters.interfaces import (
     ResponseFilter,
     ResponseHead,
 )
-from caplab.proxy.filters.reporting import COUNTERS, FilterCounters, RateLimitedLog, filterLog
+from caplab.proxy.filters.reporting import COUNTERS, FilterCounters, filterLog
 
 __all__ = [
     "COUNTERS",
@@ -40,7 +40,6 @@ __all__ = [
     "IRequestFilter",
     "IResponseFilter",
     "ITransform",
-    "RateLimitedLog",
     "ReloadableFilterChain",
     "ResponseFilter",
     "ResponseHead",

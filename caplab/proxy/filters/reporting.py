@@ -6,8 +6,6 @@ flood of bad responses does not flood the log too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -61,15 +59,3 @@ def filterLog(clock: IReactorTime) -> LogThrottles:
     failing filter), at most one line per L{LOG_INTERVAL} seconds of each.
     """
     return LogThrottles(Logger(namespace="caplab.proxy.filters"), clock, LOG_INTERVAL)
-
-
-def RateLimitedLog(seconds: Callable[[], float]) -> LogThrottles:
-    """
-    Transitional, for L{caplab.wiring} only (C{RateLimitedLog(reactor.seconds)}): the
-    L{filterLog} of the global reactor, which is the wiring's (C{seconds} is not used: a
-    reactor's is a plain function, which does not say whose it is).  Remove once the wiring
-    calls C{filterLog(reactor)}.
-    """
-    from twisted.internet import reactor
-
-    return filterLog(reactor)
