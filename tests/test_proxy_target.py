@@ -144,6 +144,7 @@ class HeaderRuleTests(SynchronousTestCase):
             (b"Set-Cookie", b"b"),
             (b"Upgrade", b"h2c"),
             (b"Proxy-Authenticate", b"Basic"),
+            (b"Proxy-Authentication-Info", b'nextnonce="n"'),
             (b"Trailer", b"X"),
         ]
         self.assertEqual(endToEnd(fields), [(b"Set-Cookie", b"a"), (b"Set-Cookie", b"b")])

@@ -23,6 +23,7 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
         b"proxy-authorization",
         b"proxy-authenticate",
+        b"proxy-authentication-info",  # for the next client only (RFC 9110 section 11.7.4)
     }
 )
 

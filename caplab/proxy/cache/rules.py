@@ -88,8 +88,8 @@ PER_CLIENT_FIELDS = frozenset(
 )
 
 #: Connection-specific fields, never stored (RFC 9111 section 3.1): the hop-by-hop fields
-#: the proxy never forwards, and C{Proxy-Authentication-Info}, which RFC 9111 lists too.
-NEVER_STORED = HOP_BY_HOP | {b"proxy-authentication-info"}
+#: the proxy never forwards (C{Proxy-Authentication-Info} among them).
+NEVER_STORED = HOP_BY_HOP
 
 #: Request fields whose values are lists of tokens with weights: for Vary matching, values
 #: that differ only in order, case or whitespace select the same response (RFC 9111
