@@ -166,6 +166,24 @@ class ProxyParts:
 
 
 @dataclass
+class IdleOriginsClosed:
+    """
+    The reload step after the lists: the pooled idle origin connections are closed, so the
+    next request to each origin connects anew under the rules now in force (address rules
+    are checked when connecting: a connection made under the old lists would skip them).
+    """
+
+    closeIdle: Callable[[], None]
+
+    def load(self) -> None:
+        return None
+
+    def use(self, loaded: None) -> str:
+        self.closeIdle()
+        return "closed; the next requests connect under the rules in force"
+
+
+@dataclass
 class Parts:
     """
     Every component of one caplab process (or of one C{--workers} worker), built from the
@@ -218,10 +236,14 @@ class Parts:
             steps.append((f"configuration {self.options['config']}", self.configReload))
         if self.policy.hostPolicy is not None:
             steps.append(("block/allow lists", self.policy.hostPolicy))
+        proxy = self.proxy
+        if proxy is not None and (
+            self.policy.hostPolicy is not None or self.configReload is not None
+        ):
+            steps.append(("idle origin connections", IdleOriginsClosed(proxy.closeIdle)))
         if self.policy.authenticator is not None:
             name = os.path.basename(self.policy.authenticator.path)
             steps.append((f"auth file {name}", self.policy.authenticator))
-        proxy = self.proxy
         if proxy is not None and proxy.filters is not None:
             if anyFilter(proxy.options) or self.configReload is not None:
                 steps.append(("filters", proxy.filters))

@@ -10,12 +10,14 @@ C{--request-target} (plain requests) and C{--connect-to} (the host of the CONNEC
 from __future__ import annotations
 
 import html
+import signal
 from pathlib import Path
 
 import pytest
 
 from tests.origins import OriginProcess
 from tests.origins.proxy import runningProxy
+from tests.support import CaplabProcess
 from tests.test_e2e_policy import body, codes, curl
 from tests.test_policy_addresses import LOOPBACK_SPELLINGS
 from tests.tls import TEST_HOST, TestPKI
@@ -76,3 +78,24 @@ def test_resolvedAddressBlocked(origin: OriginProcess, pki: TestPKI, tmp_path: P
 
         local = curl(proxy.address, f"http://localhost:{origin.ports['http']}/hello/local")
         assert codes(local)[0] == 403, local
+
+
+def test_reloadClosesPooledConnections(origin: OriginProcess, tmp_path: Path) -> None:
+    """
+    A reload that blocks the address an origin's name resolves to holds at once: the
+    connection pooled under the old lists is closed, not used again past the new rule.
+    """
+    block = tmp_path / "block.txt"
+    block.write_text("ads.example\n")
+    with runningProxy(origin, tmp_path, "--no-cache", "--block-list", str(block)) as proxy:
+        assert isinstance(proxy.process, CaplabProcess)
+        assert codes(curl(proxy.address, origin.url("/hello/pooled")))[0] == 200
+        start = len(proxy.process.lines)
+        block.write_text("ads.example\n127.0.0.0/8\n")
+        proxy.process.process.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        proxy.process.waitForLine(r"caplab reloaded idle origin connections", start=start)
+        again = curl(proxy.address, origin.url("/hello/pooled"))
+        assert codes(again)[0] == 403, again
+        assert f"access to {TEST_HOST} is blocked: it is at 127.0.0.1" in html.unescape(
+            body(again).decode()
+        )

@@ -27,7 +27,7 @@ from caplab.proxy.upstream import NextHop
 from caplab.reconfigure import ConfigReload, watchConfig
 from caplab.tap import Options, makeService
 from caplab.trace import TracingFactory
-from caplab.wiring import ConfigError, build
+from caplab.wiring import ConfigError, IdleOriginsClosed, build
 from caplab.workers import WORKER_ENVIRONMENT
 from tests.test_auth import HTPASSWD, SHA256
 from tests.test_policy import TempFiles
@@ -131,9 +131,19 @@ class BuildTests(TempFiles, SynchronousTestCase):
         self.assertIsNone(policy.router.nextHop(Target("http", "x.lan", 80, b"/")).proxy)
         self.assertEqual(policy.router.nextHop(Target("http", "b", 80, b"/")).port, 3128)
         self.assertEqual(policy.pac.bypass, ["lan"])
+        steps = parts.reloadSteps()
         self.assertEqual(
-            [name for name, _ in parts.reloadSteps()], ["block/allow lists", "auth file users"]
+            [name for name, _ in steps],
+            ["block/allow lists", "idle origin connections", "auth file users"],
         )
+        # Pooled origin connections made under the old lists are closed after the new ones.
+        closed: list[int] = []
+        step = steps[1][1]
+        assert isinstance(step, IdleOriginsClosed)
+        self.assertEqual(step.closeIdle, parts.proxy.closeIdle)
+        step.closeIdle = lambda: closed.append(1)
+        step.use(step.load())
+        self.assertEqual(closed, [1])
         summary = parts.summary()
         self.assertIn(f"2 block rules and 0 allow rules from block list {block}", summary)
         self.assertIn(f"auth: 3 users in {users}", summary)
