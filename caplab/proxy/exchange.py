@@ -395,7 +395,7 @@ class Exchange:
             request = filters.filterRequest(request, self.clientHost)
         self.request = request
         d = self._fetching = fetcher.fetch(request, body)
-        d.addCallbacks(self._gotResponse, self._fetchFailed).addErrback(self._internalError)
+        d.addCallbacks(self._gotResponse, self._fetchFailed)
 
     def _bodyWanted(self) -> None:
         """
@@ -435,6 +435,12 @@ class Exchange:
 
     def _gotResponse(self, response: UpstreamResponse) -> None:
         self._fetching = None
+        try:
+            self._relay(response)
+        except Exception:
+            self._internalError(Failure())
+
+    def _relay(self, response: UpstreamResponse) -> None:
         switched = response.switched
         if self.gone:
             response.deliverBody(DISCARD)
@@ -454,6 +460,12 @@ class Exchange:
 
     def _fetchFailed(self, reason: Failure) -> None:
         self._fetching = None
+        try:
+            self._refuseFailed(reason)
+        except Exception:
+            self._internalError(Failure())
+
+    def _refuseFailed(self, reason: Failure) -> None:
         if self.gone or reason.check(CancelledError):
             return
         if isinstance(reason.value, UpstreamError):

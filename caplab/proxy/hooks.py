@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -38,12 +39,17 @@ class Target:
     port: int
     path: bytes
 
-    @property
+    @cached_property
     def authority(self) -> str:
+        """
+        C{host[:port]} (the port only when not the scheme's default), as C{Host} says it;
+        worked out once per target (recent targets are shared, see
+        L{caplab.proxy.target.parseTarget}).
+        """
         default = 443 if self.scheme == "https" else 80
         return bracketed(self.host) if self.port == default else hostPort(self.host, self.port)
 
-    @property
+    @cached_property
     def uri(self) -> str:
         """
         The absolute URI, the cache key's base (C{http://example.com:8080/a?b}).
