@@ -64,7 +64,7 @@ Headers = list[tuple[bytes, bytes]]
 InterimHandler = Callable[[int, bytes, Headers], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class UpstreamRequest:
     """
     A request as it will be sent upstream: method, target, end-to-end headers only (hop-by-hop
@@ -138,7 +138,7 @@ class ISwitchedConnection(Protocol):
         """
 
 
-@dataclass
+@dataclass(slots=True)
 class UpstreamResponse:
     """
     A response head from the origin (or the cache): status, reason, end-to-end headers, and
@@ -154,7 +154,6 @@ class UpstreamResponse:
     headers: Headers
     deliverBody: DeliverBody
     cacheStatus: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
     switched: ISwitchedConnection | None = None
 
 

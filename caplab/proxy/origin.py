@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from caplab.internals import sendNow
+from caplab.internals import readInLargerPieces, sendNow
 from caplab.proxy.errors import tlsFailure
 from caplab.proxy.headers import HOP_BY_HOP, endToEnd
 from caplab.proxy.hooks import (
@@ -210,6 +210,7 @@ class OriginConnection(Protocol):
     def connectionMade(self) -> None:
         self.state = IDLE
         noDelay(self.transport)
+        readInLargerPieces(self.transport)
 
     def readConnectionLost(self) -> None:
         """
