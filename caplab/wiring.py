@@ -57,7 +57,7 @@ from caplab.proxy.filters import (
     filterLog,
 )
 from caplab.proxy.filters.options import anyFilter, filterConfig
-from caplab.proxy.hooks import ICacheAdmin, IFetcher
+from caplab.proxy.hooks import ICacheAdmin, IFetcher, IQuickHits
 from caplab.proxy.pac import PacPage
 from caplab.proxy.policy import PolicyFileError, ReloadableHostPolicy
 from caplab.proxy.upstream import ParentProxy, UpstreamRouter, parseProxyURL
@@ -115,6 +115,8 @@ class CacheParts:
     where: str
     #: purge and flush (a PURGE request, the admin endpoint); None if the cache cannot.
     admin: ICacheAdmin | None = None
+    #: the short way of the simplest hits (a store in memory only).
+    hits: IQuickHits | None = None
 
 
 @dataclass
@@ -405,6 +407,7 @@ def buildCache(
     """
     from caplab.proxy.cache.disk import DiskStore
     from caplab.proxy.cache.fetcher import CachingFetcher
+    from caplab.proxy.cache.quick import QuickHits
     from caplab.proxy.cache.storage import MemoryStore
 
     if options["no-cache"]:
@@ -412,6 +415,7 @@ def buildCache(
     size, maxObject = options["cache-size"], options["cache-max-object"]
     sizes = f"up to {humanSize(size)}, objects up to {humanSize(maxObject)}"
     fetcher: IFetcher
+    hits: IQuickHits | None = None
     if options["cache-redis"]:
         from caplab.proxy.cache.redisstore import PrimingFetcher, RedisStore, connectRedis
 
@@ -436,11 +440,12 @@ def buildCache(
         store = MemoryStore(size, maxObject, callLater=reactor.callLater)
         place = f"in memory, {sizes}"
         fetcher = caching = CachingFetcher(inner, store, reactor, metrics=metrics)
+        hits = QuickHits(caching)
     metrics.watchCache(
         lambda: CacheFigures(store.size, len(store), getattr(store, "variantEvictions", None))
     )
     admin = caching if hasattr(caching, "purge") and hasattr(caching, "flush") else None
-    return CacheParts(fetcher, store, place, admin)
+    return CacheParts(fetcher, store, place, admin, hits)
 
 
 def buildProxy(
@@ -492,6 +497,7 @@ def buildProxy(
         hostPolicy=policy.hostPolicy,
         authenticator=policy.authenticator,
         cacheAdmin=cache.admin if cache is not None else None,
+        hits=cache.hits if cache is not None else None,
         metrics=metrics,
         allow=tuple(options["allow"] or LOOPBACK),
         connectPorts=frozenset(options["connect-ports"]),

@@ -21,6 +21,7 @@ from twisted.web.server import Site
 from caplab.listening import DatagramListener, StreamListener
 from caplab.proxy.cache.disk import DiskStore
 from caplab.proxy.cache.fetcher import CachingFetcher
+from caplab.proxy.cache.quick import QuickHits
 from caplab.proxy.cache.storage import MemoryStore
 from caplab.proxy.hooks import Target
 from caplab.proxy.upstream import NextHop
@@ -74,6 +75,7 @@ class BuildTests(TempFiles, SynchronousTestCase):
         self.assertIs(udp.protocol, parts.udp)
         self.assertIsInstance(parts.proxy.cache.store, MemoryStore)
         self.assertIsInstance(parts.proxy.settings.fetcher, CachingFetcher)
+        self.assertIsInstance(parts.proxy.settings.hits, QuickHits)  # a store in memory
         self.assertIsNone(parts.policy.hostPolicy)
         self.assertIsNone(parts.policy.authenticator)
         self.assertEqual(
@@ -180,6 +182,7 @@ class BuildTests(TempFiles, SynchronousTestCase):
         parts = build(parse("--cache-dir", directory), Reactor())
         assert parts.proxy is not None and parts.proxy.cache is not None
         self.assertIsInstance(parts.proxy.cache.store, DiskStore)
+        self.assertIsNone(parts.proxy.settings.hits)  # bodies on disk: the general way
         self.assertIn(f"on disk in {directory}", parts.summary())
 
     def test_adminAndTrace(self) -> None:

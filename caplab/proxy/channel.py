@@ -46,6 +46,7 @@ from caplab.proxy.hooks import (
     IFilterChain,
     IHostPolicy,
     IPage,
+    IQuickHits,
 )
 from caplab.proxy.http1 import END, MessageError, RequestHead, RequestReader, completeResponse
 from caplab.proxy.pages import errorPage, reason
@@ -86,6 +87,7 @@ class ProxySettings:
     hostPolicy: IHostPolicy | None = None
     authenticator: IAuthenticator | None = None
     cacheAdmin: ICacheAdmin | None = None
+    hits: IQuickHits | None = None
     filters: IFilterChain | None = None
     metrics: Any = None
     allow: Sequence[Any] = LOOPBACK

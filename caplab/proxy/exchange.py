@@ -369,6 +369,18 @@ class Exchange:
                 return
             if remaining is not None:
                 fields = withMaxForwards(fields, remaining - 1)
+        hits = settings.hits
+        if (
+            hits is not None
+            and method == b"GET"
+            and self.body is None
+            and self.upgrade is None
+            and settings.filters is None
+        ):
+            stored = hits.answer(target.uri, fields, self.head.connection)
+            if stored is not None:
+                self._gotResponse(stored)
+                return
         headers = upstreamRequestHeaders(
             fields,
             target.authority.encode("ascii"),

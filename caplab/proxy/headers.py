@@ -44,8 +44,12 @@ def _connectionTokens(fields: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]
 #: The lengths of the hop-by-hop field names: a field of another length is none of them.
 _HOP_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP)
 
+#: The request fields L{upstreamRequestHeaders} drops or rewrites (besides those the
+#: request's C{Connection} names): every other field goes upstream as the client sent it.
+CHANGED_UPSTREAM = _REQUEST_OWN | {b"via", b"x-forwarded-for"}
+
 #: The lengths of the request fields L{upstreamRequestHeaders} drops or rewrites.
-_REQUEST_LENGTHS = frozenset(len(name) for name in _REQUEST_OWN | {b"via", b"x-forwarded-for"})
+_REQUEST_LENGTHS = frozenset(len(name) for name in CHANGED_UPSTREAM)
 
 
 def endToEnd(

@@ -167,6 +167,20 @@ class IRequestBody(Protocol):
     def startStreaming(self, sink: IBodySink) -> None: ...
 
 
+class IQuickHits(Protocol):
+    """
+    The cache's short way for its simplest hits (L{caplab.proxy.cache.quick.QuickHits}).
+    """
+
+    def answer(
+        self, uri: str, headers: Headers, connection: list[bytes]
+    ) -> UpstreamResponse | None:
+        """
+        The stored response that answers a plain C{GET} of C{uri} with the client's
+        C{headers} and C{Connection} options, or None: the request goes the general way.
+        """
+
+
 class IFetcher(Protocol):
     """
     Gets a response for a request: the forwarder asks the origin, the cache may answer itself
