@@ -41,7 +41,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from caplab.proxy.cache.storage import NoProducer  # noqa: E402
+from caplab.proxy.body import NoProducer  # noqa: E402
 from caplab.proxy.filters.config import buildChain, parseFilterConfig  # noqa: E402
 from caplab.proxy.hooks import Target, UpstreamRequest, UpstreamResponse  # noqa: E402
 from caplab.proxy.policy import HostList, HostPolicy  # noqa: E402
