@@ -29,13 +29,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import bcrypt  # noqa: E402
 
-from tests.origins import WAIT, runningOrigin  # noqa: E402
+from tests.origins import WAIT, OriginProcess, runningOrigin  # noqa: E402
 from tests.support import CaplabProcess  # noqa: E402
 from tests.test_e2e_policy_auth import Flood, timedLogin  # noqa: E402
 from tests.tls import TEST_HOST  # noqa: E402
@@ -52,8 +53,13 @@ def timed(proxy: str, url: str, user: str) -> float:
 
 
 def measure(
-    label: str, pythonPath: str | None, origin: object, users: Path, logins: int, connections: int
-) -> dict[str, object]:
+    label: str,
+    pythonPath: str | None,
+    origin: OriginProcess,
+    users: Path,
+    logins: int,
+    connections: int,
+) -> dict[str, Any]:
     """
     Run one version of caplab and take its figures.
     """
@@ -69,7 +75,7 @@ def measure(
         process.waitListening("proxy")
         host, port = process.addresses["proxy"]
         proxy = f"{host}:{port}"
-        url = origin.url("/hello/bench")  # type: ignore[attr-defined]
+        url = origin.url("/hello/bench")
         quiet = [timed(proxy, url, f"user{i}") for i in range(logins)]
         with Flood((host, port), url, connections=connections) as flood:
             deadline = time.monotonic() + WAIT
@@ -77,7 +83,7 @@ def measure(
                 time.sleep(0.05)
             started, answeredBefore = time.monotonic(), flood.answered
             during = [timedLogin(proxy, url, f"user{logins + i}", "s3cret") for i in range(logins)]
-            local = f"http://localhost:{origin.ports['http']}/hello/lookup"  # type: ignore[attr-defined]
+            local = f"http://localhost:{origin.ports['http']}/hello/lookup"
             lookups = [timed(proxy, local, "user0") for _ in range(3)]
             rate = (flood.answered - answeredBefore) / (time.monotonic() - started)
         return {
@@ -127,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'code':40} {'idle':>20} {'during flood':>20} {'lookup in flood':>20} answers/s")
     for result in results:
         print(
-            f"{result['label']:40} {summary(result['quiet']):>20} "  # type: ignore[arg-type]
-            f"{summary(result['flood']):>20} {summary(result['lookup']):>20} "  # type: ignore[arg-type]
+            f"{result['label']:40} {summary(result['quiet']):>20} "
+            f"{summary(result['flood']):>20} {summary(result['lookup']):>20} "
             f"{result['rate']:9.0f}"
         )
     return 0

@@ -296,15 +296,15 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds):
         for label, source in sources.items():
             runs[label].append(child(source, common))
-    for label, figures in runs.items():
+    for label, measured in runs.items():
         median = {
-            key: statistics.median(f[key] for f in figures)
-            if isinstance(figures[0][key], int | float)
-            else figures[0][key]
-            for key in figures[0]
+            key: statistics.median(f[key] for f in measured)
+            if isinstance(measured[0][key], int | float)
+            else measured[0][key]
+            for key in measured[0]
         }
-        report(f"{label} (median of {len(figures)})", median)
-        spread = [f["rssStored"] / max(1, f["held"]) for f in figures]
+        report(f"{label} (median of {len(measured)})", median)
+        spread = [f["rssStored"] / max(1, f["held"]) for f in measured]
         print(f"  RSS per entry across rounds: {', '.join(f'{s:.0f}' for s in spread)}")
     return 0
 

@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def measureInProcess(variants: int, samples: int) -> dict[str, float]:
+def measureInProcess(variants: int, samples: int) -> dict[str, Any]:
     """
     Median microseconds per request of each kind, in this process.
     """
@@ -131,7 +131,7 @@ def measureInProcess(variants: int, samples: int) -> dict[str, float]:
         "variantHit": hit,
         "variantMiss": miss,
         "unrelatedHit": unrelated,
-        "statuses": [hitStatus, missStatus, unrelatedStatus],  # type: ignore[dict-item]
+        "statuses": [hitStatus, missStatus, unrelatedStatus],
     }
 
 
@@ -248,16 +248,16 @@ def main(argv: list[str] | None = None) -> int:
             runs[label].append(child(source, common))
     print(f"{args.variants} variants of one URL, median microseconds per request (in process)")
     print(f"{'':12} {'variant hit':>24} {'variant miss':>24} {'unrelated hit':>24}  held")
-    for label, figures in runs.items():
+    for label, measured in runs.items():
         cells = []
         for key in ("variantHit", "variantMiss", "unrelatedHit"):
-            values = [f[key] for f in figures]
+            values = [f[key] for f in measured]
             cells.append(f"{statistics.median(values):9.1f} ({min(values):.0f}-{max(values):.0f})")
         print(
             f"{label:12} {cells[0]:>24} {cells[1]:>24} {cells[2]:>24}  "
-            f"{figures[0]['variantsHeld']:.0f}"
+            f"{measured[0]['variantsHeld']:.0f}"
         )
-        print(f"{'':12} statuses: {figures[0]['statuses']}")
+        print(f"{'':12} statuses: {measured[0]['statuses']}")
     print("(median of the rounds' medians; min-max across rounds in parentheses)")
     return 0
 

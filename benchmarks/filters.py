@@ -250,8 +250,8 @@ def wrkMode(args: argparse.Namespace) -> int:
         print(f"no shared harness in {bench} (give --bench-dir)", file=sys.stderr)
         return 2
     sys.path.insert(0, str(bench))
-    import benchlib as bl  # type: ignore[import-not-found]
-    import proxy_bench as pb  # type: ignore[import-not-found]
+    import benchlib as bl
+    import proxy_bench as pb
 
     for program in ("nginx", "wrk", "privoxy", "taskset"):
         if shutil.which(program) is None and not Path("/usr/sbin", program).exists():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import timeit
 from collections.abc import Callable
+from typing import cast
 
 from caplab.proxy.http1 import (
     END,
@@ -200,7 +201,10 @@ def httptoolsWhole(data: bytes, response: bool) -> None:
     assert callbacks.complete
 
 
-def _microseconds(function: Callable[[], object], rounds: int) -> float:
+Timed = Callable[[], object]
+
+
+def _microseconds(function: Timed, rounds: int) -> float:
     return min(timeit.repeat(function, number=rounds, repeat=5)) / rounds * 1e6
 
 
@@ -232,8 +236,9 @@ def main() -> None:
         ("response, 1 KiB body", RESPONSE, True),
         ("chunked response, 16 KiB", CHUNKED, True),
     ):
+        # cast: mypy cannot type a lambda with default arguments (python/mypy#15459)
         row = [
-            _microseconds(lambda p=p, d=data, r=response: p(d, r), options.rounds)
+            _microseconds(cast(Timed, lambda p=p, d=data, r=response: p(d, r)), options.rounds)
             for p in peers.values()
         ]
         print(f"{label:<28}" + "".join(f"{value:>12.1f}" for value in row))
@@ -242,12 +247,12 @@ def main() -> None:
     names = ["caplab", *checks]
     print(f"{'request':<28}" + "".join(f"{name:>12}" for name in names))
     for label, data in BAD_REQUESTS.items():
-        row = [caplabRequest(data), *(check(data, False) for check in checks.values())]
-        print(f"{label:<28}" + "".join(f"{value:>12}" for value in row))
+        verdicts = [caplabRequest(data), *(check(data, False) for check in checks.values())]
+        print(f"{label:<28}" + "".join(f"{value:>12}" for value in verdicts))
     print(f"{'response':<28}" + "".join(f"{name:>12}" for name in names))
     for label, data in BAD_RESPONSES.items():
-        row = [caplabResponse(data), *(check(data, True) for check in checks.values())]
-        print(f"{label:<28}" + "".join(f"{value:>12}" for value in row))
+        verdicts = [caplabResponse(data), *(check(data, True) for check in checks.values())]
+        print(f"{label:<28}" + "".join(f"{value:>12}" for value in verdicts))
 
 
 if __name__ == "__main__":

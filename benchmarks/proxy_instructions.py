@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
 PROXY_CPU = 0
@@ -77,13 +78,13 @@ def wrk(lua: Path, port: int, seconds: float, connections: int) -> int:
 
 
 def measure(
-    python: str, test: str, origin: int, tmp: Path, bl: object, seconds: float, conns: int
+    python: str, test: str, origin: int, tmp: Path, bl: ModuleType, seconds: float, conns: int
 ) -> float:
     """
     Instructions per request of the caplab that C{python} runs, for C{test}.
     """
     kind, name = test.split("-")
-    port = bl.free_port()  # type: ignore[attr-defined]
+    port = bl.free_port()
     out = tmp / f"callgrind.{time.monotonic_ns()}"
     argv = [
         "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
@@ -92,9 +93,9 @@ def measure(
     ]  # fmt: skip
     if kind == "nocache":
         argv.append("--no-cache")
-    proc = bl.Proc(f"caplab-{test}", argv, PROXY_CPU, str(tmp), cwd=str(tmp))  # type: ignore[attr-defined]
+    proc = bl.Proc(f"caplab-{test}", argv, PROXY_CPU, str(tmp), cwd=str(tmp))
     try:
-        bl.wait_tcp(port, proc, timeout=180)  # type: ignore[attr-defined]
+        bl.wait_tcp(port, proc, timeout=180)
         lua = tmp / f"{name}.lua"
         lua.write_text(LUA.format(port=origin, name=f"{name}.bin"))
         wrk(lua, port, 3, conns)  # warm-up, collection off: imports, caches, the stored object
@@ -104,7 +105,7 @@ def measure(
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True,
                        capture_output=True, timeout=60)  # fmt: skip
     finally:
-        proc.stop(grace=60)  # type: ignore[attr-defined]
+        proc.stop(grace=60)
     waitForDump(out)
     return totalInstructions(out) / requests
 
@@ -119,8 +120,8 @@ def main() -> None:
     parser.add_argument("--conns", type=int, default=10)
     args = parser.parse_args()
     sys.path.insert(0, str(args.bench_dir))
-    import benchlib as bl  # type: ignore[import-not-found]
-    import proxy_bench as pb  # type: ignore[import-not-found]
+    import benchlib as bl
+    import proxy_bench as pb
 
     targets = {"caplab": sys.executable}
     if args.before:
