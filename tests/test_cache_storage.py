@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from caplab.proxy.cache.bodies import BLOCK, TURN
 from caplab.proxy.cache.disk import DiskStore
-from caplab.proxy.cache.entries import EntryHead, StoredEntry
+from caplab.proxy.cache.entries import DiskEntry, EntryHead, StoredEntry
 from caplab.proxy.cache.storage import IStore, MemoryStore
 from tests.test_e2e_cache import goodRecord, writeEntryFile
 
@@ -137,6 +137,7 @@ class StoreTestsMixin:
         s = self.makeStore()
         body = os.urandom(3 * BLOCK + 123)
         entry = store(s, head(), body, pieces=7)
+        assert entry is not None
         self.assertEqual(read(s, entry, self.clock).body, body)
 
     def test_emptyBody(self: Any) -> None:
@@ -145,6 +146,7 @@ class StoreTestsMixin:
         """
         s = self.makeStore()
         entry = store(s, head(), b"")
+        assert entry is not None
         sink = read(s, entry, self.clock)
         self.assertEqual((sink.body, sink.done), (b"", True))
 
@@ -171,7 +173,7 @@ class StoreTestsMixin:
         store(s, head("http://e/d"), b"d" * 9000)
         self.assertEqual(s.lookup("http://e/b"), [])
         self.assertEqual(len(s.lookup("http://e/a")), 1)
-        self.assertLessEqual(s.size, s.maxSize)  # type: ignore[attr-defined]
+        self.assertLessEqual(s.size, s.maxSize)
 
     def test_variants(self: Any) -> None:
         """
@@ -219,6 +221,7 @@ class StoreTestsMixin:
         self.assertEqual(len(sink.data), 1)
         self.assertIsNone(sink.done)
         sink.pauseAfter = None
+        assert sink.producer is not None
         sink.producer.resumeProducing()
         self.clock.advance(0)
         self.assertEqual((sink.body, sink.done), (body, True))
@@ -241,6 +244,7 @@ class MemoryStoreTests(StoreTestsMixin, SynchronousTestCase):
         """
         s = MemoryStore(callLater=self.clock.callLater)
         entry = store(s, head(), b"abc", pieces=3)
+        assert entry is not None
         self.assertEqual(entry.body, b"abc")
         sink = read(s, entry)
         self.assertEqual((sink.data, sink.done), ([b"abc"], True))
@@ -252,8 +256,11 @@ class MemoryStoreTests(StoreTestsMixin, SynchronousTestCase):
         s = MemoryStore(maxSize=8 * TURN, maxObjectSize=4 * TURN, callLater=self.clock.callLater)
         body = b"x" * (2 * TURN + 5)
         entry = store(s, head(), body)
+        assert entry is not None
         sink = Sink()
-        s.openBody(entry).deliver(sink)
+        opened = s.openBody(entry)
+        assert opened is not None
+        opened.deliver(sink)
         self.assertIsNone(sink.done)
         self.assertEqual(len(sink.body), TURN)
         self.clock.advance(0)
@@ -320,12 +327,14 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
         """
         s = self.makeStore()
         writer = s.writer(head())
+        assert writer is not None
         writer.write(b"x" * (BLOCK + 1))
         self.assertTrue(all(name.endswith(".tmp") for name in self.files()))
         self.makeStore()
         self.assertEqual(self.files(), [])
         writer.abort()
         writer = s.writer(head())
+        assert writer is not None
         writer.write(b"y")
         writer.abort()
         self.assertEqual(self.files(), [])
@@ -337,6 +346,7 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
         """
         s = self.makeStore()
         entry = store(s, head(), b"hello world")
+        assert isinstance(entry, DiskEntry)
         with open(entry.path, "r+b") as f:
             f.seek(6)
             f.write(b"X")
@@ -350,6 +360,7 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
         """
         s = self.makeStore()
         entry = store(s, head(), os.urandom(3 * BLOCK))
+        assert isinstance(entry, DiskEntry)
         with open(entry.path, "r+b") as f:
             f.seek(2 * (BLOCK + 8) + 100)
             f.write(b"\x00\x01\x02")
@@ -366,6 +377,7 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
         one = store(s, head("http://e/1"), b"a" * 5000)
         two = store(s, head("http://e/2"), b"b" * 5000)
         store(s, head("http://e/3"), b"c" * 5000)
+        assert isinstance(one, DiskEntry) and isinstance(two, DiskEntry)
         with open(one.path, "r+b") as f:
             f.truncate(3000)
         size = os.path.getsize(two.path)
@@ -384,6 +396,7 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
         """
         s = self.makeStore()
         entry = store(s, head(), b"a" * 5000)
+        assert isinstance(entry, DiskEntry)
         with open(entry.path, "r+b") as f:
             f.truncate(100)
         self.assertIsNone(s.openBody(entry))
@@ -396,7 +409,9 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
         s = self.makeStore(maxSize=100_000, maxObjectSize=50_000)
         for i in range(3):
             store(s, head(f"http://e/{i}"), b"z" * 30_000)
-            os.utime(s.lookup(f"http://e/{i}")[0].path, (1000 + i, 1000 + i))
+            entry = s.lookup(f"http://e/{i}")[0]
+            assert isinstance(entry, DiskEntry)
+            os.utime(entry.path, (1000 + i, 1000 + i))
         again = self.makeStore(maxSize=70_000, maxObjectSize=50_000)
         self.assertEqual(again.lookup("http://e/0"), [])
         self.assertEqual(len(again.lookup("http://e/2")), 1)
@@ -408,6 +423,7 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
         """
         s = self.makeStore()
         entry = store(s, head(), b"body" * 30_000)
+        assert isinstance(entry, DiskEntry)
         oldPath = entry.path
         newHead = head()
         newHead.headers = [(b"Cache-Control", b"max-age=600")]
@@ -433,6 +449,7 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
 
         s = DiskStore(self.directory, callLater=self.clock.callLater, runInThread=synchronously)
         entry = store(s, head(), b"body" * 1000)
+        assert entry is not None
         s.runInThread = later
         newHead = head()
         newHead.headers = [(b"Cache-Control", b"max-age=600"), (b"X-Longer", b"x" * 50)]
@@ -450,6 +467,7 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
         """
         s = self.makeStore()
         entry = store(s, head(), b"body")
+        assert isinstance(entry, DiskEntry)
         path = entry.path
         newHead = head()
         newHead.headers = [(b"Cache-Control", b"max-age=600")]
@@ -483,7 +501,7 @@ class CorruptionPropertyTests(SynchronousTestCase):
             s = makeStore()
             body = bytes(range(256)) * (length // 256) + b"z" * (length % 256)
             entry = store(s, head(), body)
-            assert entry is not None and entry.path is not None
+            assert isinstance(entry, DiskEntry) and entry.path is not None
             size = os.path.getsize(entry.path)
             offset = int(where * size)
             with open(entry.path, "r+b") as f:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from html import unescape
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -72,6 +72,8 @@ def serveOrigin() -> None:
     Run the origin until SIGTERM.
     """
     from twisted.internet import reactor
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.protocol import ServerFactory
     from twisted.logger import globalLogBeginner, textFileLogObserver
     from twisted.web import resource, server
 
@@ -152,10 +154,13 @@ def serveOrigin() -> None:
 
     site = server.Site(Origin())
     site.displayTracebacks = False
-    listening = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
-    originPort = listening.getHost().port
+    # cast: Twisted annotates listenTCP's factory as a ServerFactory; any factory works
+    listening = reactor.listenTCP(0, cast(ServerFactory, site), interface="127.0.0.1")
+    address = listening.getHost()
+    assert isinstance(address, IPv4Address)
+    originPort = address.port
     print(f"caplab origin listening on 127.0.0.1:{originPort}", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":

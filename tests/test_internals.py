@@ -10,13 +10,14 @@ import errno
 import socket
 import struct
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor, tcp, udp
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import MessageLengthError
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, ServerFactory
 from twisted.internet.task import deferLater as _deferLater
 from twisted.internet.testing import FakeDatagramTransport, StringTransport
 from twisted.logger import LogLevel, capturedLogs
@@ -71,10 +72,13 @@ class InternalsTests(TestCase):
     async def _connected(self) -> tuple[Any, _Collect]:
         server = _Collect()
         factory = Factory.forProtocol(lambda: server)
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        # cast: Twisted annotates listenTCP's factory as a ServerFactory; any factory works
+        port = reactor.listenTCP(0, cast(ServerFactory, factory), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         client = _Collect()
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", address.port)
         await connectProtocol(endpoint, client)
         await server.connected_
         self.addCleanup(lambda: server.transport.loseConnection())  # type: ignore[union-attr]
@@ -214,9 +218,13 @@ class ReadWaitingTests(TestCase):
 
     def _listen(self) -> tuple[_Early, int]:
         server = _Early()
-        port = reactor.listenTCP(0, Factory.forProtocol(lambda: server), interface="127.0.0.1")  # type: ignore[attr-defined]
+        # cast: Twisted annotates listenTCP's factory as a ServerFactory; any factory works
+        factory = cast(ServerFactory, Factory.forProtocol(lambda: server))
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        return server, port.getHost().port
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        return server, address.port
 
     def _client(self, port: int) -> socket.socket:
         # A blocking connect completes in the listen queue, before the reactor accepts.
@@ -314,7 +322,7 @@ class _Batches(DatagramProtocol):
             if self.got is not None and self.count() >= self.want:
                 got, self.got = self.got, None
                 # Next turn: the test goes on once this batch is over.
-                reactor.callLater(0, got.callback, None)  # type: ignore[attr-defined]
+                reactor.callLater(0, got.callback, None)
 
     def count(self) -> int:
         return sum(len(batch) for batch in self.batches)
@@ -556,7 +564,7 @@ class DatagramInternalsTests(TestCase):
 
 
 def deferLater(seconds: float) -> Deferred[None]:
-    return _deferLater(reactor, seconds)  # type: ignore[arg-type]
+    return _deferLater(reactor, seconds)
 
 
 class TrustRootTests(SynchronousTestCase):
@@ -617,7 +625,9 @@ class PortLogTests(TestCase):
     """
 
     def listening(self) -> tuple[Any, list[dict[str, Any]]]:
-        port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")  # type: ignore[attr-defined]
+        # cast: Twisted annotates listenTCP's factory as a ServerFactory; any factory works
+        factory = cast(ServerFactory, Factory.forProtocol(Protocol))
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         events: list[dict[str, Any]] = []
         self.assertTrue(observePortLog(port, events.append))

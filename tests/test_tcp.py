@@ -5,14 +5,14 @@ Unit tests of the TCP uppercase service, L{caplab.tcp}, on in-memory transports.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
@@ -225,6 +225,7 @@ def test_iosimConversation() -> None:
     server = UppercaseFactory(clock=Clock()).buildProtocol(PEER)
     client = Client()
     pump = iosim.connect(server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client))
+    assert client.transport is not None
     for sentence in (b"hi this is nitish, ", b"welcome to cn lab\n", b"\x00bin\xffary"):
         client.transport.write(sentence)
         pump.flush()
@@ -483,13 +484,16 @@ class RealConnectionTests(TestCase):
             return protocol
 
         factory.buildProtocol = buildProtocol  # type: ignore[method-assign]
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        # cast: Twisted annotates listenTCP's factory as a ServerFactory; any factory works
+        port = reactor.listenTCP(0, cast(ServerFactory, factory), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         client = Collect(len(payload))
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", address.port)
         await connectProtocol(endpoint, client)
 
-        def close() -> Deferred[object]:
+        def close() -> Deferred[list[None]]:
             client.transport.loseConnection()  # type: ignore[union-attr]
             return gatherResults([closed, client.lost])
 
@@ -522,9 +526,12 @@ class RealConnectionTests(TestCase):
         the end of the stream.
         """
         factory = UppercaseFactory(clock=Clock())
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        # cast: Twisted annotates listenTCP's factory as a ServerFactory; any factory works
+        port = reactor.listenTCP(0, cast(ServerFactory, factory), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        client = socket.create_connection(("127.0.0.1", address.port), timeout=5)
         self.addCleanup(client.close)
         client.sendall(b"welcome to cn lab, &*!\n")
         client.shutdown(socket.SHUT_WR)

@@ -12,7 +12,11 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
-from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocolFactory
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -20,7 +24,13 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from caplab.proxy.auth import basicCredentials
-from caplab.proxy.hooks import Target, UpstreamError, UpstreamRequest, UpstreamResponse
+from caplab.proxy.hooks import (
+    IRequestBody,
+    Target,
+    UpstreamError,
+    UpstreamRequest,
+    UpstreamResponse,
+)
 from caplab.proxy.upstream import (
     ChainingConnector,
     ChainingFetcher,
@@ -192,6 +202,7 @@ class HalfCloser(Recorder):
         pass
 
 
+@implementer(IStreamClientEndpoint)
 class FakeEndpoint:
     """
     A client endpoint that connects at once to a L{StringTransport}, or never (C{hang}).
@@ -370,7 +381,7 @@ class FakeParent(Protocol):
         if b"\r\n\r\n" not in self.head:
             return
         head, rest = self.head.split(b"\r\n\r\n", 1)
-        self.factory.heads.append(head)  # type: ignore[attr-defined]
+        self.factory.heads.append(head)
         if self.expected is not None and b"Proxy-Authorization: " + self.expected not in head:
             self.transport.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")  # type: ignore[union-attr]
             self.transport.loseConnection()  # type: ignore[union-attr]
@@ -470,11 +481,13 @@ class LoopbackTests(TestCase):
 class RecordingFetcher:
     def __init__(self) -> None:
         self.requests: list[UpstreamRequest] = []
-        self.pending: list[Deferred[object]] = []
+        self.pending: list[Deferred[UpstreamResponse]] = []
 
-    def fetch(self, request: UpstreamRequest, body: object) -> Deferred[object]:
+    def fetch(
+        self, request: UpstreamRequest, body: IRequestBody | None
+    ) -> Deferred[UpstreamResponse]:
         self.requests.append(request)
-        d: Deferred[object] = Deferred()
+        d: Deferred[UpstreamResponse] = Deferred()
         self.pending.append(d)
         return d
 
