@@ -98,3 +98,32 @@ def test_noStaleRows() -> None:
     The table documents no option that does not exist (a renamed or removed option).
     """
     assert sorted(set(optionRows()) - set(longOptions())) == []
+
+
+def test_readmeRenders() -> None:
+    """
+    README.rst is valid reStructuredText: docutils renders it without a warning (a broken
+    table or a title underline too short would show on every page that renders it).
+    """
+    from docutils.core import publish_doctree
+    from docutils.utils import Reporter
+
+    messages: list[str] = []
+
+    class Collect:
+        def write(self, text: str) -> None:
+            messages.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    publish_doctree(
+        README.read_text(encoding="utf-8"),
+        source_path=str(README),
+        settings_overrides={
+            "report_level": Reporter.WARNING_LEVEL,
+            "halt_level": Reporter.SEVERE_LEVEL + 1,
+            "warning_stream": Collect(),
+        },
+    )
+    assert messages == []
