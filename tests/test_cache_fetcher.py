@@ -159,7 +159,7 @@ class Result:
 
     def read(self) -> bytes:
         assert self.response is not None, self.failure
-        self.response.deliverBody(self.sink)  # type: ignore[operator]
+        self.response.deliverBody(self.sink)
         return b"".join(self.sink.data)
 
     @property
@@ -235,7 +235,8 @@ class HitMissTests(FetcherTestCase):
         """
         first = self.fetch()
         stream = self.origin.respond(200, [(b"Cache-Control", b"max-age=60")], body=None)
-        first.response.deliverBody(first.sink)  # type: ignore[union-attr, operator]
+        assert first.response is not None
+        first.response.deliverBody(first.sink)
         stream.write(b"one ")
         self.assertEqual(first.sink.data, [b"one "])
         self.assertEqual(self.store.lookup(TARGET.uri), [])
@@ -250,7 +251,8 @@ class HitMissTests(FetcherTestCase):
         """
         first = self.fetch()
         stream = self.origin.respond(200, [(b"Cache-Control", b"max-age=60")], body=None)
-        first.response.deliverBody(first.sink)  # type: ignore[union-attr, operator]
+        assert first.response is not None
+        first.response.deliverBody(first.sink)
         stream.write(b"part")
         stream.end(complete=False)
         self.assertEqual(self.store.lookup(TARGET.uri), [])
@@ -258,7 +260,8 @@ class HitMissTests(FetcherTestCase):
         stream = self.origin.respond(
             200, [(b"Cache-Control", b"max-age=60"), (b"Content-Length", b"10")], body=None
         )
-        second.response.deliverBody(second.sink)  # type: ignore[union-attr, operator]
+        assert second.response is not None
+        second.response.deliverBody(second.sink)
         stream.write(b"short")
         stream.end()
         self.assertEqual(self.store.lookup(TARGET.uri), [])
@@ -271,7 +274,8 @@ class HitMissTests(FetcherTestCase):
         body = b"x" * (self.store.maxObjectSize + 1)
         first = self.fetch()
         stream = self.origin.respond(200, [(b"Cache-Control", b"max-age=60")], body=None)
-        first.response.deliverBody(first.sink)  # type: ignore[union-attr, operator]
+        assert first.response is not None
+        first.response.deliverBody(first.sink)
         stream.write(body[:1000])
         stream.write(body[1000:])
         stream.end()
@@ -826,7 +830,8 @@ class CollapsingTests(FetcherTestCase):
         waiters = [self.fetch() for _ in range(3)]
         self.assertEqual(len(self.origin.requests), 1)
         stream = self.origin.respond(200, [(b"Cache-Control", b"max-age=60")], body=None)
-        leader.response.deliverBody(leader.sink)  # type: ignore[union-attr, operator]
+        assert leader.response is not None
+        leader.response.deliverBody(leader.sink)
         stream.write(b"shared")
         self.assertIsNone(waiters[0].response)
         stream.end()
@@ -969,7 +974,8 @@ class DiskFetcherTests(FetcherTestCase):
         body = bytes(range(256)) * 1000
         self.prime([(b"Cache-Control", b"max-age=60")], body)
         partial = self.fetch(get((b"Range", b"bytes=70000-140000")))
-        partial.response.deliverBody(partial.sink)  # type: ignore[union-attr, operator]
+        assert partial.response is not None
+        partial.response.deliverBody(partial.sink)
         while partial.sink.done is None and self.clock.getDelayedCalls():
             self.clock.advance(0)
         self.assertEqual(partial.code, 206)
@@ -985,7 +991,8 @@ class DiskFetcherTests(FetcherTestCase):
         body = bytes(range(256)) * 1000
         self.prime([(b"Cache-Control", b"max-age=60")], body)
         hit = self.fetch()
-        hit.response.deliverBody(hit.sink)  # type: ignore[union-attr, operator]
+        assert hit.response is not None
+        hit.response.deliverBody(hit.sink)
         while hit.sink.done is None and self.clock.getDelayedCalls():
             self.clock.advance(0)
         self.assertEqual((b"".join(hit.sink.data), hit.sink.done), (body, True))
@@ -1410,5 +1417,5 @@ class AdminTests(FetcherTestCase):
         flushed: list[int] = []
         self.cache.flush().addCallback(flushed.append)
         self.assertEqual(flushed, [3])
-        self.assertEqual(len(self.store), 0)  # type: ignore[arg-type]
+        self.assertEqual(len(self.store), 0)
         self.assertEqual(self.store.size, 0)

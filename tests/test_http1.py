@@ -344,12 +344,15 @@ def test_switching() -> None:
     reader = ResponseReader()
     reader.expect(b"GET", upgrade=True)
     events = reader.receive(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81")
+    assert isinstance(events[0], ResponseHead)
     assert events[0].switched and reader.state is ReaderState.SWITCHED
     assert reader.switch() == b"\x81"
     assert reader.receive(b"more") == []
     reader = ResponseReader()
     reader.expect(b"CONNECT")
-    assert reader.receive(b"HTTP/1.1 200 Connection established\r\n\r\nTLS")[0].switched
+    head = reader.receive(b"HTTP/1.1 200 Connection established\r\n\r\nTLS")[0]
+    assert isinstance(head, ResponseHead)
+    assert head.switched
 
 
 def test_eofBeforeResponse() -> None:

@@ -5,17 +5,20 @@ one clear line, Twisted's own port lines are quiet and its accept errors rate-li
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, cast
 
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
-from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.logger import ILogObserver, LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 from caplab import listening
 from caplab.address import describeAddress
@@ -28,6 +31,8 @@ from caplab.listening import (
     exitWithFailureStatus,
     reportListenFailure,
 )
+
+_P = ParamSpec("_P")
 
 
 class FakePort:
@@ -47,6 +52,7 @@ class FakePort:
         return succeed(None)
 
 
+@implementer(IStreamServerEndpoint)
 class Endpoint:
     """
     A stream server endpoint whose C{listen} gives C{result} (a port, or a failure).
@@ -82,11 +88,13 @@ class UDPReactor(MemoryReactor):
         self.udp.append((port, protocol, interface, maxPacketSize))
         return FakePort(IPv4Address("UDP", interface, port or 40000))
 
-    def callWhenRunning(self, f: Any, *args: Any, **kwargs: Any) -> None:
-        self.whenRunning.append((f, args))
+    def callWhenRunning(
+        self, callable: Callable[_P, object], *args: _P.args, **kw: _P.kwargs
+    ) -> None:
+        self.whenRunning.append((callable, args))
 
 
-def messages(events: list[Any], level: LogLevel | None = None) -> list[str]:
+def messages(events: Sequence[LogEvent], level: LogLevel | None = None) -> list[str]:
     return [formatEvent(e) for e in events if level is None or e["log_level"] == level]
 
 
@@ -243,8 +251,8 @@ def test_acceptErrorsRateLimited() -> None:
     second with a running count, then a summary; its other events pass through.
     """
     clock = Clock()
-    published: list[dict[str, Any]] = []
-    observer = AcceptErrors("proxy", clock, published.append)
+    published: list[LogEvent] = []
+    observer = AcceptErrors("proxy", clock, cast(ILogObserver, published.append))
     with capturedLogs() as events:
         for _ in range(500):
             observer({"log_format": "EMFILE encountered; releasing reserved file descriptor."})

@@ -6,26 +6,27 @@ a burst is over.
 from __future__ import annotations
 
 import itertools
+from typing import Any, cast
 
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
-from twisted.logger import Logger, LogLevel, formatEvent
+from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, formatEvent
 
 from caplab.ratelimit import LogThrottle, LogThrottles
 
 
-def throttle(clock: Clock, events: list[dict[str, object]], **kwargs: object) -> LogThrottle:
+def throttle(clock: Clock, events: list[LogEvent], **kwargs: Any) -> LogThrottle:
     return LogThrottle(
-        Logger(namespace="test", observer=events.append),
+        Logger(namespace="test", observer=cast(ILogObserver, events.append)),
         clock,
         "refused {peer}: {count} in {interval}s, {total} so far",
         summary="refused {burst} in {duration}s, {total} so far",
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 
-def lines(events: list[dict[str, object]]) -> list[str]:
+def lines(events: list[LogEvent]) -> list[str]:
     return [formatEvent(event) for event in events]
 
 
@@ -33,7 +34,8 @@ def test_firstEventLoggedAtOnce() -> None:
     """
     A lone event is logged at once, and no summary follows it.
     """
-    clock, events = Clock(), []
+    clock = Clock()
+    events: list[LogEvent] = []
     limited = throttle(clock, events)
     limited.event(peer="a")
     assert lines(events) == ["refused a: 1 in 1s, 1 so far"]
@@ -48,7 +50,8 @@ def test_burstOfFiveHundred() -> None:
     500 events within one interval make two lines: the first at once, and at the end of the
     interval the count of the rest; the next quiet interval adds the burst's summary.
     """
-    clock, events = Clock(), []
+    clock = Clock()
+    events: list[LogEvent] = []
     limited = throttle(clock, events)
     for index in range(500):
         limited.event(peer=f"p{index}")
@@ -69,7 +72,8 @@ def test_longBurst() -> None:
     A burst over several intervals logs one line per interval, each with its own count and
     the running total, then the summary; a later burst starts again with a line at once.
     """
-    clock, events = Clock(), []
+    clock = Clock()
+    events: list[LogEvent] = []
     limited = throttle(clock, events, interval=2.0)
     for _ in range(60):  # 6 s, 10 a second
         limited.event(peer="x")
@@ -86,7 +90,8 @@ def test_stopFlushes() -> None:
     """
     Stopping logs what is still counted, ends the burst and leaves no timer behind.
     """
-    clock, events = Clock(), []
+    clock = Clock()
+    events: list[LogEvent] = []
     limited = throttle(clock, events)
     for _ in range(3):
         limited.event(peer="z")
@@ -108,19 +113,21 @@ def test_boundedAndCounted(gaps: list[float]) -> None:
     summary per burst), and the counts of the event lines add up to every event.
     """
     clock = Clock()
-    events: list[dict[str, object]] = []
+    events: list[LogEvent] = []
 
-    def observe(event: dict[str, object]) -> None:
+    def observe(event: LogEvent) -> None:
         events.append(dict(event, at=clock.seconds()))
 
-    limited = LogThrottle(Logger(observer=observe), clock, "{count}", summary="{burst}")
+    limited = LogThrottle(
+        Logger(observer=cast(ILogObserver, observe)), clock, "{count}", summary="{burst}"
+    )
     for gap in gaps:
         clock.advance(gap)
         limited.event()
     clock.pump([1.0] * 12)
-    counted = sum(int(e["count"]) for e in events if "count" in e)  # type: ignore[call-overload]
+    counted = sum(int(e["count"]) for e in events if "count" in e)
     assert counted == len(gaps)
-    stamps: list[float] = [e["at"] for e in events if "count" in e]  # type: ignore[misc]
+    stamps: list[float] = [e["at"] for e in events if "count" in e]
     assert all(later - earlier >= 1.0 - 1e-9 for earlier, later in itertools.pairwise(stamps))
     assert clock.getDelayedCalls() == []
 
@@ -131,9 +138,10 @@ def test_repeatFormat() -> None:
     follow count the events held back (with the fields of the latest, the running count of
     the burst and the interval); the summary ends the burst and the next one starts afresh.
     """
-    clock, events = Clock(), []
+    clock = Clock()
+    events: list[LogEvent] = []
     limited = LogThrottle(
-        Logger(namespace="test", observer=events.append),
+        Logger(namespace="test", observer=cast(ILogObserver, events.append)),
         clock,
         "test: {what} failed",
         summary="test: failures: the burst is over, {burst} in all",
@@ -161,9 +169,10 @@ def test_repeatFlushedAtStop() -> None:
     """
     What L{LogThrottle.stop} logs of a burst under way is in the C{repeat} format.
     """
-    clock, events = Clock(), []
+    clock = Clock()
+    events: list[LogEvent] = []
     limited = LogThrottle(
-        Logger(namespace="test", observer=events.append),
+        Logger(namespace="test", observer=cast(ILogObserver, events.append)),
         clock,
         "refused {client} ({total} so far)",
         interval=60.0,
@@ -181,8 +190,11 @@ def test_kindsApart() -> None:
     L{LogThrottles} throttles each kind of event on its own, with the formats of the kind's
     first call, and stops them all at once.
     """
-    clock, events = Clock(), []
-    throttles = LogThrottles(Logger(namespace="test", observer=events.append), clock, 10.0)
+    clock = Clock()
+    events: list[LogEvent] = []
+    throttles = LogThrottles(
+        Logger(namespace="test", observer=cast(ILogObserver, events.append)), clock, 10.0
+    )
     for _ in range(50):
         throttles.throttle("a", "a failed ({total} so far)", "a failed {burst} times").event()
         throttles.throttle("b", "b failed ({total} so far)").event()
