@@ -41,6 +41,19 @@ def _connectionTokens(fields: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]
     return frozenset(tokens)
 
 
+def _named(
+    fields: Iterable[tuple[bytes, bytes]], connection: Iterable[bytes] | None
+) -> tuple[Iterable[tuple[bytes, bytes]], frozenset[bytes]]:
+    """
+    C{fields} (read into a list if they must be searched) and the fields their C{Connection}
+    names: C{connection} if the caller has it at hand, else found in C{fields}.
+    """
+    if connection is not None:
+        return fields, frozenset(connection)
+    fields = list(fields)
+    return fields, _connectionTokens(fields)
+
+
 #: The lengths of the hop-by-hop field names: a field of another length is none of them.
 _HOP_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP)
 
@@ -64,11 +77,7 @@ def endToEnd(
     @param connection: the C{Connection} options (lower-case), if the caller has them at
         hand (else C{fields} are searched for them).
     """
-    if connection is None:
-        fields = list(fields)
-        named = _connectionTokens(fields)
-    else:
-        named = frozenset(connection)
+    fields, named = _named(fields, connection)
     if named:
         drop = drop | named
         return [(name, value) for name, value in fields if name.lower() not in drop]
@@ -98,11 +107,7 @@ def upstreamRequestHeaders(
     @param connection: the C{Connection} options (lower-case), if the caller has them at
         hand (else C{fields} are searched for them).
     """
-    if connection is None:
-        fields = list(fields)
-        named = _connectionTokens(fields)
-    else:
-        named = frozenset(connection)
+    fields, named = _named(fields, connection)
     if named:
         drop = _REQUEST_OWN | named
         lengths = _REQUEST_LENGTHS | {len(name) for name in named}
