@@ -95,7 +95,7 @@ class Harness(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.fetcher = FakeFetcher()
-        self.logged: list[str] = []
+        self.logged: list[tuple[Any, ...]] = []
 
     def settings(self, **kwargs: Any) -> ProxySettings:
         return ProxySettings(fetcher=self.fetcher, clock=self.clock, **kwargs)
@@ -105,6 +105,7 @@ class Harness(SynchronousTestCase):
         accessLog.record = lambda *a, **k: self.logged.append(a)  # type: ignore[method-assign]
         self.factory = ProxyFactory(self.settings(**kwargs), accessLog)
         protocol = self.factory.buildProtocol(client)
+        assert protocol is not None
         transport = StringTransport(hostAddress=PROXY, peerAddress=client)
         protocol.makeConnection(transport)
         return protocol, transport
@@ -610,11 +611,10 @@ class ConnectTests(Harness):
         ways untouched, each side the other's producer, and the tunnel is logged when it
         closes.
         """
-        from twisted.internet.protocol import Protocol
 
         from caplab.proxy.tunnel import TunnelOpener
 
-        origins: list[tuple[Protocol, Deferred[Any]]] = []
+        origins: list[tuple[Any, Deferred[Any]]] = []
 
         class Connector:
             def endpoint(self, host: str, port: int) -> Any:

@@ -7,7 +7,7 @@ keep-alive, the request-body limit, protocol switches, and answers cut off.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionLost
@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 
 from caplab.proxy.answer import Answer
 from caplab.proxy.body import WholeBody
-from caplab.proxy.hooks import UpstreamResponse
+from caplab.proxy.hooks import DeliverBody, UpstreamResponse
 from tests.test_proxy_channel import CLIENT, Harness, Producer
 
 
@@ -52,6 +52,7 @@ class InterimTests(Harness):
         channel, transport = self.connect()
         channel.dataReceived(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n")
         [(request, _, _)] = self.fetcher.calls
+        assert request.interim is not None
         request.interim(100, b"Continue", [])
         request.interim(103, b"Early Hints", [(b"Link", b"</a>"), (b"Connection", b"x")])
         self.fetcher.answer(200, [(b"Content-Length", b"2")], [b"ok"])
@@ -220,7 +221,7 @@ class PipelineTests(Harness):
                 return succeed(UpstreamResponse(200, b"OK", [(b"Content-Length", b"1")], deliver))
 
         channel, transport = self.connect()
-        self.factory.settings.fetcher = Immediate()  # type: ignore[assignment]
+        self.factory.settings.fetcher = Immediate()
         channel.dataReceived(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n" * 3000)
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 3000)
 
@@ -346,8 +347,10 @@ class SwitchTests(Harness):
         channel.dataReceived(
             b"GET http://h/ HTTP/1.1\r\nHost: h\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nearly"
         )
+        # cast: a stand-in deliverBody; a switched response has no body to deliver
+        noBody = cast(DeliverBody, Sink().bodyDone)
         response = UpstreamResponse(
-            101, b"Switching Protocols", [(b"Upgrade", b"x")], Sink().bodyDone, switched=Switched()
+            101, b"Switching Protocols", [(b"Upgrade", b"x")], noBody, switched=Switched()
         )
         self.fetcher.calls[0][2].callback(response)
         self.assertTrue(
@@ -464,7 +467,7 @@ class WholeBodyTests(Harness):
         channel, transport = self.connect()
         writes: list[bytes] = []
         write = transport.write
-        transport.write = lambda data: (writes.append(data), write(data))  # type: ignore[method-assign]
+        transport.write = lambda data: (writes.append(data), write(data))  # type: ignore[method-assign, func-returns-value]
         channel.dataReceived(method + b" http://h/ " + version + b"\r\nHost: h\r\n\r\n")
         self.fetcher.calls[-1][2].callback(
             UpstreamResponse(200, b"OK", list(headers), deliver, "caplab; hit")
