@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.python.threadpool import ThreadPool
@@ -297,7 +298,7 @@ class RealThreadTests(TempFiles, TestCase):
 
     timeout = 20
 
-    def test_checkedOffTheReactorThread(self) -> None:
+    def test_checkedOffTheReactorThread(self) -> Deferred[None]:
         """
         The hash is checked in a pool thread, not the reactor's.
         """

@@ -246,7 +246,7 @@ class OwnPoolTests(TempFiles, TestCase):
 
     timeout = 20
 
-    def test_ownPool(self) -> None:
+    def test_ownPool(self) -> Deferred[None]:
         from twisted.internet import reactor
 
         names: list[str] = []

@@ -5,12 +5,12 @@ the rate-limited failure log, on a L{Clock} with checks that finish when the tes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogEvent, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from caplab.proxy.throttle import (
@@ -247,7 +247,7 @@ class SchedulerTests(SynchronousTestCase):
         self.assertEqual(self.threads.started(), ["b"])
 
 
-def lines(events: list[dict[str, Any]]) -> list[str]:
+def lines(events: Sequence[LogEvent]) -> list[str]:
     return [formatEvent(event) for event in events]
 
 

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from caplab.proxy.cache.directives import MAX_DELTA, parseCacheControl, splitList
+from caplab.proxy.cache.directives import MAX_DELTA, CacheControl, parseCacheControl, splitList
 
 
-def cc(*lines: bytes):  # type: ignore[no-untyped-def]
+def cc(*lines: bytes) -> CacheControl:
     return parseCacheControl(list(lines))
 
 

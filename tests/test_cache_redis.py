@@ -4,7 +4,7 @@ Unit tests for the Redis-shared cache store, with an in-memory fake of the Redis
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from caplab.proxy.cache import redisstore
 from caplab.proxy.cache.entries import EntryHead
 from caplab.proxy.cache.redisstore import (
+    IRedis,
     PrimingFetcher,
     RedisStore,
     decodeEntry,
@@ -92,7 +93,10 @@ def head(
 
 
 def store(redis: FakeRedis, clock: Clock) -> RedisStore:
-    return RedisStore(redis, clock, maxSize=1 << 20, maxObjectSize=1 << 16, timeout=0.5)
+    # cast: the plain fake has no scan, as a connection without SCAN (flush checks for it)
+    return RedisStore(
+        cast(IRedis, redis), clock, maxSize=1 << 20, maxObjectSize=1 << 16, timeout=0.5
+    )
 
 
 def put(target: RedisStore, entryHead: EntryHead, body: bytes) -> None:

@@ -40,7 +40,7 @@ from tests.support import WAIT, fullAcceptQueue
 
 
 @contextmanager
-def serverThread(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+def serverThread(handle: Callable[[socket.socket], object]) -> Iterator[int]:
     """
     Listen on a free loopback TCP port, run C{handle} on each accepted connection in a
     thread (until the test ends), and yield the port.
@@ -626,6 +626,7 @@ def test_udpStaleReplyDiscarded() -> None:
         udp = UDPClient("127.0.0.1", port, WAIT, 3)
         try:
             assert udp.exchange(b"first") == b"FIRST"
+            assert udp.sock is not None
             assert select.select([udp.sock], [], [], WAIT)[0], "the extra reply never came"
             assert udp.exchange(b"fresh") == b"FRESH"
         finally:

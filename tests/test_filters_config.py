@@ -164,7 +164,7 @@ class ConfigTests(SynchronousTestCase):
         """
         Parsed as options, the messages name the options.
         """
-        for kwargs, message in [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"rewrite": ["* s/(/x/"]}, "--rewrite '* s/(/x/': bad regular expression"),
             ({"requestHeader": ["* drop X"]}, "--request-header '* drop X'"),
             ({"responseHeader": ["* set Host: x"]}, "--response-header '* set Host: x'"),
@@ -173,7 +173,8 @@ class ConfigTests(SynchronousTestCase):
             ({"privacy": True, "stripParameters": ["a*b"]}, "--strip-param: 'a*b'"),
             ({"filters": ["upper"]}, "--filter 'upper': expected"),
             ({"window": 1}, "--filter-window: expected a number of bytes"),
-        ]:
+        ]
+        for kwargs, message in cases:
             with self.assertRaises(FilterConfigError) as caught:
                 parseFilterConfig(tableFromOptions(**kwargs), options=True)
             self.assertTrue(str(caught.exception).startswith(message), str(caught.exception))

@@ -262,6 +262,7 @@ class StreamingTests(SynchronousTestCase):
         charsets.
         """
         rule = RewriteFilter(parseRewrite("* s/a/b/g"), FilterCounters())
+        mediaType: str | None
         for mediaType in (
             "text/html",
             "text/css",

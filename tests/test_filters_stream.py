@@ -231,15 +231,15 @@ class TransformSinkTests(SynchronousTestCase):
         head = ResponseHead(200, b"OK", [], "text/html", "utf-8")
         counters = FilterCounters()
         rewrite = RewriteFilter(parseRewrite("* s/hello/HOWDY/g"), counters)
-        transforms = [
-            ElementBlocker(Nothing(), "http", "utf-8"),
-            rewrite.transformBody(makeRequest(), head),
-        ]
+        blocker = ElementBlocker(Nothing(), "http", "utf-8")
+        rewriting = rewrite.transformBody(makeRequest(), head)
+        assert rewriting is not None
+        transforms = [blocker, rewriting]
         sink = SlowClientSink(limit=4 * PIECE)
         source = BodySource(endless(PIECE, 32 << 20))
         tracemalloc.start()
         try:
-            source.deliverBody(TransformSink(sink, transforms))  # type: ignore[list-item]
+            source.deliverBody(TransformSink(sink, transforms))
             while sink.done is None:
                 sink.drain()
             peak = tracemalloc.get_traced_memory()[1]

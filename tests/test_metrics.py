@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 from caplab.metrics.registry import FAMILIES, CacheFigures, Metrics, methodLabel
 from caplab.proxy.filters.reporting import COUNTERS, FilterCounters
-from caplab.tcp import UppercaseFactory
+from caplab.tcp import UppercaseFactory, UppercaseProtocol
 from caplab.udp import UppercaseDatagramProtocol
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -271,7 +271,7 @@ class UppercaseServiceTests(SynchronousTestCase):
         metrics.watchTCPFactory(factory)
         peer = IPv4Address("TCP", "127.0.0.1", 40000)
         protocol = factory.buildProtocol(peer)
-        assert protocol is not None
+        assert isinstance(protocol, UppercaseProtocol)
         transport = StringTransport()
         protocol.makeConnection(transport)
         protocol.dataReceived(b"hi")

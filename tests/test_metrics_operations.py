@@ -45,14 +45,15 @@ class CommandTests(SynchronousTestCase):
         """
         good = {"id": ID, "op": "purge", "url": "http://example.com/", "issued": 5.0}
         self.assertEqual(Command.fromJSON(good), Command(ID, "purge", "http://example.com/", 5.0))
-        for change in [
+        changes: list[dict[str, object]] = [
             {"id": "../../etc"},
             {"op": "delete"},
             {"url": None},
             {"op": "flush"},
             {"issued": "now"},
             {"issued": True},
-        ]:
+        ]
+        for change in changes:
             self.assertRaises(ValueError, Command.fromJSON, {**good, **change})
 
     def test_runOnce(self) -> None:

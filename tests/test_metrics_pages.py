@@ -53,6 +53,7 @@ class FigureRows(HTMLParser):
         found = dict(attrs)
         if tag == "tr" and found.get("data-metric"):
             self._current = found["data-metric"]
+            assert self._current is not None
             self.values[self._current] = float(found["data-value"] or "nan")
             self._cells = []
 
@@ -233,7 +234,7 @@ class StatusPageTests(SynchronousTestCase):
         response = StatusPage(LocalFigures(metrics), "1.2.3").render(get())
         self.assertEqual(response.code, 200)
         rows = rowsOf(response.body)
-        exported = {}
+        exported: dict[str, float] = {}
         for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
             for sample in family.samples:
                 exported[sample.name] = exported.get(sample.name, 0) + sample.value

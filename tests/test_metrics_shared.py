@@ -372,7 +372,8 @@ class MetricsDirectoryTests(SynchronousTestCase):
             }
             self.assertEqual(pids, {"101", "102", str(os.getpid())})
         self.successResultOf(self.directory.processEnded(101))
-        totals = sums(self.successResultOf(self.directory.scrape()))
+        families = self.successResultOf(self.directory.scrape())
+        totals = sums(families)
         self.assertEqual(totals["caplab_proxy_requests_total"], 2)
         self.assertEqual(totals["caplab_proxy_active_connections"], 1)
 

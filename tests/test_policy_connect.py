@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import (
     IAddress,
@@ -92,7 +94,7 @@ class ConnectorPolicyTests(SynchronousTestCase):
             trusted={"parent.example"},
         )
 
-    def connect(self, host: str, scheme: str = "http") -> object:
+    def connect(self, host: str, scheme: str = "http") -> Deferred[Any]:
         d = self.connector.connect(Target(scheme, host, 80, b"/"), Protocol())
         self.reactor.advance(1)  # every address HostnameEndpoint will try
         return d
@@ -100,8 +102,8 @@ class ConnectorPolicyTests(SynchronousTestCase):
     def attempted(self) -> list[str]:
         return [client[0] for client in self.reactor.tcpClients]
 
-    def assertBlocked(self, d: object, detail: str) -> None:
-        failure = self.failureResultOf(d, UpstreamError)  # type: ignore[arg-type]
+    def assertBlocked(self, d: Deferred[Any], detail: str) -> None:
+        failure = self.failureResultOf(d, UpstreamError)
         error = failure.value
         assert isinstance(error, UpstreamError)
         self.assertEqual((error.code, error.title), (403, "Forbidden"))
@@ -138,8 +140,9 @@ class ConnectorPolicyTests(SynchronousTestCase):
         self.assertEqual(self.attempted(), ["192.0.2.1"])
         [(host, port, factory, _, _)] = self.reactor.tcpClients
         protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+        assert protocol is not None
         protocol.makeConnection(StringTransport())
-        self.assertIsInstance(self.successResultOf(d), Protocol)  # type: ignore[arg-type]
+        self.assertIsInstance(self.successResultOf(d), Protocol)
 
     def test_permittedAddressFails(self) -> None:
         """

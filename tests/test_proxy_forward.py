@@ -128,7 +128,7 @@ class ForwarderTests(SynchronousTestCase):
             response.headers, [(b"Content-Length", b"5"), (b"X-A", b"1"), (b"X-A", b"2")]
         )
         sink = Sink()
-        response.deliverBody(sink)  # type: ignore[operator]
+        response.deliverBody(sink)
         protocol.dataReceived(b"llo")
         self.assertEqual((b"".join(sink.data), sink.done), (b"hello", True))
 
@@ -139,7 +139,8 @@ class ForwarderTests(SynchronousTestCase):
         """
         seen: list[float] = []
         self.forwarder.latency = seen.append
-        self.connector.pending = connecting = Deferred()
+        connecting: Deferred[Any] = Deferred()
+        self.connector.pending = connecting
         d, origin = self.fetch()
         self.clock.advance(0.5)
         origin.makeConnection(StringTransport())

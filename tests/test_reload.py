@@ -217,7 +217,7 @@ class RealSignalTests(TempFiles, TestCase):
 
     timeout = 20
 
-    def test_sighup(self) -> None:
+    def test_sighup(self) -> Deferred[None]:
         """
         C{kill -HUP} reloads; the original handler is restored afterwards.
         """

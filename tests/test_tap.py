@@ -215,6 +215,7 @@ def test_options() -> None:
     )
     [(port, factory, _, interface)] = reactor.tcpServers
     assert (port, interface) == (4000, "127.0.0.2")
+    assert isinstance(factory, UppercaseFactory)
     assert (factory.unicode, factory.idleTimeout, factory.maxConnections) == (1, None, 7)
     [(udpPort, protocol, udpInterface, _)] = reactor.udp
     assert (udpPort, udpInterface, protocol.unicode) == (4001, "127.0.0.2", 1)

@@ -26,6 +26,7 @@ from caplab.proxy.cache.storage import MemoryStore
 from caplab.proxy.hooks import Target
 from caplab.proxy.upstream import NextHop
 from caplab.reconfigure import ConfigReload, watchConfig
+from caplab.reload import IReloadable
 from caplab.tap import Options, makeService
 from caplab.trace import TracingFactory
 from caplab.wiring import ConfigError, IdleOriginsClosed, build
@@ -144,7 +145,8 @@ class BuildTests(TempFiles, SynchronousTestCase):
         assert isinstance(step, IdleOriginsClosed)
         self.assertEqual(step.closeIdle, parts.proxy.closeIdle)
         step.closeIdle = lambda: closed.append(1)
-        step.use(step.load())
+        reloadable: IReloadable = step  # used as the Reloader uses it (load returns None here)
+        reloadable.use(reloadable.load())
         self.assertEqual(closed, [1])
         summary = parts.summary()
         self.assertIn(f"2 block rules and 0 allow rules from block list {block}", summary)
