@@ -285,7 +285,7 @@ def test_restartKeepsDiskCache(origin: OriginProcess, tmp_path: Path) -> None:
         assert fetch(first, origin, path).cacheStatus.startswith("caplab; hit")
     assert list(cacheDir.glob("*.entry"))
     with runningProxy(origin, tmp_path, "--cache-dir", str(cacheDir)) as second:
-        second.process.waitForLine(r"cache: on disk in .* \(1 entry, ")  # type: ignore[union-attr]
+        second.process.waitForLine(r"cache: on disk in .* \(1 entry, ")
         again = fetch(second, origin, path)
     assert again.body == stored.body
     assert again.cacheStatus.startswith("caplab; hit")

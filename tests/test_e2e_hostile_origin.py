@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import bcrypt
@@ -49,7 +49,7 @@ def origin() -> Iterator[ScriptedOrigin]:
         yield running
 
 
-def _answer(body: bytes) -> object:
+def _answer(body: bytes) -> Callable[[OriginConnection], None]:
     def script(conn: OriginConnection) -> None:
         conn.readRequest()
         conn.respond(headers=[(b"Cache-Control", b"public, max-age=600")], body=body)

@@ -374,7 +374,7 @@ def test_maxConnections(origin: OriginProcess, tmp_path: Path) -> None:
                     assert third.recv(65536) == b""
                 except ConnectionResetError:
                     pass
-            proxy.process.waitForLine("refused")  # type: ignore[union-attr]
+            proxy.process.waitForLine("refused")
         finally:
             held.pop().close()
         deadline = time.monotonic() + WAIT

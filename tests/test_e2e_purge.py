@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
@@ -21,7 +23,7 @@ from tests.origins.proxy import runningProxy
 pytestmark = pytest.mark.e2e
 
 
-def _admin(port: int, path: str, method: str = "POST") -> tuple[int, dict[str, object]]:
+def _admin(port: int, path: str, method: str = "POST") -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
     try:
         with urllib.request.urlopen(request, timeout=WAIT) as answer:
@@ -83,7 +85,7 @@ def test_adminPurgeAndFlush(origin: OriginProcess, tmp_path: Path) -> None:
         curl(proxy, first)
         curl(proxy, second)
         assert _admin(port, "/cache/purge", "GET")[0] == 405
-        code, answer = _admin(port, f"/cache/purge?url={urllib.request.quote(first)}")
+        code, answer = _admin(port, f"/cache/purge?url={urllib.parse.quote(first)}")
         assert (code, answer["purged"]) == (200, 1), answer
         assert curl(proxy, first).stdout.endswith(b"request 2\n")
         code, answer = _admin(port, "/cache/flush")

@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,6 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support import WAIT, CaplabProcess, twistdCommand
 
 pytestmark = pytest.mark.e2e
+
+_T = TypeVar("_T")
 
 
 def exchange(port: int, text: bytes = b"which worker?") -> bytes:
@@ -166,7 +169,7 @@ def adminSamples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
     return found
 
 
-def waitFor(check: Callable[[], object], what: str, timeout: float = WAIT) -> object:
+def waitFor(check: Callable[[], _T | None], what: str, timeout: float = WAIT) -> _T:
     """
     Call C{check} until it returns something true (the workers share their figures once a
     second); fail after C{timeout}.
@@ -236,7 +239,7 @@ def test_metricsOfTheWholeServer() -> None:
             perWorker = [int(c.replace(b",", b"")) for c in counts]
             return (shown, perWorker) if shown >= sent and len(perWorker) == 2 else None
 
-        shown, perWorker = waitFor(rows, "the status page showing every worker")  # type: ignore[misc]
+        shown, perWorker = waitFor(rows, "the status page showing every worker")
         assert sum(perWorker) == shown and all(perWorker), (shown, perWorker)
 
         code, stats = proxyGet(proxyPort, "/stats")

@@ -127,7 +127,7 @@ class OriginConnection:
         return request
 
     def _readChunked(self) -> bytes:
-        body = []
+        body: list[bytes] = []
         while True:
             size = int(self.readUntil(b"\r\n")[:-2].split(b";")[0], 16)
             if size == 0:
