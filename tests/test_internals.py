@@ -591,6 +591,7 @@ class TrustRootTests(SynchronousTestCase):
                 super()._addCACertsToContext(context)
 
         ssl.optionsForClientTLS("example.test", trustRoot=Recording(None))
+        calls.clear()  # Twisted 24.7 builds that context at once, later ones when connecting
         context = ssl.CertificateOptions(trustRoot=Recording(None)).getContext()
         self.assertEqual(calls, [context])
 

@@ -16,6 +16,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IHostnameResolver,
     IHostResolution,
+    IReactorPluggableNameResolver,
     IResolutionReceiver,
 )
 from twisted.internet.protocol import Protocol
@@ -27,6 +28,19 @@ from zope.interface import implementer
 from caplab.proxy.connect import CheckingResolver, EndpointConnector, connectQuietly
 from caplab.proxy.hooks import Target, UpstreamError, Verdict
 from tests.test_policy import policyOf
+
+
+@implementer(IReactorPluggableNameResolver)
+class ResolvingReactor(MemoryReactorClock):
+    """
+    A memory reactor whose name resolver a test installs (the oldest Twisted caplab admits,
+    24.7, has no C{installNameResolver} on its memory reactor).
+    """
+
+    def installNameResolver(self, resolver: IHostnameResolver) -> IHostnameResolver:
+        old = getattr(self, "nameResolver", None)
+        self.nameResolver = resolver
+        return old  # type: ignore[return-value]
 
 
 @implementer(IHostResolution)
@@ -76,7 +90,7 @@ class ConnectorPolicyTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.reactor = MemoryReactorClock()
+        self.reactor = ResolvingReactor()
         self.resolver = FakeResolver(
             {
                 "loopback.example": ["127.0.0.1"],
