@@ -192,7 +192,9 @@ class CachingFetcher:
             if evaluation.decision is Decision.STALE_REVALIDATE:
                 detail = "; detail=stale-while-revalidate"
             status = f"{self.name}; hit; ttl={int(evaluation.ttl)}{detail}"
-            response = fromStore(self.store, entry, request, now, status, flags)
+            response = fromStore(
+                self.store, entry, request.method, request.headers, now, status, flags
+            )
             if response is not None:
                 if self.metrics is not None:
                     self.metrics.cacheHit()
@@ -480,7 +482,15 @@ class CachingFetcher:
                 refreshed = self._refresh(entry, response, requestTime)
                 if refreshed is not None:
                     now = self.clock.seconds()
-                    fromStored = fromStore(self.store, refreshed[0], request, now, status, flags)
+                    fromStored = fromStore(
+                        self.store,
+                        refreshed[0],
+                        request.method,
+                        request.headers,
+                        now,
+                        status,
+                        flags,
+                    )
                     if fromStored is not None:
                         finished()
                         # the 304's per-client fields (Set-Cookie ...) are this client's
@@ -594,7 +604,9 @@ class CachingFetcher:
         if not rules.mayServeStaleOnError(entry.rules, requestRules, now):
             return None
         status = f"{self.name}; fwd=stale; fwd-status={code}; detail=stale-if-error"
-        return fromStore(self.store, entry, request, now, status, scan(request.headers))
+        return fromStore(
+            self.store, entry, request.method, request.headers, now, status, scan(request.headers)
+        )
 
     def _staleWhenUnreachable(
         self,
@@ -615,7 +627,9 @@ class CachingFetcher:
             return None
         ttl = int(entry.rules.freshness.lifetime - entry.rules.freshness.currentAge(now))
         status = f"{self.name}; fwd=stale; ttl={ttl}; detail=origin-unreachable"
-        stale = fromStore(self.store, entry, request, now, status, scan(request.headers))
+        stale = fromStore(
+            self.store, entry, request.method, request.headers, now, status, scan(request.headers)
+        )
         if stale is not None:
             self._staleServed.event(
                 uri=request.target.uri,

@@ -1,21 +1,21 @@
 """
-The cache hit's short way: a fresh stored response whose body is whole in memory, asked
-for by a plain C{GET} (no range, no preconditions, no cache directives of the client's), is
-answered straight from the request the client sent, without the upstream request, the
-Deferred and the store's body machinery the general way makes for it.
+The cache hit's short way: a fresh stored response asked for by a plain C{GET} (no range,
+no preconditions, no cache directives of the client's) is answered straight from the
+request the client sent, without the upstream request and the Deferred the general way
+makes for it.  It is wired for the memory store only: the disk store's bodies are opened
+from files, and the Redis store must first bring a URI's entries into its near cache.
 
-Everything else (a stale entry, a body on disk, the client's own directives or
-preconditions, a response that varies on a field the proxy rewrites on its way upstream)
-takes the general way, L{caplab.proxy.cache.fetcher.CachingFetcher.fetch}, which answers
-the short way's requests the same: the response made here is the one L{fromStore} makes,
-and a test holds both ways to the same bytes.
+Everything else (a stale entry, the client's own directives or preconditions, a response
+that varies on a field the proxy rewrites on its way upstream) takes the general way,
+L{caplab.proxy.cache.fetcher.CachingFetcher.fetch}, which answers the short way's requests
+the same: the response is made by the same L{fromStore}, and a test holds both ways to the
+same bytes.
 """
 
 from __future__ import annotations
 
-from caplab.proxy.body import WholeBody
 from caplab.proxy.cache.fetcher import CachingFetcher
-from caplab.proxy.cache.replies import scan
+from caplab.proxy.cache.replies import fromStore, scan
 from caplab.proxy.cache.rules import NO_REQUEST_RULES, Decision, evaluate
 from caplab.proxy.headers import CHANGED_UPSTREAM
 from caplab.proxy.hooks import Headers, UpstreamResponse
@@ -52,19 +52,12 @@ class QuickHits:
             return None  # selected by a field that goes upstream changed
         entryRules = entry.rules
         assert entryRules is not None
-        evaluation = evaluate(entryRules, NO_REQUEST_RULES, cache.clock.seconds())
+        now = cache.clock.seconds()
+        evaluation = evaluate(entryRules, NO_REQUEST_RULES, now)
         if evaluation.decision is not Decision.FRESH:
             return None
-        body = store.openBody(entry)
-        if body is None:
-            return None
-        deliver = body.deliver
-        if type(deliver) is not WholeBody:
-            body.close()
-            return None
-        store.touch(entry)
-        if cache.metrics is not None:
-            cache.metrics.cacheHit()
-        fields = [*head.headers, entry.lengthField, (b"Age", b"%d" % int(evaluation.age))]
         status = f"{cache.name}; hit; ttl={int(evaluation.ttl)}"
-        return UpstreamResponse(head.code, head.phrase, fields, deliver, status)
+        response = fromStore(store, entry, b"GET", headers, now, status, 0)
+        if response is not None and cache.metrics is not None:
+            cache.metrics.cacheHit()
+        return response

@@ -44,24 +44,26 @@ def scan(headers: Headers, flags: dict[bytes, int] = _FLAGS) -> int:
 def fromStore(
     store: IStore,
     entry: StoredEntry,
-    request: UpstreamRequest,
+    method: bytes,
+    headers: Headers,
     now: float,
     status: str,
     flags: int,
 ) -> UpstreamResponse | None:
     """
-    The response C{entry} gives C{request} (None if its body is gone or damaged): the client's
-    preconditions first (304, 412), then a range of a GET (206, 416; C{If-Range} with a
-    strong validator only, else the whole response), the head alone for HEAD.
+    The response C{entry} gives a request with C{method} and C{headers} (None if its body is
+    gone or damaged): the client's preconditions first (304, 412), then a range of a GET
+    (206, 416; C{If-Range} with a strong validator only, else the whole response), the head
+    alone for HEAD.
 
-    @param flags: L{scan} of the request's fields.
+    @param flags: L{scan} of the request's fields (C{headers} are read only for those).
     """
     entryRules = entry.rules
     assert entryRules is not None
     head = entry.head
     age = (b"Age", b"%d" % int(entryRules.freshness.currentAge(now)))
     if flags & CONDITIONS:
-        outcome = rules.preconditions(request.headers, entryRules)
+        outcome = rules.preconditions(headers, entryRules)
         if outcome is Precondition.NOT_MODIFIED:
             store.touch(entry)
             if entry.notModified is None:
@@ -72,7 +74,7 @@ def fromStore(
             return UpstreamResponse(
                 412, b"Precondition Failed", [(b"Content-Length", b"0")], noBody, status
             )
-    if request.method == b"HEAD":
+    if method == b"HEAD":
         if not entry.live:
             return None
         store.touch(entry)
@@ -80,7 +82,7 @@ def fromStore(
             head.code, head.phrase, [*head.headers, entry.lengthField, age], noBody, status
         )
     if flags & RANGE and head.code == 200:
-        wanted = wantedRange(request.headers, entry, entry.bodyLength)
+        wanted = wantedRange(headers, entry, entry.bodyLength)
         if wanted is not None:
             return _range(store, entry, wanted, 0, entry.bodyLength, age, status)
     body = store.openBody(entry)
