@@ -39,6 +39,20 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(parsed.privateFields, {b"x-b"})
         self.assertEqual(parsed.maxAge, 5)
 
+    def test_malformedQualifiedIsUnqualified(self) -> None:
+        """
+        A C{private=} or C{no-cache=} whose argument is neither a token nor a quoted-string
+        (an unterminated quote, a space, nothing) is the unqualified directive: the most
+        restrictive reading, not no directive at all.
+        """
+        for value in (b'private="set-cookie', b"private=a b", b"private=", b'private="a"b"'):
+            parsed = cc(value + b", max-age=60")
+            self.assertTrue(parsed.private, value)
+            self.assertFalse(parsed.public, value)
+        for value in (b'no-cache="set-cookie', b"no-cache=a b", b"no-cache="):
+            self.assertTrue(cc(value).noCache, value)
+        self.assertTrue(cc(b'no-cache="x-a", no-cache="oops').noCache)
+
     def test_invalidDelta(self) -> None:
         """
         A C{max-age} or C{s-maxage} that is not delta-seconds is invalid (the response is
@@ -56,6 +70,19 @@ class ParseTests(SynchronousTestCase):
         A delta-seconds beyond 2^31 is read as 2^31.
         """
         self.assertEqual(cc(b"max-age=99999999999999999999").maxAge, MAX_DELTA)
+
+    def test_thousandsOfDigits(self) -> None:
+        """
+        A delta-seconds of more digits than Python's C{int()} reads (4,300) is 2^31 too,
+        in a response and in a request; leading zeros do not make a number large.
+        """
+        huge = b"9" * 5000
+        self.assertEqual(cc(b"max-age=" + huge).maxAge, MAX_DELTA)
+        self.assertEqual(
+            cc(b"s-maxage=" + huge + b", stale-if-error=" + huge).staleIfError, MAX_DELTA
+        )
+        self.assertEqual(cc(b"max-stale=" + huge).maxStale, MAX_DELTA)
+        self.assertEqual(cc(b"max-age=" + b"0" * 5000 + b"7").maxAge, 7)
 
     def test_maxStale(self) -> None:
         """
@@ -121,3 +148,22 @@ class SplitTests(SynchronousTestCase):
         Members come back as they were, whatever the separators, commas inside quotes kept.
         """
         self.assertEqual(splitList(separator.join(members)), members)
+
+
+class MemoTests(SynchronousTestCase):
+    def test_longValuesNotRemembered(self) -> None:
+        """
+        Only short C{Cache-Control} values are remembered: distinct long ones (a client's,
+        a hostile origin's) are parsed each time and kept by no cache.
+        """
+        from caplab.proxy.cache import directives
+
+        directives._remembered.cache_clear()
+        for i in range(50):
+            parsed = cc(b"max-age=%d, x-pad=" % i + b"a" * 60000)
+            self.assertEqual(parsed.maxAge, i)
+        self.assertEqual(directives._remembered.cache_info().currsize, 0)
+        cc(b"max-age=60")
+        cc(b"max-age=60")
+        info = directives._remembered.cache_info()
+        self.assertEqual((info.currsize, info.hits), (1, 1))

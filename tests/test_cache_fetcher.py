@@ -915,6 +915,104 @@ class CollapsingTests(FetcherTestCase):
         self.assertEqual(self.origin.cancelled, 1)
 
 
+class FlightEndsTests(FetcherTestCase):
+    """
+    No failure, not even a bug, leaves a collapsing flight behind (later requests for the
+    URI would wait on it for nothing).
+    """
+
+    def test_errbackEndsFlight(self) -> None:
+        """
+        A bug while the leader's response is handled fails its client and ends the flight:
+        the next request goes to the origin at once.
+        """
+
+        def broken(head: Any) -> None:
+            raise RuntimeError("a bug in the store")
+
+        self.store.writer = broken  # type: ignore[method-assign]
+        leader = self.fetch()
+        waiter = self.fetch()
+        self.origin.respond(200, [(b"Cache-Control", b"max-age=60")], b"x")
+        self.assertTrue(leader.failure.check(RuntimeError))
+        self.assertEqual(self.cache._flights, {})
+        self.assertEqual(len(self.origin.requests), 2)
+        self.origin.respond(200, [], b"own")
+        self.assertEqual(waiter.read(), b"own")
+        self.fetch()
+        self.assertEqual(len(self.origin.requests), 3)
+
+    def test_synchronousExceptionEndsFlight(self) -> None:
+        """
+        An origin fetcher that raises instead of failing its Deferred fails the request
+        (C{fetch} never raises) and ends the flight.
+        """
+        fetch = self.origin.fetch
+
+        def raising(request: UpstreamRequest, body: Any) -> Deferred[UpstreamResponse]:
+            raise RuntimeError("a bug upstream")
+
+        self.origin.fetch = raising  # type: ignore[method-assign]
+        first = self.fetch()
+        self.assertTrue(first.failure.check(RuntimeError))
+        self.assertEqual(self.cache._flights, {})
+        self.origin.fetch = fetch  # type: ignore[method-assign]
+        self.fetch()
+        self.assertEqual(len(self.origin.requests), 1)
+
+
+class HugeNumberTests(FetcherTestCase):
+    """
+    Numbers of thousands of digits (more than Python's C{int()} reads) from a client or an
+    origin are read as RFC 9111 says, never an exception.
+    """
+
+    huge = b"9" * 5000
+
+    def test_clientRange(self) -> None:
+        """
+        A C{Range} with a position of 5,000 digits is left to the origin.
+        """
+        self.prime([(b"Cache-Control", b"max-age=60")])
+        result = self.fetch(get((b"Range", b"bytes=" + self.huge + b"-")))
+        self.assertIsNone(result.failure)
+        self.assertEqual(len(self.origin.requests), 2)
+        self.origin.respond(416, [], b"")
+        self.assertEqual(result.code, 416)
+        self.assertEqual(result.status, "caplab; fwd=bypass; detail=range")
+
+    def test_clientMaxAge(self) -> None:
+        """
+        A request's C{max-age} of 5,000 digits is 2^31: a fresh stored response answers.
+        """
+        self.prime([(b"Cache-Control", b"max-age=60")])
+        result = self.fetch(get((b"Cache-Control", b"max-age=" + self.huge)))
+        self.assertEqual(result.read(), b"hello")
+        self.assertEqual(result.status, "caplab; hit; ttl=60")
+
+    def test_originAge(self) -> None:
+        """
+        An origin's C{Age} of 5,000 digits is 2^31 (stale at once): the response reaches
+        its client, is stored (it has a validator), and the flight ends.
+        """
+        result = self.prime(
+            [(b"Cache-Control", b"max-age=60"), (b"ETag", b'"e"'), (b"Age", self.huge)]
+        )
+        self.assertEqual(result.status, "caplab; fwd=miss; stored")
+        self.assertEqual(self.cache._flights, {})
+        [entry] = self.store.lookup(TARGET.uri)
+        self.assertEqual(entry.head.age, float(2**31))
+        self.fetch()
+        self.assertEqual(self.origin.headerOf(1, b"if-none-match"), b'"e"')
+
+    def test_originMaxAge(self) -> None:
+        """
+        An origin's C{max-age} of 5,000 digits is 2^31 seconds of freshness.
+        """
+        self.prime([(b"Cache-Control", b"max-age=" + self.huge)])
+        self.assertEqual(self.fetch().status, f"caplab; hit; ttl={2**31}")
+
+
 class PassThroughTests(FetcherTestCase):
     """
     What the cache leaves alone.

@@ -49,6 +49,20 @@ class ParseRangeTests(SynchronousTestCase):
             self.assertIsNone(parseRange(value, 100), value)
         self.assertIsNone(parseRange(b"bytes=0-5", 0))
 
+    def test_thousandsOfDigits(self) -> None:
+        """
+        A position of more digits than Python's C{int()} reads (4,300), or than any
+        representation's length needs (18), is no position: the origin decides; leading
+        zeros do not count.
+        """
+        huge = b"9" * 5000
+        for value in (b"bytes=" + huge + b"-", b"bytes=0-" + huge, b"bytes=-" + huge):
+            self.assertIsNone(parseRange(value, 100), value[:12])
+        self.assertIsNone(parseRange(b"bytes=1234567890123456789-", 100))
+        self.assertEqual(parseRange(b"bytes=" + b"0" * 5000 + b"2-3", 100), (2, 4))
+        self.assertIsNone(contentRange([(b"Content-Range", b"bytes 0-4/" + huge)]))
+        self.assertIsNone(contentRange([(b"Content-Range", b"bytes " + huge + b"-4/5")]))
+
     @settings(max_examples=200, deadline=None)
     @given(st.integers(1, 10_000), st.integers(0, 20_000), st.integers(0, 20_000))
     def test_withinRepresentation(self, length: int, first: int, last: int) -> None:

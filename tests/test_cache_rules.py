@@ -798,6 +798,8 @@ class ParsingEdgeTests(SynchronousTestCase):
             (b"10, 20", 10.0),
             (b" 7 ", 7.0),
             (b"99999999999999999999", float(2**31)),
+            (b"9" * 5000, float(2**31)),
+            (b"0" * 5000 + b"3", 3.0),
         ):
             self.assertEqual(rules.ageValue([(b"Age", value)]), expected, value)
         rule = entry([(b"Cache-Control", b"max-age=60"), (b"Age", b"30;x")])

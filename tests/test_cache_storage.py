@@ -792,6 +792,18 @@ class DamagedDirectoryTests(SynchronousTestCase):
         self.assertEqual(entry.head.age, 30.0)
         self.assertEqual(lines, [])
 
+    def test_oldRecordHugeAge(self) -> None:
+        """
+        An old record's C{Age} of thousands of digits is read as C{Age} is everywhere
+        (2^31), not a reason to fail the load.
+        """
+        record = goodRecord(headers=[["Cache-Control", "max-age=60"], ["Age", "9" * 5000]])
+        writeEntryFile(os.path.join(self.directory, "old.entry"), record, b"good")
+        s, lines = self.load()
+        [entry] = s.lookup("http://example.com/good")
+        self.assertEqual(entry.head.age, float(2**31))
+        self.assertEqual(lines, [])
+
 
 class WriteFailureLogTests(SynchronousTestCase):
     """

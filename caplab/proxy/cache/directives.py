@@ -13,7 +13,8 @@ stale (section 4.2.1) rather than as if it said nothing.
 When a directive appears more than once, or directives conflict, the most restrictive reading
 wins: the smallest C{max-age}, C{s-maxage}, C{stale-while-revalidate}, C{stale-if-error} and
 C{max-stale}, the largest C{min-fresh}, an unqualified C{no-cache} or C{private} over the
-qualified forms (whose field names are united), C{private} over C{public}; an invalid
+qualified forms (whose field names are united; a qualified form whose argument is not a
+token or quoted-string counts as unqualified), C{private} over C{public}; an invalid
 C{max-age} among valid ones makes the response stale.
 
 This replaces hishel's parser (C{hishel._core._headers}, not part of hishel's public API),
@@ -26,8 +27,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-#: What a too large delta-seconds is read as (RFC 9111 section 1.2.2).
-MAX_DELTA = 1 << 31
+from caplab.proxy.cache.fields import MAX_DELTA, deltaSeconds
+
+#: The longest C{Cache-Control} (all its lines together) whose parse is remembered: origins
+#: repeat a few short values; a client or origin sending long unique ones would otherwise
+#: keep up to 1,024 of them alive.
+MEMO_LONGEST = 256
 
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _OWS = b" \t"
@@ -124,15 +129,6 @@ def _unquote(value: bytes) -> bytes | None:
     return None
 
 
-def _delta(value: bytes | None) -> int | None:
-    """
-    A delta-seconds value, or None if it is not one.
-    """
-    if not value or not value.isdigit():
-        return None
-    return min(int(value), MAX_DELTA)
-
-
 def _fieldNames(value: bytes) -> frozenset[bytes]:
     return frozenset(name.lower() for name in splitList(value) if name)
 
@@ -141,15 +137,17 @@ def parseCacheControl(values: list[bytes]) -> CacheControl:
     """
     The merged directives of every C{Cache-Control} line of a message (C{values}).
 
-    Results are remembered for the most recent distinct values (most origins send the same
-    few over and over); the parse is pure, so this only saves time.
+    Results are remembered for the most recent distinct short values (most origins send the
+    same few over and over; see L{MEMO_LONGEST}); the parse is pure, so this only saves time.
     """
     if not values:
         return NONE
-    return _parse(tuple(values))
+    key = tuple(values)
+    if sum(len(value) for value in key) <= MEMO_LONGEST:
+        return _remembered(key)
+    return _parse(key)
 
 
-@lru_cache(maxsize=1024)
 def _parse(values: tuple[bytes, ...]) -> CacheControl:
     flags: set[bytes] = set()
     deltas: dict[bytes, list[int | None]] = {}
@@ -170,12 +168,15 @@ def _parse(values: tuple[bytes, ...]) -> CacheControl:
             argument = _unquote(raw.lstrip(_OWS))
             if name in (b"no-cache", b"private"):
                 if argument is None:
+                    # a malformed list of field names: the unqualified directive (the most
+                    # restrictive reading), not nothing at all
+                    flags.add(name)
                     continue
                 (noCacheFields if name == b"no-cache" else privateFields).update(
                     _fieldNames(argument)
                 )
                 continue
-            deltas.setdefault(name, []).append(_delta(argument))
+            deltas.setdefault(name, []).append(deltaSeconds(argument))
 
     def smallest(name: bytes) -> int | None:
         found = [v for v in deltas.get(name, []) if v is not None]
@@ -211,3 +212,6 @@ def _parse(values: tuple[bytes, ...]) -> CacheControl:
         minFresh=max(minFresh) if minFresh else None,
         onlyIfCached=b"only-if-cached" in flags,
     )
+
+
+_remembered = lru_cache(maxsize=1024)(_parse)

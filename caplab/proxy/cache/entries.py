@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from caplab.proxy.cache.bodies import CorruptEntry
-from caplab.proxy.cache.rules import EntryRules
+from caplab.proxy.cache.rules import EntryRules, ageValue
 from caplab.proxy.hooks import Headers
 
 #: Characters never allowed in a stored field name or value (a damaged or forged record).
@@ -131,7 +131,7 @@ class EntryHead:
         age = _number(record, "age", 0.0) if "age" in record else 0.0
         if b"age" in lowered or b"content-length" in lowered or b"transfer-encoding" in lowered:
             # a record of an older caplab: Age and framing were stored with the fields
-            age = max(age, _ageOf(headers))
+            age = max(age, ageValue(headers))
             headers = [(n, v) for n, v in headers if n.lower() not in _FRAMING]
         partial = record.get("partial")
         if partial is not None:
@@ -159,14 +159,6 @@ class EntryHead:
 
 
 _FRAMING = frozenset({b"age", b"content-length", b"transfer-encoding"})
-
-
-def _ageOf(headers: Headers) -> float:
-    for name, value in headers:
-        if name.lower() == b"age":
-            first = value.split(b",")[0].strip()
-            return float(int(first)) if first.isdigit() else 0.0
-    return 0.0
 
 
 def _field(record: dict[str, Any], name: str) -> Any:

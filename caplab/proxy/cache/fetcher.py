@@ -60,6 +60,7 @@ from caplab.proxy.hooks import (
     UpstreamRequest,
     UpstreamResponse,
 )
+from caplab.proxy.http1 import contentLength
 from caplab.ratelimit import LogThrottle
 
 #: Fields of a response not stored (recomputed on a hit: age, framing, the range).
@@ -144,6 +145,18 @@ class CachingFetcher:
     # The request path
 
     def fetch(
+        self, request: UpstreamRequest, body: IRequestBody | None
+    ) -> Deferred[UpstreamResponse]:
+        """
+        The response to C{request}: from the store, the origin, or both.  Never raises: a
+        bug fails the Deferred (the exchange answers it), the request is not lost.
+        """
+        try:
+            return self._fetch(request, body)
+        except Exception:
+            return fail()
+
+    def _fetch(
         self, request: UpstreamRequest, body: IRequestBody | None
     ) -> Deferred[UpstreamResponse]:
         method = request.method
@@ -286,8 +299,16 @@ class CachingFetcher:
                 del self._flights[uri]
             flight.finish()
 
-        result: Deferred[UpstreamResponse] = start(done)
-        return result
+        def failed(reason: Failure) -> Failure:
+            done()  # whatever failed (the origin, or a bug), the flight is over
+            return reason
+
+        try:
+            result: Deferred[UpstreamResponse] = start(done)
+        except BaseException:
+            done()
+            raise
+        return result.addErrback(failed)
 
     def _forward(
         self,
@@ -351,8 +372,10 @@ class CachingFetcher:
         expected: int | None = None
         isPart = False
         if decision.ok:
-            length = rules.firstHeader(response.headers, b"content-length")
-            expected = int(length) if length is not None and length.isdigit() else None
+            lengths = rules.headerValues(response.headers, b"content-length")
+            expected = contentLength(lengths) if lengths else None
+            if lengths and expected is None:
+                expected = -1  # a malformed length: never stored
             part = ranges.contentRange(response.headers) if response.code == 206 else None
             isPart = part is not None
             if part is not None and expected != part[1] - part[0]:

@@ -1,8 +1,11 @@
 """
-Reading header fields from raw header lists (C{list[tuple[bytes, bytes]]}, names in any case).
+Reading header fields from raw header lists (C{list[tuple[bytes, bytes]]}, names in any case),
+and the numbers and entity-tags in them.
 """
 
 from __future__ import annotations
+
+from caplab.proxy.http1.requests import MAX_LENGTH_DIGITS
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -32,3 +35,49 @@ def firstHeader(headers: Headers, name: bytes) -> bytes | None:
         if key.lower() == name:
             return value
     return None
+
+
+#: The most digits a number in a field is read with (delta-seconds, byte positions), as
+#: C{Content-Length} is (L{caplab.proxy.http1.requests.MAX_LENGTH_DIGITS}): 18 digits stay
+#: below 2^63, and Python's C{int()} refuses strings of more than 4,300 digits anyway.
+MAX_DIGITS = MAX_LENGTH_DIGITS
+
+#: What a too large delta-seconds is read as (RFC 9111 section 1.2.2).
+MAX_DELTA = 1 << 31
+
+
+def deltaSeconds(value: bytes | None) -> int | None:
+    """
+    A delta-seconds value (RFC 9111 section 1.2.2: one or more digits), at most L{MAX_DELTA}
+    however many digits it has; None if it is not one.
+    """
+    if not value or not value.isdigit():
+        return None
+    value = value.lstrip(b"0") or b"0"
+    if len(value) > MAX_DIGITS:
+        return MAX_DELTA
+    return min(int(value), MAX_DELTA)
+
+
+def bytePosition(value: bytes) -> int | None:
+    """
+    A byte position (RFC 9110 section 14.1.1: one or more digits), or None if it is not one
+    or has more than L{MAX_DIGITS} significant digits (no representation is that long).
+    """
+    if not value or not value.isdigit():
+        return None
+    value = value.lstrip(b"0") or b"0"
+    if len(value) > MAX_DIGITS:
+        return None
+    return int(value)
+
+
+def strongMatch(one: bytes | None, other: bytes | None) -> bool:
+    """
+    The strong comparison of two entity-tags (RFC 9110 section 8.8.3.2): both present, both
+    strong (no C{W/}), and the same.
+    """
+    if one is None or other is None:
+        return False
+    one, other = one.strip(), other.strip()
+    return one == other and one[:2] != b"W/"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from caplab.proxy.cache.fields import Headers, headerValues
+from caplab.proxy.cache.fields import Headers, bytePosition, headerValues, strongMatch
 from caplab.proxy.cache.httpdate import parseHTTPDate
 
 
@@ -37,22 +37,22 @@ def parseRange(value: bytes, length: int) -> tuple[int, int] | Unsatisfiable | N
     members = [m.strip(b" \t") for m in rangeSet.split(b",") if m.strip(b" \t")]
     if len(members) != 1:
         return None
-    first, dash, last = members[0].partition(b"-")
-    if not dash or (first and not first.isdigit()) or (last and not last.isdigit()):
-        return None
-    if not first:
-        if not last:
+    firstText, dash, lastText = members[0].partition(b"-")
+    first = bytePosition(firstText) if firstText else -1
+    last = bytePosition(lastText) if lastText else -1
+    if not dash or first is None or last is None:
+        return None  # not a number, or too long to be a position (MAX_DIGITS)
+    if first < 0:
+        if last < 0:
             return None
-        suffix = int(last)
-        if suffix == 0:
+        if last == 0:
             return Unsatisfiable(length)
-        return max(0, length - suffix), length
-    start = int(first)
-    if last and int(last) < start:
+        return max(0, length - last), length
+    if last >= 0 and last < first:
         return None
-    if start >= length:
+    if first >= length:
         return Unsatisfiable(length)
-    return start, min(int(last) + 1, length) if last else length
+    return first, min(last + 1, length) if last >= 0 else length
 
 
 def contentRange(headers: Headers) -> tuple[int, int, int] | None:
@@ -66,18 +66,13 @@ def contentRange(headers: Headers) -> tuple[int, int, int] | None:
         return None
     unit, _, spec = values[0].strip(b" \t").partition(b" ")
     span, slash, complete = spec.strip(b" \t").partition(b"/")
-    first, dash, last = span.partition(b"-")
-    if (
-        unit.lower() != b"bytes"
-        or not slash
-        or not dash
-        or not (first.isdigit() and last.isdigit() and complete.isdigit())
-    ):
+    firstText, dash, lastText = span.partition(b"-")
+    if unit.lower() != b"bytes" or not slash or not dash:
         return None
-    start, stop, total = int(first), int(last) + 1, int(complete)
-    if not start < stop <= total:
+    first, last, total = bytePosition(firstText), bytePosition(lastText), bytePosition(complete)
+    if first is None or last is None or total is None or not first <= last < total:
         return None
-    return start, stop, total
+    return first, last + 1, total
 
 
 def ifRangeAllows(
@@ -92,12 +87,7 @@ def ifRangeAllows(
     """
     value = value.strip(b" \t")
     if value.startswith((b'"', b"W/")):
-        return (
-            not value.startswith(b"W/")
-            and etag is not None
-            and not etag.strip().startswith(b"W/")
-            and etag.strip() == value
-        )
+        return strongMatch(value, etag)
     when = parseHTTPDate(value)
     modified = parseHTTPDate(lastModified)
     return when is not None and modified is not None and when == modified and date - modified >= 1

@@ -39,8 +39,14 @@ from urllib.parse import urljoin, urlsplit
 
 from caplab.address import bracketed, hostPort
 from caplab.proxy.cache import ranges
-from caplab.proxy.cache.directives import MAX_DELTA, CacheControl, parseCacheControl, splitList
-from caplab.proxy.cache.fields import Headers, firstHeader, headerValues, joinedHeader
+from caplab.proxy.cache.directives import CacheControl, parseCacheControl, splitList
+from caplab.proxy.cache.fields import (
+    Headers,
+    deltaSeconds,
+    firstHeader,
+    headerValues,
+    joinedHeader,
+)
 from caplab.proxy.cache.httpdate import formatHTTPDate, parseHTTPDate
 from caplab.proxy.headers import HOP_BY_HOP
 
@@ -112,10 +118,8 @@ def ageValue(headers: Headers) -> float:
     value = firstHeader(headers, b"age")
     if value is None:
         return 0.0
-    first = value.split(b",")[0].strip(b" \t")
-    if not first.isdigit():
-        return 0.0
-    return float(min(int(first), MAX_DELTA))
+    seconds = deltaSeconds(value.split(b",")[0].strip(b" \t"))
+    return 0.0 if seconds is None else float(seconds)
 
 
 def _date(headers: Headers, name: bytes, now: float | None = None) -> float | None:
