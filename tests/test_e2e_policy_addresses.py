@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.origins import OriginProcess
+from tests.origins import OriginProcess, runningOrigin
 from tests.origins.proxy import runningProxy
 from tests.support import CaplabProcess
 from tests.test_e2e_policy import body, codes, curl
@@ -99,3 +99,49 @@ def test_reloadClosesPooledConnections(origin: OriginProcess, tmp_path: Path) ->
         assert f"access to {TEST_HOST} is blocked: it is at 127.0.0.1" in html.unescape(
             body(again).decode()
         )
+
+
+def test_unspecifiedAddressesBlocked(origin: OriginProcess, pki: TestPKI, tmp_path: Path) -> None:
+    """
+    With loopback blocked, the unspecified addresses (which a connection delivers to the
+    proxy's own machine) are refused too, in every spelling, written in the request or as
+    where a name is: C{0.0.0.0}, C{0} and C{[::ffff:0.0.0.0]} reach an origin on
+    C{127.0.0.1}, C{[::]} and C{[0:0:0:0:0:0:0:0]} one on C{::1}.  The 403 page says why.
+    """
+    block = tmp_path / "block.txt"
+    block.write_text("127.0.0.0/8\n::1\n")
+    v4 = "0.0.0.0 reaches this machine, so the rules for 127.0.0.1 hold for it"
+    v6 = ":: reaches this machine, so the rules for ::1 hold for it"
+    http, https = origin.ports["http"], origin.ports["https"]
+    with (
+        runningOrigin(pki.caCert.parent, "::1") as origin6,
+        runningProxy(
+            origin, tmp_path, "--block-list", str(block), "--resolve",
+            "zero.caplab.test=0.0.0.0", caCert=pki.caCert,
+        ) as proxy,
+    ):  # fmt: skip
+        for spelling, port, why in [
+            ("0.0.0.0", http, v4),
+            ("0", http, v4),
+            ("[::ffff:0.0.0.0]", http, v4),
+            ("[::]", origin6.ports["http"], v6),
+            ("[0:0:0:0:0:0:0:0]", origin6.ports["http"], v6),
+            ("zero.caplab.test", http, v4),
+        ]:
+            target = f"http://{spelling}:{port}/hello/unspecified"
+            plain = curl(
+                proxy.address, "--request-target", target, f"http://127.0.0.1:{port}/hello/x"
+            )
+            assert codes(plain)[0] == 403, (spelling, plain)
+            page = html.unescape(body(plain).decode())
+            assert f"({block}:" in page and why in page, page
+
+        tunnel = curl(
+            proxy.address,
+            "--cacert", str(pki.caCert),
+            "--connect-to", f"{TEST_HOST}:{https}:0.0.0.0:{https}",
+            origin.url("/hello/unspecified-tunnel", "https"),
+        )  # fmt: skip
+        assert codes(tunnel)[1] == 403, tunnel
+    assert not any(r["path"].startswith("/hello/unspecified") for r in origin.requests())
+    assert not any(r["path"].startswith("/hello/unspecified") for r in origin6.requests())

@@ -450,6 +450,41 @@ class NetworkRuleTests(SynchronousTestCase):
         self.assertIsNone(policy.checkAddress("192.0.2.1"))
         self.assertEqual(policy.checkAddress("nonsense"), Verdict("not an IP address", "caplab"))
 
+    def test_unspecifiedIsLoopback(self) -> None:
+        """
+        The unspecified addresses (C{0.0.0.0/8}, C{::}, and their IPv4-mapped forms), which a
+        connection delivers to the proxy's own machine, are held to the rules of the loopback
+        address they count as, in L{HostPolicy.check} and L{HostPolicy.checkAddress} alike;
+        the verdict says so.
+        """
+        policy = policyOf("127.0.0.0/8\n::1\n")
+        v4 = Verdict(
+            "127.0.0.0/8",
+            "block.txt:1; 0.0.0.0 reaches this machine, so the rules for 127.0.0.1 hold for it",
+        )
+        v6 = Verdict(
+            "::1", "block.txt:2; :: reaches this machine, so the rules for ::1 hold for it"
+        )
+        for spelling in ["0.0.0.0", "0", "[::ffff:0.0.0.0]"]:
+            self.assertEqual(policy.check(spelling), v4, spelling)
+            self.assertEqual(policy.checkAddress(spelling), v4, spelling)
+        for spelling in ["[::]", "[0:0:0:0:0:0:0:0]"]:
+            self.assertEqual(policy.check(spelling), v6, spelling)
+            self.assertEqual(policy.checkAddress(spelling), v6, spelling)
+        self.assertIsNotNone(policy.checkAddress("0.1.2.3"))
+
+    def test_unspecifiedOwnRulesFirst(self) -> None:
+        """
+        A rule naming an unspecified address itself is the verdict; an allow rule for the
+        loopback address lets the unspecified one through too; without any loopback rule it
+        is not blocked.
+        """
+        self.assertEqual(
+            policyOf("127.0.0.1\n0.0.0.0\n").check("0"), Verdict("0.0.0.0", "block.txt:2")
+        )
+        self.assertIsNone(policyOf("127.0.0.0/8\n", "127.0.0.1\n").checkAddress("0.0.0.0"))
+        self.assertIsNone(policyOf("10.0.0.0/8\n").check("0.0.0.0"))
+
     def test_summary(self) -> None:
         """
         The summary names each file with its rule count, and the default-deny mode.

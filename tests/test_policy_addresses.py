@@ -12,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from caplab.proxy.addresses import NetworkTable, canonicalAddress, parseAddress, parseNetwork
+from caplab.proxy.addresses import (
+    NetworkTable,
+    canonicalAddress,
+    loopbackFor,
+    parseAddress,
+    parseNetwork,
+)
 
 #: Spellings of 127.0.0.1: the first six are issue 9's (each reached the blocked address).
 LOOPBACK_SPELLINGS = [
@@ -184,3 +190,33 @@ class NetworkTests(SynchronousTestCase):
             assert found is not None
             self.assertEqual(found[1], best.prefixlen)
             self.assertEqual(ipaddress.ip_network(found[0]), best)
+
+
+class ReachesThisMachineTests(SynchronousTestCase):
+    """
+    L{loopbackFor}: the unspecified addresses, which a connection delivers to the machine
+    itself, and the loopback address each counts as.
+    """
+
+    def test_unspecified(self) -> None:
+        """
+        C{0.0.0.0/8} counts as C{127.0.0.1} and C{::} as C{::1}, in every spelling
+        (C{0}, C{[::ffff:0.0.0.0]}, C{[0:0:0:0:0:0:0:0]}).
+        """
+        for spelling in ["0.0.0.0", "0", "0x0", "0.1.2.3", "[::ffff:0.0.0.0]", "::ffff:0:0"]:
+            address = parseAddress(spelling)
+            assert address is not None, spelling
+            self.assertEqual(loopbackFor(address), ipaddress.IPv4Address("127.0.0.1"), spelling)
+        for spelling in ["::", "[::]", "[0:0:0:0:0:0:0:0]", "::0.0.0.0"]:
+            address = parseAddress(spelling)
+            assert address is not None, spelling
+            self.assertEqual(loopbackFor(address), ipaddress.IPv6Address("::1"), spelling)
+
+    def test_othersNot(self) -> None:
+        """
+        Every other address, loopback ones included, counts as itself (None).
+        """
+        for text in ["127.0.0.1", "1.0.0.0", "::1", "::2", "::ffff:1.2.3.4", "2001:db8::"]:
+            address = parseAddress(text)
+            assert address is not None, text
+            self.assertIsNone(loopbackFor(address), text)

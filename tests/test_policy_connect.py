@@ -97,6 +97,8 @@ class ConnectorPolicyTests(SynchronousTestCase):
                 "mapped.example": ["::ffff:127.0.0.1"],
                 "mixed.example": ["127.0.0.1", "192.0.2.1", "10.9.9.9"],
                 "allowed.example": ["10.1.2.3"],
+                "zero.example": ["0.0.0.0"],
+                "zero6.example": ["::"],
                 "public.example": ["192.0.2.1", "2001:db8::1"],
             }
         )
@@ -199,6 +201,30 @@ class ConnectorPolicyTests(SynchronousTestCase):
         self.connect("2001:db8::1")
         self.assertEqual(self.resolver.asked, [])
         self.assertEqual(self.attempted(), ["10.1.2.3", "2001:db8::1"])
+
+    def test_unspecifiedIsLoopback(self) -> None:
+        """
+        An unspecified address (which reaches the proxy's own machine) is refused by the
+        loopback rules, written in the request or resolved, and the refusal says why.
+        """
+        why = "0.0.0.0 reaches this machine, so the rules for 127.0.0.1 hold for it"
+        self.assertBlocked(
+            self.connect("0.0.0.0"),
+            f"access to 0.0.0.0 is blocked by the rule '127.0.0.0/8' (block.txt:1; {why})",
+        )
+        self.assertBlocked(
+            self.connect("zero.example"),
+            "access to zero.example is blocked: it is at 0.0.0.0, which the rule "
+            f"'127.0.0.0/8' (block.txt:1; {why}) blocks",
+        )
+        connector = EndpointConnector(
+            self.reactor, hostPolicy=policyOf("::1\n"), resolver=self.resolver
+        )
+        for host in ["::", "zero6.example"]:
+            d = connector.connect(Target("http", host, 80, b"/"), Protocol())
+            self.reactor.advance(1)
+            self.assertEqual(self.failureResultOf(d, UpstreamError).value.code, 403, host)
+        self.assertEqual(self.attempted(), [])
 
     def test_resolveOverride(self) -> None:
         """

@@ -6,7 +6,8 @@ to: besides C{127.0.0.1} there are C{127.1}, C{2130706433}, C{0x7f000001}, C{017
 C{127.000.000.001} (the forms of C{inet_aton}: one to four parts, each decimal, octal with a
 leading C{0} or hexadecimal with C{0x}) and the IPv4-mapped IPv6 C{[::ffff:127.0.0.1]}.
 L{canonicalAddress} turns each into the one form address rules are written in, so that a rule
-for C{127.0.0.1} holds for all of them.
+for C{127.0.0.1} holds for all of them.  The unspecified addresses (C{0.0.0.0}, C{0}, C{[::]})
+reach the machine itself too: L{loopbackFor} says which loopback address each counts as.
 
 Pure functions and a small lookup structure: no I/O.
 """
@@ -95,6 +96,25 @@ def canonicalAddress(text: str) -> str | None:
     """
     address = parseAddress(text)
     return None if address is None else str(address)
+
+
+#: "This host on this network" (RFC 1122): Linux connects C{0.0.0.0} to C{127.0.0.1}.
+_THIS_HOST = ipaddress.IPv4Network("0.0.0.0/8")
+_LOOPBACK_V4 = ipaddress.IPv4Address("127.0.0.1")
+_LOOPBACK_V6 = ipaddress.IPv6Address("::1")
+
+
+def loopbackFor(address: IPAddress) -> IPAddress | None:
+    """
+    The loopback address that C{address} (as L{parseAddress} gives it) counts as for the
+    rules, if it is an unspecified address that a connection delivers to the proxy's own
+    machine (Linux connects C{0.0.0.0} to C{127.0.0.1} and C{::} to C{::1}; the rest of
+    C{0.0.0.0/8} is taken to be this machine too); None for any other address, loopback
+    ones included.
+    """
+    if address.version == 4:
+        return _LOOPBACK_V4 if address in _THIS_HOST else None
+    return _LOOPBACK_V6 if not int(address) else None
 
 
 def parseNetwork(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:

@@ -9,9 +9,11 @@ Host names are matched case-insensitively and IDNA-normalised (C{bücher.example
 C{xn--bcher-kva.example} are the same rule), looking up each suffix of the host in a dict:
 O(labels) whatever the size of the lists.  Addresses are matched in every spelling a
 resolver accepts (C{127.1}, C{0x7f000001}, C{[::ffff:127.0.0.1]}: see
-L{caplab.proxy.addresses}), and L{HostPolicy.checkAddress} checks the addresses a name
-resolves to, before the proxy connects (L{caplab.proxy.connect}).  An allow rule wins over
-every block rule; with C{--default-deny} a host that no allow rule names is blocked.
+L{caplab.proxy.addresses}); the unspecified addresses (C{0.0.0.0}, C{[::]}), which reach the
+proxy's own machine, are held to the rules of the loopback address they count as; and
+L{HostPolicy.checkAddress} checks the addresses a name resolves to, before the proxy
+connects (L{caplab.proxy.connect}).  An allow rule wins over every block rule; with
+C{--default-deny} a host that no allow rule names is blocked.
 
 This module is pure: no I/O besides reading the list files, no reactor.
 """
@@ -23,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from caplab.proxy import listfile
-from caplab.proxy.addresses import IPAddress, NetworkTable, parseAddress
+from caplab.proxy.addresses import IPAddress, NetworkTable, loopbackFor, parseAddress
 from caplab.proxy.hooks import Verdict
 from caplab.proxy.hostnames import normaliseHost, normaliseName
 from caplab.proxy.listfile import HOSTS_FILE_SKIP, PolicyFileError, readRules
@@ -186,13 +188,27 @@ class HostList:
     def matchAddress(self, address: IPAddress) -> Verdict | None:
         """
         The rule (an address or the most specific network) that names C{address}, or None.
+
+        An unspecified address (C{0.0.0.0}, C{::}), which a connection delivers to the
+        machine itself, is held to the rules of the loopback address it counts as
+        (L{loopbackFor}) when no rule names it; the verdict's source says so.
         """
         if self._exemptNetworks.lookup(address) is not None:
             return None
         found = self._networks.lookup(address)
-        if found is None:
+        if found is not None:
+            return self._verdict(*found)
+        loopback = loopbackFor(address)
+        if loopback is None:
             return None
-        return self._verdict(*found)
+        verdict = self.matchAddress(loopback)
+        if verdict is None:
+            return None
+        return Verdict(
+            rule=verdict.rule,
+            source=f"{verdict.source}; {address} reaches this machine, so the rules for "
+            f"{loopback} hold for it",
+        )
 
     def _verdict(self, rule: str, where: Where) -> Verdict:
         index, line = where
