@@ -1409,6 +1409,161 @@ class NotModifiedUpdateTests(FetcherTestCase):
         self.assertEqual(hit.header(b"date"), formatHTTPDate(self.clock.seconds()))
 
 
+class UnstorableUpdateTests(FetcherTestCase):
+    """
+    An update (a 304, a HEAD response, a 206, a background 304) is checked as a new
+    response would be: one that brings C{private}, C{no-store} or other C{Vary} names
+    removes the stored response; the client it answers is answered, no one after it.
+    """
+
+    UPDATES = {
+        "private": [(b"Cache-Control", b"private, max-age=600")],
+        "no-store": [(b"Cache-Control", b"no-store, max-age=600")],
+        "vary": [(b"Cache-Control", b"max-age=600"), (b"Vary", b"Cookie")],
+    }
+
+    def stale(self) -> None:
+        self.prime([(b"Cache-Control", b"max-age=0"), (b"ETag", b'"a"')])
+        self.clock.advance(1)
+
+    def test_notModified(self) -> None:
+        """
+        The 304's client gets the stored body with the updated fields; the next client's
+        request goes to the origin (and waiters collapsed on the revalidation too).
+        """
+        for label, fields in self.UPDATES.items():
+            self.setUp()
+            self.stale()
+            alice = self.fetch(get((b"Cookie", b"session=alice")))
+            waiter = self.fetch(get((b"Cookie", b"session=carol")))
+            self.origin.respond(304, [(b"ETag", b'"a"'), (b"Set-Cookie", b"s=a"), *fields], b"")
+            self.assertEqual((alice.code, alice.read()), (200, b"hello"), label)
+            self.assertEqual(alice.header(b"cache-control"), dict(fields)[b"Cache-Control"])
+            self.assertEqual(alice.header(b"set-cookie"), b"s=a")
+            self.assertEqual(self.store.lookup(TARGET.uri), [], label)
+            self.assertEqual(len(self.origin.requests), 3, label)  # the waiter's own
+            self.origin.respond(200, [], b"carol's")
+            self.assertEqual(waiter.read(), b"carol's")
+            bob = self.fetch(get((b"Cookie", b"session=bob")))
+            self.assertEqual(len(self.origin.requests), 4, label)
+            self.origin.respond(200, [], b"bob's")
+            self.assertEqual(bob.read(), b"bob's")
+
+    def test_notModifiedClientPrecondition(self) -> None:
+        """
+        The 304's client's own precondition is answered from the updated response even
+        though it is not kept.
+        """
+        self.stale()
+        alice = self.fetch(get((b"If-None-Match", b'"a"')))
+        self.origin.respond(304, [(b"ETag", b'"a"'), *self.UPDATES["private"]], b"")
+        self.assertEqual(alice.code, 304)
+        self.assertEqual(alice.header(b"cache-control"), b"private, max-age=600")
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+
+    def test_head(self) -> None:
+        """
+        A HEAD response with the same validators that brings any of them removes the
+        stored GET response.
+        """
+        for label, fields in self.UPDATES.items():
+            self.setUp()
+            self.stale()
+            head = self.fetch(get(method=b"HEAD"))
+            self.origin.respond(200, [(b"ETag", b'"a"'), *fields], None)
+            self.assertEqual(head.code, 200)
+            self.assertEqual(self.store.lookup(TARGET.uri), [], label)
+
+    def test_partialContent(self) -> None:
+        """
+        A 206 with the stored response's strong validator that brings any of them removes
+        the stored response; the 206 reaches its client and is not stored either.
+        """
+        for label, fields in self.UPDATES.items():
+            self.setUp()
+            self.prime([(b"Cache-Control", b"max-age=0"), (b"ETag", b'"a"')], b"0123456789")
+            self.clock.advance(1)
+            part = self.fetch(get((b"Range", b"bytes=0-1")))
+            self.origin.respond(
+                206, [(b"ETag", b'"a"'), (b"Content-Range", b"bytes 0-1/10"), *fields], b"01"
+            )
+            self.assertEqual((part.code, part.read()), (206, b"01"), label)
+            self.assertEqual(self.store.lookup(TARGET.uri), [], label)
+            self.assertEqual(self.store.parts(TARGET.uri), [], label)
+
+    def test_background(self) -> None:
+        """
+        A background revalidation's 304 that brings any of them removes the stored
+        response.
+        """
+        for label, fields in self.UPDATES.items():
+            self.setUp()
+            self.prime(
+                [(b"Cache-Control", b"max-age=0, stale-while-revalidate=60"), (b"ETag", b'"a"')]
+            )
+            self.clock.advance(1)
+            self.assertEqual(self.fetch().read(), b"hello")
+            self.origin.respond(304, [(b"ETag", b'"a"'), *fields], b"")
+            self.assertEqual(self.store.lookup(TARGET.uri), [], label)
+
+    def test_sameVaryKept(self) -> None:
+        """
+        An update that repeats the stored C{Vary} (in another order or case) keeps it.
+        """
+        self.prime(
+            [(b"Cache-Control", b"max-age=0"), (b"ETag", b'"a"'), (b"Vary", b"Accept, Cookie")]
+        )
+        self.clock.advance(1)
+        first = self.fetch()
+        self.origin.respond(
+            304,
+            [(b"ETag", b'"a"'), (b"Cache-Control", b"max-age=60"), (b"Vary", b"cookie, accept")],
+            b"",
+        )
+        self.assertEqual(first.read(), b"hello")
+        self.assertEqual(self.fetch().status, "caplab; hit; ttl=60")
+
+    def test_diskStore(self) -> None:
+        """
+        With the disk store, the 304's client reads the body of the file being removed.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        self.store = DiskStore(  # type: ignore[assignment]
+            directory, 1 << 20, 1 << 18, clock=self.clock, runInThread=lambda f: succeed(f())
+        )
+        self.cache = CachingFetcher(self.origin, self.store, self.clock, collapseTimeout=5)
+        self.stale()
+        self.assertEqual(len(os.listdir(directory)), 1)
+        alice = self.fetch()
+        self.origin.respond(304, [(b"ETag", b'"a"'), *self.UPDATES["private"]], b"")
+        self.assertEqual(os.listdir(directory), [])
+        self.assertEqual(alice.read(), b"hello")
+
+
+class PerClientFieldTests(FetcherTestCase):
+    """
+    Per-client fields (C{Set-Cookie} ...) are never stored, even with C{public} or
+    C{s-maxage}: the client whose request brought them gets them, later hits do not.
+    """
+
+    def test_sharedResponseCookieNotStored(self) -> None:
+        for directive in (b"public, max-age=60", b"s-maxage=60"):
+            self.setUp()
+            cookie = (b"Set-Cookie", b"session=alice-secret")
+            alice = self.prime(
+                [(b"Cache-Control", directive), cookie, (b"Authentication-Info", b"x")],
+                request=get((b"Cookie", b"x=alice")),
+            )
+            self.assertEqual(alice.status, "caplab; fwd=miss; stored")
+            self.assertEqual(alice.header(b"set-cookie"), b"session=alice-secret")
+            bob = self.fetch(get((b"Cookie", b"x=bob")))
+            self.assertEqual(bob.status, "caplab; hit; ttl=60")
+            self.assertIsNone(bob.header(b"set-cookie"), directive)
+            self.assertIsNone(bob.header(b"authentication-info"), directive)
+            self.assertNotIn(b"alice-secret", repr(self.store.lookup(TARGET.uri)).encode())
+
+
 class ClientPreconditionTests(FetcherTestCase):
     """
     The client's own preconditions answered from a fresh stored response (issue 12 item 6).

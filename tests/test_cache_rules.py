@@ -256,6 +256,21 @@ class StorabilityTests(SynchronousTestCase):
         self.assertTrue(self.check([(b"Cache-Control", b"public, max-age=60"), cookie]).ok)
         self.assertTrue(self.check([(b"Cache-Control", b"s-maxage=60"), cookie]).ok)
 
+    def test_perClientFieldsNeverStored(self) -> None:
+        """
+        Even when a response with C{Set-Cookie} may be stored (C{public}, C{s-maxage}), the
+        per-client fields are not among the stored ones.
+        """
+        perClient = [
+            (b"Set-Cookie", b"session=alice"),
+            (b"Set-Cookie2", b"old=style"),
+            (b"Authentication-Info", b'nextnonce="x"'),
+        ]
+        for directive in (b"public, max-age=60", b"s-maxage=60"):
+            result = self.check([(b"Cache-Control", directive), *perClient, (b"X-A", b"1")])
+            self.assertTrue(result.ok)
+            self.assertEqual(result.headers, [(b"Cache-Control", directive), (b"X-A", b"1")])
+
     def test_hopByHopStripped(self) -> None:
         """
         Hop-by-hop fields are not stored; the others keep their order and raw names.
@@ -494,6 +509,33 @@ class ValidationTests(SynchronousTestCase):
         update = rules.updatedHeaders(stored, [(b"Cache-Control", b"max-age=60"), *perClient])
         self.assertEqual(update.headers, [(b"ETag", b'"v1"'), (b"Cache-Control", b"max-age=60")])
         self.assertEqual(update.perClient, perClient)
+
+    def test_updateCheckedAsNew(self) -> None:
+        """
+        An update that brings unqualified C{private}, C{no-store} (without
+        C{must-understand}) or other C{Vary} names makes the response unstorable; a
+        qualified C{private="x"}, the same C{Vary} in another order, or C{no-store} with
+        C{must-understand} on an understood status does not.
+        """
+        stored = [(b"Cache-Control", b"max-age=1"), (b"Vary", b"Accept, Cookie")]
+
+        def why(*new: tuple[bytes, bytes], code: int = 200) -> str:
+            return rules.updatedHeaders(stored, list(new), code).unstorable
+
+        self.assertEqual(why((b"Cache-Control", b"private")), "private")
+        self.assertEqual(why((b"Cache-Control", b"no-store")), "no-store")
+        self.assertEqual(why((b"Vary", b"Accept")), "vary")
+        self.assertEqual(why((b"Vary", b"*")), "vary")
+        self.assertEqual(why((b"Cache-Control", b'private="x-a", max-age=5')), "")
+        self.assertEqual(why((b"Vary", b"cookie, accept")), "")
+        self.assertEqual(why((b"Cache-Control", b"no-store, must-understand")), "")
+        self.assertEqual(
+            why((b"Cache-Control", b"no-store, must-understand"), code=299), "no-store"
+        )
+        self.assertEqual(why((b"X-A", b"1")), "")
+        self.assertEqual(
+            rules.updatedHeaders(stored, [(b"X-A", b"1")], vary=(b"accept",)).unstorable, "vary"
+        )
 
     def test_updateAppliesStorageRules(self) -> None:
         """

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from caplab.proxy.cache.bodies import CorruptEntry
-from caplab.proxy.cache.rules import EntryRules, ageValue
+from caplab.proxy.cache.rules import RECOMPUTED, EntryRules, ageValue
 from caplab.proxy.hooks import Headers
 
 #: Characters never allowed in a stored field name or value (a damaged or forged record).
@@ -132,7 +132,7 @@ class EntryHead:
         if b"age" in lowered or b"content-length" in lowered or b"transfer-encoding" in lowered:
             # a record of an older caplab: Age and framing were stored with the fields
             age = max(age, ageValue(headers))
-            headers = [(n, v) for n, v in headers if n.lower() not in _FRAMING]
+            headers = [(n, v) for n, v in headers if n.lower() not in RECOMPUTED]
         partial = record.get("partial")
         if partial is not None:
             if (
@@ -156,9 +156,6 @@ class EntryHead:
             partial=None if partial is None else (partial[0], partial[1], partial[2]),
         )
         return head, bodyLength
-
-
-_FRAMING = frozenset({b"age", b"content-length", b"transfer-encoding"})
 
 
 def _field(record: dict[str, Any], name: str) -> Any:

@@ -36,6 +36,7 @@ the operators' L{caplab.proxy.hooks.ICacheAdmin}.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -50,7 +51,7 @@ from caplab.proxy.cache.entries import EntryHead, StoredEntry
 from caplab.proxy.cache.replies import CONDITIONS, DIRECTIVES, RANGE, fromPart, fromStore, scan
 from caplab.proxy.cache.rules import NO_REQUEST_RULES, Decision, EntryRules, RequestRules
 from caplab.proxy.cache.sinks import Discard, TeeSink
-from caplab.proxy.cache.storage import IStore
+from caplab.proxy.cache.storage import IBody, IBodySource, IStore
 from caplab.proxy.hooks import (
     Headers,
     IBodySink,
@@ -62,9 +63,6 @@ from caplab.proxy.hooks import (
 )
 from caplab.proxy.http1 import contentLength
 from caplab.ratelimit import LogThrottle
-
-#: Fields of a response not stored (recomputed on a hit: age, framing, the range).
-_NOT_STORED = frozenset({b"age", b"content-length", b"transfer-encoding", b"content-range"})
 
 
 class CachingFetcher:
@@ -388,7 +386,7 @@ class CachingFetcher:
                     variant=rules.secondaryKey(names, request.headers),
                     code=response.code,
                     phrase=response.phrase,
-                    headers=_storedFields(decision.headers, responseTime),
+                    headers=rules.storedFields(decision.headers, responseTime),
                     requestTime=requestTime,
                     responseTime=responseTime,
                     age=rules.ageValue(decision.headers),
@@ -502,23 +500,19 @@ class CachingFetcher:
             status = f"{self.name}; fwd={why}; fwd-status={response.code}"
             if response.code == 304:
                 response.deliverBody(Discard())
-                refreshed = self._refresh(entry, response, requestTime)
-                if refreshed is not None:
+
+                def answer(store: IBodySource, refreshed: StoredEntry) -> UpstreamResponse | None:
                     now = self.clock.seconds()
-                    fromStored = fromStore(
-                        self.store,
-                        refreshed[0],
-                        request.method,
-                        request.headers,
-                        now,
-                        status,
-                        flags,
-                    )
-                    if fromStored is not None:
-                        finished()
-                        # the 304's per-client fields (Set-Cookie ...) are this client's
-                        fromStored.headers.extend(refreshed[1])
-                        return fromStored
+                    method, headers = request.method, request.headers
+                    return fromStore(store, refreshed, method, headers, now, status, flags)
+
+                outcome = self._refresh(entry, response, requestTime, answer)
+                fromStored, perClient = (None, []) if outcome is None else outcome
+                if fromStored is not None:
+                    finished()
+                    # the 304's per-client fields (Set-Cookie ...) are this client's
+                    fromStored.headers.extend(perClient)
+                    return fromStored
                 return self._forward(request, why, onDone)
             if response.code >= 500:
                 stale = self._staleOnError(entry, requestRules, request, response.code)
@@ -562,12 +556,23 @@ class CachingFetcher:
         return False
 
     def _refresh(
-        self, entry: StoredEntry, newer: UpstreamResponse, requestTime: float
-    ) -> tuple[StoredEntry, Headers] | None:
+        self,
+        entry: StoredEntry,
+        newer: UpstreamResponse,
+        requestTime: float,
+        answer: Callable[[IBodySource, StoredEntry], UpstreamResponse | None] | None = None,
+    ) -> tuple[UpstreamResponse | None, Headers] | None:
         """
-        Update a stored response with a newer response about it (a 304, a 206 or a HEAD
-        response; None if a 304 is about another one): the refreshed entry and the newer
-        response's per-client fields, for the one client it answers.
+        Update a stored response with a newer response about it: the one place every update
+        goes through (a 304, a 206 or a HEAD response).  None if it is not about C{entry}
+        (a 304 for another one, or C{entry} is gone); else C{answer}'s response made from
+        the updated entry (None without C{answer}), and the newer response's per-client
+        fields, for the one client it answers.
+
+        An update that makes the response one a shared cache must not keep (it brings
+        C{private}, C{no-store}, other C{Vary} names: L{rules.updatedHeaders}) removes the
+        stored response: the updated response answers this client only (C{answer} reads
+        the body before it goes), and no one after it.
         """
         entryRules = entry.rules
         assert entryRules is not None
@@ -576,19 +581,27 @@ class CachingFetcher:
         ):
             return None
         now = self.clock.seconds()
-        fields = newer.headers
-        if rules.firstHeader(fields, b"date") is None:
-            # a recipient adds the Date of a message that has none (RFC 9110 section 6.6.1)
-            fields = [*fields, (b"Date", rules.formatHTTPDate(now))]
-        update = rules.updatedHeaders(entry.head.headers, fields)
+        stored = entry.head
+        update = rules.updatedHeaders(
+            stored.headers, rules.withDate(newer.headers, now), stored.code, stored.varyNames
+        )
         head = replace(
-            entry.head,
+            stored,
             headers=update.headers,
             requestTime=requestTime,
             responseTime=now,
             age=rules.ageValue(newer.headers),
         )
-        return self.store.refresh(entry, head), update.perClient
+        if not update.unstorable:
+            refreshed = self.store.refresh(entry, head)
+            return (None if answer is None else answer(self.store, refreshed)), update.perClient
+        response = None
+        if answer is not None:
+            view = StoredEntry(head, entry.bodyLength, body=entry.body)
+            view.refreshed()
+            response = answer(_Leaving(self.store, entry), view)
+        self.store.remove(entry)
+        return response, update.perClient
 
     def _forwardHead(
         self, request: UpstreamRequest, entry: StoredEntry, why: str
@@ -704,22 +717,26 @@ class CachingFetcher:
 _PARTIAL = frozenset({b"range", b"if-range"})
 
 
+class _Leaving:
+    """
+    The store as one last answer from an entry about to be removed sees it: the body is
+    the stored entry's (C{entry}), and nothing is marked as used.
+    """
+
+    def __init__(self, store: IStore, entry: StoredEntry) -> None:
+        self._store = store
+        self._entry = entry
+
+    def touch(self, entry: StoredEntry) -> None:
+        pass
+
+    def openBody(self, entry: StoredEntry) -> IBody | None:
+        return self._store.openBody(self._entry)
+
+
 def _oneRange(headers: Headers) -> bool:
     """
     Whether the request's C{Range} asks for one byte range (the cache serves those).
     """
     value = rules.firstHeader(headers, b"range")
     return value is not None and ranges.parseRange(value, 1 << 62) is not None
-
-
-def _storedFields(headers: Headers, responseTime: float) -> Headers:
-    """
-    The fields of a response as they are stored and sent on hits: without C{Age} (the age
-    is recomputed), framing (C{Content-Length} comes from the stored body) and
-    C{Content-Range} (made for each range served); with a C{Date} (the time it was
-    received) if the origin sent none (RFC 9110 section 6.6.1).
-    """
-    stored = [(n, v) for n, v in headers if n.lower() not in _NOT_STORED]
-    if rules.firstHeader(stored, b"date") is None:
-        stored.append((b"Date", rules.formatHTTPDate(responseTime)))
-    return stored

@@ -13,7 +13,7 @@ from caplab.proxy.cache import ranges, rules
 from caplab.proxy.cache.entries import StoredEntry
 from caplab.proxy.cache.rules import Precondition
 from caplab.proxy.cache.sinks import SliceSink, noBody
-from caplab.proxy.cache.storage import IStore
+from caplab.proxy.cache.storage import IBodySource
 from caplab.proxy.hooks import Headers, IBodySink, UpstreamRequest, UpstreamResponse
 
 #: Request fields a cache must look at: what L{scan} looks for.
@@ -42,7 +42,7 @@ def scan(headers: Headers, flags: dict[bytes, int] = _FLAGS) -> int:
 
 
 def fromStore(
-    store: IStore,
+    store: IBodySource,
     entry: StoredEntry,
     method: bytes,
     headers: Headers,
@@ -115,7 +115,7 @@ def wantedRange(
 
 
 def fromPart(
-    store: IStore, part: StoredEntry, request: UpstreamRequest, now: float, status: str
+    store: IBodySource, part: StoredEntry, request: UpstreamRequest, now: float, status: str
 ) -> UpstreamResponse | None:
     """
     A 206 (or 416) for a range that falls inside a stored part, or None if it does not.
@@ -134,7 +134,7 @@ def fromPart(
 
 
 def _range(
-    store: IStore,
+    store: IBodySource,
     entry: StoredEntry,
     wanted: tuple[int, int] | ranges.Unsatisfiable,
     offset: int,

@@ -49,6 +49,7 @@ from caplab.proxy.cache.fields import (
 )
 from caplab.proxy.cache.httpdate import formatHTTPDate, parseHTTPDate
 from caplab.proxy.headers import HOP_BY_HOP
+from caplab.proxy.http1.fields import tokens
 
 __all__ = ["firstHeader", "formatHTTPDate", "headerValues", "joinedHeader", "parseHTTPDate"]
 
@@ -75,14 +76,16 @@ HEURISTIC_FRACTION = 0.1
 #: C{stale-if-error} says how long (RFC 9111 section 4.2.4; squid's default max_stale).
 MAX_STALE_UNREACHABLE = 7 * 86400.0
 
-#: Fields a newer response never replaces in a stored one (RFC 9111 section 3.2): the
-#: length of the stored body, and fields caplab processes itself (the age is kept apart,
-#: C{Content-Range} is made for each range served).
-NOT_UPDATED = frozenset({b"content-length", b"content-range", b"age"})
+#: Fields the cache makes itself for each answer, so never stored as they came nor replaced
+#: by a newer response (RFC 9111 section 3.2): the age (kept apart, L{ageValue}), the framing
+#: (C{Content-Length} comes from the stored body) and C{Content-Range} (made for each range
+#: served).
+RECOMPUTED = frozenset({b"age", b"content-length", b"content-range", b"transfer-encoding"})
 
 #: Fields of a response about one client's exchange with the origin (its session, its
-#: authentication).  An update of a stored response (from a 304, a HEAD response or a 206)
-#: never stores them: they go to the client whose request brought them, and to no one else.
+#: authentication).  Never stored, neither with a new response (even C{public} or with
+#: C{s-maxage}) nor by an update (a 304, a HEAD response, a 206): they go to the client
+#: whose request brought them, and to no one else.
 PER_CLIENT_FIELDS = frozenset(
     {
         b"set-cookie",
@@ -239,12 +242,14 @@ def secondaryKey(names: tuple[bytes, ...], requestHeaders: Headers) -> tuple[byt
 def unstorableFields(headers: Headers, cc: CacheControl | None = None) -> frozenset[bytes]:
     """
     The lower-case names of the fields of C{headers} a shared cache must not store (RFC 9111
-    section 3.1): hop-by-hop fields, those C{Connection} names, and those named by a
-    qualified C{no-cache="..."} or C{private="..."} (sections 5.2.2.4 and 5.2.2.7).
+    section 3.1): hop-by-hop fields, those C{Connection} names, those named by a qualified
+    C{no-cache="..."} or C{private="..."} (sections 5.2.2.4 and 5.2.2.7), and the per-client
+    fields (L{PER_CLIENT_FIELDS}).  The one rule of what is stored, for a new response
+    (L{storable}) and for an update (L{updatedHeaders}) alike.
     """
     names = set(NEVER_STORED)
-    for value in headerValues(headers, b"connection"):
-        names.update(member.strip().lower() for member in value.split(b","))
+    names.update(PER_CLIENT_FIELDS)
+    names.update(tokens(headerValues(headers, b"connection")))
     if cc is None:
         cc = cacheControl(headers)
     names.update(cc.noCacheFields)
@@ -284,7 +289,9 @@ def storable(
 
     On top of the RFC: a response stale at once with no validator is not stored (it could
     never be used), nor one with C{Set-Cookie} unless it is C{public} or has C{s-maxage}
-    (or strips the cookie with C{private="set-cookie"}).
+    (or strips the cookie with C{private="set-cookie"}); even then the cookie itself is not
+    stored (L{PER_CLIENT_FIELDS}): the client whose request brought it gets it, later hits
+    do not.
 
     The returned headers drop the fields a shared cache must not store
     (L{unstorableFields}), keeping the origin's order and raw names.
@@ -320,8 +327,8 @@ def storable(
         or code in HEURISTIC_CODES
     ):
         return Storability(False, "not cacheable", [])
-    excluded = unstorableFields(responseHeaders, cc)
-    if b"set-cookie" not in excluded and not cc.public and cc.sMaxAge is None:
+    stripped = cc.privateFields | cc.noCacheFields
+    if b"set-cookie" not in stripped and not cc.public and cc.sMaxAge is None:
         if firstHeader(responseHeaders, b"set-cookie") is not None:
             # Allowed by RFC 9111, but one client's session cookie must never reach another
             # because an origin forgot "private": like Varnish, store these only when the
@@ -338,30 +345,62 @@ def storable(
     ):
         # stale at once (or always to be revalidated) and nothing to revalidate it with
         return Storability(False, "never reusable", [])
+    excluded = unstorableFields(responseHeaders, cc)
     return Storability(True, "", [(n, v) for n, v in responseHeaders if n.lower() not in excluded])
+
+
+def storedFields(headers: Headers, responseTime: float) -> Headers:
+    """
+    The fields of a response as they are stored and sent on hits: without the fields the
+    cache makes itself (L{RECOMPUTED}), with a C{Date} (the time it was received) if the
+    origin sent none (RFC 9110 section 6.6.1: a recipient adds the Date of a message that
+    has none).
+    """
+    stored = [(n, v) for n, v in headers if n.lower() not in RECOMPUTED]
+    return withDate(stored, responseTime)
+
+
+def withDate(headers: Headers, now: float) -> Headers:
+    """
+    C{headers}, with a C{Date} of C{now} added if they have none (RFC 9110 section 6.6.1).
+    """
+    if firstHeader(headers, b"date") is not None:
+        return headers
+    return [*headers, (b"Date", formatHTTPDate(now))]
 
 
 @dataclass(frozen=True)
 class Update:
     """
     A stored response's fields updated by a newer response about it (RFC 9111 section 3.2),
-    and the fields of that newer response meant for its own client only.
+    the fields of that newer response meant for its own client only, and why the updated
+    response may no longer be stored (empty: it may).
     """
 
     headers: Headers
     perClient: Headers
+    unstorable: str = ""
 
 
-def updatedHeaders(stored: Headers, new: Headers) -> Update:
+def updatedHeaders(
+    stored: Headers, new: Headers, code: int = 200, vary: tuple[bytes, ...] | None = None
+) -> Update:
     """
     The one way stored header fields are updated (a 304, a HEAD response, a 206): every
     field C{new} carries replaces all stored lines of that name (C{Content-Type} and
     C{Content-Encoding} included: caplab stores the bytes as they came), except
-    L{NOT_UPDATED} (C{Content-Length}; C{Age} and C{Content-Range}, which caplab keeps
-    apart), the fields a shared cache never stores (L{unstorableFields} of either message:
-    what L{storable} strips when it stores) and the per-client fields
-    (L{PER_CLIENT_FIELDS}), which the caller gives to the client that caused the update and
-    to no one else.
+    L{RECOMPUTED} (C{Content-Length}; C{Age} and C{Content-Range}, which caplab keeps
+    apart) and the fields a shared cache never stores (L{unstorableFields} of either
+    message: what L{storable} strips when it stores); of those, the per-client fields
+    (L{PER_CLIENT_FIELDS}) are returned apart, for the caller to give to the client that
+    caused the update and to no one else.
+
+    The updated response is checked as a new one would be: an update that brings
+    unqualified C{private}, C{no-store} (unless C{must-understand} of an understood
+    status) or other C{Vary} names than the stored response's (C{vary}, read from
+    C{stored} if None) makes it one a shared cache must not keep (L{Update.unstorable}).
+
+    @param code: the stored response's status.
     """
     excluded = unstorableFields(new) | unstorableFields(stored)
     replaced: set[bytes] = set()
@@ -370,11 +409,22 @@ def updatedHeaders(stored: Headers, new: Headers) -> Update:
         lower = name.lower()
         if lower in PER_CLIENT_FIELDS:
             perClient.append((name, value))
-        elif lower not in NOT_UPDATED and lower not in excluded:
+        elif lower not in RECOMPUTED and lower not in excluded:
             replaced.add(lower)
     headers = [(n, v) for n, v in stored if n.lower() not in replaced]
     headers.extend((n, v) for n, v in new if n.lower() in replaced)
-    return Update(headers, perClient)
+    cc = cacheControl(headers)
+    unstorable = ""
+    if cc.private:
+        unstorable = "private"
+    elif cc.noStore and not (cc.mustUnderstand and code in UNDERSTOOD_CODES):
+        unstorable = "no-store"
+    else:
+        names = varyNames(headers)
+        before = varyNames(stored) if vary is None else vary
+        if names is None or before is None or set(names) != set(before):
+            unstorable = "vary"
+    return Update(headers, perClient, unstorable)
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,7 +81,23 @@ class IEntryWriter(Protocol):
         """
 
 
-class IStore(Protocol):
+class IBodySource(Protocol):
+    """
+    What a response made from a stored entry needs of the store (L{caplab.proxy.cache.replies}).
+    """
+
+    def touch(self, entry: StoredEntry) -> None:
+        """
+        Mark C{entry} as just used (LRU).
+        """
+
+    def openBody(self, entry: StoredEntry) -> IBody | None:
+        """
+        The body of C{entry} to deliver, or None if it is gone or damaged (then dropped).
+        """
+
+
+class IStore(IBodySource, Protocol):
     """
     The cache's storage: an index in memory, bodies wherever the store keeps them.
 
@@ -107,16 +123,6 @@ class IStore(Protocol):
     def parts(self, uri: str) -> list[StoredEntry]:
         """
         The stored parts (206 responses) of C{uri}, every variant, most recent first.
-        """
-
-    def touch(self, entry: StoredEntry) -> None:
-        """
-        Mark C{entry} as just used (LRU).
-        """
-
-    def openBody(self, entry: StoredEntry) -> IBody | None:
-        """
-        The body of C{entry} to deliver, or None if it is gone or damaged (then dropped).
         """
 
     def writer(self, head: EntryHead) -> IEntryWriter | None:
