@@ -12,8 +12,9 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
+from caplab.proxy import pac
 from caplab.proxy.hooks import IPage, PageRequest, PageResponse
-from caplab.proxy.pac import PAC_CONTENT_TYPE, PacPage, PacResource, pacScript
+from caplab.proxy.pac import PAC_CONTENT_TYPE, PacPage, PacResource, bypassDomain, pacScript
 from tests.conftest import requireProgram
 
 #: (host, expected answer) pairs the PAC file is asked about in the JavaScript tests.
@@ -27,7 +28,15 @@ CASES = [
     ("intranet.example.evil.net", "PROXY 127.0.0.1:8080"),
     ("example", "PROXY 127.0.0.1:8080"),
     ("www.example.org", "PROXY 127.0.0.1:8080"),
+    ("lab.example", "PROXY 127.0.0.1:8080"),
+    ("www.lab.example", "DIRECT"),
+    ("a.b.lab.example", "DIRECT"),
+    ("xlab.example", "PROXY 127.0.0.1:8080"),
 ]
+
+#: The bypass list of the JavaScript tests: a domain with its subdomains, an IDN, and
+#: subdomains only.
+BYPASS = ["intranet.example", "bücher.example", "*.Lab.Example"]
 
 
 def render(
@@ -77,6 +86,33 @@ class ScriptTests(SynchronousTestCase):
             self.assertRaises(ValueError, pacScript, "p:1", [domain])
 
 
+class BypassTests(SynchronousTestCase):
+    """
+    L{bypassDomain}: the one reading of a C{--pac-bypass} entry.
+    """
+
+    def test_domainsAndWildcards(self) -> None:
+        """
+        A domain is normalised (case, trailing dot, IDNA); C{*.domain} (its subdomains only)
+        keeps its C{*.}.
+        """
+        self.assertEqual(bypassDomain("Intranet.Example."), "intranet.example")
+        self.assertEqual(bypassDomain("bücher.example"), "xn--bcher-kva.example")
+        self.assertEqual(bypassDomain(" *.Lab.Example "), "*.lab.example")
+        for bad in ["*", "*.", "**.example", "*.*.example", "a.*.example", "http://x/", "a b"]:
+            self.assertRaises(ValueError, bypassDomain, bad)
+
+    def test_script(self) -> None:
+        """
+        A wildcard entry is in the script as written canonically.
+        """
+        script = pacScript("127.0.0.1:8080", BYPASS)
+        self.assertIn(
+            'var BYPASS = ["*.lab.example", "intranet.example", "xn--bcher-kva.example"];',
+            script,
+        )
+
+
 class PageTests(SynchronousTestCase):
     """
     L{PacPage} serves the script for the address the browser used.
@@ -110,6 +146,39 @@ class PageTests(SynchronousTestCase):
             self.assertIn(b'"PROXY 127.0.0.1:8080"', response.body)
         response = render(PacPage(), None, ("::1", 8081))
         self.assertIn(b'"PROXY [::1]:8081"', response.body)
+
+    def test_wildcardBypass(self) -> None:
+        """
+        A C{*.domain} entry, which the option check accepts, is served (it used to make
+        every C{/proxy.pac} an error).
+        """
+        response = render(PacPage(["*.Example.com"]), b"p:1")
+        self.assertEqual(response.code, 200)
+        self.assertIn(b'var BYPASS = ["*.example.com"];', response.body)
+
+    def test_bypassNormalisedWhenSet(self) -> None:
+        """
+        The bypass list is read when it is set (at start and by a reload, which assigns
+        C{bypass}), not for each request; a bad entry is refused then, and the old list
+        stays.
+        """
+        page = PacPage(["a.example"])
+        page.bypass = ["*.Lab.Example", "Intranet.Example.", "intranet.example"]
+        self.assertEqual(page.bypass, ["*.lab.example", "intranet.example"])
+        with self.assertRaises(ValueError):
+            page.bypass = ["not a domain"]
+        self.assertEqual(page.bypass, ["*.lab.example", "intranet.example"])
+        read: list[str] = []
+
+        def counting(entry: str) -> str:
+            read.append(entry)
+            return bypassDomain(entry)
+
+        self.patch(pac, "bypassDomain", counting)
+        self.patch(pac, "normaliseName", counting)
+        response = render(page, b"p:1")
+        self.assertIn(b'["*.lab.example", "intranet.example"]', response.body)
+        self.assertEqual(read, [])
 
     def test_fixedAddress(self) -> None:
         """
@@ -146,7 +215,7 @@ class JavaScriptTests(SynchronousTestCase):
         requireProgram("chromium")
         from tests.browser.browsers import _baseEnvironment, runBounded
 
-        script = pacScript("127.0.0.1:8080", ["intranet.example", "bücher.example"])
+        script = pacScript("127.0.0.1:8080", BYPASS)
         hosts = json.dumps([host for host, _ in CASES])
         page = (
             "<html><body><script>\n"

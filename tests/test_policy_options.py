@@ -8,6 +8,7 @@ from __future__ import annotations
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from caplab.proxy.pac import PacPage
 from caplab.proxy.policy_options import PolicyOptions
 from tests.test_policy import TempFiles
 
@@ -76,9 +77,28 @@ class OptionTests(TempFiles, SynchronousTestCase):
         self.assertUsageError("--upstream-proxy: only http://", "--upstream-proxy", "ftp://h:1")
         self.assertUsageError("needs an --upstream-proxy", "--no-upstream-for", "a.example")
         self.assertUsageError("--pac-bypass", "--pac-bypass", "not a domain")
+        self.assertUsageError("--pac-bypass", "--pac-bypass", "*.*.example")
         self.assertUsageError(
             "--no-upstream-for",
             "--upstream-proxy", "http://h:1", "--no-upstream-for", "http://x",
         )  # fmt: skip
         self.assertUsageError("--admin-endpoint 'nonsense:1'", "--admin-endpoint", "nonsense:1")
         self.assertUsageError("blocks every host", "--default-deny")
+
+    def test_pacBypassReadAsThePageReadsIt(self) -> None:
+        """
+        C{--pac-bypass} accepts exactly the entries the PAC page serves (one reading of
+        them, L{bypassDomain}): C{*.example.com} is served, not a crash at start-up.
+        """
+        for entry in ["*.Example.com", "lan", "bücher.example", "*.*.example", "a b", "*"]:
+            try:
+                page: PacPage | None = PacPage([entry])
+            except ValueError:
+                page = None
+            try:
+                parse("--pac-bypass", entry)
+            except usage.UsageError:
+                self.assertIsNone(page, entry)
+            else:
+                self.assertIsNotNone(page, entry)
+        self.assertEqual(PacPage(["*.Example.com"]).bypass, ["*.example.com"])

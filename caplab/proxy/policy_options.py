@@ -15,11 +15,19 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from caplab.config import OptionError
+from caplab.proxy.pac import bypassDomain
 from caplab.proxy.policy import normaliseName
 from caplab.proxy.upstream import parseProxyURL
 
 #: The repeatable options and the list each appends to.
 _LISTS = ("block-list", "allow-list", "no-upstream-for", "pac-bypass")
+
+
+def _noUpstreamDomain(entry: str) -> str:
+    """
+    A C{--no-upstream-for} entry checked: a domain or C{*.domain}.
+    """
+    return normaliseName(entry.removeprefix("*."))
 
 
 def adminDescription(value: str) -> str:
@@ -154,10 +162,10 @@ class PolicyOptions:
                 raise OptionError("upstream-proxy", f"--upstream-proxy: {e}") from None
         elif config["no-upstream-for"]:
             raise usage.UsageError("--no-upstream-for needs an --upstream-proxy")
-        for option in ("no-upstream-for", "pac-bypass"):
+        for option, read in (("no-upstream-for", _noUpstreamDomain), ("pac-bypass", bypassDomain)):
             for domain in config[option]:
                 try:
-                    normaliseName(domain.removeprefix("*."))
+                    read(domain)
                 except ValueError as e:
                     raise OptionError(option, f"--{option}: {e}") from None
         description = config["admin-endpoint"]
