@@ -12,8 +12,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from caplab.proxy.filters.options import FILTER_OPTIONS
-from caplab.proxy.policy import ReloadableHostPolicy
-from caplab.wiring import ConfigError, Parts, buildAuthenticator
+from caplab.wiring import ConfigError, Parts, buildAuthenticator, hasLists
 
 log = Logger(namespace="caplab.reconfigure")
 
@@ -84,15 +83,15 @@ class ConfigReload:
         policy = parts.policy
         reactor = parts.reactor
         if {"block-list", "allow-list", "default-deny"} & set(changed):
-            if fresh["block-list"] or fresh["allow-list"] or fresh["default-deny"]:
-                if policy.hostPolicy is None:
-                    policy.hostPolicy = ReloadableHostPolicy([], [])
-                # The lists step after this one reads the new files (in a thread).
-                policy.hostPolicy.blockFiles = list(fresh["block-list"])
-                policy.hostPolicy.allowFiles = list(fresh["allow-list"])
-                policy.hostPolicy.defaultDeny = bool(fresh["default-deny"])
-            else:
-                policy.hostPolicy = None
+            # The one host policy of the process changes in place; the lists step after
+            # this one reads the new files (in a thread).
+            hostPolicy = policy.hostPolicy
+            lists = hasLists(fresh)
+            hostPolicy.blockFiles = list(fresh["block-list"]) if lists else []
+            hostPolicy.allowFiles = list(fresh["allow-list"]) if lists else []
+            hostPolicy.defaultDeny = bool(fresh["default-deny"]) if lists else False
+            if not lists:
+                hostPolicy.use(hostPolicy.load())  # no files: nothing to read
         if "auth-file" in changed:
             if not fresh["auth-file"]:
                 policy.authenticator = None

@@ -18,10 +18,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -73,6 +72,9 @@ from caplab.workers import (
     sharedSockets,
 )
 
+if TYPE_CHECKING:
+    from caplab.proxy.factory import ProxyFactory
+
 log = Logger(namespace="caplab.wiring")
 
 
@@ -91,12 +93,14 @@ class PolicyParts:
     Who may reach what: the block/allow lists, proxy authentication, the parent proxy and
     the PAC file.
 
-    @ivar hostPolicy: the block/allow lists, None without any.
+    @ivar hostPolicy: the block/allow lists: one object for the process's lifetime (empty
+        without lists), shared by the connector, the proxy's settings and the filters, and
+        changed in place by a reload (never replaced).
     @ivar authenticator: None without C{--auth-file}.
     @ivar router: the next hop of each request (direct without C{--upstream-proxy}).
     """
 
-    hostPolicy: ReloadableHostPolicy | None
+    hostPolicy: ReloadableHostPolicy
     authenticator: HtpasswdAuthenticator | None
     router: UpstreamRouter
     parent: ParentProxy | None
@@ -129,42 +133,55 @@ class ProxyParts:
     @ivar closeIdle: closes the pooled idle origin connections (when the proxy stops).
     """
 
-    factory: IProtocolFactory
+    factory: ProxyFactory
     settings: Any
     closeIdle: Callable[[], None]
     cache: CacheParts | None
-    accessLog: AccessLog | None
     #: the content filters (built again on reload); in force when an option asks for one.
     filters: ReloadableFilterChain | None = None
     #: what the filters did (kept across reloads), for the status page and metrics.
     filterCounters: FilterCounters | None = None
     #: the options in force (a reload replaces them).
     options: Mapping[str, Any] = field(default_factory=dict)
-    #: the proxy's own factory.
-    server: Any = None
 
     def openConnections(self) -> int:
         """
         The proxy's client connections open now (a stopping worker waits for them).
         """
-        return len(self.server.channels)
+        return len(self.factory.channels)
 
     def reconfigure(self, options: Mapping[str, Any], policy: PolicyParts) -> None:
         """
-        Use the settings that a reload may change: the client networks, the CONNECT ports,
-        C{X-Forwarded-For}, the lists and the authenticator, and whether filters run (their
-        rules are read again by their own reload step).
+        Use the settings that a reload may change (L{applyOptions}), and whether filters
+        run (their rules are read again by their own reload step).
         """
-        from caplab.proxy.admission import LOOPBACK
-
         self.options = options
-        settings = self.settings
-        settings.filters = self.filters if anyFilter(options) else None
-        settings.allow = tuple(options["allow"] or LOOPBACK)
-        settings.connectPorts = frozenset(options["connect-ports"])
-        settings.forwardedFor = bool(options["x-forwarded-for"])
-        settings.hostPolicy = policy.hostPolicy
-        settings.authenticator = policy.authenticator
+        applyOptions(self.settings, options, policy)
+        self.settings.filters = self.filters if anyFilter(options) else None
+
+
+def applyOptions(settings: Any, options: Mapping[str, Any], policy: PolicyParts) -> None:
+    """
+    Set the proxy settings that C{options} give and a reload may change: the client
+    networks, the CONNECT ports, C{X-Forwarded-For}, the lists and the authenticator.  The
+    one place that turns these options into settings, at start-up and at every reload.
+    """
+    from caplab.proxy.admission import LOOPBACK
+
+    settings.allow = tuple(options["allow"] or LOOPBACK)
+    settings.connectPorts = frozenset(options["connect-ports"])
+    settings.forwardedFor = bool(options["x-forwarded-for"])
+    settings.hostPolicy = policy.hostPolicy
+    settings.authenticator = policy.authenticator
+
+
+def hasLists(options: Mapping[str, Any]) -> bool:
+    """
+    Whether C{options} name block or allow lists (or C{--default-deny}) for the proxy.
+    """
+    if options["no-proxy"]:
+        return False
+    return bool(options["block-list"] or options["allow-list"] or options["default-deny"])
 
 
 @dataclass
@@ -236,12 +253,11 @@ class Parts:
         steps: list[tuple[str, IReloadable]] = []
         if self.configReload is not None:
             steps.append((f"configuration {self.options['config']}", self.configReload))
-        if self.policy.hostPolicy is not None:
+        lists = hasLists(self.options)
+        if lists:
             steps.append(("block/allow lists", self.policy.hostPolicy))
         proxy = self.proxy
-        if proxy is not None and (
-            self.policy.hostPolicy is not None or self.configReload is not None
-        ):
+        if proxy is not None and (lists or self.configReload is not None):
             steps.append(("idle origin connections", IdleOriginsClosed(proxy.closeIdle)))
         if self.policy.authenticator is not None:
             name = os.path.basename(self.policy.authenticator.path)
@@ -340,14 +356,15 @@ def buildPolicy(options: Mapping[str, Any], reactor: Any) -> PolicyParts:
     @raise ConfigError: a list or the auth file cannot be used.
     """
     proxy = not options["no-proxy"]
-    hostPolicy = None
-    if proxy and (options["block-list"] or options["allow-list"] or options["default-deny"]):
-        try:
-            hostPolicy = ReloadableHostPolicy(
-                options["block-list"], options["allow-list"], options["default-deny"]
-            )
-        except PolicyFileError as e:
-            raise ConfigError(f"--block-list/--allow-list: {e}") from None
+    lists = hasLists(options)
+    try:
+        hostPolicy = ReloadableHostPolicy(
+            options["block-list"] if lists else [],
+            options["allow-list"] if lists else [],
+            bool(options["default-deny"]) if lists else False,
+        )
+    except PolicyFileError as e:
+        raise ConfigError(f"--block-list/--allow-list: {e}") from None
     authenticator = None
     if proxy and options["auth-file"]:
         authenticator = buildAuthenticator(options["auth-file"], reactor)
@@ -465,7 +482,6 @@ def buildProxy(
     and the proxy's own pages; the factory serves clients; CONNECT tunnels are opened through
     the same connector.
     """
-    from caplab.proxy.admission import LOOPBACK
     from caplab.proxy.channel import ProxySettings
     from caplab.proxy.connect import EndpointConnector
     from caplab.proxy.factory import ProxyFactory
@@ -494,20 +510,18 @@ def buildProxy(
         fetcher=cache.fetcher if cache is not None else upstream,
         upstream=upstream,
         clock=reactor,
-        hostPolicy=policy.hostPolicy,
-        authenticator=policy.authenticator,
         cacheAdmin=cache.admin if cache is not None else None,
         hits=cache.hits if cache is not None else None,
         metrics=metrics,
-        allow=tuple(options["allow"] or LOOPBACK),
-        connectPorts=frozenset(options["connect-ports"]),
-        forwardedFor=bool(options["x-forwarded-for"]),
         pseudonym=b"caplab-%d" % (os.getpid(),),
         headerTimeout=options["header-timeout"],
         idleTimeout=options["keep-alive-timeout"],
         maxConnections=options["max-connections"],
         maxRequestBody=options["max-request-body"],
     )
+    factory = ProxyFactory(settings, accessLog)
+    settings.tunnels = TunnelOpener(connector, reactor, metrics)
+    parts = ProxyParts(factory, settings, forwarder.closeIdle, cache, options=options)
     answeredBy = None
     if worker is not None:
         answeredBy = f"worker {worker.index} (pid {os.getpid()}) of {options['workers']}"
@@ -517,21 +531,10 @@ def buildProxy(
     settings.pages[b"/"] = StatusPage(figures, __version__, config, answeredBy, filters=filterCard)
     settings.pages[b"/stats"] = StatsPage(figures, answeredBy)
     settings.pages[b"/proxy.pac"] = policy.pac
-    factory = ProxyFactory(settings, accessLog)
-    settings.tunnels = TunnelOpener(connector, reactor, metrics)
-    parts = ProxyParts(
-        factory,
-        settings,
-        forwarder.closeIdle,
-        cache,
-        accessLog,
-        options=options,
-        server=factory,
-    )
     parts.filters = buildFilters(parts, policy, reactor)
     if parts.filterCounters is not None:
         metrics.watchFilters(parts.filterCounters)  # read at scrape time, zeros included
-    settings.filters = parts.filters if anyFilter(options) else None
+    parts.reconfigure(options, policy)
     return parts
 
 
@@ -706,7 +709,7 @@ def describeParts(parts: Parts) -> str:
     said: list[str] = []
     policy = parts.policy
     if parts.proxy is not None:
-        if policy.hostPolicy is not None:
+        if hasLists(options):
             current = policy.hostPolicy.current
             lists = ", ".join(
                 [f"block list {path}" for path in options["block-list"]]

@@ -145,3 +145,34 @@ def test_unspecifiedAddressesBlocked(origin: OriginProcess, pki: TestPKI, tmp_pa
         assert codes(tunnel)[1] == 403, tunnel
     assert not any(r["path"].startswith("/hello/unspecified") for r in origin.requests())
     assert not any(r["path"].startswith("/hello/unspecified") for r in origin6.requests())
+
+
+@pytest.mark.parametrize("startWithLists", [False, True])
+def test_reloadChangesAddressRules(
+    origin: OriginProcess, tmp_path: Path, startWithLists: bool
+) -> None:
+    """
+    The address rules checked when connecting follow a C{--config} reload (SIGHUP) both
+    ways: a block list of C{127.0.0.0/8} added by a reload blocks C{localhost} from then on,
+    and one removed by a reload no longer does.
+    """
+    block = tmp_path / "block.txt"
+    block.write_text("127.0.0.0/8\n::1\n")
+    config = tmp_path / "caplab.toml"
+    withLists = f'block-list = ["{block}"]\n'
+    config.write_text(withLists if startWithLists else "")
+    url = f"http://localhost:{origin.ports['http']}/hello/local"
+    with runningProxy(origin, tmp_path, "--no-cache", "--config", str(config)) as proxy:
+        assert isinstance(proxy.process, CaplabProcess)
+        before = curl(proxy.address, url)
+        assert codes(before)[0] == (403 if startWithLists else 200), before
+        start = len(proxy.process.lines)
+        config.write_text("" if startWithLists else withLists)
+        proxy.process.process.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        proxy.process.waitForLine(
+            rf"caplab reloaded configuration {config}: changed --block-list", start=start
+        )
+        proxy.process.waitForLine(r"caplab reloaded idle origin connections", start=start)
+        after = curl(proxy.address, url)
+        assert codes(after)[0] == (200 if startWithLists else 403), after
+    assert "Traceback" not in proxy.process.output

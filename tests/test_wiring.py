@@ -77,7 +77,10 @@ class BuildTests(TempFiles, SynchronousTestCase):
         self.assertIsInstance(parts.proxy.cache.store, MemoryStore)
         self.assertIsInstance(parts.proxy.settings.fetcher, CachingFetcher)
         self.assertIsInstance(parts.proxy.settings.hits, QuickHits)  # a store in memory
-        self.assertIsNone(parts.policy.hostPolicy)
+        # One host policy for the process's lifetime, empty without lists.
+        self.assertEqual(len(parts.policy.hostPolicy.current.blocked), 0)
+        self.assertIsNone(parts.policy.hostPolicy.check("any.example"))
+        self.assertIs(parts.proxy.settings.hostPolicy, parts.policy.hostPolicy)
         self.assertIsNone(parts.policy.authenticator)
         self.assertEqual(
             parts.policy.router.nextHop(Target("http", "a", 80, b"/")), NextHop("a", 80)
@@ -300,6 +303,42 @@ class ConfigReloadTests(TempFiles, SynchronousTestCase):
             self.assertEqual(dict(parts.options), before)
         assert parts.policy.hostPolicy is not None
         self.assertIsNotNone(parts.policy.hostPolicy.check("a.example"))
+
+    def test_oneHostPolicyForLife(self) -> None:
+        """
+        The lists are one object for the process's lifetime, shared by the proxy's settings
+        and the connector that checks addresses: a reload that adds lists (an address rule)
+        or removes them changes that object in place, so the connector sees the change.
+        """
+        block = self.writeFile("block.txt", "127.0.0.0/8\n")
+        config = self.writeFile("caplab.toml", "no-udp = true\n")
+        parts = watchConfig(build(parse("--config", config, "--no-tcp"), Reactor()))
+        parts.reloader.runInThread = inline
+        assert parts.proxy is not None
+        hostPolicy = parts.policy.hostPolicy
+        connector = parts.proxy.settings.tunnels.connector
+        self.assertIs(connector.hostPolicy, hostPolicy)
+        self.assertIsNone(connector.hostPolicy.checkAddress("127.0.0.1"))
+
+        self.writeFile("caplab.toml", f'no-udp = true\nblock-list = ["{block}"]\n')
+        self.assertTrue(self.successResultOf(parts.reloader.reload()))
+        self.assertIs(parts.policy.hostPolicy, hostPolicy)
+        self.assertIs(parts.proxy.settings.hostPolicy, hostPolicy)
+        self.assertIs(connector.hostPolicy, hostPolicy)
+        verdict = connector.hostPolicy.checkAddress("127.0.0.1")
+        assert verdict is not None
+        self.assertEqual(verdict.rule, "127.0.0.0/8")
+
+        self.writeFile("caplab.toml", "no-udp = true\n")
+        self.assertTrue(self.successResultOf(parts.reloader.reload()))
+        self.assertIs(parts.policy.hostPolicy, hostPolicy)
+        self.assertIs(parts.proxy.settings.hostPolicy, hostPolicy)
+        self.assertIs(connector.hostPolicy, hostPolicy)
+        self.assertIsNone(connector.hostPolicy.checkAddress("127.0.0.1"))
+        self.assertEqual(
+            [name for name, _ in parts.reloadSteps()],
+            [f"configuration {config}", "idle origin connections", "filters"],
+        )
 
     def test_noChange(self) -> None:
         """
