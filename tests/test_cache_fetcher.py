@@ -557,6 +557,16 @@ class VaryTests(FetcherTestCase):
     Several variants per URI, chosen by the request fields C{Vary} names.
     """
 
+    def test_tooManyNamesNotStored(self) -> None:
+        """
+        A response that varies on more than L{rules.MAX_VARY_NAMES} fields reaches its
+        client and is not stored.
+        """
+        vary = b",".join(b"h%d" % i for i in range(10000))
+        first = self.prime([(b"Cache-Control", b"max-age=60"), (b"Vary", vary)])
+        self.assertEqual(first.status, "caplab; fwd=miss")
+        self.assertEqual(self.store.lookup(TARGET.uri), [])
+
     def test_variants(self) -> None:
         """
         Each variant is stored and served to requests that match it; another value is a

@@ -379,7 +379,7 @@ class CachingFetcher:
             if part is not None and expected != part[1] - part[0]:
                 expected = -1  # a part whose length does not match its range: never stored
             if expected is None or 0 <= expected <= self.store.maxObjectSize:
-                names = rules.varyNames(response.headers) or ()
+                names = decision.varyNames
                 head = EntryHead(
                     uri=uri,
                     varyNames=names,

@@ -100,6 +100,13 @@ PER_CLIENT_FIELDS = frozenset(
 #: the proxy never forwards (C{Proxy-Authentication-Info} among them).
 NEVER_STORED = HOP_BY_HOP
 
+#: The most field names a stored response may vary on.  Real responses name one to three
+#: (C{Accept-Encoding}, C{Origin}, C{Cookie} ...), and every request for the URI computes
+#: its secondary key over all of them (a scan of its fields per name, up to the 100 fields
+#: a request may have), so a few dozen is already far more than any use; beyond it the
+#: response is not stored, as with C{Vary: *}, and a hostile C{Vary} costs one pass.
+MAX_VARY_NAMES = 32
+
 #: Request fields whose values are lists of tokens with weights: for Vary matching, values
 #: that differ only in order, case or whitespace select the same response (RFC 9111
 #: section 4.1 allows normalising "in ways that are known to have identical semantics").
@@ -215,17 +222,17 @@ def normalizeFieldValue(values: list[bytes], name: bytes = b"") -> bytes:
 
 def varyNames(headers: Headers) -> tuple[bytes, ...] | None:
     """
-    The lower-case field names a response varies on, C{()} for none, None for C{Vary: *}.
+    The lower-case field names a response varies on (each once, in order), C{()} for none;
+    None when no request can be matched to it: C{Vary: *}, or more than L{MAX_VARY_NAMES}
+    names.
     """
-    names: list[bytes] = []
-    for value in headerValues(headers, b"vary"):
-        for member in value.split(b","):
-            name = member.strip().lower()
-            if name == b"*":
-                return None
-            if name and name not in names:
-                names.append(name)
-    return tuple(names)
+    values = headerValues(headers, b"vary")
+    if not values:
+        return ()
+    names = tuple(dict.fromkeys(tokens(values)))
+    if b"*" in names or len(names) > MAX_VARY_NAMES:
+        return None
+    return names
 
 
 def secondaryKey(names: tuple[bytes, ...], requestHeaders: Headers) -> tuple[bytes | None, ...]:
@@ -260,12 +267,14 @@ def unstorableFields(headers: Headers, cc: CacheControl | None = None) -> frozen
 @dataclass(frozen=True)
 class Storability:
     """
-    Whether a response may be stored, why not, and the header fields to store.
+    Whether a response may be stored, why not, the header fields to store and the field
+    names it varies on (L{varyNames}, worked out once per response).
     """
 
     ok: bool
     reason: str
     headers: Headers
+    varyNames: tuple[bytes, ...] = ()
 
 
 def storable(
@@ -283,9 +292,10 @@ def storable(
     status; a 206 only when it is one part with a known complete length, a 304 never, nor
     (with C{must-understand}) a status whose rules it does not implement; never with
     C{no-store} (of the response, unless C{must-understand} and an understood status; of the
-    request, section 5.2.1.5), unqualified C{private}, C{Vary: *}; with C{Authorization} only
-    when C{public}, C{s-maxage} or C{must-revalidate} allow it (section 3.5); and only with
-    C{public}, C{Expires}, C{max-age}, C{s-maxage} or a heuristically cacheable status.
+    request, section 5.2.1.5), unqualified C{private}, C{Vary: *} (or more than
+    L{MAX_VARY_NAMES} names); with C{Authorization} only when C{public}, C{s-maxage} or
+    C{must-revalidate} allow it (section 3.5); and only with C{public}, C{Expires},
+    C{max-age}, C{s-maxage} or a heuristically cacheable status.
 
     On top of the RFC: a response stale at once with no validator is not stored (it could
     never be used), nor one with C{Set-Cookie} unless it is C{public} or has C{s-maxage}
@@ -302,8 +312,9 @@ def storable(
         return Storability(False, "interim", [])
     if cacheControl(requestHeaders).noStore:
         return Storability(False, "request no-store", [])
-    if varyNames(responseHeaders) is None:
-        return Storability(False, "vary *", [])
+    names = varyNames(responseHeaders)
+    if names is None:
+        return Storability(False, "vary", [])
     cc = cacheControl(responseHeaders)
     understood = code in UNDERSTOOD_CODES
     if code == 304 or ((code == 206 or cc.mustUnderstand) and not understood):
@@ -346,7 +357,8 @@ def storable(
         # stale at once (or always to be revalidated) and nothing to revalidate it with
         return Storability(False, "never reusable", [])
     excluded = unstorableFields(responseHeaders, cc)
-    return Storability(True, "", [(n, v) for n, v in responseHeaders if n.lower() not in excluded])
+    stored = [(n, v) for n, v in responseHeaders if n.lower() not in excluded]
+    return Storability(True, "", stored, names)
 
 
 def storedFields(headers: Headers, responseTime: float) -> Headers:
@@ -479,7 +491,6 @@ class EntryRules:
     staleIfError: int | None
     etag: bytes | None
     lastModified: bytes | None
-    vary: tuple[bytes, ...]
     date: float = 0.0
 
     @classmethod
@@ -508,7 +519,6 @@ class EntryRules:
             staleIfError=cc.staleIfError,
             etag=firstHeader(headers, b"etag"),
             lastModified=firstHeader(headers, b"last-modified"),
-            vary=varyNames(headers) or (),
             date=responseTime if date is None else date,
         )
 
