@@ -237,6 +237,113 @@ class PipelineTests(Harness):
         self.assertEqual(transport.producerState, "producing")
 
 
+class SlowClient(StringTransport):
+    """
+    A transport whose client reads nothing: once it holds more than C{limit} bytes it
+    pauses its producer (the channel), as a TCP transport does when its buffer fills.
+    """
+
+    limit = 1000
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.value()) > self.limit and self.producer is not None:
+            self.producer.pauseProducing()
+
+    def drain(self) -> None:
+        """
+        The client read everything: the transport resumes its producer.
+        """
+        self.clear()
+        if self.producer is not None:
+            self.producer.resumeProducing()
+
+
+class PipelineBackPressureTests(Harness):
+    """
+    A client that pipelines requests and reads no answers makes the proxy stop answering and
+    reading, however the answers are made (cache hits held whole, the proxy's own pages).
+    """
+
+    def connectSlow(self, **kwargs: Any) -> tuple[Any, SlowClient]:
+        channel, plain = self.connect(**kwargs)
+        transport = SlowClient(hostAddress=plain.getHost(), peerAddress=plain.getPeer())
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def test_stopsWhileClientNotReading(self) -> None:
+        """
+        Thousands of pipelined GETs answered on the spot (stored bodies held whole) to a
+        client that reads nothing: a bounded number is answered and reading is paused; each
+        time the client reads, a few more; in the end all of them, in order.
+        """
+
+        class Hits:
+            def fetch(self, request: Any, body: Any) -> Deferred[UpstreamResponse]:
+                content = request.target.path
+                return succeed(
+                    UpstreamResponse(
+                        200,
+                        b"OK",
+                        [(b"Content-Length", b"%d" % len(content))],
+                        WholeBody(content),
+                    )
+                )
+
+        channel, transport = self.connectSlow()
+        self.factory.settings.fetcher = Hits()
+        count = 3000
+        channel.dataReceived(
+            b"".join(b"GET http://h/%d HTTP/1.1\r\nHost: h\r\n\r\n" % i for i in range(count))
+        )
+        answered = transport.value().count(b"HTTP/1.1 200 OK")
+        self.assertLess(answered, 20)
+        self.assertEqual(transport.producerState, "paused")
+        bodies: list[bytes] = []
+        for _ in range(count):
+            answers = transport.value().split(b"HTTP/1.1 ")[1:]
+            bodies += [answer.rpartition(b"\r\n\r\n")[2] for answer in answers]
+            if len(bodies) == count:
+                break
+            transport.drain()
+            self.assertLess(transport.value().count(b"HTTP/1.1 200 OK"), 20)
+        self.assertEqual(bodies, [b"/%d" % i for i in range(count)])
+        self.assertEqual(transport.producerState, "producing")
+        self.assertFalse(transport.disconnecting)
+
+    def test_ownPagesHeldToo(self) -> None:
+        """
+        The proxy's own answers (here C{OPTIONS *}) are held back the same way, and a client
+        that half-closed after its requests still gets them all, then the connection closes.
+        """
+        channel, transport = self.connectSlow()
+        channel.dataReceived(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n" * 500)
+        channel.readConnectionLost()
+        answered = transport.value().count(b"HTTP/1.1 200 OK")
+        self.assertLess(answered, 20)
+        self.assertFalse(transport.disconnecting)
+        total = answered
+        for _ in range(500):
+            transport.drain()
+            total += transport.value().count(b"HTTP/1.1 200 OK")
+            if transport.disconnecting:
+                break
+        self.assertEqual(total, 500)
+        self.assertTrue(transport.disconnecting)
+
+    def test_stalledClientCutOff(self) -> None:
+        """
+        A client held back this way that takes nothing for the stall timeout is cut off
+        (the idle timeout does not apply: it is owed answers).
+        """
+        channel, transport = self.connectSlow(idleTimeout=5, stallTimeout=100)
+        channel.dataReceived(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n" * 500)
+        self.clock.advance(50)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(60)
+        self.assertTrue(transport.disconnected)
+
+
 class Http10Tests(Harness):
     """
     HTTP/1.0 clients.

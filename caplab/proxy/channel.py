@@ -16,6 +16,11 @@ The connection's state is explicit (L{ConnectionState}):
                                               |                  \\--> CLOSING
                                               \\--CONNECT, 101--> TUNNEL
 
+A client that pipelines requests is read at most L{MAX_READ_AHEAD} bytes ahead of the request
+being served; one that takes no answers (the transport paused the channel) is neither read nor
+served until it does: the connection stays IDLE, held, so that answers made on the spot (cache
+hits held whole, the proxy's own pages) never pile up in memory.
+
 Deadlines (the header block's, keep-alive idleness, a client that stops reading, a closing
 connection's last output, a silent tunnel) are checked by the factory's one periodic sweep
 (L{checkDeadlines}), not by a timer per connection.
@@ -48,7 +53,14 @@ from caplab.proxy.hooks import (
     IPage,
     IQuickHits,
 )
-from caplab.proxy.http1 import END, MessageError, RequestHead, RequestReader, completeResponse
+from caplab.proxy.http1 import (
+    END,
+    MessageError,
+    ReaderState,
+    RequestHead,
+    RequestReader,
+    completeResponse,
+)
 from caplab.proxy.pages import errorPage, reason
 
 if TYPE_CHECKING:
@@ -167,6 +179,7 @@ class CaplabProxy(Proxy):
         self._writePaused = False
         self._responseProducer: IPushProducer | None = None
         self._readPauses = 0
+        self._held = False
         self._handling = False
         self._queued: list[Any] = []
 
@@ -209,8 +222,8 @@ class CaplabProxy(Proxy):
         if self.relay is not None:
             self.relay.clientHalfClosed()
             return
-        if self.state is CLOSING:
-            return
+        if self.state is CLOSING or self._held:
+            return  # held: the requests read ahead are served first (L{_nextRequest})
         self._handle(self.reader.receiveEOF())
         if self.state is IDLE:
             self.close()
@@ -246,14 +259,32 @@ class CaplabProxy(Proxy):
             relay.fromClient(data)
             return
         state = self.state
+        reader = self.reader
         if state is IDLE:
+            if self._held:
+                reader.receive(data)  # kept, not read: the reader waits for nextMessage
+                self._boundReadAhead()
+                return
             self.state = HEAD
             self.since = self.settings.clock.seconds()
         elif state is CLOSING:
             return
-        self._handle(self.reader.receive(data))
-        if self.reader.buffered > MAX_READ_AHEAD and self.state is BUSY:
-            self.pauseReading()  # pipelined requests: read on once this one is served
+        self._handle(reader.receive(data))
+        if reader.buffered > MAX_READ_AHEAD:
+            self._boundReadAhead()
+
+    def _boundReadAhead(self) -> None:
+        """
+        Stop reading while more than L{MAX_READ_AHEAD} bytes of further (pipelined) requests
+        wait behind a complete one: they are read once it is served.
+        """
+        reader = self.reader
+        if (
+            reader.buffered > MAX_READ_AHEAD
+            and reader.state is ReaderState.DONE
+            and self.state is not CLOSING
+        ):
+            self.pauseReading()
 
     def _handle(self, events: list[Any]) -> None:
         """
@@ -339,11 +370,27 @@ class CaplabProxy(Proxy):
             self.close()
             return
         self.state = IDLE
+        if self._writePaused:
+            # The client is not taking what it was sent: serve nothing more (an answer made
+            # on the spot would pile up in the transport) and read nothing more, until it
+            # takes it (resumeProducing).
+            self._held = True
+            if not self._readPauses:
+                self.pauseReading()
+            return
+        self._nextRequest()
+
+    def _nextRequest(self) -> None:
+        """
+        Go on after an exchange: read the next request if the client sent (some of) it
+        already, or close if the client has sent all it will.
+        """
+        self._held = False
         self.since = self.settings.clock.seconds()
         reader = self.reader
         reader.nextMessage()
         if self._readPauses:
-            self._readPauses = 0
+            self._readPauses = 0  # the pauses of the exchange over (or of the hold)
             self.transport.resumeProducing()
         if reader.buffered:
             self.state = HEAD
@@ -433,6 +480,8 @@ class CaplabProxy(Proxy):
             self._writePaused = False
             if self._responseProducer is not None:
                 self._responseProducer.resumeProducing()
+            if self._held and self.state is IDLE and self.exchange is None:
+                self._nextRequest()
 
     def stopProducing(self) -> None:
         producer, self._responseProducer = self._responseProducer, None
@@ -455,6 +504,19 @@ class CaplabProxy(Proxy):
 
     # Deadlines, checked by the factory's sweep
 
+    def _checkStall(self, now: float) -> None:
+        """
+        Cut off a client that has taken no response data for C{stallTimeout}.
+        """
+        limit = self.settings.stallTimeout
+        if limit and now - self._pausedAt > limit:
+            log.info(
+                "{client}: took no response data for {timeout} s; closing",
+                client=self.clientHost,
+                timeout=limit,
+            )
+            self.abort()
+
     def checkDeadlines(self, now: float) -> None:
         """
         Close the connection if it overstayed its state: a header block that takes too long
@@ -464,7 +526,9 @@ class CaplabProxy(Proxy):
         settings = self.settings
         state = self.state
         if state is IDLE:
-            if settings.idleTimeout and now - self.since > settings.idleTimeout:
+            if self._writePaused:
+                self._checkStall(now)
+            elif settings.idleTimeout and now - self.since > settings.idleTimeout:
                 self.close()
         elif state is HEAD:
             if settings.headerTimeout and now - self.since > settings.headerTimeout:
@@ -489,17 +553,8 @@ class CaplabProxy(Proxy):
                 elif now - self.halfClosedAt >= HALF_CLOSE_PROBE:
                     self.probedAt = now
                     exchange.probeClient()
-            if (
-                self._writePaused
-                and settings.stallTimeout
-                and now - self._pausedAt > settings.stallTimeout
-            ):
-                log.info(
-                    "{client}: took no response data for {timeout} s; closing",
-                    client=self.clientHost,
-                    timeout=settings.stallTimeout,
-                )
-                self.abort()
+            if self._writePaused:
+                self._checkStall(now)
         elif state is TUNNEL:
             relay = self.relay
             limit = settings.tunnelIdleTimeout
