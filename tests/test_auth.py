@@ -18,6 +18,7 @@ from caplab.proxy import auth
 from caplab.proxy.auth import (
     AuthFileError,
     HtpasswdAuthenticator,
+    PasswordHash,
     basicCredentials,
     parseBasic,
     parseHtpasswd,
@@ -281,6 +282,54 @@ class AuthenticatorTests(TempFiles, SynchronousTestCase):
         raise instead).
         """
         self.assertIsNone(self.authenticate(basicCredentials("alice", "x" * 100)))
+
+    def test_unknownUserCostsAsMuch(self) -> None:
+        """
+        An unknown user's password is checked against a hash from the file, the first of
+        the users' most common scheme and cost (so that a wrong name costs what most right
+        names do, whatever hashes the file holds), then refused; a known user's against
+        their own.
+        """
+        verified: list[str] = []
+        original = PasswordHash.verify
+
+        def recording(stored: PasswordHash, password: bytes) -> bool:
+            verified.append(stored.value)
+            return original(stored, password)
+
+        self.patch(PasswordHash, "verify", recording)
+        bcrypt5 = "$2y$05$" + BCRYPT[7:]
+        self.writeFile("users", f"alice:{BCRYPT}\nbob:{SHA512}\ncarol:{bcrypt5}\ndave:{bcrypt5}\n")
+        self.authenticator.use(self.authenticator.load())
+        self.assertIsNone(self.authenticate(basicCredentials("mallory", "s3cret")))
+        self.assertEqual(verified, [bcrypt5])
+        self.assertIsNone(self.authenticate(basicCredentials("bob", "wrong")))
+        self.assertEqual(verified, [bcrypt5, SHA512])
+        self.writeFile("users", f"bob:{SHA512}\ncarol:{SHA256}\nerin:{SHA512}\n")
+        self.authenticator.use(self.authenticator.load())
+        self.assertIsNone(self.authenticate(basicCredentials("mallory", "s3cret")))
+        self.assertEqual(verified[2:], [SHA512])
+
+    def test_costClasses(self) -> None:
+        """
+        L{PasswordHash.cost} tells hashes that take as long to check apart: the scheme and
+        its cost parameter (bcrypt's cost, SHA-crypt's rounds, 5000 if not written).
+        """
+        [a, b, c, d, e] = parseHtpasswd(
+            [
+                f"a:{BCRYPT}",
+                "b:$2b$05$" + BCRYPT[7:],
+                f"c:{SHA512}",
+                "d:$6$rounds=5000$" + SHA512[3:],
+                "e:$5$rounds=20000$" + SHA256[3:],
+            ],
+            "u",
+        ).values()
+        self.assertEqual(a.cost, ("bcrypt", 4))
+        self.assertEqual(b.cost, ("bcrypt", 5))
+        self.assertEqual(c.cost, ("sha512-crypt", 5000))
+        self.assertEqual(d.cost, c.cost)
+        self.assertEqual(e.cost, ("sha256-crypt", 20000))
 
     def test_unreadable(self) -> None:
         """

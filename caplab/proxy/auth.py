@@ -9,8 +9,10 @@ waits for them; L{caplab.proxy.throttle} keeps a flood of wrong passwords from o
 from delaying other clients' logins.  A good check is remembered for a while
 (C{cacheSeconds}) under a keyed digest of the header, never the header itself, so a browser
 sending the same header with each request costs one slow check, not one per request; checks
-of the same header under way at once are done once.  Passwords are never logged; failures
-are, with the client's address and the user name.
+of the same header under way at once are done once.  An unknown user's password is checked
+against one of the file's hashes (L{decoyHash}), so that how long a refusal takes does not
+tell which user names exist.  Passwords are never logged; failures are, with the client's
+address and the user name.
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ import binascii
 import hashlib
 import hmac
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import bcrypt
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import deferLater
@@ -61,10 +62,6 @@ __all__ = [
 ]
 
 log = Logger(namespace="caplab.proxy.auth")
-
-#: A bcrypt hash of a random password: checked for unknown users, so that a wrong user name
-#: takes as long to refuse as a wrong password.
-_DUMMY_HASH = b"$2b$10$sYXr0tT7dg/LfzEjtheehOh9iwo1cqxBQu6JcXKmilYI8Hg7kGsUK"
 
 #: Seconds before a request refused unchecked (too many checks waiting from its address) is
 #: answered, at least.
@@ -170,6 +167,8 @@ class HtpasswdAuthenticator:
         self.failureLog = failureLog if failureLog is not None else FailureLog(reactor)
         self.scheduler = CheckScheduler(reactor, self._inThread, self.failures, slots=self._threads)
         self.users: dict[str, PasswordHash] = {}
+        #: what an unknown user's password is checked against (L{decoyHash})
+        self._decoy: PasswordHash | None = None
         self.use(loadHtpasswd(path))
 
     def reload(self) -> str:
@@ -197,6 +196,7 @@ class HtpasswdAuthenticator:
         @return: a summary for the log (L{summary}).
         """
         self.users = users
+        self._decoy = decoyHash(users)
         self._cache.clear()
         self._checking = {}  # checks under way are of the old users: none is shared
         weak = frozenset(name for name, stored in users.items() if stored.weak)
@@ -255,8 +255,10 @@ class HtpasswdAuthenticator:
             d: Deferred[bool] = Deferred()
             waiting.append(d)
         else:
+            stored = users.get(user)
+            decoy = self._decoy if stored is None else None
             try:
-                d = self.scheduler.submit(throttleKey(client), _check, users.get(user), password)
+                d = self.scheduler.submit(throttleKey(client), _check, stored, password, decoy)
             except Overloaded:
                 self.failureLog.failed(client, user, "refused unchecked: too many waiting")
                 # Answered after a while (the address's delay, a second at least), so that
@@ -313,14 +315,30 @@ class HtpasswdAuthenticator:
             self._threadPool.stop()
 
 
-def _check(stored: PasswordHash | None, password: bytes) -> bool:
+def decoyHash(users: dict[str, PasswordHash]) -> PasswordHash | None:
     """
-    Whether C{password} matches C{stored}; an unknown user costs as much as a wrong password.
+    The hash an unknown user's password is checked against, so that a wrong user name costs
+    what a wrong password does: the first user's of the users' most common L{cost
+    <PasswordHash.cost>} (a fixed hash would cost more or less than the file's, and the
+    difference would tell which names exist).  None if there are no users.
     """
-    if stored is None:
-        bcrypt.checkpw(password[:72], _DUMMY_HASH)
-        return False
+    if not users:
+        return None
+    common = Counter(stored.cost for stored in users.values()).most_common(1)[0][0]
+    return next(stored for stored in users.values() if stored.cost == common)
+
+
+def _check(stored: PasswordHash | None, password: bytes, decoy: PasswordHash | None = None) -> bool:
+    """
+    Whether C{password} matches C{stored}; for an unknown user (C{stored} None) it is
+    checked against C{decoy} (L{decoyHash}) and refused, so that it costs as much as a
+    wrong password.
+    """
     try:
+        if stored is None:
+            if decoy is not None:
+                decoy.verify(password)
+            return False
         return stored.verify(password)
     except ValueError:
         return False

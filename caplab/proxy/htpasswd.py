@@ -22,6 +22,9 @@ from passlib.hash import apr_md5_crypt, sha256_crypt, sha512_crypt
 
 _BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
 
+#: The rounds of a SHA-crypt hash that names them (C{$6$rounds=N$...}).
+_ROUNDS = re.compile(r"\$[56]\$rounds=([0-9]+)\$")
+
 
 class AuthFileError(Exception):
     """
@@ -45,6 +48,20 @@ class PasswordHash:
         Whether the scheme is one caplab accepts only because C{htpasswd} writes it.
         """
         return self.scheme == "apr-md5"
+
+    @property
+    def cost(self) -> tuple[str, int]:
+        """
+        What a check of this hash costs: the scheme and its cost parameter (bcrypt's log2
+        cost, SHA-crypt's rounds, 5000 when not written; 1000 for Apache MD5, which has
+        none).  Hashes of the same cost take as long to check.
+        """
+        if self.scheme == "bcrypt":
+            return self.scheme, int(self.value[4:6])
+        if self.scheme == "apr-md5":
+            return self.scheme, 1000
+        rounds = _ROUNDS.match(self.value)
+        return self.scheme, int(rounds.group(1)) if rounds else 5000
 
     def __repr__(self) -> str:
         return f"PasswordHash({self.scheme!r}, ...)"
