@@ -1595,6 +1595,46 @@ class ClientPreconditionTests(FetcherTestCase):
         self.assertEqual(len(self.origin.requests), 1)
 
 
+class NonSuccessPreconditionTests(FetcherTestCase):
+    """
+    The client's preconditions are evaluated only against a stored 2xx (RFC 9110 section
+    13.2.1): a stored 404 or redirect is sent as it is.
+    """
+
+    def test_storedNotFound(self) -> None:
+        first = self.fetch()
+        self.origin.respond(
+            404,
+            [
+                (b"Cache-Control", b"max-age=60"),
+                (b"ETag", b'"e"'),
+                (b"Date", formatHTTPDate(self.clock.seconds())),
+            ],
+            b"gone",
+        )
+        self.assertEqual(first.read(), b"gone")
+        for field in (
+            (b"If-None-Match", b"*"),
+            (b"If-None-Match", b'"e"'),
+            (b"If-Match", b'"zzz"'),
+            (b"If-Modified-Since", formatHTTPDate(NOW + 10)),
+            (b"If-Unmodified-Since", formatHTTPDate(NOW - 1000)),
+        ):
+            result = self.fetch(get(field))
+            self.assertEqual((result.code, result.read()), (404, b"gone"), field)
+            self.assertEqual(result.status, "caplab; hit; ttl=60")
+        self.assertEqual(len(self.origin.requests), 1)
+
+    def test_storedRedirect(self) -> None:
+        first = self.fetch()
+        self.origin.respond(
+            301, [(b"Cache-Control", b"max-age=60"), (b"Location", b"/b"), (b"ETag", b'"e"')], b""
+        )
+        first.read()
+        result = self.fetch(get((b"If-None-Match", b'"e"')))
+        self.assertEqual((result.code, result.header(b"location")), (301, b"/b"))
+
+
 class InterimTests(FetcherTestCase):
     """
     1xx responses are never stored nor relayed to a client that is not waiting (issue 12

@@ -52,9 +52,9 @@ def fromStore(
 ) -> UpstreamResponse | None:
     """
     The response C{entry} gives a request with C{method} and C{headers} (None if its body is
-    gone or damaged): the client's preconditions first (304, 412), then a range of a GET
-    (206, 416; C{If-Range} with a strong validator only, else the whole response), the head
-    alone for HEAD.
+    gone or damaged): the client's preconditions first (304, 412; for a 2xx only), then a
+    range of a GET (206, 416; C{If-Range} with a strong validator only, else the whole
+    response), the head alone for HEAD.
 
     @param flags: L{scan} of the request's fields (C{headers} are read only for those).
     """
@@ -62,7 +62,9 @@ def fromStore(
     assert entryRules is not None
     head = entry.head
     age = (b"Age", b"%d" % int(entryRules.freshness.currentAge(now)))
-    if flags & CONDITIONS:
+    if flags & CONDITIONS and 200 <= head.code < 300:
+        # only a 2xx is about a selected representation: preconditions are ignored for the
+        # others (a stored 404, a redirect: RFC 9110 section 13.2.1)
         outcome = rules.preconditions(headers, entryRules)
         if outcome is Precondition.NOT_MODIFIED:
             store.touch(entry)
