@@ -22,7 +22,7 @@ import os
 import sys
 import textwrap
 import tomllib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from twisted.python import reflect, usage
@@ -356,8 +356,21 @@ def humanSize(size: int) -> str:
     return str(size)
 
 
-def changedOptions(old: dict[str, Any], new: dict[str, Any], names: Iterable[str]) -> list[str]:
+def changedOptions(
+    old: Mapping[str, Any], new: Mapping[str, Any], names: Iterable[str]
+) -> list[str]:
     """
-    The options among C{names} whose values differ between C{old} and C{new}.
+    The options among C{names} whose values differ between C{old} and C{new} (lists,
+    networks and sets compared by their text, in any order for sets).
     """
-    return [name for name in names if old.get(name) != new.get(name)]
+    return [name for name in names if _comparable(old.get(name)) != _comparable(new.get(name))]
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, list):
+        return [str(each) for each in value]
+    if isinstance(value, dict):
+        return sorted((str(k), str(v)) for k, v in value.items())
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    return value

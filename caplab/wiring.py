@@ -143,6 +143,8 @@ class ProxyParts:
     filterCounters: FilterCounters | None = None
     #: the options in force (a reload replaces them).
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: builds the filter chain that options describe (may run in a thread).
+    chainFor: Callable[[Mapping[str, Any]], FilterChain] | None = None
 
     def openConnections(self) -> int:
         """
@@ -548,13 +550,14 @@ def buildFilters(proxy: ProxyParts, policy: PolicyParts, reactor: Any) -> Reload
     counters = proxy.filterCounters = FilterCounters()
     log = filterLog(reactor)
 
-    def build() -> FilterChain:
+    def chainFor(options: Mapping[str, Any]) -> FilterChain:
         return buildChain(
-            filterConfig(proxy.options), policy.hostPolicy, counters, log, reactor.callLater
+            filterConfig(options), policy.hostPolicy, counters, log, reactor.callLater
         )
 
+    proxy.chainFor = chainFor
     try:
-        chain = ReloadableFilterChain(build)
+        chain = ReloadableFilterChain(lambda: chainFor(proxy.options))
     except FilterConfigError as e:
         raise ConfigError(str(e)) from None
     return chain

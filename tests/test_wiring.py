@@ -7,6 +7,7 @@ reload.
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
 import tempfile
 from typing import Any
@@ -303,6 +304,102 @@ class ConfigReloadTests(TempFiles, SynchronousTestCase):
             self.assertEqual(dict(parts.options), before)
         assert parts.policy.hostPolicy is not None
         self.assertIsNotNone(parts.policy.hostPolicy.check("a.example"))
+
+    def test_missingAuthFileKeepsEverything(self) -> None:
+        """
+        A reload that adds client networks and names an auth file that is not there fails
+        as a whole: the old networks stay, authentication stays as it was, the options in
+        force stay the old ones, so a corrected reload puts both in force.
+        """
+        users = self.writeFile("users", f"dave:{SHA256}\n")
+        missing = users + ".missing"
+        config = self.writeFile("caplab.toml", "no-udp = true\n")
+        parts = watchConfig(build(parse("--config", config, "--no-tcp"), Reactor()))
+        parts.reloader.runInThread = inline
+        assert parts.proxy is not None
+        settings = parts.proxy.settings
+        allowed = settings.allow
+        self.writeFile(
+            "caplab.toml", f'no-udp = true\nallow = ["10.0.0.0/8"]\nauth-file = "{missing}"\n'
+        )
+        with capturedLogs() as events:
+            self.assertFalse(self.successResultOf(parts.reloader.reload()))
+        errors = [e for e in events if e["log_level"].name == "error"]
+        self.assertEqual(len(errors), 1)
+        self.assertIn(missing, errors[0]["reason"])
+        self.assertEqual(settings.allow, allowed)
+        self.assertIsNone(parts.policy.authenticator)
+        self.assertIsNone(settings.authenticator)
+        self.assertEqual(parts.options["allow"], [])
+        self.assertIsNone(parts.options["auth-file"])
+
+        self.writeFile(
+            "caplab.toml", f'no-udp = true\nallow = ["10.0.0.0/8"]\nauth-file = "{users}"\n'
+        )
+        with capturedLogs() as events:
+            self.assertTrue(self.successResultOf(parts.reloader.reload()))
+        summaries = {e["what"]: e["summary"] for e in events if "summary" in e}
+        self.assertEqual(summaries[f"configuration {config}"], "changed --allow, --auth-file")
+        self.assertEqual(settings.allow, (ipaddress.ip_network("10.0.0.0/8"),))
+        assert parts.policy.authenticator is not None
+        self.assertIs(settings.authenticator, parts.policy.authenticator)
+        self.assertEqual(list(parts.policy.authenticator.users), ["dave"])
+
+    def test_brokenListKeepsEverything(self) -> None:
+        """
+        A reload that names a list that is not there, or one with a bad line, changes
+        nothing: neither the lists nor the other options it changes.
+        """
+        one = self.writeFile("one.txt", "a.example\n")
+        broken = self.writeFile("broken.txt", "ok.example\nhttp://x/\n")
+        config = self.writeFile("caplab.toml", f'block-list = ["{one}"]\n')
+        parts = watchConfig(build(parse("--config", config, "--no-tcp"), Reactor()))
+        parts.reloader.runInThread = inline
+        assert parts.proxy is not None
+        before = dict(parts.options)
+        for path in (one + ".missing", broken):
+            self.writeFile(
+                "caplab.toml",
+                f'block-list = ["{path}"]\nconnect-ports = "443,8443"\nallow = ["10.0.0.0/8"]\n',
+            )
+            with capturedLogs() as events:
+                self.assertFalse(self.successResultOf(parts.reloader.reload()))
+            [error] = [e for e in events if e["log_level"].name == "error"]
+            self.assertEqual(error["what"], f"configuration {config}")
+            self.assertIn(path, error["reason"])
+            self.assertEqual(dict(parts.options), before)
+            self.assertEqual(parts.proxy.settings.connectPorts, frozenset({443}))
+            self.assertEqual(parts.policy.hostPolicy.blockFiles, [one])
+            self.assertIsNotNone(parts.policy.hostPolicy.check("a.example"))
+
+    def test_useReadsNothing(self) -> None:
+        """
+        L{ConfigReload.load} reads every file the new options name (in a thread); C{use}
+        only puts what it read in force (the reactor thread reads no file).
+        """
+        one = self.writeFile("one.txt", "a.example\n")
+        users = self.writeFile("users", f"dave:{SHA256}\n")
+        config = self.writeFile("caplab.toml", "no-udp = true\n")
+        parts = watchConfig(build(parse("--config", config, "--no-tcp"), Reactor()))
+        reload = ConfigReload(parts)
+        self.writeFile("caplab.toml", f'block-list = ["{one}"]\nauth-file = "{users}"\n')
+        loaded = reload.load()
+        os.remove(one)
+        os.remove(users)
+        self.assertEqual(reload.use(loaded), "changed --auth-file, --block-list")
+        self.assertIsNotNone(parts.policy.hostPolicy.check("a.example"))
+        assert parts.policy.authenticator is not None
+        self.assertEqual(list(parts.policy.authenticator.users), ["dave"])
+
+        # An authenticator in force takes the users of a new file read by load.
+        other = self.writeFile("other", f"erin:{SHA256}\n")
+        self.writeFile("caplab.toml", f'block-list = ["{one}"]\nauth-file = "{other}"\n')
+        authenticator = parts.policy.authenticator
+        loaded = reload.load()
+        os.remove(other)
+        self.assertEqual(reload.use(loaded), "changed --auth-file")
+        self.assertIs(parts.policy.authenticator, authenticator)
+        self.assertEqual((authenticator.path, list(authenticator.users)), (other, ["erin"]))
 
     def test_oneHostPolicyForLife(self) -> None:
         """
