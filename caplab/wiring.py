@@ -214,6 +214,8 @@ class Parts:
         endpoint.
     @ivar reloader: what C{SIGHUP} (L{reloadSteps}, then L{logSteps}) and C{SIGUSR1}
         (L{logSteps}) run.
+    @ivar admin: the admin site (C{--admin-endpoint}), serving the networks that the
+        options in force name.
     @ivar worker: the sockets inherited from the C{--workers} parent, in a worker.
     @ivar drain: waits for open connections when a worker stops.
     """
@@ -315,14 +317,6 @@ def build(options: Any, reactor: Any) -> Parts:
         services.append(
             WorkerPublisher(metrics, shared, reactor, offloader, worker.index, cache=cacheAdmin)
         )
-    admin = None
-    if options["admin-endpoint"] and worker is None:
-        # A worker leaves the admin endpoint to the parent, which adds up every worker's.
-        admin = AdminSite(
-            adminResource(LocalScrape(metrics, offloader), cacheAdmin),
-            adminNetworks(options["admin-allow"], options["allow"]),
-            reactor,
-        )
     drain = None
     if worker is not None:
         drain = Drain(reactor, options["worker-grace"])
@@ -340,13 +334,20 @@ def build(options: Any, reactor: Any) -> Parts:
         tcp=tcp,
         udp=udp,
         proxy=proxy,
-        admin=admin,
+        admin=None,
         listeners=[],
         worker=worker,
         drain=drain,
         notifier=Notifier() if worker is None else Notifier({}),
         services=services,
     )
+    if options["admin-endpoint"] and worker is None:
+        # A worker leaves the admin endpoint to the parent, which adds up every worker's.
+        parts.admin = AdminSite(
+            adminResource(LocalScrape(metrics, offloader), cacheAdmin),
+            lambda: adminNetworks(parts.options["admin-allow"], parts.options["allow"]),
+            reactor,
+        )
     parts.listeners = buildListeners(parts)
     return parts
 
@@ -528,9 +529,14 @@ def buildProxy(
     if worker is not None:
         answeredBy = f"worker {worker.index} (pid {os.getpid()}) of {options['workers']}"
     figures = ServerFigures(metrics)
-    config = configInForce(options, policy, cache)
     filterCard = FilterCard(lambda: settings.filters is not None, COUNTERS)
-    settings.pages[b"/"] = StatusPage(figures, __version__, config, answeredBy, filters=filterCard)
+    settings.pages[b"/"] = StatusPage(
+        figures,
+        __version__,
+        lambda: configInForce(parts.options, policy, cache),  # after a reload too
+        answeredBy,
+        filters=filterCard,
+    )
     settings.pages[b"/stats"] = StatsPage(figures, answeredBy)
     settings.pages[b"/proxy.pac"] = policy.pac
     parts.filters = buildFilters(parts, policy, reactor)

@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from caplab.listening import DatagramListener, StreamListener
+from caplab.metrics import StatusPage
 from caplab.proxy.cache.disk import DiskStore
 from caplab.proxy.cache.fetcher import CachingFetcher
 from caplab.proxy.cache.quick import QuickHits
@@ -400,6 +401,31 @@ class ConfigReloadTests(TempFiles, SynchronousTestCase):
         self.assertEqual(reload.use(loaded), "changed --auth-file")
         self.assertIs(parts.policy.authenticator, authenticator)
         self.assertEqual((authenticator.path, list(authenticator.users)), (other, ["erin"]))
+
+    def test_adminAndStatusPageFollowReload(self) -> None:
+        """
+        The admin endpoint's networks (the proxy's C{--allow} without C{--admin-allow}) and
+        the configuration the status page shows are those in force after a reload.
+        """
+        config = self.writeFile(
+            "caplab.toml", 'no-udp = true\nallow = ["127.0.0.0/8", "10.0.0.0/8"]\n'
+        )
+        parts = watchConfig(
+            build(parse("--config", config, "--no-tcp", "--admin-endpoint", "9100"), Reactor())
+        )
+        parts.reloader.runInThread = inline
+        assert parts.proxy is not None
+        status = parts.proxy.settings.pages[b"/"]
+        assert isinstance(status, StatusPage)
+        loopback, ten = ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8")
+        self.assertEqual(parts.admin.allow, (loopback, ten))
+        self.assertEqual(status.config["clients from"], "127.0.0.0/8, 10.0.0.0/8")
+
+        self.writeFile("caplab.toml", 'no-udp = true\nallow = ["127.0.0.0/8"]\n')
+        self.assertTrue(self.successResultOf(parts.reloader.reload()))
+        self.assertEqual(parts.proxy.settings.allow, (loopback,))
+        self.assertEqual(parts.admin.allow, (loopback,))
+        self.assertEqual(status.config["clients from"], "127.0.0.0/8")
 
     def test_oneHostPolicyForLife(self) -> None:
         """

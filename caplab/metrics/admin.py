@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from prometheus_client.exposition import choose_encoder
@@ -425,19 +425,24 @@ class AdminSite(Site):
     def __init__(
         self,
         resource: Resource,
-        allow: Sequence[Network] = LOOPBACK,
+        allow: Sequence[Network] | Callable[[], Sequence[Network]] = LOOPBACK,
         reactor: Any = None,
         timeout: float = 60.0,
     ) -> None:
         """
-        @param allow: the networks whose clients are served (see L{adminNetworks}).
+        @param allow: the networks whose clients are served (see L{adminNetworks}), or a
+            function that gives them when a request comes (so that they follow a reload).
         @param reactor: times idle connections out and schedules the summary of refused
             clients (the global reactor if None: only the current wiring omits it).
         """
         if reactor is None:
             from twisted.internet import reactor
         super().__init__(resource, timeout=timeout, reactor=reactor)
-        self.allow = tuple(allow)
+        if callable(allow):
+            self.networks = allow
+        else:
+            fixed = tuple(allow)
+            self.networks = lambda: fixed
         self.refusals = LogThrottle(
             log,
             reactor,
@@ -447,6 +452,13 @@ class AdminSite(Site):
             repeat="caplab admin: refused {count} more clients in the last {interval}s "
             "({total} so far)",
         )
+
+    @property
+    def allow(self) -> tuple[Network, ...]:
+        """
+        The networks whose clients are served now.
+        """
+        return tuple(self.networks())
 
     def getResourceFor(self, request: Request) -> Resource:
         address = request.getClientAddress()

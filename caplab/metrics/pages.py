@@ -232,13 +232,15 @@ class StatusPage:
         self,
         source: FiguresSource,
         version: str,
-        config: Mapping[str, object] | None = None,
+        config: Mapping[str, object] | Callable[[], Mapping[str, object]] | None = None,
         worker: str | None = None,
         pid: int | None = None,
         filters: FilterCard | None = None,
     ) -> None:
         """
-        @param config: the configuration in force, option name -> value (never secrets).
+        @param config: the configuration in force, option name -> value (never secrets),
+            or a function that gives it when the page is rendered (so that it follows a
+            reload).
         @param worker: under C{--workers}, which worker this is, for a person (C{"worker
             1 (pid 123) of 2"}).
         @param pid: this process's id, to mark its row among the workers'.
@@ -246,7 +248,11 @@ class StatusPage:
         """
         self.source = source
         self.version = version
-        self.config = dict(config or {})
+        if callable(config):
+            self.configInForce = config
+        else:
+            fixed = dict(config or {})
+            self.configInForce = lambda: fixed
         self.worker = worker
         self.pid = os.getpid() if pid is None else pid
         self.filters = filters
@@ -267,8 +273,9 @@ class StatusPage:
         body.append(_chart(figures))
         if figures.workers:
             body.append(self._workers(figures))
-        if self.config:
-            body.append(self._config())
+        config = self.config
+        if config:
+            body.append(self._config(config))
         return PageResponse(
             200, list(PAGE_HEADERS), _page("caplab proxy", "caplab proxy", lead, "".join(body))
         )
@@ -354,10 +361,17 @@ class StatusPage:
             f"<th>memory</th></tr>\n{''.join(rows)}</table>\n"
         )
 
-    def _config(self) -> str:
+    @property
+    def config(self) -> dict[str, object]:
+        """
+        The configuration in force now.
+        """
+        return dict(self.configInForce())
+
+    def _config(self, config: Mapping[str, object]) -> str:
         rows = "".join(
             f"<tr><th>{escape(name)}</th><td>{escape(configText(name, value))}</td></tr>\n"
-            for name, value in sorted(self.config.items())
+            for name, value in sorted(config.items())
         )
         return f'<h2>Configuration</h2>\n<table id="config" class="list">\n{rows}</table>\n'
 
