@@ -1711,6 +1711,20 @@ class AdminTests(FetcherTestCase):
         self.cache.purge("http://[::1:bad").addCallback(purged.append)
         self.assertEqual(purged, [2, 0, 1, 0])
 
+    def test_purgeReadsAsTargets(self) -> None:
+        """
+        A purge's URI is read as the proxy reads request targets: an international name
+        or a trailing dot purges the key the requests for it were stored under.
+        """
+        idn = Target("http", "xn--bcher-kva.example", 80, b"/a")
+        self.prime([(b"Cache-Control", b"max-age=60")], request=get(target=idn))
+        plain = Target("http", "example.com", 80, b"/b")
+        self.prime([(b"Cache-Control", b"max-age=60")], request=get(target=plain))
+        purged: list[int] = []
+        self.cache.purge("http://Bücher.example/a").addCallback(purged.append)
+        self.cache.purge("http://example.com./b#x").addCallback(purged.append)
+        self.assertEqual(purged, [1, 1])
+
     def test_flush(self) -> None:
         for path in (b"/a", b"/b", b"/c"):
             self.prime(

@@ -660,6 +660,35 @@ class InvalidationTests(SynchronousTestCase):
             [URI, "http://example.com/c"],
         )
 
+    def test_keysAsTargetsAre(self) -> None:
+        """
+        C{Location} and C{Content-Location} are read as the proxy reads request targets
+        (L{caplab.proxy.target.parseTarget}): an international name in A-labels, no
+        trailing dot, a numeric address in its canonical form, no fragment.
+        """
+        idn = "http://xn--bcher-kva.example/a"
+        self.assertEqual(
+            rules.invalidatedURIs(
+                b"POST", idn, 201, [(b"Location", "http://Bücher.example./b#top".encode())]
+            ),
+            [idn, "http://xn--bcher-kva.example/b"],
+        )
+        self.assertEqual(
+            rules.invalidatedURIs(
+                b"POST",
+                "http://127.0.0.1/a",
+                201,
+                [(b"Location", b"http://0x7f000001/b"), (b"Content-Location", b"http://x:99999/")],
+            ),
+            ["http://127.0.0.1/a", "http://127.0.0.1/b"],
+        )
+        self.assertEqual(rules.normalizeURI("HTTP://Example.COM.:80/c?d"), "http://example.com/c?d")
+        self.assertEqual(
+            rules.normalizeURI("http://Bücher.example/"), "http://xn--bcher-kva.example/"
+        )
+        self.assertIsNone(rules.normalizeURI("ftp://example.com/"))
+        self.assertIsNone(rules.normalizeURI("not a uri"))
+
     def test_safeOrError(self) -> None:
         """
         Safe methods and error responses invalidate nothing.

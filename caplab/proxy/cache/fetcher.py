@@ -128,9 +128,8 @@ class CachingFetcher:
         written (scheme and host in lower case, no default port), so
         C{http://Example.com:80/a} purges C{http://example.com/a}.
         """
-        try:
-            key = rules.normalizeURI(uri)
-        except ValueError:
+        key = rules.normalizeURI(uri)
+        if key is None:
             return succeed(0)
         return self.store.purge(key)
 

@@ -35,9 +35,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
-from caplab.address import bracketed, hostPort
 from caplab.proxy.cache import ranges
 from caplab.proxy.cache.directives import CacheControl, parseCacheControl, splitList
 from caplab.proxy.cache.fields import (
@@ -49,7 +48,9 @@ from caplab.proxy.cache.fields import (
 )
 from caplab.proxy.cache.httpdate import formatHTTPDate, parseHTTPDate
 from caplab.proxy.headers import HOP_BY_HOP
+from caplab.proxy.hooks import Target
 from caplab.proxy.http1.fields import tokens
+from caplab.proxy.target import TargetError, parseTarget
 
 __all__ = ["firstHeader", "formatHTTPDate", "headerValues", "joinedHeader", "parseHTTPDate"]
 
@@ -849,49 +850,57 @@ def invalidatedURIs(method: bytes, uri: str, code: int, responseHeaders: Headers
     """
     The URIs whose stored responses an unsafe request invalidates (RFC 9111 section 4.4):
     on a non-error status (2xx, 3xx), the target URI and the C{Location} and
-    C{Content-Location} URIs when they have the same origin (scheme, host, port).
+    C{Content-Location} URIs when they have the same origin (scheme, host, port), each in
+    the form of the cache's keys (L{normalizeURI}).
     """
     if method in SAFE_METHODS or not 200 <= code < 400:
         return []
     uris = [uri]
-    origin = _origin(uri)
+    target = _target(uri)
+    if target is None:
+        return uris
     for name in (b"location", b"content-location"):
         value = firstHeader(responseHeaders, name)
         if value is None:
             continue
         try:
-            other = normalizeURI(urljoin(uri, value.decode("latin-1").strip()))
+            # latin-1 both ways: the field's bytes reach parseTarget as they came
+            joined = urljoin(uri, value.decode("latin-1").strip(" \t"))
+            other = _target(joined.encode("latin-1"))
         except ValueError:
             continue
-        if _origin(other) == origin and other not in uris:
-            uris.append(other)
+        if other is None or (other.scheme, other.host, other.port) != (
+            target.scheme,
+            target.host,
+            target.port,
+        ):
+            continue
+        if other.uri not in uris:
+            uris.append(other.uri)
     return uris
 
 
-def _origin(uri: str) -> tuple[str, str, int | None]:
+def _target(uri: str | bytes) -> Target | None:
+    """
+    The L{Target} of an absolute http(s) URI, as the proxy reads request targets; None if
+    it is not one.
+    """
     try:
-        parts = urlsplit(uri)
-        scheme = parts.scheme.lower()
-        port = parts.port or (443 if scheme == "https" else 80)
-    except ValueError:
-        return ("", "", None)
-    return (scheme, (parts.hostname or "").lower(), port)
+        return parseTarget(uri.encode("utf-8", "surrogateescape") if isinstance(uri, str) else uri)
+    except TargetError:
+        return None
 
 
-def normalizeURI(uri: str) -> str:
+def normalizeURI(uri: str | bytes) -> str | None:
     """
-    A URI in the form L{caplab.proxy.hooks.Target.uri} makes (default port left out), so a
-    C{Location} matches the cache key of the same resource.
+    A URI in the form of the cache's keys (L{caplab.proxy.hooks.Target.uri}: scheme and
+    host in lower case, international names in A-labels, no trailing dot, no default port,
+    no fragment), read as the proxy reads request targets
+    (L{caplab.proxy.target.parseTarget}), so a C{Location} or an operator's purge matches
+    the key of the same resource; None if it is not an absolute http(s) URI.
     """
-    parts = urlsplit(uri)
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    port = parts.port
-    default = 443 if scheme == "https" else 80
-    authority = bracketed(host) if port is None or port == default else hostPort(host, port)
-    path = parts.path or "/"
-    query = f"?{parts.query}" if parts.query else ""
-    return f"{scheme}://{authority}{path}{query}"
+    target = _target(uri)
+    return None if target is None else target.uri
 
 
 def byteRange(value: bytes, length: int) -> tuple[int, int] | None:
