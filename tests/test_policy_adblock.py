@@ -170,6 +170,48 @@ class FilterListTests(SynchronousTestCase):
         with self.assertRaises(PolicyFileError):
             blocked.addLines(["## Ads", "&x="], "h2")
 
+    def test_hashLinesNeverMakeAFilterList(self) -> None:
+        """
+        A line starting with C{#} is a comment, whatever follows (C{##Ads}, C{##.ad},
+        C{#@#x}, C{#?#x}): it never makes a plain list a filter list, whose broken lines
+        would then be skipped unseen.  In a filter list, such a line is counted as the
+        generic cosmetic rule it is.
+        """
+        for comment in ["##Ads", "##----", "##.ad", "#@#.x", "#?#.x", "#$#x", "#%#x"]:
+            blocked = HostList()
+            blocked.addLines([comment, "a.example"], "plain")
+            [summary] = blocked.files
+            self.assertEqual((summary.rules, dict(summary.skipped)), (1, {}), comment)
+            with self.assertRaises(PolicyFileError) as caught:
+                HostList().addLines([comment, "a.example", "&x="], "plain")
+            self.assertIn("plain:3: ", str(caught.exception))
+        blocked = HostList()
+        blocked.addLines(["! list", "##.ad", "||a.example^"], "filters")
+        self.assertEqual(dict(blocked.files[0].skipped), {adblock.COSMETIC: 1})
+
+    def test_evidenceOfAFilterList(self) -> None:
+        """
+        What makes a file a filter list: an C{[Adblock ...]} header, a C{!} comment, a
+        C{||} or C{@@} rule, or a cosmetic rule with a domain before its C{##}; a line
+        that merely holds C{^}, C{$} or a C{|} does not (it is skipped as a pattern, and
+        the file stays a plain list).
+        """
+        for evidence in [
+            "[Adblock Plus 2.0]",
+            "! Title",
+            "||a.example^",
+            "@@||a.example^",
+            "a.example##.ad",
+            "a.example#@#.ad",
+            "a.example$$script",
+        ]:
+            rules = list(readRules([evidence, "&x="], "f"))
+            self.assertEqual(rules[-1], ("skip", adblock.PATH, 2), evidence)
+        for notEvidence in ["example.com^", "|https://a.example/", "/ads/*^", "a$b"]:
+            with self.assertRaises(PolicyFileError, msg=notEvidence) as caught:
+                list(readRules([notEvidence, "&x="], "f"))
+            self.assertIn("f:2: ", str(caught.exception))
+
 
 class ParseTests(SynchronousTestCase):
     """

@@ -15,8 +15,9 @@ One rule a line:
     - C{#} starts a comment, blank lines are ignored.
 
 A line that is not a rule is an error naming the file and line, except in a filter list
-(once a file shows it is one: a C{[Adblock ...]} header, a C{!} comment, a C{||} rule), where
-it is a URL pattern, skipped and counted.  Pure: no I/O.
+(once a file shows it is one: a C{[Adblock ...]} header, a C{!} comment, a C{||} or C{@@}
+rule, a cosmetic rule with a domain before its C{##}; never a line starting with C{#}, which
+is a comment), where it is a URL pattern, skipped and counted.  Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -92,19 +93,24 @@ def readRules(lines: Iterable[str], source: str) -> Iterator[Rule]:
         line = raw.strip()
         if not line:
             continue
-        if isCosmetic(line):
-            filterList = True
-            yield (SKIP, adblock.COSMETIC, number)
-            continue
         first = line[0]
         if first == "#":
+            # A comment, whatever follows (## Section, ##----): never evidence of a filter
+            # list; in one, a generic cosmetic rule (##.ad), counted as such.
+            if filterList and isCosmetic(line):
+                yield (SKIP, adblock.COSMETIC, number)
+            continue
+        if isCosmetic(line):  # with a domain before its ## (or $$)
+            filterList = True
+            yield (SKIP, adblock.COSMETIC, number)
             continue
         if first in "![" and isHeaderOrComment(line):
             filterList = True
             continue
         try:
             if startsFilterRule(line):
-                filterList = True
+                if line.startswith(("||", "@@")):
+                    filterList = True
                 rules = _filterRule(line, number)
             else:
                 if "#" in line:
