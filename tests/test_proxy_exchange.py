@@ -156,6 +156,55 @@ class HalfCloseTests(Harness):
         channel.readConnectionLost()
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "))
 
+    def test_pipelinedPartialHead400(self) -> None:
+        """
+        A client that pipelines a second request, cuts it short and half-closes gets the
+        first answered, then a 400 for the second at once (not a 408 after the header
+        timeout), and the connection closes.
+        """
+        channel, transport = self.connect(headerTimeout=30)
+        channel.dataReceived(
+            b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\nGET http://h/2 HTTP/1.1\r\nHo"
+        )
+        channel.readConnectionLost()
+        self.fetcher.answer(200, [(b"Content-Length", b"2")], [b"hi"])
+        first, _, second = transport.value().partition(b"\r\n\r\nhi")
+        self.assertTrue(first.startswith(b"HTTP/1.1 200 OK\r\n"), first)
+        self.assertTrue(second.startswith(b"HTTP/1.1 400 "), second)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(self.fetcher.calls), 1)
+
+    def test_pipelinedPartialBody(self) -> None:
+        """
+        The same for a pipelined request whose body the half-close cut short: its fetch is
+        dropped and the client told so (400), at once.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(
+            b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n"
+            b"PUT http://h/2 HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\nabc"
+        )
+        channel.readConnectionLost()
+        self.fetcher.answer(200, [(b"Content-Length", b"2")], [b"hi"])
+        self.assertEqual(self.fetcher.cancelled, 1)
+        second = transport.value().partition(b"\r\n\r\nhi")[2]
+        self.assertTrue(second.startswith(b"HTTP/1.1 400 "), second)
+        self.assertTrue(transport.disconnecting)
+
+    def test_pipelinedWholeThenHalfClose(self) -> None:
+        """
+        Pipelined requests sent whole before the half-close are all answered, then the
+        connection closes.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n" * 2 + b"\r\n")
+        channel.readConnectionLost()
+        for _ in range(2):
+            self.assertFalse(transport.disconnecting)
+            self.fetcher.answer(200, [(b"Content-Length", b"2")], [b"hi"])
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
+        self.assertTrue(transport.disconnecting)
+
     def test_goneClientFound(self) -> None:
         """
         A second after the half-close, with no answer begun, the client is sent an interim

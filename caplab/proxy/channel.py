@@ -394,7 +394,15 @@ class CaplabProxy(Proxy):
             self.transport.resumeProducing()
         if reader.buffered:
             self.state = HEAD
-            self._handle(reader.receive(b""))
+            events = reader.receive(b"")
+            if self.clientDone:
+                # The client sent all it will: a request it cut short is answered now (400),
+                # not after the header timeout.
+                events += reader.receiveEOF()
+                if not events:
+                    self.close()  # nothing but empty lines
+                    return
+            self._handle(events)
         elif self.clientDone:
             self.close()
 
