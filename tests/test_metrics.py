@@ -5,6 +5,7 @@ exported.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from pathlib import Path
 
 from prometheus_client.exposition import generate_latest
@@ -18,7 +19,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from caplab.metrics.registry import FAMILIES, CacheFigures, Metrics, methodLabel
+from caplab.metrics.registry import FAMILIES, CacheFigures, Metrics, codeLabel, methodLabel
 from caplab.proxy.filters.reporting import COUNTERS, FilterCounters
 from caplab.tcp import UppercaseFactory, UppercaseProtocol
 from caplab.udp import UppercaseDatagramProtocol
@@ -88,6 +89,27 @@ class MetricsTests(SynchronousTestCase):
             found[("caplab_proxy_requests_total", (("code", "501"), ("method", "OTHER")))], 1
         )
         self.assertEqual(methodLabel(b"patch"), "PATCH")
+
+    def test_codeLabelsBounded(self) -> None:
+        """
+        A status code is a label only if it is a standard one (L{http.HTTPStatus}); any
+        other an origin sends (so any a client asks an origin of its own for) is counted as
+        C{other}: the series are bounded whatever the origins answer.
+        """
+        metrics = Metrics()
+        for code in range(100, 1000):
+            metrics.requestDone(b"GET", code)
+        found = samples(metrics)
+        codes = {
+            dict(labels)["code"]: value
+            for (name, labels), value in found.items()
+            if name == "caplab_proxy_requests_total"
+        }
+        standard = {str(int(status)) for status in HTTPStatus}
+        self.assertEqual(set(codes), standard | {"other"})
+        self.assertEqual(codes["other"], 900 - len(standard))
+        self.assertEqual(codes["404"], 1)
+        self.assertEqual((codeLabel(418), codeLabel(299), codeLabel(0)), ("418", "other", "other"))
 
     def test_trafficAndGauges(self) -> None:
         """

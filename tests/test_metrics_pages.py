@@ -466,6 +466,18 @@ class StatsPageTests(SynchronousTestCase):
         self.assertIn("<tr><th>mean upstream latency</th><td>20.0 ms</td></tr>", body)
         self.assertIn("caplab proxy figures", body)
 
+    def test_otherCodes(self) -> None:
+        """
+        Status codes no standard names are one row, C{other}, whatever their number.
+        """
+        metrics = Metrics()
+        for code in (200, 299, 599, 999):
+            metrics.requestDone(b"GET", code)
+        body = StatsPage(LocalFigures(metrics)).render(get(b"/stats")).body.decode()
+        self.assertIn("<tr><td>GET</td><td>200</td><td>1</td></tr>", body)
+        self.assertIn("<tr><td>GET</td><td>other</td><td>3</td></tr>", body)
+        self.assertNotIn("299", body)
+
     def test_empty(self) -> None:
         """
         Before any request the page says so.

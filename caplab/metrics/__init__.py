@@ -64,6 +64,7 @@ from caplab.metrics.registry import (
     LATENCY_BUCKETS,
     CacheFigures,
     Metrics,
+    codeLabel,
     methodLabel,
 )
 from caplab.metrics.shared import METRICS_ENVIRONMENT
@@ -91,6 +92,7 @@ __all__ = [
     "WorkersCacheAdmin",
     "adminNetworks",
     "adminResource",
+    "codeLabel",
     "methodLabel",
     "rateChart",
     "sourceOf",

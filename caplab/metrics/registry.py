@@ -17,6 +17,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -58,11 +59,26 @@ def methodLabel(method: bytes | str) -> str:
     return method if method in KNOWN_METHODS else "OTHER"
 
 
+#: Label of each standard status code (L{http.HTTPStatus}); any other is C{"other"}.
+_CODE_LABELS: dict[int, str] = {int(status): str(int(status)) for status in HTTPStatus}
+
+
+def codeLabel(code: int) -> str:
+    """
+    The C{code} label of a response status: the code if it is a standard one (those
+    L{http.HTTPStatus} names), else C{"other"}.  An origin chooses its status codes (and so
+    does any client that names an origin of its own), so the labels must not: each would be
+    one more series in every scrape, page and worker's file.
+    """
+    return _CODE_LABELS.get(code, "other")
+
+
 #: Name (without C{_total}) and help of every family L{MetricsCollector} exports.
 FAMILIES: dict[str, tuple[str, str]] = {
     "requests": (
         "caplab_proxy_requests",
-        "Proxy requests answered, by method and response status code.",
+        "Proxy requests answered, by method and response status code (other: a code "
+        "that is not a standard one).",
     ),
     "received": (
         "caplab_proxy_received_bytes",
@@ -175,8 +191,9 @@ class Metrics:
         self.shared = shared
         self.server: Any = None
         self.history = RateHistory(now)
-        self.requestCounts: dict[tuple[str, int], int] = {}
-        self.requestCreated: dict[tuple[str, int], float] = {}
+        #: (method label, code label) -> requests (see L{methodLabel}, L{codeLabel}).
+        self.requestCounts: dict[tuple[str, str], int] = {}
+        self.requestCreated: dict[tuple[str, str], float] = {}
         self.receivedTotal = 0
         self.sentTotal = 0
         self.openConnections = 0
@@ -213,7 +230,7 @@ class Metrics:
         label = _METHOD_LABELS.get(method)
         if label is None:
             label = methodLabel(method)
-        key = (label, code)
+        key = (label, _CODE_LABELS.get(code, "other"))
         counts = self.requestCounts
         if key in counts:
             counts[key] += 1
@@ -353,9 +370,7 @@ class MetricsCollector:
         m = self.metrics
         requests = CounterMetricFamily(*FAMILIES["requests"], labels=["method", "code"])
         for (method, code), count in list(m.requestCounts.items()):
-            requests.add_metric(
-                [method, str(int(code))], count, created=m.requestCreated.get((method, code))
-            )
+            requests.add_metric([method, code], count, created=m.requestCreated.get((method, code)))
         yield requests
         yield self._counter("received", m.receivedTotal)
         yield self._counter("sent", m.sentTotal)
