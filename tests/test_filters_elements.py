@@ -163,6 +163,33 @@ class ElementBlockerTests(SynchronousTestCase):
         self.assertEqual(out, page)
         self.assertEqual(block(page), b"after")
 
+    def test_unclosedTagCostsBoundedSearches(self) -> None:
+        """
+        A tag that never closes costs at most two searches a piece (each reads to the end
+        of what is held), not one per byte after it: at the end of the body the rest passes
+        in one step, and past the window only the last window is searched again.
+        """
+        from caplab.proxy.filters import elements
+
+        calls = []
+        pattern = elements._NEXT
+
+        class Counting:
+            def match(self, buffer: bytes, position: int) -> object:
+                calls.append(len(buffer) - position)
+                return pattern.match(buffer, position)
+
+        self.patch(elements, "_NEXT", Counting())
+        for unit in (b"<a", b"<script", b"<x=", b"<!--"):
+            body = unit * (262144 // len(unit))
+            for window, size in ((65536, 65536), (100, 65536), (65536, 1 << 20)):
+                pieces = splitAt(body, range(size, len(body), size))
+                del calls[:]
+                blocker = ElementBlocker(POLICY, "http", "utf-8", window=window)
+                self.assertEqual(runTransform(blocker, pieces), body, (unit, window))
+                self.assertLessEqual(len(calls), 2 * len(pieces) + 1, (unit, window, size))
+                self.assertLessEqual(sum(calls), 4 * len(body), (unit, window, size))
+
     def test_counts(self) -> None:
         counters = FilterCounters()
         blocker = ElementBlocker(POLICY, "http", "utf-8", counters=counters)

@@ -165,11 +165,18 @@ class ElementBlocker:
                 found = _NEXT.match(buffer, position)
                 assert found is not None  # it matches the empty string
                 if found.start(1) < 0:
+                    # What is left is no whole tag: something the end of the buffer cuts
+                    # off (a tag, a comment ...); each failing match reads to the end.
                     position = found.end()
                     if position >= size:
                         break
-                    if final or size - position > self.window:
-                        position += 1  # not a tag after all, or one too long to wait for
+                    if final:
+                        position = size  # cut off by the end of the body: passed as it is
+                        break
+                    if size - position > self.window:
+                        # too long to wait for: it passes as it is, and only the last
+                        # window is searched again (at most two failing matches a piece)
+                        position = max(position + 1, size - self.window)
                         continue
                     break  # cut off: wait for the rest
                 if not self._tag(buffer, found):
