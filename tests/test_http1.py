@@ -436,6 +436,69 @@ def test_responseSplitsAreEquivalent(pieces: list[bytes]) -> None:
     assert _readAll(ResponseReader(), pieces, methods) == whole
 
 
+def _readHeld(
+    reader: RequestReader | ResponseReader, pieces: list[bytes], methods: list[bytes]
+) -> list:
+    """
+    Feed every one of C{pieces} first (a reader that ends a message holds what follows,
+    as a channel that is not ready for the next request does), then go on message by
+    message.
+    """
+    pending = list(methods)
+    if isinstance(reader, ResponseReader):
+        reader.expect(pending.pop(0))
+    events: list = []
+    for piece in pieces:
+        events += reader.receive(piece)
+    while events and events[-1] is END:
+        if isinstance(reader, ResponseReader):
+            reader.expect(pending.pop(0) if pending else b"GET")
+        else:
+            reader.nextMessage()
+        got = reader.receive(b"")
+        if not got:
+            break
+        events += got
+    return _joined(events + reader.receiveEOF())
+
+
+def test_byteByByte() -> None:
+    """
+    Messages that come a byte at a time (heads, chunk sizes, trailers, read-ahead held
+    while the reader waits for the caller) read as they do whole; a head grows in place,
+    and at most its limit is held.
+    """
+    requests = [_REQUESTS[i : i + 1] for i in range(len(_REQUESTS))]
+    whole = _readAll(RequestReader(), [_REQUESTS], [])
+    assert _readAll(RequestReader(), requests, []) == whole
+    assert _readHeld(RequestReader(), requests, []) == whole
+    responses = [_RESPONSES[i : i + 1] for i in range(len(_RESPONSES))]
+    methods = [b"GET", b"GET", b"GET"]
+    whole = _readAll(ResponseReader(), [_RESPONSES], methods)
+    assert _readAll(ResponseReader(), responses, methods) == whole
+    assert _readHeld(ResponseReader(), responses, methods) == whole
+
+    reader = RequestReader(maxHead=4096)
+    head = b"GET http://h/ HTTP/1.1\r\n" + b"X-Long: " + b"a" * 5000
+    events: list = []
+    for i in range(len(head)):
+        events += reader.receive(head[i : i + 1])
+        if events:
+            break
+    assert _error(events).code == 431 and i == 4096
+    assert reader.buffered == 0
+
+    reader2 = ResponseReader(maxHead=4096)
+    reader2.expect(b"GET")
+    head = b"HTTP/1.1 200 OK\r\n" + b"X-Long: " + b"a" * 5000
+    events = []
+    for i in range(len(head)):
+        events += reader2.receive(head[i : i + 1])
+        if events:
+            break
+    assert _error(events).code == 502 and i == 4096
+
+
 # Writer
 
 

@@ -5,9 +5,16 @@ chunked with extensions and trailers, or until the connection closes).
 
 L{MessageReader} is sans-I/O: C{receive(data)} and C{receiveEOF()} take bytes (or the end of
 them) and return events (L{caplab.proxy.http1.events}); nothing here touches a socket or a
-clock.  After a message ends the reader pauses (state C{DONE}) with any further bytes kept,
-until C{nextMessage()}: the next message can only be read once the caller knows how (a
-response to HEAD has no body; after CONNECT the bytes are a tunnel's).
+clock.
+
+Reading costs time in proportion to the bytes read however they are split: a head (or a
+trailer section, or pipelined messages read ahead) that arrives in many small pieces grows
+in place in one C{bytearray}, is searched for its end only where new bytes came, and is
+checked byte by byte only in its new bytes; it becomes C{bytes} once, when it is whole.
+
+After a message ends the reader pauses (state C{DONE}) with any further bytes kept, until
+C{nextMessage()}: the next message can only be read once the caller knows how (a response to
+HEAD has no body; after CONNECT the bytes are a tunnel's).
 """
 
 from __future__ import annotations
@@ -75,7 +82,12 @@ class MessageReader:
     def __init__(self, maxHead: int = 65536) -> None:
         self.maxHead = maxHead
         self.state = HEAD
+        # The bytes received and not read yet: in _buffer, or, while a head, a trailer
+        # section or read-ahead grows piece by piece, in _grown (and _buffer is empty).
         self._buffer = b""
+        self._grown: bytearray | None = None
+        # How many bytes of the head (or trailer section) being read were searched already.
+        self._searched = 0
         self._remaining = 0
         self._chunk = ChunkState.SIZE
 
@@ -86,7 +98,16 @@ class MessageReader:
         Take C{data}; return the events it completes, in order.
         """
         if data:
-            self._buffer = self._buffer + data if self._buffer else data
+            grown = self._grown
+            if grown is not None:
+                grown += data
+            elif not self._buffer:
+                self._buffer = data
+            elif self.state is DONE:
+                grown = self._grow()  # read ahead: grown in place until it is read
+                grown += data
+            else:
+                self._buffer += data
         events: list[Event] = []
         while True:
             state = self.state
@@ -94,7 +115,7 @@ class MessageReader:
                 if not self._readLength(events):
                     break
             elif state is HEAD:
-                if not self._buffer or not self._readHead(events):
+                if not (self._buffer or self._grown) or not self._readHead(events):
                     break
             elif state is CHUNKED:
                 if not self._readChunked(events):
@@ -119,7 +140,7 @@ class MessageReader:
             return [END]
         if state is LENGTH or state is CHUNKED:
             return [self._fail("the connection closed before the end of the body", True)]
-        if state is HEAD and self._buffer:
+        if state is HEAD and self.buffered:
             return [self._fail("the connection closed in the middle of a head", True)]
         return []
 
@@ -136,17 +157,49 @@ class MessageReader:
         already received past the last message, and read no more.
         """
         self.state = SWITCHED
+        grown, self._grown = self._grown, None
         leftover, self._buffer = self._buffer, b""
-        return leftover
+        return leftover if grown is None else bytes(grown)
 
     @property
     def buffered(self) -> int:
         """
         How many received bytes wait to be read (a paused reader's next messages).
         """
-        return len(self._buffer)
+        grown = self._grown
+        return len(self._buffer) if grown is None else len(grown)
 
     # For subclasses
+
+    def _grow(self) -> bytearray:
+        """
+        The unread bytes, moved to a C{bytearray} that further bytes are added to in place
+        (a head, trailer section or read-ahead arriving piece by piece: copying the whole
+        buffer for each piece would cost time in the square of its length).
+        """
+        grown = self._grown
+        if grown is None:
+            grown = self._grown = bytearray(self._buffer)
+            self._buffer = b""
+        return grown
+
+    def _unread(self) -> bytes | bytearray:
+        """
+        The unread bytes, wherever they are (for a head's reader).
+        """
+        grown = self._grown
+        return self._buffer if grown is None else grown
+
+    def _whole(self) -> bytes:
+        """
+        The unread bytes as C{bytes} (once a head in them is whole): a grown buffer becomes
+        C{bytes} again, once.
+        """
+        grown = self._grown
+        if grown is not None:
+            self._buffer = bytes(grown)
+            self._grown = None
+        return self._buffer
 
     def _readHead(self, events: list[Event]) -> bool:
         """
@@ -174,6 +227,8 @@ class MessageReader:
     def _fail(self, detail: str, incomplete: bool = False, code: int | None = None) -> MessageError:
         self.state = FAILED
         self._buffer = b""
+        self._grown = None
+        self._searched = 0
         return MessageError(code or self.errorCode, detail, incomplete)
 
     # Bodies
@@ -200,6 +255,10 @@ class MessageReader:
         return False
 
     def _readChunked(self, events: list[Event]) -> bool:
+        grown = self._grown
+        if grown is not None:
+            self._readTrailer(grown, 0, events)  # a trailer section arriving in pieces
+            return False
         buffer = self._buffer
         position = 0
         size = len(buffer)
@@ -214,25 +273,7 @@ class MessageReader:
                     chunk = ChunkState.DATA_END
                 continue
             if chunk is ChunkState.TRAILER:
-                if buffer.startswith(b"\r\n", position):
-                    position += 2
-                else:
-                    end = buffer.find(b"\r\n\r\n", position)
-                    if end < 0:
-                        if size - position > self.maxHead:
-                            events.append(self._fail("an over-long trailer section"))
-                            return False
-                        break
-                    try:
-                        parseFields(buffer[position : end + 2], self.lenient)
-                    except FieldError as e:
-                        events.append(self._fail(f"a malformed trailer section: {e}"))
-                        return False
-                    position = end + 4
-                self._buffer = buffer[position:]
-                self._chunk = ChunkState.SIZE
-                events.append(END)
-                self.state = DONE
+                self._readTrailer(buffer, position, events)
                 return False
             end = buffer.find(b"\r\n", position)
             if end < 0:
@@ -257,3 +298,36 @@ class MessageReader:
         self._chunk = chunk
         self._buffer = buffer[position:] if position < size else b""
         return False
+
+    def _readTrailer(self, buffer: bytes | bytearray, position: int, events: list[Event]) -> None:
+        """
+        Read the trailer section that starts at C{position} of C{buffer} (the unread bytes),
+        and so the end of a chunked body; or keep it to grow, if it is not whole yet.
+        """
+        self._chunk = ChunkState.TRAILER
+        if buffer.startswith(b"\r\n", position):
+            after = position + 2
+        else:
+            searched = self._searched
+            end = buffer.find(b"\r\n\r\n", position + searched - 3 if searched > 3 else position)
+            if end < 0:
+                size = len(buffer)
+                if size - position > self.maxHead:
+                    events.append(self._fail("an over-long trailer section"))
+                elif self._grown is None:
+                    self._grown = bytearray(buffer[position:])
+                    self._buffer = b""
+                self._searched = size - position
+                return
+            try:
+                parseFields(bytes(buffer[position : end + 2]), self.lenient)
+            except FieldError as e:
+                events.append(self._fail(f"a malformed trailer section: {e}"))
+                return
+            after = end + 4
+        self._buffer = bytes(buffer[after:])
+        self._grown = None
+        self._searched = 0
+        self._chunk = ChunkState.SIZE
+        events.append(END)
+        self.state = DONE

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from caplab.proxy.http1.events import Event, RequestHead
+from caplab.proxy.http1.events import Event, MessageError, RequestHead
 from caplab.proxy.http1.fields import FieldError, framingFields, parseFields, tokens
 from caplab.proxy.http1.reader import MessageReader
 
@@ -51,44 +51,38 @@ class RequestReader(MessageReader):
         super().__init__(maxHead)
         self.maxRequestLine = maxRequestLine
         self.maxFields = maxFields
+        self._lines = 0  # CRLFs in the head being read, up to where it was searched
 
     def _readHead(self, events: list[Event]) -> bool:
-        buffer = self._buffer
+        buffer = self._unread()
         if buffer[:2] == b"\r\n":
-            stripped = buffer.lstrip(b"\r\n")
-            if len(buffer) - len(stripped) > 2 * _MAX_LEADING_CRLF:
+            count = len(buffer) - len(buffer.lstrip(b"\r\n"))
+            if count > 2 * _MAX_LEADING_CRLF:
                 events.append(self._fail("too many empty lines before the request line"))
                 return False
-            buffer = self._buffer = stripped
+            grown = self._grown
+            if grown is not None:
+                del grown[:count]
+                if not grown:
+                    self._grown = None
+            else:
+                self._buffer = self._buffer[count:]
+            self._searched = self._lines = 0
+            buffer = self._unread()
             if not buffer:
                 return False
-        end = buffer.find(b"\r\n\r\n")
-        lineEnd = buffer.find(b"\r\n", 0, end + 2 if end >= 0 else len(buffer))
-        if lineEnd < 0:
-            if len(buffer) > self.maxRequestLine:
-                events.append(self._fail("the request line is too long", code=414))
-            elif b"\n" in buffer:
-                events.append(self._fail("a line ending that is not CRLF"))
-            return False
-        if lineEnd > self.maxRequestLine:
-            events.append(self._fail("the request line is too long", code=414))
-            return False
-        line = buffer[:lineEnd]
-        match = _REQUEST_LINE.fullmatch(line)
-        if match is None:
-            if _OTHER_VERSION.fullmatch(line) is not None:
-                events.append(self._fail("only HTTP/1.0 and HTTP/1.1 are supported", code=505))
-            else:
-                events.append(self._fail("the request line is not HTTP/1.1"))
-            return False
+        searched = self._searched
+        end = buffer.find(b"\r\n\r\n", searched - 3 if searched > 3 else 0)
         if end < 0:
-            if len(buffer) > self.maxHead:
-                events.append(self._fail("the header block is too large", code=431))
-            elif buffer.count(b"\n") != buffer.count(b"\r\n"):
-                events.append(self._fail("a line ending that is not CRLF"))
-            elif buffer.count(b"\r\n") - 1 > self.maxFields:
-                events.append(self._fail("too many header fields", code=431))
+            self._readingHead(buffer, events)
             return False
+        buffer = self._whole()
+        self._searched = self._lines = 0
+        match = self._requestLine(buffer, buffer.find(b"\r\n", 0, end + 2))
+        if isinstance(match, MessageError):
+            events.append(match)
+            return False
+        lineEnd = match.end()
         if end + 4 > self.maxHead:
             events.append(self._fail("the header block is too large", code=431))
             return False
@@ -111,6 +105,60 @@ class RequestReader(MessageReader):
         events.append(head)
         self._startBody(head.bodyLength, False, events)
         return True
+
+    def _readingHead(self, buffer: bytes | bytearray, events: list[Event]) -> None:
+        """
+        A head not whole yet: refuse it now if what came so far breaks a limit or the
+        grammar, checking only the bytes new since the last look; else keep it to grow.
+        """
+        size = len(buffer)
+        searched = self._searched
+        since = searched - 1 if searched else 0  # a CRLF may straddle old and new bytes
+        if not self._lines:
+            lineEnd = buffer.find(b"\r\n", since)
+            if lineEnd < 0:
+                if size > self.maxRequestLine:
+                    events.append(self._fail("the request line is too long", code=414))
+                elif buffer.find(b"\n", searched) >= 0:
+                    events.append(self._fail("a line ending that is not CRLF"))
+                else:
+                    self._searched = size
+                    self._grow()
+                return
+            match = self._requestLine(buffer, lineEnd)
+            if isinstance(match, MessageError):
+                events.append(match)
+                return
+        if size > self.maxHead:
+            events.append(self._fail("the header block is too large", code=431))
+            return
+        lines = buffer.count(b"\r\n", since)
+        if buffer.count(b"\n", searched) != lines:
+            events.append(self._fail("a line ending that is not CRLF"))
+            return
+        lines += self._lines
+        if lines - 1 > self.maxFields:
+            events.append(self._fail("too many header fields", code=431))
+            return
+        self._lines = lines
+        self._searched = size
+        self._grow()
+
+    def _requestLine(
+        self, buffer: bytes | bytearray, lineEnd: int
+    ) -> re.Match[bytes] | MessageError:
+        """
+        The request line, the first C{lineEnd} bytes of C{buffer}, matched; or the error
+        it is.
+        """
+        if lineEnd > self.maxRequestLine:
+            return self._fail("the request line is too long", code=414)
+        match = _REQUEST_LINE.fullmatch(buffer, 0, lineEnd)
+        if match is not None:
+            return match
+        if _OTHER_VERSION.fullmatch(buffer, 0, lineEnd) is not None:
+            return self._fail("only HTTP/1.0 and HTTP/1.1 are supported", code=505)
+        return self._fail("the request line is not HTTP/1.1")
 
 
 class FramingError(Exception):

@@ -62,23 +62,32 @@ class ResponseReader(MessageReader):
         self.nextMessage()
 
     def receiveEOF(self) -> list[Event]:
-        if self.state is HEAD and not self._buffer:
+        if self.state is HEAD and not self.buffered:
             return [self._fail("the connection closed without a response", True)]
         return super().receiveEOF()
 
     def _readHead(self, events: list[Event]) -> bool:
-        buffer = self._buffer
-        end = buffer.find(b"\r\n\r\n")
-        bareEnd = buffer.find(b"\n\n", 0, end if end >= 0 else len(buffer))
+        buffer = self._unread()
+        searched = self._searched  # bytes looked at already: neither end is in them
+        end = buffer.find(b"\r\n\r\n", searched - 3 if searched > 3 else 0)
+        bareEnd = buffer.find(
+            b"\n\n", searched - 1 if searched else 0, end if end >= 0 else len(buffer)
+        )
         if bareEnd >= 0:
             events.append(self._fail("a head whose lines end in LF, not CRLF"))
             return False
         if end < 0:
-            if len(buffer) > self.maxHead:
+            size = len(buffer)
+            if size > self.maxHead:
                 events.append(self._fail("an over-long response head"))
-            elif len(buffer) >= 5 and not buffer.startswith(b"HTTP/"[: len(buffer)]):
+            elif size >= 5 and not buffer.startswith(b"HTTP/"):
                 events.append(self._fail("a response that is not HTTP/1.1"))
+            else:
+                self._searched = size
+                self._grow()
             return False
+        buffer = self._whole()
+        self._searched = 0
         if end + 4 > self.maxHead:
             events.append(self._fail("an over-long response head"))
             return False
