@@ -12,7 +12,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from caplab.proxy.cache import redisstore
-from caplab.proxy.cache.entries import EntryHead
+from caplab.proxy.cache.entries import MAX_RECORD, EntryHead
 from caplab.proxy.cache.redisstore import (
     IRedis,
     PrimingFetcher,
@@ -22,6 +22,7 @@ from caplab.proxy.cache.redisstore import (
     parseRedisURL,
     timeToLive,
 )
+from caplab.proxy.cache.storage import MAX_PARTS
 from caplab.proxy.hooks import Target, UpstreamRequest
 
 
@@ -37,6 +38,7 @@ class FakeRedis:
         self.down = False
         self.hang = False
         self.calls = 0
+        self.primeBounds: tuple[int, int, int] | None = None
 
     def eval(self, source: str, keys: list[bytes], args: list[Any]) -> Deferred[Any]:
         self.calls += 1
@@ -52,18 +54,23 @@ class FakeRedis:
             self.ttls[keys[0]] = max(self.ttls.get(keys[0], -1), ttl)
             return succeed(1)
         if source == redisstore._GET:
-            return succeed(
-                [
-                    self.strings[args[0] + m]
-                    for m in sorted(self.sets.get(keys[0], ()))
-                    if args[0] + m in self.strings
-                ]
-            )
-        if source == redisstore._INVALIDATE:
+            prefix, most, longest, budget = args
+            self.primeBounds = (most, longest, budget)
+            out: list[bytes] = []
+            total = 0
+            for m in sorted(self.sets.get(keys[0], ()))[:most]:
+                value = self.strings.get(prefix + m)
+                if value is None:
+                    self.sets[keys[0]].discard(m)
+                elif len(value) <= longest and total + len(value) <= budget:
+                    total += len(value)
+                    out.append(value)
+            return succeed(out)
+        if source == redisstore._PURGE:
             members = self.sets.pop(keys[0], set())
             for m in members:
                 self.strings.pop(args[0] + m, None)
-            return succeed(len(members))
+            return succeed(sorted(members))
         if source == redisstore._REMOVE:
             self.strings.pop(args[0] + args[1], None)
             self.sets.get(keys[0], set()).discard(args[1])
@@ -132,12 +139,12 @@ class EncodingTests(SynchronousTestCase):
         """
         Fresh time left, plus stale allowances, plus revalidation time with a validator.
         """
-        self.assertEqual(timeToLive(head(maxAge=60, now=1000), now=1010), 50)
+        self.assertEqual(timeToLive(head(maxAge=60, now=1000).rules(), now=1010), 50)
         swr = head(maxAge=60, now=1000, extra=[(b"Cache-Control", b"stale-while-revalidate=30")])
-        self.assertEqual(timeToLive(swr, now=1000), 90)
+        self.assertEqual(timeToLive(swr.rules(), now=1000), 90)
         tagged = head(maxAge=60, now=1000, extra=[(b"ETag", b'"v1"')])
-        self.assertEqual(timeToLive(tagged, now=1000), 60 + redisstore.REVALIDATION_KEEP)
-        self.assertEqual(timeToLive(head(maxAge=0, now=1000), now=2000), 1.0)
+        self.assertEqual(timeToLive(tagged.rules(), now=1000), 60 + redisstore.REVALIDATION_KEEP)
+        self.assertEqual(timeToLive(head(maxAge=0, now=1000).rules(), now=2000), 1.0)
 
     def test_parseRedisURL(self) -> None:
         """
@@ -302,6 +309,90 @@ class SharedStoreTests(SynchronousTestCase):
         self.assertEqual(seen, [(b"POST", 0), (b"GET", 1)])
 
 
+class NearCacheEvictionTests(SynchronousTestCase):
+    """
+    What the near cache drops on its own (least recently used, beyond a URI's variants,
+    replaced) it only forgets: the shared entries stay in Redis for the other processes.
+    Only the public remove, invalidate, purge and flush reach Redis.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.redis = FakeRedis()
+        self.other = store(self.redis, self.clock)
+
+    def test_leastRecentlyUsedForgottenLocally(self) -> None:
+        small = RedisStore(
+            cast(IRedis, self.redis), self.clock, maxSize=8000, maxObjectSize=4000, timeout=0.5
+        )
+        uris = [f"{URI}/{i}" for i in range(3)]
+        for uri in uris:
+            put(small, head(uri=uri), b"x" * 3000)
+        self.assertLess(len(small), 3, "the near cache evicted")
+        self.assertEqual(len(self.redis.strings), 3)
+        for uri in uris:
+            self.successResultOf(self.other.prime(uri))
+            self.assertEqual(len(self.other.lookup(uri)), 1, uri)
+
+    def test_variantCapForgottenLocally(self) -> None:
+        capped = RedisStore(
+            cast(IRedis, self.redis),
+            self.clock,
+            maxSize=1 << 20,
+            maxObjectSize=1 << 16,
+            timeout=0.5,
+            maxVariants=2,
+        )
+        for language in (b"en", b"fr", b"de"):
+            variant = head()
+            variant.varyNames = (b"accept-language",)
+            variant.variant = (language,)
+            put(capped, variant, language)
+        self.assertEqual(len(capped.lookup(URI)), 2)
+        self.assertEqual(capped.variantEvictions, 1)
+        self.assertEqual(len(self.redis.strings), 3)
+
+    def test_replacementLeavesTheNewCopy(self) -> None:
+        """
+        A newer copy under the same key replaces the near one without a delete in Redis
+        (which would race with the write of the new one).
+        """
+        put(self.other, head(), b"one")
+        calls = self.redis.calls
+        put(self.other, head(now=1001), b"two")
+        self.assertEqual(self.redis.calls, calls + 1, "one write, no delete")
+        second = store(self.redis, self.clock)
+        self.successResultOf(second.prime(URI))
+        [entry] = second.lookup(URI)
+        self.assertEqual(b"".join(entry.chunks), b"two")
+
+    def test_primeIsBounded(self) -> None:
+        """
+        Priming asks Redis for at most as many variants as a URI keeps, none over the
+        largest object (with its head), no more than the near cache holds in all (the
+        script itself runs in a real Redis in L{tests.test_e2e_redis}).
+        """
+        self.successResultOf(self.other.prime(URI))
+        most, longest, budget = self.redis.primeBounds or (0, 0, 0)
+        self.assertEqual(most, self.other.maxVariants + MAX_PARTS)
+        self.assertEqual(longest, self.other.maxObjectSize + 4 + MAX_RECORD)
+        self.assertEqual(budget, self.other.maxSize)
+
+    def test_damagedEntriesLoggedRateLimited(self) -> None:
+        """
+        Damaged values are logged one line a minute, with a count, not one line each.
+        """
+        prefix = self.other._entryPrefix(URI)
+        for i in range(20):
+            self.redis.sets.setdefault(self.other._indexKey(URI), set()).add(b"d%d" % i)
+            self.redis.strings[prefix + b"d%d" % i] = b"damaged"
+        with capturedLogs() as events:
+            self.successResultOf(self.other.prime(URI))
+        lines = [formatEvent(e) for e in events if "damaged Redis entry" in e["log_format"]]
+        self.assertEqual(len(lines), 1, lines)
+
+
 class ReadableLogTests(SynchronousTestCase):
     """
     One clear line per Redis event (issue 11).
@@ -395,11 +486,6 @@ class ScanningRedis(FakeRedis):
     """
 
     def eval(self, source: str, keys: list[bytes], args: list[Any]) -> Deferred[Any]:
-        if source == redisstore._PURGE:
-            members = self.sets.pop(keys[0], set())
-            for m in members:
-                self.strings.pop(args[0] + m, None)
-            return succeed(sorted(members))
         if source == redisstore._DELETE:
             for key in keys:
                 self.strings.pop(key, None)

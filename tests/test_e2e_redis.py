@@ -314,3 +314,87 @@ def test_tls(origin: OriginProcess, tmp_path: Path) -> None:
             r"TLS with Redis at localhost:\d+/0 \(TLS\) failed \(TLS: certificate verify failed\)"
         )
         assertClean(first, second, doubtful)
+
+
+class _Replies:
+    """
+    Reads RESP replies from a socket (enough of RESP for the bounded read's test).
+    """
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.buffer = b""
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            more = self.conn.recv(65536)
+            assert more, "Redis closed the connection"
+            self.buffer += more
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line
+
+    def _exactly(self, count: int) -> bytes:
+        while len(self.buffer) < count + 2:
+            more = self.conn.recv(1 << 20)
+            assert more, "Redis closed the connection"
+            self.buffer += more
+        data, self.buffer = self.buffer[:count], self.buffer[count + 2 :]
+        return data
+
+    def reply(self) -> object:
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        assert kind != b"-", line
+        if kind == b"*":
+            return [self.reply() for _ in range(int(rest))]
+        if kind == b"$":
+            return None if int(rest) < 0 else self._exactly(int(rest))
+        return int(rest) if kind == b":" else rest
+
+
+def test_primeReadIsBounded(tmp_path: Path) -> None:
+    """
+    The script that brings a URI's entries from Redis (redisstore._GET), run by a real
+    Redis, takes at most the members, the size of each and the bytes in all it is given,
+    skips a value that is not a string, and drops the members whose value is gone: another
+    writer of the same Redis cannot make a proxy pull gigabytes.
+    """
+    from caplab.proxy.cache import redisstore
+
+    port = freePort()
+    with (
+        runningRedis(port, tmp_path),
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT) as conn,
+    ):
+        replies = _Replies(conn)
+        sent = []
+        for i in range(300):
+            sent.append(command(b"SADD", b"u:a", b"m%d" % i))
+            sent.append(command(b"SET", b"e:a:m%d" % i, b"x" * 1000))
+        for member in (b"ok", b"gone", b"list", b"huge"):
+            sent.append(command(b"SADD", b"u:b", member))
+        sent.append(command(b"SET", b"e:b:ok", b"fine"))
+        sent.append(command(b"RPUSH", b"e:b:list", b"not a string"))
+        sent.append(command(b"SET", b"e:b:huge", b"x" * (2 << 20)))
+        conn.sendall(b"".join(sent))
+        for _ in sent:
+            replies.reply()
+
+        def read(index: bytes, prefix: bytes, most: int, longest: int, budget: int) -> object:
+            arguments = [b"%d" % n for n in (most, longest, budget)]
+            conn.sendall(
+                command(b"EVAL", redisstore._GET.encode(), b"1", index, prefix, *arguments)
+            )
+            return replies.reply()
+
+        values = read(b"u:a", b"e:a:", 144, 1000, 50_000)
+        assert isinstance(values, list)
+        assert len(values) == 50, "the bytes in all"
+        values = read(b"u:a", b"e:a:", 20, 1000, 1 << 30)
+        assert isinstance(values, list) and len(values) == 20, "the members"
+        assert read(b"u:a", b"e:a:", 144, 999, 1 << 30) == [], "the size of each"
+        assert read(b"u:b", b"e:b:", 10, 1 << 20, 1 << 30) == [b"fine"]
+        conn.sendall(command(b"SMEMBERS", b"u:b"))
+        members = replies.reply()
+        assert isinstance(members, list)
+        assert sorted(members) == [b"huge", b"list", b"ok"], "the gone member dropped"

@@ -23,6 +23,11 @@ from caplab.proxy.cache.bodies import CorruptEntry
 from caplab.proxy.cache.rules import RECOMPUTED, EntryRules, ageValue
 from caplab.proxy.hooks import Headers
 
+#: The longest header record read (disk, Redis): far above what any response head makes
+#: (the origin's head is bounded by the response reader), far below what a damaged or forged
+#: length could ask for.
+MAX_RECORD = 1 << 20
+
 #: Characters never allowed in a stored field name or value (a damaged or forged record).
 _CONTROL = frozenset(b"\r\n\x00")
 

@@ -12,7 +12,9 @@ L{MemoryStore} (a near cache, bounded by C{--cache-size}) that is
   - I{read through}: L{PrimingFetcher}, in front of the caching fetcher, asks Redis for the
     entries of a URI the near cache does not hold and adds them before the cache rules run;
   - I{written through}: an entry the cache stores, refreshes (304), removes or invalidates
-    is written to, or deleted from, Redis as well.
+    is written to, or deleted from, Redis as well.  What the near cache drops on its own
+    (least recently used, beyond the variants a URI may keep, replaced by a newer copy) it
+    only forgets: the shared entry stays for the other processes.
 
 So a response fetched through one caplab is a hit through another, and none of the RFC 9111
 logic had to change.
@@ -21,7 +23,10 @@ Entries live in Redis as one string per variant (C{PREFIX e:<uri hash>:<variant 
 the stored head as JSON, then the body) and a set per URI naming its variants; both expire
 with Redis TTLs derived from the response's freshness plus its C{stale-while-revalidate} /
 C{stale-if-error} allowances (and some time for revalidation when it has a validator).
-Objects over C{--cache-max-object} are never stored, here as in every store.
+Objects over C{--cache-max-object} are never stored, here as in every store, and priming
+takes no more of a URI from Redis than the near cache could hold (whoever else writes to
+that Redis): a bounded number of variants, none over the largest object, C{--cache-size}
+in all.
 
 Redis going away never takes the proxy down: each Redis call is bounded by a timeout, a
 failure opens a circuit for a second or so during which Redis is not asked at all (requests
@@ -52,9 +57,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from caplab.proxy.cache.bodies import CorruptEntry
-from caplab.proxy.cache.entries import EntryHead, StoredEntry
-from caplab.proxy.cache.storage import MAX_VARIANTS, IEntryWriter, MemoryStore, StoreIndex
+from caplab.proxy.cache.entries import MAX_RECORD, EntryHead, StoredEntry
+from caplab.proxy.cache.rules import EntryRules
+from caplab.proxy.cache.storage import MAX_PARTS, MAX_VARIANTS, IEntryWriter, MemoryStore
 from caplab.proxy.hooks import IRequestBody, UpstreamRequest, UpstreamResponse
+from caplab.ratelimit import LogThrottle
 
 #: Keys of this cache in Redis start with this (versioned: a format change takes a new one).
 PREFIX = b"caplab:cache:1:"
@@ -75,22 +82,26 @@ if ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 
+#: The entries of a URI, bounded whatever another client of the Redis put there: at most
+#: ARGV[2] members, none longer than ARGV[3] bytes, ARGV[4] bytes in all (members whose
+#: value is gone are dropped from the set; a value that is not a string is skipped).
 _GET = """
-local out = {}
-for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local value = redis.call('GET', ARGV[1] .. member)
-  if value then table.insert(out, value) else redis.call('SREM', KEYS[1], member) end
+local out, total = {}, 0
+local most, longest, budget = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+for _, member in ipairs(redis.call('SRANDMEMBER', KEYS[1], most)) do
+  local key = ARGV[1] .. member
+  local size = redis.pcall('STRLEN', key)
+  if size == 0 then
+    redis.call('SREM', KEYS[1], member)
+  elseif type(size) == 'number' and size <= longest and total + size <= budget then
+    total = total + size
+    table.insert(out, redis.call('GET', key))
+  end
 end
 return out
 """
 
-_INVALIDATE = """
-local members = redis.call('SMEMBERS', KEYS[1])
-for _, member in ipairs(members) do redis.call('DEL', ARGV[1] .. member) end
-redis.call('DEL', KEYS[1])
-return #members
-"""
-
+#: Delete every variant of a URI and its set; the members deleted.
 _PURGE = """
 local members = redis.call('SMEMBERS', KEYS[1])
 for _, member in ipairs(members) do redis.call('DEL', ARGV[1] .. member) end
@@ -147,12 +158,12 @@ def decodeEntry(value: bytes) -> tuple[EntryHead, bytes]:
     return head, body
 
 
-def timeToLive(head: EntryHead, now: float) -> float:
+def timeToLive(rules: EntryRules, now: float) -> float:
     """
-    Seconds Redis keeps an entry: while fresh, then its stale allowances, then (with a
-    validator) a while longer so that it can be revalidated rather than fetched again.
+    Seconds Redis keeps an entry with these rules: while fresh, then its stale allowances,
+    then (with a validator) a while longer so that it can be revalidated rather than fetched
+    again.
     """
-    rules = head.rules()
     fresh = rules.freshness.lifetime - rules.freshness.currentAge(now)
     stale = max(rules.staleWhileRevalidate or 0, rules.staleIfError or 0)
     keep = REVALIDATION_KEEP if rules.hasValidator else 0.0
@@ -264,6 +275,16 @@ class RedisStore(MemoryStore):
         self.where = where
         self._openUntil = 0.0
         self._down = False
+        # one damaged or foreign value is met by every process that primes its URI
+        self._damaged = LogThrottle(
+            self.log,
+            reactor,
+            "caplab cache: dropping a damaged Redis entry for {uri}: {e}",
+            summary="caplab cache: damaged Redis entries: the burst is over, {burst} in all",
+            interval=60.0,
+            repeat="caplab cache: dropping a damaged Redis entry for {uri}: {e} "
+            "({count} times in the last {interval} s, {burst} in this burst)",
+        )
         if hasattr(redis, "onFailure"):
             redis.onFailure = self._unusable
 
@@ -339,7 +360,8 @@ class RedisStore(MemoryStore):
         """
         if self.holds(uri):
             return succeed(None)
-        d = self._call(_GET, [self._indexKey(uri)], [self._entryPrefix(uri)])
+        bounds = [self.maxVariants + MAX_PARTS, self.maxObjectSize + 4 + MAX_RECORD, self.maxSize]
+        d = self._call(_GET, [self._indexKey(uri)], [self._entryPrefix(uri), *bounds])
         if d is None:
             return succeed(None)
         return d.addCallback(self._primed, uri)
@@ -349,13 +371,12 @@ class RedisStore(MemoryStore):
             try:
                 head, body = decodeEntry(value)
             except ValueError as e:
-                self.log.warn(
-                    "caplab cache: dropping a damaged Redis entry for {uri}: {e}", uri=uri, e=e
-                )
+                self._damaged.event(uri=uri, e=e)
                 continue
             if head.uri != uri:
                 continue
-            writer = MemoryStore.writer(self, head)
+            # the near cache's own writer: what Redis holds is not written back to it
+            writer = super().writer(head)
             if writer is not None and writer.write(body):
                 writer.commit()
 
@@ -370,12 +391,16 @@ class RedisStore(MemoryStore):
         Write C{entry} (head and body) to Redis with its time to live.
         """
         head = entry.head
-        ttl = timeToLive(head, self.reactor.seconds())
+        assert entry.rules is not None
+        ttl = timeToLive(entry.rules, self.reactor.seconds())
         member = _hash(head.key)
+        value = encodeEntry(head, b"".join(entry.chunks))
+        if len(value) > self.maxObjectSize + 4 + MAX_RECORD:
+            return  # no process would take it from Redis
         self._call(
             _PUT,
             [self._indexKey(head.uri), self._entryPrefix(head.uri) + member],
-            [encodeEntry(head, b"".join(entry.chunks)), int(ttl * 1000), member],
+            [value, int(ttl * 1000), member],
         )
 
     def refresh(self, entry: StoredEntry, head: EntryHead) -> StoredEntry:
@@ -394,7 +419,7 @@ class RedisStore(MemoryStore):
 
     def invalidate(self, uri: str) -> int:
         removed = super().invalidate(uri)
-        self._call(_INVALIDATE, [self._indexKey(uri)], [self._entryPrefix(uri)])
+        self._call(_PURGE, [self._indexKey(uri)], [self._entryPrefix(uri)])
         return removed
 
     def purge(self, uri: str) -> Deferred[int]:
@@ -403,7 +428,7 @@ class RedisStore(MemoryStore):
         stored responses went (one held in both places counts once).
         """
         local = {_hash(entry.head.key) for entry in [*self.lookup(uri), *self.parts(uri)]}
-        StoreIndex.invalidate(self, uri)
+        super().invalidate(uri)
         d = self._call(_PURGE, [self._indexKey(uri)], [self._entryPrefix(uri)])
         if d is None:
             return succeed(len(local))
@@ -418,7 +443,7 @@ class RedisStore(MemoryStore):
         local = {
             self._entryPrefix(entry.head.uri) + _hash(entry.head.key) for entry in self.entries()
         }
-        StoreIndex.flush(self)
+        super().flush()
         redis = self.redis
         if self.reactor.seconds() < self._openUntil or not hasattr(redis, "scan"):
             return succeed(len(local))

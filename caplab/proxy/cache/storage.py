@@ -258,7 +258,7 @@ class StoreIndex:
         found = self._byURI.get(head.uri)
         if head.partial is None and not head.varyNames and not isinstance(found, _Variants):
             if found is not None:
-                self.remove(found)
+                self._drop(found)
             self._byURI[head.uri] = entry
         else:
             variants = self._variantsOf(head)
@@ -294,7 +294,7 @@ class StoreIndex:
                 return found
             if head.partial is None:
                 for old in list(found.table.values()):
-                    self.remove(old)
+                    self._drop(old)
                 found = self._byURI.get(head.uri)
                 if isinstance(found, _Variants):
                     found.names = head.varyNames
@@ -302,7 +302,7 @@ class StoreIndex:
             else:
                 return found
         elif found is not None:
-            self.remove(found)
+            self._drop(found)
         variants = _Variants(head.varyNames)
         self._byURI[head.uri] = variants
         return variants
@@ -310,9 +310,9 @@ class StoreIndex:
     def _capVariants(self, variants: _Variants) -> None:
         while len(variants.table) > self.maxVariants:
             self.variantEvictions += 1
-            self.remove(next(iter(variants.table.values())))
+            self._drop(next(iter(variants.table.values())))
         while len(variants.parts) > MAX_PARTS:
-            self.remove(next(iter(variants.parts.values())))
+            self._drop(next(iter(variants.parts.values())))
 
     def _link(self, entry: StoredEntry) -> None:
         ring = self._ring
@@ -330,9 +330,20 @@ class StoreIndex:
         while self.size > self.maxSize and ring.newer is not ring:
             oldest = ring.newer
             assert oldest is not None
-            self.remove(oldest)
+            self._drop(oldest)
 
     def remove(self, entry: StoredEntry) -> None:
+        """
+        Remove C{entry} everywhere the store keeps it (a store shared with others removes it
+        for them too).
+        """
+        self._drop(entry)
+
+    def _drop(self, entry: StoredEntry) -> None:
+        """
+        Take C{entry} out of this index (its own evictions and replacements: a store shared
+        with others leaves their copies alone).
+        """
         if not entry.live:
             return
         head = entry.head
@@ -388,11 +399,11 @@ class StoreIndex:
         if found is None:
             return 0
         if not isinstance(found, _Variants):
-            self.remove(found)
+            self._drop(found)
             return 1
         variants = [*found.table.values(), *found.parts.values()]
         for entry in variants:
-            self.remove(entry)
+            self._drop(entry)
         return len(variants)
 
     def purge(self, uri: str) -> Deferred[int]:
@@ -401,7 +412,7 @@ class StoreIndex:
     def flush(self) -> Deferred[int]:
         removed = 0
         for entry in list(self.entries()):
-            self.remove(entry)
+            self._drop(entry)
             removed += 1
         return succeed(removed)
 
