@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from caplab.proxy import connect
 from caplab.proxy.connect import CheckingResolver, EndpointConnector, connectQuietly
 from caplab.proxy.hooks import Target, UpstreamError, Verdict
 from tests.test_policy import policyOf
@@ -283,6 +284,41 @@ class ConnectorPolicyTests(SynchronousTestCase):
         connector.connect(Target("http", "loopback.example", 80, b"/"), Protocol())
         self.reactor.advance(1)
         self.assertEqual(self.attempted(), ["127.0.0.1"])
+
+
+class TLSOptionsTests(SynchronousTestCase):
+    """
+    L{EndpointConnector.tlsOptions}: one set of TLS options per host, for a while.
+    """
+
+    def setUp(self) -> None:
+        self.built: list[str] = []
+
+        def building(host: str, trustRoot: Any = None) -> object:
+            self.built.append(host)
+            return object()
+
+        self.patch(connect.ssl, "optionsForClientTLS", building)
+        self.connector = EndpointConnector(ResolvingReactor())
+
+    def test_reused(self) -> None:
+        """
+        A host's options are made once and used for each of its connections.
+        """
+        first = self.connector.tlsOptions("a.example")
+        self.assertIs(self.connector.tlsOptions("a.example"), first)
+        self.connector.endpoint("a.example", 443, tls=True)
+        self.assertEqual(self.built, ["a.example"])
+
+    def test_bounded(self) -> None:
+        """
+        However many hosts are reached, at most L{connect.TLS_OPTIONS_KEPT} hosts' options
+        are kept.
+        """
+        for number in range(3 * connect.TLS_OPTIONS_KEPT):
+            self.connector.endpoint(f"host{number}.example", 443, tls=True)
+            self.assertLessEqual(len(self.connector._tlsOptions), connect.TLS_OPTIONS_KEPT)
+        self.assertEqual(len(self.built), 3 * connect.TLS_OPTIONS_KEPT)
 
 
 class CheckingResolverTests(SynchronousTestCase):

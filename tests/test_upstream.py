@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import ssl
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
@@ -558,12 +559,15 @@ class RecordingConnector:
     Stands in for C{EndpointConnector}: records the endpoints asked for.
     """
 
-    trustRoot = None
-
     def __init__(self) -> None:
         self.asked: list[tuple[str, int, bool]] = []
         self.connected: list[Target] = []
+        self.tls: list[str] = []
         self.resolve = {"x": "y"}
+
+    def tlsOptions(self, host: str) -> Any:
+        self.tls.append(host)
+        return ssl.optionsForClientTLS(host)
 
     def endpoint(self, host: str, port: int, tls: bool = False) -> FakeEndpoint:
         self.asked.append((host, port, tls))
@@ -626,6 +630,7 @@ class ChainingConnectorTests(SynchronousTestCase):
         endpoint = self.connector.endpoint("a.example", 443, tls=True)
         self.assertEqual(type(endpoint).__name__, "_WrapperEndpoint")
         self.assertEqual(self.inner.asked, [("parent.example", 3128, False)])
+        self.assertEqual(self.inner.tls, ["a.example"])  # the wrapped connector's options
 
     def test_parentUnreachable(self) -> None:
         """

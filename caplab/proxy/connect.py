@@ -25,6 +25,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IHostnameResolver,
     IHostResolution,
+    IOpenSSLClientConnectionCreator,
     IProtocol,
     IProtocolFactory,
     IReactorPluggableNameResolver,
@@ -55,6 +56,11 @@ def parseResolve(entry: str) -> tuple[str, str]:
     if canonical is None:
         raise ValueError(f"{address!r} in {entry!r} is not an IP address")
     return normaliseHost(host), canonical
+
+
+#: How many hosts' TLS options an L{EndpointConnector} keeps (one per distinct https host
+#: reached, so without a bound a proxy would keep every one it ever reached).
+TLS_OPTIONS_KEPT = 1024
 
 
 class AddressPolicy(TypingProtocol):
@@ -104,7 +110,8 @@ class EndpointConnector:
         self.hostPolicy = hostPolicy
         self.resolver = resolver
         self.trusted = frozenset(trusted)
-        self._tlsOptions: dict[str, Any] = {}
+        #: host -> its TLS options (L{tlsOptions}), at most L{TLS_OPTIONS_KEPT}
+        self._tlsOptions: dict[str, IOpenSSLClientConnectionCreator] = {}
 
     def address(self, host: str) -> str:
         """
@@ -141,12 +148,22 @@ class EndpointConnector:
                 host,
             )
         if tls:
-            options = self._tlsOptions.get(host)
-            if options is None:
-                options = ssl.optionsForClientTLS(host, trustRoot=self.trustRoot)
-                self._tlsOptions[host] = options
-            endpoint = wrapClientTLS(options, endpoint)
+            endpoint = wrapClientTLS(self.tlsOptions(host), endpoint)
         return endpoint
+
+    def tlsOptions(self, host: str) -> IOpenSSLClientConnectionCreator:
+        """
+        The TLS options of a connection to C{host}, verifying its certificate (for C{host},
+        against L{trustRoot}): made once per host and kept, for at most
+        L{TLS_OPTIONS_KEPT} hosts (then all are dropped and made again as needed).
+        """
+        options = self._tlsOptions.get(host)
+        if options is None:
+            if len(self._tlsOptions) >= TLS_OPTIONS_KEPT:
+                self._tlsOptions.clear()
+            options = ssl.optionsForClientTLS(host, trustRoot=self.trustRoot)
+            self._tlsOptions[host] = options
+        return options
 
     def connect(self, target: Target, protocol: Protocol) -> Deferred[Any]:
         """

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import (
@@ -470,11 +471,7 @@ class ChainingConnector:
             self.inner.endpoint(hop.host, hop.port), host, port, hop.proxy, self.clock
         )
         if tls:
-            from twisted.internet import ssl
-            from twisted.internet.endpoints import wrapClientTLS
-
-            trustRoot = getattr(self.inner, "trustRoot", None)
-            endpoint = wrapClientTLS(ssl.optionsForClientTLS(host, trustRoot=trustRoot), endpoint)
+            endpoint = wrapClientTLS(self.inner.tlsOptions(host), endpoint)
         return endpoint
 
     def connect(self, target: Target, protocol: Protocol) -> Deferred[Any]:
