@@ -9,7 +9,8 @@ from __future__ import annotations
 import gzip
 import tracemalloc
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import brotli
 from hypothesis import given, settings
@@ -69,6 +70,48 @@ class Failing:
 
     def finish(self) -> bytes:
         return b""
+
+
+class Swallow:
+    """
+    Passes nothing on (a dropped element, a rewrite that deletes), noting what it is fed;
+    C{onFeed} is called at each piece.
+    """
+
+    window = 0
+
+    def __init__(self) -> None:
+        self.fed: list[int] = []
+        self.onFeed = lambda: None
+
+    def feed(self, data: bytes) -> bytes:
+        self.fed.append(len(data))
+        self.onFeed()
+        return b""
+
+    def finish(self) -> bytes:
+        return b""
+
+
+class Turns:
+    """
+    A C{callLater} whose calls run one reactor turn at a time, on L{run} (a L{Clock} runs
+    the calls made while it advances in the same advance).
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[Any] = []
+
+    def callLater(self, delay: float, function: Callable[..., Any], *args: Any) -> Any:
+        clock = Clock()
+        call = clock.callLater(delay, function, *args)
+        self.pending.append(clock)
+        return call
+
+    def run(self) -> None:
+        pending, self.pending = self.pending, []
+        for clock in pending:
+            clock.advance(0)
 
 
 def endless(pieceSize: int, total: int) -> Iterator[bytes]:
@@ -216,6 +259,49 @@ class TransformSinkTests(SynchronousTestCase):
         for _ in range(20):
             clock.advance(0)
         self.assertEqual(sink.received, 8 * PIECE)
+        self.assertIs(sink.done, True)
+
+    def test_givesTheReactorBackWhenNothingComesOut(self) -> None:
+        """
+        The budget counts decoded bytes, not output: a compression bomb whose every byte
+        the transforms drop still gives the reactor back after C{turn} bytes, and decodes
+        no further until the next turn.
+        """
+        turns = Turns()
+        swallow = Swallow()
+        sink = CollectingSink()
+        source = BodySource([gzip.compress(b"z" * (16 * PIECE))])
+        source.deliverBody(
+            TransformSink(
+                sink, [swallow], Decoding(["gzip"]), callLater=turns.callLater, turn=2 * PIECE
+            )
+        )
+        self.assertEqual(sum(swallow.fed), 2 * PIECE)
+        self.assertIsNone(sink.done)
+        for _ in range(30):
+            fed = sum(swallow.fed)
+            turns.run()
+            self.assertLessEqual(sum(swallow.fed) - fed, 2 * PIECE)
+        self.assertEqual(sum(swallow.fed), 16 * PIECE)
+        self.assertIs(sink.done, True)
+        self.assertEqual(sink.body, b"")
+
+    def test_pauseStopsDecodingWhenNothingComesOut(self) -> None:
+        """
+        A client that pauses while the transforms pass nothing on stops the decoding after
+        the piece in hand; it goes on when the client resumes.
+        """
+        swallow = Swallow()
+        sink = CollectingSink()
+        source = BodySource([gzip.compress(b"z" * (16 * PIECE))])
+        transformSink = TransformSink(sink, [swallow], Decoding(["gzip"]))
+        swallow.onFeed = transformSink.pauseProducing
+        source.deliverBody(transformSink)
+        self.assertEqual(swallow.fed, [PIECE])
+        self.assertTrue(source.paused)
+        swallow.onFeed = lambda: None
+        transformSink.resumeProducing()
+        self.assertEqual(sum(swallow.fed), 16 * PIECE)
         self.assertIs(sink.done, True)
 
     def test_boundedMemoryOnAnEndlessBody(self) -> None:

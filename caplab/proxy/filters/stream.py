@@ -8,8 +8,9 @@ lazily, plus each transform's window); when the client resumes, it finishes that
 only then resumes the producer.  So memory stays bounded whatever the body's size or
 compression ratio, and a slow client slows the origin as without filters.
 
-With a C{callLater}, it also gives the reactor back after L{TURN} bytes of output, so one
-large body (or a compression bomb) does not hold up the other connections.
+With a C{callLater}, it also gives the reactor back after L{TURN} bytes of decoded body, so
+one large body (or a compression bomb) does not hold up the other connections, even when
+the transforms pass nothing on (a dropped C{<script>}, a rewrite that deletes).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from caplab.proxy.filters.coding import Decoding
 from caplab.proxy.filters.interfaces import ITransform
 from caplab.proxy.hooks import IBodySink
 
-#: Output bytes after which the sink lets the reactor run other work (with a callLater).
+#: Decoded bytes after which the sink lets the reactor run other work (with a callLater).
 TURN = 1 << 20
 
 
@@ -49,7 +50,8 @@ class TransformSink:
         @param decoding: undoes the body's content codings first, or None.
         @param onError: told (with a reason) when the body cannot be transformed: a corrupt
             encoding or a transform that failed.  The client's body then ends incomplete.
-        @param callLater: C{reactor.callLater}, to yield after C{turn} bytes; None: never.
+        @param callLater: C{reactor.callLater}, to yield after C{turn} decoded bytes; None:
+            never.
         """
         self._sink = sink
         self._transforms = list(transforms)
@@ -67,6 +69,7 @@ class TransformSink:
         self._pumping = False
         self._finalising = False
         self._scheduled: Any = None
+        self._work = 0  # decoded bytes since the pump last gave the reactor back
 
     # IBodySink: from the body's producer
 
@@ -127,25 +130,26 @@ class TransformSink:
         if self._pumping or self._scheduled is not None:
             return
         self._pumping = True
+        self._work = 0
         starved = False
-        sent = 0
         try:
             while not self._paused and not self._finished:
                 pieces = self._pieces
                 if pieces is not None:
+                    # one decoded piece through the transforms (maybe nothing comes out)
                     piece = next(pieces, None)
                     if piece is None:
                         self._pieces = None
                         if self._finalising:
                             self._finish(True)
                             return
-                    elif piece:
+                        continue
+                    if piece:
                         self._sink.bodyData(piece)
-                        sent += len(piece)
-                        if sent >= self._turn and self._callLater is not None:
-                            self._pauseUpstream()
-                            self._scheduled = self._callLater(0, self._resume)
-                            return
+                    if self._work >= self._turn and self._callLater is not None:
+                        self._pauseUpstream()
+                        self._scheduled = self._callLater(0, self._resume)
+                        return
                     continue
                 if self._inputs:
                     self._pieces = self._process(self._inputs.popleft())
@@ -173,15 +177,8 @@ class TransformSink:
         self._pump()
 
     def _process(self, data: bytes) -> Iterator[bytes]:
-        transforms = self._transforms
-        pieces = self._decoding.decode(data) if self._decoding is not None else (data,)
-        for piece in pieces:
-            for transform in transforms:
-                piece = transform.feed(piece)
-                if not piece:
-                    break
-            else:
-                yield piece
+        pieces = self._decoding.decode(data) if self._decoding is not None else iter((data,))
+        return self._cascade(0, pieces)
 
     def _final(self) -> Iterator[bytes]:
         if self._decoding is not None:
@@ -191,16 +188,17 @@ class TransformSink:
 
     def _cascade(self, index: int, pieces: Iterator[bytes]) -> Iterator[bytes]:
         """
-        C{pieces} through the transforms from C{index} on.
+        C{pieces} through the transforms from C{index} on: one output a piece, empty when
+        the transforms held or dropped it all, so the pump can stop after any piece.
         """
         transforms = self._transforms[index:]
         for piece in pieces:
+            self._work += len(piece)
             for transform in transforms:
                 if not piece:
                     break
                 piece = transform.feed(piece)
-            if piece:
-                yield piece
+            yield piece
 
     def _finish(self, complete: bool) -> None:
         self._finished = True
