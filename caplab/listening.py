@@ -36,6 +36,9 @@ log = Logger(namespace="caplab.listening")
 #: The exit status of a process in which a service could not listen (EX_UNAVAILABLE).
 EXIT_CANNOT_LISTEN = 69
 
+#: The exit status of a usage or configuration error (EX_USAGE), as C{twist} uses it.
+EXIT_USAGE = 64
+
 
 class IListener(Protocol):
     """
@@ -300,22 +303,38 @@ def _reason(failure: Failure) -> str:
 def exitWithFailureStatus() -> None:
     """
     Make the process exit with L{EXIT_CANNOT_LISTEN} once C{twist}/C{twistd} are done.
+    """
+    exitWithStatus(EXIT_CANNOT_LISTEN)
+
+
+def exitWithStatus(status: int) -> None:
+    """
+    Make the process exit with C{status} once C{twist}/C{twistd} are done (the first status
+    asked for wins).
 
     They give a service no say in the exit status, so once the reactor has stopped and they
     have cleaned up (pid file, logs), an C{atexit} hook turns the normal exit into a failure.
     """
-    if not _exitHook:
-        _exitHook.append(True)
-        atexit.register(_exitCannotListen)
+    if not _exitStatus:
+        _exitStatus.append(status)
+        atexit.register(_exitWithStatus)
 
 
-_exitHook: list[bool] = []
+def stopWithStatus(reactor: Any, status: int) -> None:
+    """
+    Stop the reactor (once it runs), then exit with C{status}.
+    """
+    exitWithStatus(status)
+    reactor.callWhenRunning(_stopReactor, reactor)
 
 
-def _exitCannotListen() -> None:
+_exitStatus: list[int] = []
+
+
+def _exitWithStatus() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(EXIT_CANNOT_LISTEN)
+    os._exit(_exitStatus[0])
 
 
 def _stopReactor(reactor: Any) -> None:

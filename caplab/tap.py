@@ -21,7 +21,7 @@ from twisted.python import usage
 from caplab import __version__
 from caplab.coerce import seconds
 from caplab.config import ConfigurableOptions, OptionError
-from caplab.listening import Listening, exitWithFailureStatus
+from caplab.listening import EXIT_USAGE, Listening, exitWithFailureStatus
 from caplab.proxy.cache.options import CacheOptions
 from caplab.proxy.filters.options import FilterOptions
 from caplab.proxy.options import ProxyOptions
@@ -33,9 +33,6 @@ from caplab.wiring import ConfigError, Parts, SupervisorParts, build, buildSuper
 from caplab.workers import WORKER_ENVIRONMENT, WorkerOptions
 
 log = Logger(namespace="caplab.tap")
-
-#: The exit status of a usage or configuration error (EX_USAGE), as C{twist} uses it.
-EXIT_USAGE = 64
 
 
 def portNumber(value: str) -> int:

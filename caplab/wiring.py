@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from caplab import __version__
 from caplab.config import humanSize
-from caplab.listening import DatagramListener, IListener, StreamListener
+from caplab.listening import DatagramListener, IListener, StreamListener, stopWithStatus
 from caplab.metrics import (
     METRICS_ENVIRONMENT,
     AdminSite,
@@ -675,8 +675,13 @@ class SupervisorParts:
 def buildSupervisor(options: Any, reactor: Any) -> SupervisorParts:
     """
     The parent of C{--workers N}: it binds every listening socket, runs the workers on them
-    and serves C{--admin-endpoint} itself.
+    and serves C{--admin-endpoint} itself.  It reads the files a worker would refuse first
+    (L{checkFiles}), so that a bad one stops it before it binds; a worker that exits with a
+    configuration error all the same (a file changed since) stops it and it exits 64.
+
+    @raise ConfigError: a file the options name cannot be used.
     """
+    checkFiles(options, reactor)
     directory = MetricsDirectory(Offloader(reactor))
     shared = sharedSockets(options)
     supervisor = WorkerSupervisor(
@@ -688,6 +693,7 @@ def buildSupervisor(options: Any, reactor: Any) -> SupervisorParts:
         handleSignals=True,
         metricsDirectory=directory,
         waitForSockets=True,
+        stopWith=lambda status: stopWithStatus(reactor, status),
     )
     listeners: list[IListener] = list(shared)
     description = options["admin-endpoint"]
@@ -705,6 +711,22 @@ def buildSupervisor(options: Any, reactor: Any) -> SupervisorParts:
             )
         )
     return SupervisorParts(options, reactor, supervisor, listeners, Notifier())
+
+
+def checkFiles(options: Any, reactor: Any) -> None:
+    """
+    Read what L{build} reads and may refuse (the lists, the auth file, the filters), and
+    throw it away: the C{--workers} parent's check before it binds.
+
+    @raise ConfigError: a file the options name cannot be used.
+    """
+    policy = buildPolicy(options, reactor)
+    if options["no-proxy"] or not anyFilter(options):
+        return
+    try:
+        buildChain(filterConfig(options), policy.hostPolicy, FilterCounters())
+    except FilterConfigError as e:
+        raise ConfigError(str(e)) from None
 
 
 # --- what is in force --------------------------------------------------------------------

@@ -11,7 +11,9 @@ that is still queued on them.
 The parent supervises:
 
   - a worker that exits unexpectedly is started again after a back-off (0.5 s, doubling up
-    to 30 s; reset once a worker has run for a minute), and that is logged;
+    to 30 s; reset once a worker has run for a minute), and that is logged; one that exits
+    with status 64 (its configuration cannot be used, so every worker would) stops the
+    whole server, which exits with 64 too;
   - C{SIGTERM} (or Ctrl-C) stops the workers with C{SIGTERM}: each stops accepting, lets its
     open connections finish for up to C{--worker-grace} seconds, then exits; a worker still
     running after that is killed;
@@ -45,6 +47,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from caplab.coerce import seconds
+from caplab.listening import EXIT_USAGE
 from caplab.metrics import MetricsDirectory
 from caplab.sdnotify import NOTIFY_SOCKET
 
@@ -224,9 +227,13 @@ class WorkerSupervisor(Service):
         handleSignals: bool = False,
         metricsDirectory: MetricsDirectory | None = None,
         waitForSockets: bool = False,
+        stopWith: Callable[[int], None] | None = None,
     ) -> None:
         """
         @param sockets: the shared sockets, once bound.
+        @param stopWith: stops the server and makes it exit with the status given, when a
+            worker exits with L{EXIT_USAGE} (a configuration error); None: such a worker is
+            not started again, and nothing else happens.
         @param waitForSockets: start the workers when L{startWorkers} is called (once their
             listeners have bound every socket), not when the service starts.
         @param handleSignals: pass C{SIGHUP} and C{SIGUSR1} on to every worker.
@@ -234,6 +241,7 @@ class WorkerSupervisor(Service):
             workers start, removed when they have stopped), or None.
         """
         self.handleSignals = handleSignals
+        self.stopWith = stopWith
         self.waitForSockets = waitForSockets
         self.metricsDirectory = metricsDirectory
         self.reactor = reactor
@@ -338,6 +346,19 @@ class WorkerSupervisor(Service):
             if not self.workers and self._allEnded is not None:
                 done, self._allEnded = self._allEnded, None
                 done.callback(None)
+            return
+        if getattr(reason.value, "exitCode", None) == EXIT_USAGE:
+            # Its configuration cannot be used (a list with a bad line, say): every worker
+            # started again would end the same way.
+            self.log.error(
+                "caplab worker {index} (pid {pid}) exited with status {status}: its "
+                "configuration cannot be used (see its lines above); caplab stops",
+                index=worker.index,
+                pid=worker.pid,
+                status=EXIT_USAGE,
+            )
+            if self.stopWith is not None:
+                self.stopWith(EXIT_USAGE)
             return
         ranFor = self.reactor.seconds() - worker.startedAt
         if ranFor >= HEALTHY_AFTER:

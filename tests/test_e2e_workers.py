@@ -280,3 +280,48 @@ def test_workersUnderTwistd(tmp_path: Path) -> None:
         process.waitForLine(rf"\[worker {index} pid \d+\] Main loop terminated")
     assert "Traceback" not in process.output
     assert not (tmp_path / "twistd.pid").exists()
+
+
+def test_configurationErrorStopsTheServer(tmp_path: Path) -> None:
+    """
+    Under C{--workers}, a file the workers cannot use stops the server with status 64:
+    the parent reads it before it binds; a worker that finds one later (the file was
+    changed, then the worker started again) makes the parent stop the others and exit 64,
+    where it used to start workers again forever.
+    """
+    bad = tmp_path / "bad.txt"
+    bad.write_text("http://[::1/path\n")
+    process = CaplabProcess(
+        ["--workers", "2", "--no-tcp", "--no-udp", "--proxy-port", "0", "--block-list", str(bad)]
+    ).start()
+    try:
+        assert process.wait(WAIT) == 64
+    finally:
+        process.stop()
+    assert f"Error: --block-list/--allow-list: {bad}:1" in process.output
+    assert "listening" not in process.output and "started" not in process.output
+
+    good = tmp_path / "good.txt"
+    good.write_text("ads.example\n")
+    config = tmp_path / "caplab.toml"
+    config.write_text(f'block-list = ["{good}"]\n')
+    process = CaplabProcess(
+        ["--workers", "2", "--no-tcp", "--no-udp", "--proxy-port", "0", "--config", str(config)]
+    ).start()
+    try:
+        for index in (1, 2):
+            process.waitForLine(rf"\[worker {index} pid \d+\] caplab configuration: ")
+        config.write_text(f'block-list = ["{bad}"]\n')
+        mark = len(process.lines)
+        os.kill(workerPids(process)[1], signal.SIGKILL)
+        process.waitForLine(
+            r"caplab worker 1 \(pid \d+\) exited with status 64: its configuration cannot be "
+            r"used \(see its lines above\); caplab stops",
+            start=mark,
+        )
+        assert process.wait(WAIT) == 64
+    finally:
+        process.stop()
+    process.waitForLine(r"\[worker 2 pid \d+\] Main loop terminated", start=mark)
+    assert len(workerPids(process, mark)) == 1  # worker 1 started once more, not again
+    assert "Traceback" not in process.output

@@ -24,12 +24,15 @@ from caplab import listening
 from caplab.address import describeAddress
 from caplab.listening import (
     EXIT_CANNOT_LISTEN,
+    EXIT_USAGE,
     AcceptErrors,
     DatagramListener,
     Listening,
     StreamListener,
     exitWithFailureStatus,
+    exitWithStatus,
     reportListenFailure,
+    stopWithStatus,
 )
 
 _P = ParamSpec("_P")
@@ -307,18 +310,47 @@ def test_stopReactorOnlyWhenRunning() -> None:
 def test_exitWithFailureStatusOnce(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     L{exitWithFailureStatus} registers one exit hook however often it is called, and that
-    hook exits with status 69 (EX_UNAVAILABLE).
+    hook exits with status 69 (EX_UNAVAILABLE); the first status asked for wins.
     """
     registered: list[Any] = []
-    monkeypatch.setattr(listening, "_exitHook", [])
+    monkeypatch.setattr(listening, "_exitStatus", [])
     monkeypatch.setattr(listening.atexit, "register", registered.append)
     exitWithFailureStatus()
     exitWithFailureStatus()
-    assert registered == [listening._exitCannotListen]
+    exitWithStatus(EXIT_USAGE)
+    assert registered == [listening._exitWithStatus]
     exits: list[int] = []
     monkeypatch.setattr(listening.os, "_exit", exits.append)
-    listening._exitCannotListen()
+    listening._exitWithStatus()
     assert exits == [EXIT_CANNOT_LISTEN] == [69]
+
+
+def test_stopWithStatus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    L{stopWithStatus} stops the reactor once it runs and makes the process exit with the
+    status given (64, EX_USAGE, for a configuration error).
+    """
+    registered: list[Any] = []
+    monkeypatch.setattr(listening, "_exitStatus", [])
+    monkeypatch.setattr(listening.atexit, "register", registered.append)
+
+    class Running:
+        running = True
+        stops = 0
+
+        def callWhenRunning(self, f: Callable[..., object], *args: object) -> None:
+            f(*args)
+
+        def stop(self) -> None:
+            self.stops += 1
+
+    reactor = Running()
+    stopWithStatus(reactor, EXIT_USAGE)
+    assert reactor.stops == 1
+    exits: list[int] = []
+    monkeypatch.setattr(listening.os, "_exit", exits.append)
+    listening._exitWithStatus()
+    assert exits == [EXIT_USAGE] == [64]
 
 
 def test_describeAddress() -> None:

@@ -31,7 +31,7 @@ from caplab.reconfigure import ConfigReload, watchConfig
 from caplab.reload import IReloadable
 from caplab.tap import Options, makeService
 from caplab.trace import TracingFactory
-from caplab.wiring import ConfigError, IdleOriginsClosed, build
+from caplab.wiring import ConfigError, IdleOriginsClosed, build, buildSupervisor
 from caplab.workers import WORKER_ENVIRONMENT
 from tests.test_auth import HTPASSWD, SHA256
 from tests.test_policy import TempFiles
@@ -179,6 +179,28 @@ class BuildTests(TempFiles, SynchronousTestCase):
         with self.assertRaises(SystemExit) as exited:
             makeService(parse("--block-list", broken), reactor=Reactor())
         self.assertEqual(exited.exception.code, 64)
+
+    def test_brokenFilesUnderWorkers(self) -> None:
+        """
+        The C{--workers} parent reads the files its workers would refuse before it binds:
+        a broken list, auth file or filter is the same L{ConfigError}, exit 64.
+        """
+        broken = self.writeFile("broken", "ok.example\nhttp://x/\n")
+        users = self.writeFile("users", "alice:$apr1$x$y\n")
+        for args, message in [
+            (["--block-list", broken], f"{broken}:2"),
+            (["--auth-file", users], f"--auth-file: {users}:1"),
+            (["--filter", "* no-such-plugin"], "no filter plugin named 'no-such-plugin'"),
+        ]:
+            options = parse("--workers", "2", *args)
+            with self.assertRaises(ConfigError) as caught:
+                buildSupervisor(options, Reactor())
+            self.assertIn(message, str(caught.exception))
+            reactor = Reactor()
+            with self.assertRaises(SystemExit) as exited:
+                makeService(options, reactor=reactor)
+            self.assertEqual(exited.exception.code, 64)
+            self.assertEqual(reactor.tcpServers, [])
 
     def test_diskCache(self) -> None:
         """

@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -80,6 +81,7 @@ class SupervisorTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = FakeProcessReactor()
         self.published: list[dict[str, Any]] = []
+        self.stoppedWith: list[int] = []
         self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.addCleanup(self.tcp.close)
         self.tcp.bind(("127.0.0.1", 0))
@@ -92,6 +94,7 @@ class SupervisorTests(SynchronousTestCase):
             executable="/usr/bin/python3",
             environ={"PATH": "/bin"},
             publish=self.published.append,
+            stopWith=self.stoppedWith.append,
         )
         self.supervisor.startService()
 
@@ -133,6 +136,25 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.spawned), 3)
         self.reactor.advance(0.01)
         self.assertEqual(len(self.reactor.spawned), 4)
+
+    def test_configurationErrorStopsTheServer(self) -> None:
+        """
+        A worker that exits with status 64 (its configuration cannot be used, so every
+        worker's cannot) is not started again: the server stops, to exit with 64.
+        """
+        first = self.reactor.spawned[0]["protocol"]
+        with capturedLogs() as events:
+            first.processEnded(ended(64))
+        self.assertEqual(self.stoppedWith, [64])
+        [error] = [e for e in events if e["log_level"] == LogLevel.error]
+        self.assertIn("its configuration cannot be used", formatEvent(error))
+        self.reactor.advance(60)
+        self.assertEqual(len(self.reactor.spawned), 2)
+        # Any other status is a crash: started again.
+        self.reactor.spawned[1]["protocol"].processEnded(ended(1))
+        self.reactor.advance(0.5)
+        self.assertEqual(len(self.reactor.spawned), 3)
+        self.assertEqual(self.stoppedWith, [64])
 
     def test_healthyRunResetsBackOff(self) -> None:
         """
