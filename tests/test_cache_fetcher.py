@@ -1070,8 +1070,8 @@ class DiskFetcherTests(FetcherTestCase):
         self.addCleanup(shutil.rmtree, directory, True)
         self.store = DiskStore(  # type: ignore[assignment]
             directory,
-            callLater=self.clock.callLater,
             runInThread=lambda f: succeed(f()),
+            clock=self.clock,
         )
         self.cache = CachingFetcher(self.origin, self.store, self.clock)
 

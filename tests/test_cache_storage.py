@@ -283,8 +283,8 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
             self.directory,
             maxSize,
             maxObjectSize,
-            callLater=self.clock.callLater,
             runInThread=synchronously,
+            clock=self.clock,
         )
 
     def files(self) -> list[str]:
@@ -307,7 +307,7 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
         private to its user.
         """
         fresh = os.path.join(self.directory, "fresh")
-        DiskStore(fresh, callLater=self.clock.callLater, runInThread=synchronously)
+        DiskStore(fresh, runInThread=synchronously, clock=self.clock)
         self.assertEqual(os.stat(fresh).st_mode & 0o777, 0o700)
         os.rmdir(fresh)
         s = self.makeStore()
@@ -447,7 +447,7 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
             pending.append((function, d))
             return d
 
-        s = DiskStore(self.directory, callLater=self.clock.callLater, runInThread=synchronously)
+        s = DiskStore(self.directory, runInThread=synchronously, clock=self.clock)
         entry = store(s, head(), b"body" * 1000)
         assert entry is not None
         s.runInThread = later
@@ -496,7 +496,7 @@ class CorruptionPropertyTests(SynchronousTestCase):
             clock = Clock()
 
             def makeStore() -> DiskStore:
-                return DiskStore(directory, callLater=clock.callLater, runInThread=synchronously)
+                return DiskStore(directory, runInThread=synchronously, clock=clock)
 
             s = makeStore()
             body = bytes(range(256)) * (length // 256) + b"z" * (length % 256)
@@ -699,7 +699,7 @@ class DamagedDirectoryTests(SynchronousTestCase):
         from twisted.logger import capturedLogs, formatEvent
 
         with capturedLogs() as events:
-            s = DiskStore(self.directory, callLater=self.clock.callLater, runInThread=synchronously)
+            s = DiskStore(self.directory, runInThread=synchronously, clock=self.clock)
         return s, [formatEvent(e) for e in events]
 
     def test_directoryNamedLikeAnEntry(self) -> None:

@@ -36,7 +36,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from caplab.proxy.body import NoProducer
 from caplab.proxy.cache.bodies import BLOCK, Blocks, ChunkProducer, CorruptEntry
-from caplab.proxy.cache.entries import DiskEntry, EntryHead, StoredEntry
+from caplab.proxy.cache.entries import MAX_RECORD, DiskEntry, EntryHead, StoredEntry
 from caplab.proxy.cache.storage import MAX_VARIANTS, IBody, IEntryWriter, StoreIndex
 from caplab.proxy.hooks import IBodySink
 from caplab.ratelimit import LogThrottle
@@ -51,6 +51,9 @@ LOAD_LOG_LINES = 10
 
 #: Seconds between two log lines about failed writes (disk full ...) in a burst.
 WRITE_LOG_INTERVAL = 60.0
+
+#: Seconds between two log lines about damaged files met while serving, in a burst.
+DAMAGE_LOG_INTERVAL = 60.0
 
 _MAGIC = b"CAPLABC1"
 _TRAILER = struct.Struct(">II8s")
@@ -78,6 +81,8 @@ class DiskStore(StoreIndex):
     @param clock: times the log lines about failed writes (the reactor if None).
     @ivar writeFailures: the rate-limited log of failed writes (a full disk fails every
         response that would be stored: one line per L{WRITE_LOG_INTERVAL}, with a count).
+    @ivar damagedFiles: the rate-limited log of damaged files met while serving (a disk
+        going bad damages many: one line per L{DAMAGE_LOG_INTERVAL}, with a count).
     """
 
     def __init__(
@@ -105,6 +110,15 @@ class DiskStore(StoreIndex):
             summary="cache: failed writes: the burst is over, {burst} in all",
             interval=WRITE_LOG_INTERVAL,
             repeat="cache: could not store {uri} in {directory}: {error} "
+            "({count} times in the last {interval} s, {burst} in this burst)",
+        )
+        self.damagedFiles = LogThrottle(
+            self.log,
+            clock,
+            "cache: dropping damaged file {path}: {error}",
+            summary="cache: damaged files: the burst is over, {burst} in all",
+            interval=DAMAGE_LOG_INTERVAL,
+            repeat="cache: dropping damaged file {path}: {error} "
             "({count} times in the last {interval} s, {burst} in this burst)",
         )
         self._counter = 0
@@ -195,13 +209,19 @@ class DiskStore(StoreIndex):
         try:
             body = _DiskBody(entry.path, entry.bodyLength, entry.fileSize, self.callLater)
         except (OSError, CorruptEntry) as e:
-            self.log.warn(
-                "cache: dropping damaged file {path}: {error}", path=entry.path, error=_describe(e)
-            )
-            self.remove(entry)
+            self.damaged(entry, e)
             return None
-        body.onCorrupt = lambda: self.remove(entry)
+        body.onCorrupt = lambda error: self.damaged(entry, error)
         return body
+
+    def damaged(self, entry: StoredEntry, error: BaseException) -> None:
+        """
+        C{entry}'s file failed a check or could not be read: it is dropped, and the log line
+        rate-limited (L{damagedFiles}).
+        """
+        path = entry.path if isinstance(entry, DiskEntry) else ""
+        self.damagedFiles.event(path=path, error=_describe(error))
+        self.remove(entry)
 
     def writer(self, head: EntryHead) -> IEntryWriter | None:
         if self.maxObjectSize <= 0:
@@ -336,7 +356,7 @@ def _bodyEnd(f: BinaryIO) -> int:
     """
     f.seek(-_TRAILER.size, os.SEEK_END)
     length, _, magic = _TRAILER.unpack(f.read(_TRAILER.size))
-    if magic != _MAGIC:
+    if magic != _MAGIC or length > MAX_RECORD:
         raise CorruptEntry("bad trailer")
     return int(length) + _TRAILER.size
 
@@ -381,7 +401,8 @@ def _fsyncDirectory(directory: str) -> None:
 def readHead(path: str) -> tuple[EntryHead, int, int, float]:
     """
     The header record of the file at C{path}, checked: (head, body length, file size,
-    modification time).
+    modification time).  A record longer than L{MAX_RECORD} is refused before it is read
+    (a damaged length field could ask for the whole of a large file).
     """
     with open(path, "rb") as f:
         info = os.fstat(f.fileno())
@@ -392,6 +413,8 @@ def readHead(path: str) -> tuple[EntryHead, int, int, float]:
         length, crc, magic = _TRAILER.unpack(f.read(_TRAILER.size))
         if magic != _MAGIC or length > size - _TRAILER.size:
             raise CorruptEntry("bad trailer")
+        if length > MAX_RECORD:
+            raise CorruptEntry(f"header record of {length} bytes, over {MAX_RECORD}")
         f.seek(size - _TRAILER.size - length)
         record = f.read(length)
         if len(record) != length or zlib.crc32(record) != crc:
@@ -485,7 +508,8 @@ class _DiskBody:
     passed on.  The first block is read and checked when the body is opened.
     """
 
-    onCorrupt: Callable[[], None] | None = None
+    #: Called with the error when a later block fails its check or cannot be read.
+    onCorrupt: Callable[[BaseException], None] | None = None
 
     def __init__(
         self, path: str, bodyLength: int, size: int, callLater: Callable[..., IDelayedCall]
@@ -526,7 +550,7 @@ class _DiskBody:
                     yield self._readBlock()
                 except (OSError, CorruptEntry) as e:
                     if self.onCorrupt is not None:
-                        self.onCorrupt()
+                        self.onCorrupt(e)
                     raise CorruptEntry(str(e)) from e
         finally:
             self.close()
