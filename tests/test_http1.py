@@ -171,6 +171,24 @@ def test_bodies() -> None:
     assert events[0].bodyLength is None and _joined(events[1:]) == [b"abcd", END]
 
 
+def test_tinyChunksOneEvent() -> None:
+    """
+    The data of the chunks that came in one piece is one event, however small the chunks:
+    a body of 1-byte chunks must not cost an event (and a write downstream) per chunk.
+    """
+    body = b"".join(b"1\r\n%c\r\n" % c for c in b"abcdefghij")
+    events = _request(
+        b"PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + body + b"0\r\n\r\n"
+    )
+    assert events[1:] == [b"abcdefghij", END]
+    reader = ResponseReader()
+    reader.expect(b"GET")
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert reader.receive(head + body)[1:] == [b"abcdefghij"]
+    assert reader.receive(body + b"1\r\n") == [b"abcdefghij"]
+    assert reader.receive(b"z\r\n1\r\nq\r\nzz\r\n")[:1] == [b"zq"]
+
+
 @pytest.mark.parametrize(
     ("data", "code"),
     [

@@ -31,6 +31,14 @@ MAX_CHUNK_LINE = 4096
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*((?:;[^\x00-\x08\x0a-\x1f\x7f]*)?)")
 
 
+def _appendData(events: list[Event], data: list[bytes]) -> None:
+    """
+    Append the body data pieces C{data} to C{events} as one event (none if there are none).
+    """
+    if data:
+        events.append(data[0] if len(data) == 1 else b"".join(data))
+
+
 class ReaderState(enum.Enum):
     """
     Where a reader is in the stream of messages.
@@ -263,26 +271,32 @@ class MessageReader:
         position = 0
         size = len(buffer)
         chunk = self._chunk
+        # The data of the chunks in this buffer, handed out as one event: a body of tiny
+        # chunks must not cost an event (and a write downstream) per chunk.
+        data: list[bytes] = []
         while position < size:
             if chunk is ChunkState.DATA:
                 take = min(self._remaining, size - position)
-                events.append(buffer[position : position + take] if take < size else buffer)
+                data.append(buffer[position : position + take] if take < size else buffer)
                 position += take
                 self._remaining -= take
                 if not self._remaining:
                     chunk = ChunkState.DATA_END
                 continue
             if chunk is ChunkState.TRAILER:
+                _appendData(events, data)
                 self._readTrailer(buffer, position, events)
                 return False
             end = buffer.find(b"\r\n", position)
             if end < 0:
                 if size - position > MAX_CHUNK_LINE:
+                    _appendData(events, data)
                     events.append(self._fail("an over-long chunk size line"))
                     return False
                 break
             if chunk is ChunkState.DATA_END:
                 if end != position:
+                    _appendData(events, data)
                     events.append(self._fail("chunk data longer than its size"))
                     return False
                 position = end + 2
@@ -290,11 +304,13 @@ class MessageReader:
                 continue
             match = _CHUNK_LINE.fullmatch(buffer, position, end)
             if match is None:
+                _appendData(events, data)
                 events.append(self._fail("a malformed chunk size line"))
                 return False
             position = end + 2
             self._remaining = int(match.group(1), 16)
             chunk = ChunkState.DATA if self._remaining else ChunkState.TRAILER
+        _appendData(events, data)
         self._chunk = chunk
         self._buffer = buffer[position:] if position < size else b""
         return False
