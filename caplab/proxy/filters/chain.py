@@ -28,6 +28,12 @@ weak C{ETag}s, so a client's stored copy stays consistent.
 
 When no filter is selected for a host, or none applies to a response, the request or
 response is returned as it came: no copy, no wrapping.
+
+What a request filter returns is checked before it is used (L{requestRefusal}): it must be
+an L{UpstreamRequest} with the same body, and a target it moved elsewhere (host, port or
+scheme) must be one the host policy lets through, since the block lists were checked on the
+client's target at admission and are not checked again.  A result that fails is refused,
+logged as the filter's failure, and the request goes on as it was before that filter.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from caplab.proxy.filters.interfaces import (
 )
 from caplab.proxy.filters.reporting import FilterCounters
 from caplab.proxy.filters.stream import TransformSink
-from caplab.proxy.hooks import IBodySink, UpstreamRequest, UpstreamResponse
+from caplab.proxy.hooks import IBodySink, IHostPolicy, Target, UpstreamRequest, UpstreamResponse
 from caplab.ratelimit import LogThrottles
 
 #: The most bytes a transform may declare it holds back; one that declares more is not used.
@@ -61,6 +67,57 @@ MAX_WINDOW = 1 << 20
 
 #: Responses without a body to transform.
 _BODILESS = frozenset({204, 304})
+
+
+class RefusedRequest(ValueError):
+    """
+    What a request filter returned cannot be used (see L{requestRefusal}).
+    """
+
+
+def requestRefusal(
+    before: UpstreamRequest, after: object, hostPolicy: IHostPolicy | None
+) -> RefusedRequest | None:
+    """
+    Why C{after}, what a request filter made of C{before}, may not be sent, or None.
+
+    It must be an L{UpstreamRequest} with C{before}'s body (the body streams from the
+    client as it is); if its target's scheme, host or port changed, the scheme must be
+    C{http} or C{https}, the port one, and C{hostPolicy} must let the host through (the
+    admission checked only the client's target).  A policy that raises refuses too: this
+    check fails closed.
+    """
+    if not isinstance(after, UpstreamRequest):
+        return RefusedRequest(f"it returned {after.__class__.__name__}, not an UpstreamRequest")
+    if after.bodyLength != before.bodyLength or after.upgrade != before.upgrade:
+        return RefusedRequest("it changed the request's body or upgrade")
+    old, new = before.target, after.target
+    if new is old:
+        return None
+    if not isinstance(new, Target):
+        return RefusedRequest(f"its target is a {new.__class__.__name__}, not a Target")
+    if (new.scheme, new.host, new.port) == (old.scheme, old.host, old.port):
+        return None
+    if new.scheme not in ("http", "https"):
+        return RefusedRequest(f"it sent the request to a {new.scheme!r} URI")
+    if not isinstance(new.port, int) or not 0 < new.port < 65536:
+        return RefusedRequest(f"it sent the request to port {new.port!r}")
+    if not isinstance(new.host, str) or not new.host:
+        return RefusedRequest(f"it sent the request to host {new.host!r}")
+    if hostPolicy is None:
+        return None
+    try:
+        verdict = hostPolicy.check(new.host)
+    except Exception as e:
+        return RefusedRequest(
+            f"the host policy failed on {new.host!r}, its new host: {e.__class__.__name__}: {e}"
+        )
+    if verdict is not None:
+        return RefusedRequest(
+            f"it sent the request to {new.host}, which the rule {verdict.rule!r} "
+            f"({verdict.source}) blocks"
+        )
+    return None
 
 
 class FilterChain:
@@ -76,6 +133,7 @@ class FilterChain:
         log: LogThrottles | None = None,
         callLater: Callable[..., Any] | None = None,
         summary: str = "",
+        hostPolicy: IHostPolicy | None = None,
     ) -> None:
         """
         @param log: where failures go (a broken body, a failing plugin: see
@@ -83,6 +141,8 @@ class FilterChain:
         @param callLater: C{reactor.callLater}, so a transformed body gives the reactor back
             now and then; None: never.
         @param summary: what the chain holds, for the log (L{describe}).
+        @param hostPolicy: the block/allow lists a request filter's new target must pass
+            (L{requestRefusal}); None: no lists.
         """
         self.requestFilters = list(requestFilters)
         self.responseFilters = list(responseFilters)
@@ -90,6 +150,7 @@ class FilterChain:
         self.log = log
         self.callLater = callLater
         self.summary = summary
+        self.hostPolicy = hostPolicy
 
     def describe(self) -> str:
         return self.summary or (
@@ -103,9 +164,17 @@ class FilterChain:
         for hosts, requestFilter in self.requestFilters:
             if hosts.matches(host):
                 try:
-                    request = requestFilter.filterRequest(request, client)
+                    filtered = requestFilter.filterRequest(request, client)
                 except Exception as e:
                     self._failed(requestFilter, "a request", e)
+                    continue
+                if filtered is request:
+                    continue
+                refusal = requestRefusal(request, filtered, self.hostPolicy)
+                if refusal is not None:
+                    self._failed(requestFilter, "a request", refusal)
+                    continue
+                request = filtered
         return request
 
     def filterResponse(

@@ -278,7 +278,8 @@ def buildChain(
     plugins; on responses privacy (C{Set-Cookie}), header rules, element blocking, rewrite
     rules (so they see the page without its blocked elements), plugins.
 
-    @param policy: the host policy whose blocked hosts element blocking removes.
+    @param policy: the host policy whose blocked hosts element blocking removes, and that a
+        request filter's new target must pass (L{caplab.proxy.filters.chain.requestRefusal}).
     @param counters: kept across reloads, so the status page's counts go on.
     @raise FilterConfigError: element blocking without a policy, or a plugin that cannot be
         loaded.
@@ -322,5 +323,11 @@ def buildChain(
             responses.append((spec.hosts, made))  # type: ignore[arg-type]
         summary.append(f"plugin {spec.name}")
     return FilterChain(
-        requests, responses, counters, log, callLater, "; ".join(summary) or "no filters"
+        requests,
+        responses,
+        counters,
+        log,
+        callLater,
+        "; ".join(summary) or "no filters",
+        hostPolicy=policy,
     )
