@@ -177,6 +177,22 @@ class AccessTests(AdminTests):
         self.assertFalse(allowedAddress(REMOTE, LOOPBACK))
         self.assertTrue(allowedAddress(UNIXAddress(b"/run/admin.sock"), LOOPBACK))
 
+    def test_proxyRule(self) -> None:
+        """
+        The admin endpoint decides who is a client of its networks by the proxy's own rule
+        (L{caplab.proxy.admission}): one loopback default, one reading of an address.
+        """
+        from caplab.proxy import admission
+
+        self.assertIs(LOOPBACK, admission.LOOPBACK)
+        networks = (ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("fe80::/64"))
+        for host in ("192.0.2.9", "::ffff:192.0.2.9", "fe80::1%eth0", "203.0.113.1", "x"):
+            self.assertEqual(
+                allowedAddress(IPv6Address("TCP", host, 1), networks),
+                admission.clientAllowed(networks, host),
+                host,
+            )
+
     def test_refused(self) -> None:
         """
         A client from elsewhere gets a 403 and the connection closes; a burst of them is

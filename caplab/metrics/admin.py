@@ -32,6 +32,7 @@ from caplab.metrics.offload import IOffloader
 from caplab.metrics.operations import NoCache
 from caplab.metrics.process import processFamilies
 from caplab.metrics.registry import Metrics
+from caplab.proxy.admission import LOOPBACK, clientAllowed
 from caplab.proxy.hooks import ICacheAdmin
 from caplab.proxy.target import TargetError, parseTarget
 from caplab.ratelimit import LogThrottle
@@ -39,12 +40,6 @@ from caplab.ratelimit import LogThrottle
 log = Logger(namespace="caplab.admin")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-#: Who may use the admin endpoint unless told otherwise (as the proxy's C{--allow}).
-LOOPBACK: tuple[Network, ...] = (
-    ipaddress.ip_network("127.0.0.0/8"),
-    ipaddress.ip_network("::1/128"),
-)
 
 #: Largest request body the admin endpoint reads (a purge's form); larger ones get 413.
 MAX_BODY = 65536
@@ -68,19 +63,14 @@ def adminNetworks(
 
 def allowedAddress(address: object, networks: Iterable[Network]) -> bool:
     """
-    Whether a client at C{address} (a Twisted address) is in C{networks}.  A client that is
-    not on an IP network (a UNIX socket) is allowed: the socket's permissions decide.
+    Whether a client at C{address} (a Twisted address) is in C{networks}, as the proxy
+    decides it (L{clientAllowed}).  A client that is not on an IP network (a UNIX socket) is
+    allowed: the socket's permissions decide.
     """
     host = getattr(address, "host", None)
     if not isinstance(host, str):
         return True
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return True
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in networks)
+    return clientAllowed(tuple(networks), host)
 
 
 # /metrics

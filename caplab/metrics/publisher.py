@@ -82,7 +82,6 @@ class WorkerPublisher(Service):
         self.commands = CommandRunner(directory, offloader, self.pid, cache, metrics.now)
         self._families: list[Metric] = []
         self._loop: LoopingCall | None = None
-        self._shutdownTrigger: Any = None
         self._problems = LogThrottle(
             self.log,
             reactor,
@@ -90,7 +89,6 @@ class WorkerPublisher(Service):
             interval=60.0,
             repeat="caplab metrics: {count} more failures to share figures in the last {interval}s",
         )
-        metrics.shared = directory
         metrics.server = self
 
     def startService(self) -> None:
@@ -98,9 +96,7 @@ class WorkerPublisher(Service):
         loop = self._loop = LoopingCall(self.publish)
         loop.clock = self.reactor
         loop.start(self.interval, now=True)
-        self._shutdownTrigger = self.reactor.addSystemEventTrigger(
-            "after", "shutdown", self.writeFinal
-        )
+        self.reactor.addSystemEventTrigger("after", "shutdown", self.writeFinal)
 
     def stopService(self) -> None:
         super().stopService()

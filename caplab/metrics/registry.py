@@ -175,20 +175,17 @@ class Metrics:
     @ivar created: when counting started (the C{_created} time of the counters).
     @ivar registry: a registry of L{MetricsCollector} over this object (what C{/metrics}
         exposes in a single process).
-    @ivar shared: the C{--workers} metrics directory this worker publishes to, or None.
     @ivar server: under C{--workers}, the whole server's figures as last read (a
         L{caplab.metrics.figures.FiguresSource}); None in a single process, where this
         object's figures are the server's.
     """
 
-    def __init__(self, now: Callable[[], float] = time.time, shared: str | None = None) -> None:
+    def __init__(self, now: Callable[[], float] = time.time) -> None:
         """
         @param now: the wall clock (seconds since the epoch).
-        @param shared: see L{shared}.
         """
         self.now = now
         self.created = now()
-        self.shared = shared
         self.server: Any = None
         self.history = RateHistory(now)
         #: (method label, code label) -> requests (see L{methodLabel}, L{codeLabel}).
@@ -209,7 +206,6 @@ class Metrics:
         self.cacheMisses = 0
         self.cacheBytes = 0
         self.reloadCounts: dict[str, int] = {}
-        self.tcpConnections = 0
         #: Factories of the uppercase TCP service whose C{active} count is read when asked.
         self.tcpFactories: list[_Active] = []
         #: UDP protocols whose own count of received datagrams is read when asked.
@@ -386,7 +382,7 @@ class MetricsCollector:
         yield self._counter("cacheMisses", m.cacheMisses)
         yield from self._cache()
         accepted = sum(factory.accepted for factory in m.tcpFactories)
-        yield self._counter("tcpConnections", m.tcpConnections + accepted)
+        yield self._counter("tcpConnections", accepted)
         yield GaugeMetricFamily(*FAMILIES["tcpActive"], value=sum(f.active for f in m.tcpFactories))
         yield self._counter("udpDatagrams", sum(p.received for p in m.udpProtocols))
         yield self._labelled("reloads", "result", m.reloadCounts.items())
