@@ -258,7 +258,7 @@ class AuthenticatorTests(TempFiles, SynchronousTestCase):
         value = basicCredentials("alice", "s3cret")
         self.assertEqual(self.authenticate(value), "alice")
         self.writeFile("users", f"carol:{SHA256}\n")
-        self.assertEqual(self.authenticator.reload(), "1 users")
+        self.assertEqual(self.authenticator.reload(), "1 user")
         self.assertIsNone(self.authenticate(value))
         self.writeFile("users", "carol:$apr1$x$y\n")
         self.assertRaises(AuthFileError, self.authenticator.reload)
@@ -309,6 +309,52 @@ class AuthenticatorTests(TempFiles, SynchronousTestCase):
         self.authenticator.use(self.authenticator.load())
         self.assertIsNone(self.authenticate(basicCredentials("mallory", "s3cret")))
         self.assertEqual(verified[2:], [SHA512])
+
+    def test_overlongPasswordRefusedAsUnknownUser(self) -> None:
+        """
+        A password over L{auth.MAX_PASSWORD} bytes is refused even when it is the user's
+        own: its first L{auth.MAX_PASSWORD} bytes are checked against the decoy, as an
+        unknown user's password is, and the user's own hash is never worked out for it (the
+        cost of SHA-crypt grows with the password's length).  One of L{auth.MAX_PASSWORD}
+        bytes is checked as usual.
+        """
+        from passlib.hash import sha256_crypt
+
+        longest = "p" * auth.MAX_PASSWORD
+        tooLong = "q" * (auth.MAX_PASSWORD + 1)
+        hashes = {
+            name: sha256_crypt.using(rounds=1000).hash(password)
+            for name, password in [("long", longest), ("huge", tooLong)]
+        }
+        self.writeFile("users", "".join(f"{n}:{h}\n" for n, h in hashes.items()))
+        self.authenticator.use(self.authenticator.load())
+        verified: list[tuple[str, int]] = []
+        original = PasswordHash.verify
+
+        def recording(stored: PasswordHash, password: bytes) -> bool:
+            verified.append((stored.value, len(password)))
+            return original(stored, password)
+
+        self.patch(PasswordHash, "verify", recording)
+        self.assertEqual(self.authenticate(basicCredentials("long", longest)), "long")
+        self.assertEqual(verified, [(hashes["long"], auth.MAX_PASSWORD)])
+        with capturedLogs() as events:
+            self.assertIsNone(self.authenticate(basicCredentials("huge", tooLong)))
+        decoy = auth.decoyHash(self.authenticator.users)
+        assert decoy is not None
+        self.assertEqual(verified[1:], [(decoy.value, auth.MAX_PASSWORD)])
+        self.assertEqual(len(events), 1)
+
+    def test_checkThreads(self) -> None:
+        """
+        Hash checks run in half the cores' threads, at least 1 and at most
+        L{auth.MAX_CHECK_THREADS} (as C{--auth-file}'s help says: see
+        C{tests/test_policyfix_help.py}).
+        """
+        for cores, threads in [(None, 1), (1, 1), (2, 1), (6, 3), (8, 4), (64, 4)]:
+            self.patch(auth.os, "cpu_count", lambda cores=cores: cores)
+            self.assertEqual(auth.defaultCheckThreads(), threads, cores)
+        self.assertEqual(auth.MAX_CHECK_THREADS, 4)
 
     def test_costClasses(self) -> None:
         """

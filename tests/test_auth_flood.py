@@ -213,29 +213,44 @@ class WeakHashWarningTests(TempFiles, SynchronousTestCase):
 
     def test_warnedOnce(self) -> None:
         """
-        Loading a file with C{$apr1$} users warns once, naming them and C{htpasswd -B};
-        loading it again (the options check, then the service) does not warn again; a
-        reload that changes those users does.
+        Loading a file with C{$apr1$} users warns once, naming them and C{htpasswd -B}; a
+        reload that leaves those users as they were does not warn again, one that changes
+        them does.
         """
         from tests.test_auth import APR1, BCRYPT
 
         path = self.writeFile("users", f"alice:{BCRYPT}\nerin:{APR1}\n")
         with capturedLogs() as events:
             first = HtpasswdAuthenticator(path, reactor=FakeReactor())
-            HtpasswdAuthenticator(path, reactor=FakeReactor())
             self.assertEqual(
                 first.reload(), "2 users (1 with Apache MD5 hashes: bcrypt is stronger)"
             )
         self.assertEqual(len(events), 1)
         text = formatEvent(events[0])
-        self.assertIn("1 users have Apache MD5 ($apr1$) hashes ('erin')", text)
+        self.assertIn("1 user has Apache MD5 ($apr1$) hashes ('erin')", text)
         self.assertIn(f"htpasswd -B {path} USER", text)
         self.assertEqual(events[0]["log_level"].name, "warn")
         self.writeFile("users", f"alice:{APR1}\nerin:{APR1}\n")
         with capturedLogs() as events:
             first.reload()
         self.assertEqual(len(events), 1)
-        self.assertIn("('alice', 'erin')", formatEvent(events[0]))
+        self.assertIn(
+            "2 users have Apache MD5 ($apr1$) hashes ('alice', 'erin')", formatEvent(events[0])
+        )
+
+    def test_warnedPerAuthenticator(self) -> None:
+        """
+        What was warned about is each authenticator's own: a second one for the same file
+        (another test, a new one after the auth file was taken out and put back by a reload)
+        warns too, rather than staying silent because an earlier one warned.
+        """
+        from tests.test_auth import APR1
+
+        path = self.writeFile("users", f"erin:{APR1}\n")
+        with capturedLogs() as events:
+            HtpasswdAuthenticator(path, reactor=FakeReactor())
+            HtpasswdAuthenticator(path, reactor=FakeReactor())
+        self.assertEqual(len(events), 2)
 
 
 class OwnPoolTests(TempFiles, TestCase):

@@ -11,8 +11,9 @@ from delaying other clients' logins.  A good check is remembered for a while
 sending the same header with each request costs one slow check, not one per request; checks
 of the same header under way at once are done once.  An unknown user's password is checked
 against one of the file's hashes (L{decoyHash}), so that how long a refusal takes does not
-tell which user names exist.  Passwords are never logged; failures are, with the client's
-address and the user name.
+tell which user names exist; a password longer than L{MAX_PASSWORD} is refused as an unknown
+user's is, its own hash never worked out (SHA-crypt's cost grows with the password's length).
+Passwords are never logged; failures are, with the client's address and the user name.
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ REFUSAL_DELAY = 1.0
 #: The default realm of C{Proxy-Authenticate: Basic realm="..."}.
 DEFAULT_REALM = "caplab proxy"
 
+#: The longest password checked, in bytes: a longer one is refused as an unknown user's is.
+MAX_PASSWORD = 1024
+
+#: The most threads hash checks run in (L{defaultCheckThreads}), whatever the cores.
+MAX_CHECK_THREADS = 4
+
 
 def parseBasic(proxyAuthorization: bytes | None) -> tuple[str, bytes] | None:
     """
@@ -105,15 +112,18 @@ def basicCredentials(user: str, password: str) -> bytes:
 
 def defaultCheckThreads() -> int:
     """
-    Threads for hash checks: half the cores (at least 1, at most 4), so that checks never
-    take every core from the reactor.
+    Threads for hash checks: half the cores, at least 1 and at most L{MAX_CHECK_THREADS}, so
+    that checks never take every core from the reactor (nor, on a big machine, more threads
+    than a login flood needs: L{caplab.proxy.throttle} shares them out).
     """
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
+    return max(1, min(MAX_CHECK_THREADS, (os.cpu_count() or 2) // 2))
 
 
-#: (path, weak users) already warned about, so that loading the same file twice (the options
-#: check, then the service) warns once, and a reload warns again only if it changed.
-_warned: dict[str, frozenset[str]] = {}
+def plural(count: int, noun: str) -> str:
+    """
+    C{count} and C{noun}, with an s unless C{count} is 1: C{"1 user"}, C{"2 users"}.
+    """
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 class HtpasswdAuthenticator:
@@ -169,6 +179,9 @@ class HtpasswdAuthenticator:
         self.users: dict[str, PasswordHash] = {}
         #: what an unknown user's password is checked against (L{decoyHash})
         self._decoy: PasswordHash | None = None
+        #: path -> the users with weak hashes last warned about (this authenticator's own,
+        #: so that a reload warns again only if they changed)
+        self._warned: dict[str, frozenset[str]] = {}
         self.use(loadHtpasswd(path))
 
     def reload(self) -> str:
@@ -200,19 +213,20 @@ class HtpasswdAuthenticator:
         self._cache.clear()
         self._checking = {}  # checks under way are of the old users: none is shared
         weak = frozenset(name for name, stored in users.items() if stored.weak)
-        if weak and _warned.get(self.path) != weak:
+        if weak and self._warned.get(self.path) != weak:
             names = ", ".join(repr(name) for name in sorted(weak)[:5])
             more = f" and {len(weak) - 5} more" if len(weak) > 5 else ""
             log.warn(
-                "auth file {path}: {count} users have Apache MD5 ($apr1$) hashes ({names}"
+                "auth file {path}: {count} {have} Apache MD5 ($apr1$) hashes ({names}"
                 "{more}), which are fast to guess; bcrypt is much stronger: htpasswd -B "
                 "{path} USER",
                 path=self.path,
-                count=len(weak),
+                count=plural(len(weak), "user"),
+                have="has" if len(weak) == 1 else "have",
                 names=names,
                 more=more,
             )
-        _warned[self.path] = weak
+        self._warned[self.path] = weak
         return self.summary()
 
     def summary(self) -> str:
@@ -220,7 +234,7 @@ class HtpasswdAuthenticator:
         One line for the log: how many users, and how many with weak hashes.
         """
         weak = sum(1 for stored in self.users.values() if stored.weak)
-        text = f"{len(self.users)} users"
+        text = plural(len(self.users), "user")
         if weak:
             text += f" ({weak} with Apache MD5 hashes: bcrypt is stronger)"
         return text
@@ -256,6 +270,10 @@ class HtpasswdAuthenticator:
             waiting.append(d)
         else:
             stored = users.get(user)
+            if len(password) > MAX_PASSWORD:
+                # Refused as an unknown user's: its first MAX_PASSWORD bytes are checked
+                # against the decoy, so it costs what any refusal does, never more.
+                stored, password = None, password[:MAX_PASSWORD]
             decoy = self._decoy if stored is None else None
             try:
                 d = self.scheduler.submit(throttleKey(client), _check, stored, password, decoy)
