@@ -75,7 +75,8 @@ class ProxyOptions:
             "access-log",
             None,
             None,
-            "Write an access log in Combined Log Format to this file ('-': standard output).",
+            "Write an access log in Combined Log Format to this file ('-': into twist's own "
+            "log, one event per request, namespace caplab.access).",
         ],
         [
             "max-request-body",

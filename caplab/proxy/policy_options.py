@@ -15,6 +15,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from caplab.config import OptionError
+from caplab.proxy.auth import MAX_CHECK_THREADS
 from caplab.proxy.pac import bypassDomain
 from caplab.proxy.policy import normaliseName
 from caplab.proxy.upstream import parseProxyURL
@@ -62,14 +63,17 @@ class PolicyOptions:
             None,
             None,
             "Require proxy authentication (407 until the client sends good credentials) "
-            "against this htpasswd file: bcrypt (htpasswd -B) or SHA-crypt ($5$/$6$) hashes.",
+            "against this htpasswd file: bcrypt (htpasswd -B) or SHA-crypt ($5$/$6$) hashes; "
+            "Apache MD5 ($apr1$, htpasswd's default) is accepted with a warning. Hashes are "
+            f"checked in threads of their own (half the cores, 1 to {MAX_CHECK_THREADS}).",
         ],
         [
             "upstream-proxy",
             None,
             None,
             "Send all traffic (plain requests and CONNECT tunnels) through this parent "
-            "proxy: http://[user:password@]host:port.",
+            "proxy: http://[user:password@]host:port. A password here is visible to every "
+            "user of the machine (ps): put it in the --config file instead.",
         ],
         [
             "admin-endpoint",
