@@ -53,6 +53,14 @@ class StreamedBody:
         self._pausedByUs = False
         self._pausedByUpstream = False
 
+    @property
+    def streaming(self) -> bool:
+        """
+        Whether the upstream leg is taking the body and its end has not come yet: the
+        client, unless paused, should be sending it (C{100 Continue} was sent, if asked).
+        """
+        return self._sink is not None and self._done is None
+
     # From the channel
 
     def dataReceived(self, data: bytes) -> None:

@@ -168,6 +168,9 @@ class CaplabProxy(Proxy):
     probedAt: float | None = None
     _pausedAt = 0.0
     _aborted = False
+    # The request body's progress (bytes) when the sweep last saw it move, and when.
+    _bodySeen = -1
+    _bodySeenAt = 0.0
 
     def __init__(self, settings: ProxySettings) -> None:
         super().__init__()
@@ -525,11 +528,37 @@ class CaplabProxy(Proxy):
             )
             self.abort()
 
+    def _bodyStalled(self, exchange: Exchange, now: float) -> bool:
+        """
+        End C{exchange} if its client has sent none of the request body it owes for
+        C{idleTimeout} (time it was paused by the proxy does not count); return whether it
+        did.
+        """
+        limit = self.settings.idleTimeout
+        if not limit or self._readPauses or self.clientDone or not exchange.readingBody:
+            self._bodySeen = -1
+            return False
+        if exchange.received != self._bodySeen:
+            self._bodySeen = exchange.received
+            self._bodySeenAt = now
+            return False
+        if now - self._bodySeenAt <= limit:
+            return False
+        self._bodySeen = -1
+        log.info(
+            "{client}: request body stalled for {timeout} s; closing",
+            client=self.clientHost,
+            timeout=limit,
+        )
+        exchange.bodyStalled(limit)
+        return True
+
     def checkDeadlines(self, now: float) -> None:
         """
         Close the connection if it overstayed its state: a header block that takes too long
-        (slow-loris, 408), keep-alive idleness, a client that takes no response data, a
-        closing connection whose client does not take its last bytes, a silent tunnel.
+        (slow-loris, 408), a request body that stalls (408), keep-alive idleness, a client
+        that takes no response data, a closing connection whose client does not take its
+        last bytes, a silent tunnel.
         """
         settings = self.settings
         state = self.state
@@ -548,6 +577,8 @@ class CaplabProxy(Proxy):
                 self.refuse(408, "the request header block took too long")
         elif state is BUSY:
             exchange = self.exchange
+            if exchange is not None and self._bodyStalled(exchange, now):
+                return
             if exchange is not None and self.halfClosedAt is not None:
                 # A FIN is a half-close (socat, nc -N: they still read) or a client gone for
                 # good: only a write tells.  The exchange sends an interim response, which a

@@ -98,7 +98,8 @@ class Exchange:
             self._answered,
         )
         self.answer.requestDone = self.requestDone
-        self._received = 0
+        #: Bytes of the request body received so far.
+        self.received = 0
         self._expectContinue = False
         self._readFields(head)
         self._fetching: Deferred[UpstreamResponse] | None = None
@@ -526,10 +527,10 @@ class Exchange:
     # The request body (from the channel)
 
     def bodyReceived(self, data: bytes) -> None:
-        self._received += len(data)
+        self.received += len(data)
         limit = self.settings.maxRequestBody
-        if limit is not None and self._received > limit:
-            self.bodyAborted(None, admission.bodyTooLarge(self._received, limit))
+        if limit is not None and self.received > limit:
+            self.bodyAborted(None, admission.bodyTooLarge(self.received, limit))
             return
         if self.body is not None:
             self.body.dataReceived(data)
@@ -540,6 +541,26 @@ class Exchange:
             self.body.finished(True)
         if self.answer.done:
             self.channel.exchangeDone(self, self.answer.keepAlive)
+
+    @property
+    def readingBody(self) -> bool:
+        """
+        Whether the request body is wanted upstream and not all in: the client should be
+        sending it.
+        """
+        body = self.body
+        return body is not None and not self.requestDone and body.streaming
+
+    def bodyStalled(self, timeout: float) -> None:
+        """
+        The client sent none of the request body it owes for C{timeout} seconds: 408 if
+        nothing was sent to it yet, else cut off; the upstream request is dropped either way
+        (it would hold an origin connection for good).
+        """
+        self.bodyAborted(
+            None,
+            Refusal(408, "Request Timeout", f"the request body stalled for {timeout:g} s"),
+        )
 
     def bodyAborted(self, error: MessageError | None, refusal: Refusal | None = None) -> None:
         """
