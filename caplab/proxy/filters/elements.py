@@ -33,7 +33,7 @@ import re
 
 from caplab.proxy.filters.interfaces import ResponseHead
 from caplab.proxy.filters.reporting import FilterCounters
-from caplab.proxy.filters.text import HTML_TYPES, codecName
+from caplab.proxy.filters.text import HTML_TYPES, MARKUP_CODECS, codecName
 from caplab.proxy.filters.urlhost import srcsetURLs, urlHost
 from caplab.proxy.hooks import IHostPolicy, UpstreamRequest
 from caplab.proxy.policy import normaliseHost
@@ -316,7 +316,7 @@ class ElementBlockingFilter:
         if head.mediaType not in HTML_TYPES:
             return None
         encoding = codecName(head.charset) if head.charset else "utf-8"
-        if encoding is None:
+        if encoding not in MARKUP_CODECS:
             return None  # not an encoding in which markup is ASCII
         return ElementBlocker(
             self.policy,

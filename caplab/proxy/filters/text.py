@@ -36,24 +36,102 @@ TEXT_TYPES = frozenset(
 #: Media types of HTML, for the element blocker and the C{<meta>} prescan.
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
-#: WHATWG labels whose meaning differs from the Python codec of the same name.
-_WHATWG = {
-    "iso-8859-1": "cp1252",
-    "iso8859-1": "cp1252",
-    "latin1": "cp1252",
-    "latin-1": "cp1252",
-    "l1": "cp1252",
-    "ascii": "cp1252",
-    "us-ascii": "cp1252",
-    "x-user-defined": "cp1252",
-    "iso-8859-9": "cp1254",
-    "latin5": "cp1254",
-    "tis-620": "cp874",
-    "iso-8859-11": "cp874",
-    "gb2312": "gb18030",
-    "gbk": "gb18030",
-    "x-gbk": "gb18030",
+#: The text encodings of the WHATWG Encoding Standard (https://encoding.spec.whatwg.org/,
+#: "Encodings" table), each with its labels and the Python codec that reads it.  Only these
+#: labels name an encoding: a Python codec name that is not one (C{rot13}, C{base64},
+#: C{uu_codec}, C{idna} ...) would decode a body into something else, and is unknown here.
+#: Left out: UTF-16BE/LE (ASCII is not ASCII bytes), C{replacement} and C{x-user-defined}
+#: (no text to transform); their bodies pass untransformed.
+_ENCODINGS: tuple[tuple[str, str], ...] = (
+    ("utf-8", "unicode-1-1-utf-8 unicode11utf8 unicode20utf8 utf-8 utf8 x-unicode20utf8"),
+    ("cp866", "866 cp866 csibm866 ibm866"),
+    (
+        "iso8859-2",
+        "csisolatin2 iso-8859-2 iso-ir-101 iso8859-2 iso88592 iso_8859-2 iso_8859-2:1987 l2 latin2",
+    ),
+    (
+        "iso8859-3",
+        "csisolatin3 iso-8859-3 iso-ir-109 iso8859-3 iso88593 iso_8859-3 iso_8859-3:1988 l3 latin3",
+    ),
+    (
+        "iso8859-4",
+        "csisolatin4 iso-8859-4 iso-ir-110 iso8859-4 iso88594 iso_8859-4 iso_8859-4:1988 l4 latin4",
+    ),
+    (
+        "iso8859-5",
+        "csisolatincyrillic cyrillic iso-8859-5 iso-ir-144 iso8859-5 iso88595 iso_8859-5 "
+        "iso_8859-5:1988",
+    ),
+    (
+        "iso8859-6",
+        "arabic asmo-708 csiso88596e csiso88596i csisolatinarabic ecma-114 iso-8859-6 "
+        "iso-8859-6-e iso-8859-6-i iso-ir-127 iso8859-6 iso88596 iso_8859-6 iso_8859-6:1987",
+    ),
+    (
+        "iso8859-7",
+        "csisolatingreek ecma-118 elot_928 greek greek8 iso-8859-7 iso-ir-126 iso8859-7 "
+        "iso88597 iso_8859-7 iso_8859-7:1987 sun_eu_greek",
+    ),
+    (
+        "iso8859-8",
+        "csiso88598e csisolatinhebrew hebrew iso-8859-8 iso-8859-8-e iso-ir-138 iso8859-8 "
+        "iso88598 iso_8859-8 iso_8859-8:1988 visual csiso88598i iso-8859-8-i logical",
+    ),
+    ("iso8859-10", "csisolatin6 iso-8859-10 iso-ir-157 iso8859-10 iso885910 l6 latin6"),
+    ("iso8859-13", "iso-8859-13 iso8859-13 iso885913"),
+    ("iso8859-14", "iso-8859-14 iso8859-14 iso885914"),
+    ("iso8859-15", "csisolatin9 iso-8859-15 iso8859-15 iso885915 iso_8859-15 l9"),
+    ("iso8859-16", "iso-8859-16"),
+    ("koi8-r", "cskoi8r koi koi8 koi8-r koi8_r"),
+    ("koi8-u", "koi8-ru koi8-u"),
+    ("mac-roman", "csmacintosh mac macintosh x-mac-roman"),
+    ("cp874", "dos-874 iso-8859-11 iso8859-11 iso885911 tis-620 windows-874"),
+    ("cp1250", "cp1250 windows-1250 x-cp1250"),
+    ("cp1251", "cp1251 windows-1251 x-cp1251"),
+    (
+        "cp1252",
+        "ansi_x3.4-1968 ascii cp1252 cp819 csisolatin1 ibm819 iso-8859-1 iso-ir-100 iso8859-1 "
+        "iso88591 iso_8859-1 iso_8859-1:1987 l1 latin1 us-ascii windows-1252 x-cp1252",
+    ),
+    ("cp1253", "cp1253 windows-1253 x-cp1253"),
+    (
+        "cp1254",
+        "cp1254 csisolatin5 iso-8859-9 iso-ir-148 iso8859-9 iso88599 iso_8859-9 "
+        "iso_8859-9:1989 l5 latin5 windows-1254 x-cp1254",
+    ),
+    ("cp1255", "cp1255 windows-1255 x-cp1255"),
+    ("cp1256", "cp1256 windows-1256 x-cp1256"),
+    ("cp1257", "cp1257 windows-1257 x-cp1257"),
+    ("cp1258", "cp1258 windows-1258 x-cp1258"),
+    ("mac-cyrillic", "x-mac-cyrillic x-mac-ukrainian"),
+    # GBK is decoded as gb18030, its superset, as the standard's decoder does
+    (
+        "gb18030",
+        "chinese csgb2312 csiso58gb231280 gb2312 gb_2312 gb_2312-80 gbk iso-ir-58 x-gbk gb18030",
+    ),
+    ("big5hkscs", "big5 big5-hkscs cn-big5 csbig5 x-x-big5"),
+    ("euc_jp", "cseucpkdfmtjapanese euc-jp x-euc-jp"),
+    ("iso2022_jp", "csiso2022jp iso-2022-jp"),
+    ("cp932", "csshiftjis ms932 ms_kanji shift-jis shift_jis sjis windows-31j x-sjis"),
+    (
+        "cp949",
+        "cseuckr csksc56011987 euc-kr iso-ir-149 korean ks_c_5601-1987 ks_c_5601-1989 "
+        "ksc5601 ksc_5601 windows-949",
+    ),
+)
+
+#: Each WHATWG label's Python codec (by its canonical name, C{codecs.lookup(...).name}).
+LABELS: dict[str, str] = {
+    label: codecs.lookup(codec).name for codec, labels in _ENCODINGS for label in labels.split()
 }
+
+#: The Python codecs a text filter works in: those of L{LABELS}.
+TEXT_CODECS = frozenset(LABELS.values())
+
+#: The codecs of L{TEXT_CODECS} in which a byte that looks like markup (C{<}, C{>}, quotes,
+#: C{=}, space) is always that character, so markup can be read from the bytes: all but
+#: ISO-2022-JP, whose two-byte characters are pairs of bytes from C{!} to C{~}.
+MARKUP_CODECS = TEXT_CODECS - {"iso2022_jp"}
 
 #: Codecs in which every ASCII character is its own byte, and no multi-byte sequence
 #: holds an ASCII byte: a bytes-level rule with an ASCII pattern is exact on them.
@@ -91,23 +169,12 @@ def isText(mediaType: str | None) -> bool:
 
 def codecName(label: str | None) -> str | None:
     """
-    The Python codec of encoding label C{label}, or None if Python knows no such codec or
-    it is not one a text filter can work in (ASCII must be ASCII bytes).
+    The Python codec of the WHATWG encoding label C{label} (L{LABELS}: what browsers
+    accept in a C{charset}), or None if it names none a text filter can work in.
     """
     if not label:
         return None
-    label = label.strip().lower()
-    label = _WHATWG.get(label, label)
-    try:
-        name = codecs.lookup(label).name
-    except LookupError:
-        return None
-    try:
-        if "a<\n".encode(name) != b"a<\n" or b"a<\n".decode(name) != "a<\n":
-            return None
-    except (UnicodeError, ValueError):  # pragma: no cover - every text codec round-trips
-        return None
-    return name
+    return LABELS.get(label.strip("\t\n\f\r ").lower())
 
 
 def sniffEncoding(start: bytes, mediaType: str | None) -> str:
@@ -159,7 +226,7 @@ class DecodedTransform:
     """
 
     def __init__(self, text: ITextTransform, encoding: str) -> None:
-        if codecName(encoding) is None:
+        if encoding not in TEXT_CODECS:
             # e.g. a UTF-16 byte order mark: a text filter cannot work on it
             text, encoding = _Unchanged(), "latin-1"
         self._text = text
