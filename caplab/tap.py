@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from caplab import __version__
+from caplab.address import describeAddress
 from caplab.coerce import seconds
 from caplab.config import ConfigurableOptions, OptionError
 from caplab.listening import EXIT_USAGE, Listening, exitWithFailureStatus
@@ -94,13 +95,6 @@ def traceFile(value: str) -> str:
 
 
 traceFile.metavar = "FILE"  # type: ignore[attr-defined]
-
-
-def isLoopback(interface: str) -> bool:
-    """
-    Whether only this machine can reach C{interface}.
-    """
-    return ipaddress.ip_address(interface).is_loopback
 
 
 def tcpDescription(port: int, interface: str) -> str:
@@ -320,17 +314,20 @@ def serviceTree(
     for service in parts.services:
         service.setServiceParent(top)
     if parts.proxy is not None:
-        _warnIfReachable(parts.options)
         ProxyService(parts).setServiceParent(top)
 
     def ready() -> None:
+        if parts.proxy is not None and parts.worker is None:
+            # Under --workers the parent, which bound the socket, says it once.
+            warnIfReachable(listening.ports.get("proxy"), parts.options)
         summary = parts.summary()
         log.info("{summary}", summary=summary)
         parts.notifier.ready(f"serving; {summary}")
         for callback in whenReady:
             callback()
 
-    Listening(parts.listeners, parts.reactor, onListenFailure, [ready]).setServiceParent(top)
+    listening = Listening(parts.listeners, parts.reactor, onListenFailure, [ready])
+    listening.setServiceParent(top)
     SignalReloadService(parts.reloader, parts.reactor).setServiceParent(top)
     NotifyStopping(parts.notifier).setServiceParent(top)
     return top
@@ -346,11 +343,14 @@ def supervisorService(
     parts.supervisor.setServiceParent(top)
 
     def ready() -> None:
+        if not parts.options["no-proxy"]:
+            warnIfReachable(listening.ports.get("proxy"), parts.options)
         log.info("{summary}", summary=parts.summary())
         parts.supervisor.startWorkers()
         parts.notifier.ready(f"serving with {parts.supervisor.count} workers")
 
-    Listening(parts.listeners, parts.reactor, onListenFailure, [ready]).setServiceParent(top)
+    listening = Listening(parts.listeners, parts.reactor, onListenFailure, [ready])
+    listening.setServiceParent(top)
     NotifyStopping(parts.notifier).setServiceParent(top)
     return top
 
@@ -382,11 +382,41 @@ class NotifyStopping(Service):
         self.notifier.stopping()
 
 
-def _warnIfReachable(config: Any) -> None:
-    description = config["proxy-endpoint"]
-    if not description.startswith(("tcp:", "tcp6:")) or not isLoopback(config["interface"]):
-        log.warn(
-            "caplab proxy on {description} may be reachable from other machines; it serves "
-            "only clients in its --allow networks",
-            description=description,
-        )
+def reachableFromElsewhere(address: object) -> bool:
+    """
+    Whether other machines may connect to a socket bound to C{address} (a Twisted address):
+    an IP address that is not a loopback one (C{0.0.0.0} and C{::} included); never a UNIX
+    socket.
+    """
+    host = getattr(address, "host", None)
+    if not isinstance(host, str):
+        return False
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_loopback
+
+
+def warnIfReachable(port: Any, config: Any) -> None:
+    """
+    Warn when the proxy's socket, as bound (whatever option or endpoint description named
+    it), may be reached from other machines, saying who it serves there.
+    """
+    if port is None:
+        return
+    address = port.getHost()
+    if not reachableFromElsewhere(address):
+        return
+    networks = ", ".join(str(network) for network in config["allow"])
+    log.warn(
+        "caplab proxy listening on {address} may be reachable from other machines; it "
+        "serves only clients from {clients}, {auth}",
+        address=describeAddress(address),
+        clients=networks or "loopback (--allow names other networks)",
+        auth="who must log in (--auth-file)"
+        if config["auth-file"]
+        else "without authentication (no --auth-file)",
+    )

@@ -10,17 +10,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.testing import FakeDatagramTransport
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
 
 from caplab import __version__
 from caplab.listening import DatagramListener, Listening, StreamListener
-from caplab.tap import Options, freezeStartupObjects, makeService, serviceTree
+from caplab.tap import (
+    Options,
+    freezeStartupObjects,
+    makeService,
+    reachableFromElsewhere,
+    serviceTree,
+)
 from caplab.tcp import UppercaseFactory
 from caplab.trace import TracerService, TracingFactory
 from caplab.udp import UppercaseDatagramProtocol
 from caplab.wiring import build as buildParts
-from tests.test_listening import UDPReactor
+from tests.test_listening import FakePort, UDPReactor
 
 #: The parsed defaults of the uppercase services and of where services listen.  (Other
 #: options, such as the proxy's, are checked by their own tests; tests/test_readme.py checks
@@ -446,3 +454,94 @@ def test_whenReadyOnceListening() -> None:
     before = gc.get_freeze_count()
     build("--no-proxy")
     assert gc.get_freeze_count() == before == 0
+
+
+class BindingReactor(MemoryReactorClock):
+    """
+    A L{MemoryReactorClock} whose TCP ports report the interface they were asked to bind (a
+    L{MemoryReactor}'s all say C{0.0.0.0}), and which records C{callWhenRunning} calls.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.whenRunning: list[Any] = []
+
+    def callWhenRunning(self, callable: Any, *args: Any, **kw: Any) -> None:
+        self.whenRunning.append((callable, args))
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+        super().listenTCP(port, factory, backlog, interface)
+        if ":" in interface:
+            return FakePort(IPv6Address("TCP", interface, port))
+        return FakePort(IPv4Address("TCP", interface or "0.0.0.0", port))
+
+
+def reachableWarnings(*args: str) -> list[str]:
+    """
+    The warnings about the proxy being reachable, logged once a service tree made of
+    C{args} listens.
+    """
+    reactor = BindingReactor()
+    with capturedLogs() as events:
+        top = serviceTree(buildParts(parse("--no-tcp", "--no-udp", *args), reactor))
+        top.privilegedStartService()
+        top.startService()
+        for running, arguments in reactor.whenRunning:
+            running(*arguments)
+        top.stopService()
+    return [formatEvent(e) for e in events if "reachable" in (e.get("log_format") or "")]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--interface", "0.0.0.0"],
+        ["--proxy-endpoint", "tcp:8080:interface=0.0.0.0"],
+        ["--proxy-endpoint", "tcp:8080"],
+        ["--proxy-endpoint", "tcp6:8080:interface=\\:\\:"],
+        ["--interface", "::", "--proxy-endpoint", "tcp:8080:interface=192.0.2.1"],
+    ],
+)
+def test_reachableWarning(args: list[str]) -> None:
+    """
+    The proxy bound to an address other machines may reach is warned about, whether
+    C{--interface} or an endpoint description named it: the bound address is what counts.
+    """
+    [warning] = reachableWarnings(*args)
+    assert "may be reachable from other machines" in warning
+    assert "serves only clients from loopback" in warning
+    assert "without authentication" in warning
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--interface", "0.0.0.0", "--proxy-endpoint", "tcp:8080:interface=127.0.0.1"],
+        ["--proxy-endpoint", "tcp6:8080:interface=\\:\\:1"],
+    ],
+)
+def test_loopbackNoWarning(args: list[str]) -> None:
+    """
+    A proxy on a loopback address is not warned about, whatever C{--interface} says.
+    """
+    assert reachableWarnings(*args) == []
+
+
+def test_unixSocketNotReachable() -> None:
+    """
+    A UNIX socket is not reachable from other machines; an unspecified address is, and an
+    IPv4-mapped loopback address is not.
+    """
+    assert not reachableFromElsewhere(UNIXAddress(b"/run/caplab.sock"))
+    assert reachableFromElsewhere(IPv6Address("TCP", "::", 8080))
+    assert reachableFromElsewhere(IPv4Address("TCP", "0.0.0.0", 8080))
+    assert not reachableFromElsewhere(IPv6Address("TCP", "::ffff:127.0.0.1", 8080))
+
+
+def test_reachableWarningSaysWhoIsServed() -> None:
+    """
+    The warning names the C{--allow} networks in force.
+    """
+    [warning] = reachableWarnings("--interface", "0.0.0.0", "--allow", "192.0.2.0/24")
+    assert "serves only clients from 192.0.2.0/24" in warning
