@@ -140,12 +140,13 @@ def parseHtpasswd(lines: Iterable[str], source: str) -> dict[str, PasswordHash]:
 
 def loadHtpasswd(path: str) -> dict[str, PasswordHash]:
     """
-    The users in the htpasswd file at C{path}.
+    The users in the htpasswd file at C{path}, UTF-8 text (a byte order mark at its start,
+    which Windows editors write, is not part of the first user's name).
 
     @raise AuthFileError: unreadable, or see L{parseHtpasswd}.
     """
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return parseHtpasswd(f, path)
     except OSError as e:
         raise AuthFileError(f"{path}: cannot read: {e.strerror or e}") from None

@@ -137,12 +137,13 @@ class HostList:
 
     def addFile(self, path: str) -> None:
         """
-        Add the rules in the file at C{path}.
+        Add the rules in the file at C{path}, UTF-8 text (a byte order mark at its start,
+        which Windows editors write, is not part of the first line).
 
         @raise PolicyFileError: it cannot be read or has a line that is not a rule.
         """
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8-sig") as f:
                 self.addLines(f, path)
         except OSError as e:
             raise PolicyFileError(f"{path}: cannot read: {e.strerror or e}") from None
