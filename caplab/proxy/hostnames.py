@@ -20,7 +20,8 @@ _ASCII_NAME = re.compile(r"(?:[a-z0-9_-]{1,63}\.)*[a-z0-9_-]{1,63}")
 def normaliseName(name: str) -> str:
     """
     The canonical form of host name C{name}: lower-case ASCII (IDNA A-labels), without a
-    trailing dot.
+    trailing dot, whichever dot it was written with (UTS 46 maps C{\u3002} and C{\uff0e} to
+    C{.}, so the trailing dot is taken off after the conversion too).
 
     @raise ValueError: C{name} is not a host name.
     """
@@ -29,7 +30,7 @@ def normaliseName(name: str) -> str:
         name = name.lower()
     else:
         try:
-            name = idna.encode(name, uts46=True).decode("ascii")
+            name = idna.encode(name, uts46=True).decode("ascii").rstrip(".")
         except idna.IDNAError as e:
             raise ValueError(f"{name!r} is not a valid international domain name ({e})") from None
     if len(name) > 253 or not _ASCII_NAME.fullmatch(name):
