@@ -302,6 +302,52 @@ class ForwarderTests(SynchronousTestCase):
         self.connector.protocols[1].dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual(self.successResultOf(d2).code, 200)
 
+    def test_staleRetriedOnlyIfIdempotent(self) -> None:
+        """
+        Only an idempotent request is sent again on its own (RFC 9110 section 9.2.2): a POST
+        on a pooled connection the origin closed is a 502, never sent twice; a DELETE is
+        sent again.
+        """
+        d, protocol = self.fetch()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        d2 = self.forwarder.fetch(request(b"POST"), None)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.connector.protocols), 1)
+        self.assertEqual(self.failureResultOf(d2, UpstreamError).value.code, 502)
+        d, protocol = self.fetch()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        d3 = self.forwarder.fetch(request(b"DELETE"), None)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.connector.protocols), 3)
+        self.connector.protocols[2].dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(self.successResultOf(d3).code, 204)
+
+    def test_staleNotRetriedAfterBytes(self) -> None:
+        """
+        A reused connection that closes after some of the response came is a 502: the
+        origin saw the request.
+        """
+        d, protocol = self.fetch()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        d2 = self.forwarder.fetch(request(), None)
+        protocol.dataReceived(b"HTTP/1.1 2")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.connector.protocols), 1)
+        self.assertEqual(self.failureResultOf(d2, UpstreamError).value.code, 502)
+
+    def test_strayBytesNotReused(self) -> None:
+        """
+        A pooled connection that sent bytes while idle is closing: the next request takes a
+        new connection, even before the close is complete.
+        """
+        d, protocol = self.fetch()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        protocol.dataReceived(b"junk")
+        self.assertTrue(protocol.transport.disconnecting)
+        self.forwarder.fetch(request(), None)
+        self.assertEqual(len(self.connector.protocols), 2)
+        self.assertEqual(protocol.transport.value().count(b"GET "), 1)
+
     def test_malformedResponse502(self) -> None:
         """
         Something that is not an HTTP response is a 502.

@@ -64,6 +64,10 @@ MAX_HEAD = 65536
 
 _SWITCH_DROP = HOP_BY_HOP - {b"upgrade"}
 
+#: The methods a request may be sent again with, on its own, when a reused connection was
+#: closed before any response (RFC 9110 section 9.2.2: idempotent methods only).
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
 
 def noDelay(transport: Any) -> None:
     """
@@ -201,9 +205,10 @@ class OriginConnection(Protocol):
     @property
     def usable(self) -> bool:
         """
-        Whether the connection can take an exchange (connected, idle).
+        Whether the connection can take an exchange (connected, idle, and not condemned: an
+        idle connection that sent stray bytes is closing).
         """
-        return self.state is IDLE
+        return self.state is IDLE and self._reusable
 
     # Connection life
 
@@ -249,11 +254,19 @@ class OriginConnection(Protocol):
             return
         if transfer.deferred is None:
             return
-        if self.reused and not self._gotBytes and transfer.bodySent and not transfer.retried:
-            if transfer.body is None or transfer.body.length == 0:
-                transfer.retried = True
-                self.owner.resend(transfer)
-                return
+        if (
+            self.reused
+            and not self._gotBytes
+            and transfer.bodySent
+            and not transfer.retried
+            and transfer.request.method in IDEMPOTENT
+            and (transfer.body is None or transfer.body.length == 0)
+        ):
+            # The origin closed a kept connection as it was reused (it did not see the
+            # request, most likely): sent once more, on a new connection, if that is safe.
+            transfer.retried = True
+            self.owner.resend(transfer)
+            return
         error = tlsFailure(reason, self.target) or UpstreamError(
             502, "Bad Gateway", f"{self.target.authority} closed the connection without a response"
         )
