@@ -52,6 +52,7 @@ from caplab.proxy.filters.fields import (
 )
 from caplab.proxy.filters.hosts import HostSelector
 from caplab.proxy.filters.interfaces import (
+    MAX_WINDOW,
     IRequestFilter,
     IResponseFilter,
     ITransform,
@@ -61,9 +62,6 @@ from caplab.proxy.filters.reporting import FilterCounters
 from caplab.proxy.filters.stream import TransformSink
 from caplab.proxy.hooks import IBodySink, IHostPolicy, Target, UpstreamRequest, UpstreamResponse
 from caplab.ratelimit import LogThrottles
-
-#: The most bytes a transform may declare it holds back; one that declares more is not used.
-MAX_WINDOW = 1 << 20
 
 #: Responses without a body to transform.
 _BODILESS = frozenset({204, 304})

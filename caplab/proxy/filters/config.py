@@ -35,7 +35,12 @@ from caplab.proxy.filters.headerrules import (
     parseHeaderRule,
 )
 from caplab.proxy.filters.hosts import FilterConfigError, HostSelector
-from caplab.proxy.filters.interfaces import IRequestFilter, IResponseFilter
+from caplab.proxy.filters.interfaces import (
+    DEFAULT_WINDOW,
+    WINDOW_RANGE,
+    IRequestFilter,
+    IResponseFilter,
+)
 from caplab.proxy.filters.plugins import (
     PluginSpec,
     isRequestFilter,
@@ -53,7 +58,7 @@ from caplab.proxy.filters.privacy import (
     publicSuffixList,
 )
 from caplab.proxy.filters.reporting import FilterCounters
-from caplab.proxy.filters.rewrite import DEFAULT_WINDOW, RewriteFilter, RewriteRule, parseRewrite
+from caplab.proxy.filters.rewrite import RewriteFilter, RewriteRule, parseRewrite
 from caplab.proxy.hooks import IHostPolicy
 from caplab.ratelimit import LogThrottles
 
@@ -83,8 +88,6 @@ OPTION_NAMES = {
     "filter": "--filter",
     "window": "--filter-window",
 }
-#: The smallest and largest window.
-WINDOW_RANGE = (256, 262144)
 
 
 @dataclass(frozen=True)

@@ -31,15 +31,12 @@ from __future__ import annotations
 import html
 import re
 
-from caplab.proxy.filters.interfaces import ResponseHead
+from caplab.proxy.filters.interfaces import DEFAULT_WINDOW, ResponseHead
 from caplab.proxy.filters.reporting import FilterCounters
 from caplab.proxy.filters.text import HTML_TYPES, MARKUP_CODECS, codecName
 from caplab.proxy.filters.urlhost import srcsetURLs, urlHost
 from caplab.proxy.hooks import IHostPolicy, UpstreamRequest
 from caplab.proxy.policy import normaliseHost
-
-#: The default window: the longest tag the blocker waits for, in bytes.
-DEFAULT_WINDOW = 65536
 
 
 def _anyCase(word: str) -> bytes:

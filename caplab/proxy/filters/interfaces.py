@@ -17,6 +17,19 @@ from typing import Protocol
 
 from caplab.proxy.hooks import Headers, UpstreamRequest
 
+#: The default C{--filter-window}: the longest match a rewrite is sure to find (in
+#: characters) and the longest tag the element blocker waits for (in bytes).
+DEFAULT_WINDOW = 65536
+
+#: The smallest and largest C{--filter-window}.
+WINDOW_RANGE = (256, 262144)
+
+#: The most bytes a transform may declare it holds back (L{ITransform.window}); the chain
+#: does not use one that declares more.  A rewrite at the largest window holds that many
+#: characters, up to 4 bytes each, plus a few and the bytes a body's encoding is sniffed
+#: from: this is twice that, so every built-in filter fits at every window.
+MAX_WINDOW = 2 * 4 * WINDOW_RANGE[1]
+
 
 class ITransform(Protocol):
     """

@@ -8,14 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from caplab.config import OptionError
-from caplab.proxy.filters.config import (
-    DEFAULT_WINDOW,
-    WINDOW_RANGE,
-    FilterConfig,
-    parseFilterConfig,
-    tableFromOptions,
-)
+from caplab.proxy.filters.config import FilterConfig, parseFilterConfig, tableFromOptions
 from caplab.proxy.filters.hosts import FilterConfigError
+from caplab.proxy.filters.interfaces import DEFAULT_WINDOW, WINDOW_RANGE
 
 #: The repeatable options and the list each appends to.
 _LISTS = (

@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 from typing import AnyStr, Generic
 
 from caplab.proxy.filters.hosts import FilterConfigError, HostSelector
-from caplab.proxy.filters.interfaces import ITransform, ResponseHead
+from caplab.proxy.filters.interfaces import DEFAULT_WINDOW, ITransform, ResponseHead
 from caplab.proxy.filters.regexwidth import patternReach
 from caplab.proxy.filters.reporting import FilterCounters
 from caplab.proxy.filters.substitute import (
+    SLACK,
     LiteralSubstitution,
     StreamSubstitution,
     overlapsItself,
@@ -48,9 +49,6 @@ from caplab.proxy.filters.text import (
     isText,
 )
 from caplab.proxy.hooks import UpstreamRequest
-
-#: The default window: the longest match a rule is sure to find, in characters.
-DEFAULT_WINDOW = 65536
 
 _FLAGS = {"g": 0, "i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}
 _METACHARACTERS = frozenset(".^$*+?{}[]\\|()")
@@ -319,7 +317,8 @@ class RewriteFilter:
         if not isText(head.mediaType):
             return None
         if head.charset is None:
-            return SniffedTransform(self._build, head.mediaType, 4 * self._ahead + 8)
+            # the most a transform _build makes holds back: a DecodedTransform's
+            return SniffedTransform(self._build, head.mediaType, 4 * (self._ahead + SLACK) + 4)
         encoding = codecName(head.charset)
         if encoding is None:
             return None  # an encoding it cannot read: the body passes unchanged
