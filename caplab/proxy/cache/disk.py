@@ -447,7 +447,9 @@ class _DiskWriter:
     def write(self, data: bytes) -> bool:
         if self._file is None:
             return False
-        if self._blocks.total + len(data) > self._store.maxObjectSize:
+        if self._blocks.total + len(data) > self._store.maxObjectSize or not (
+            self._store.reserve(len(data))
+        ):
             self.abort()
             return False
         try:
@@ -485,9 +487,11 @@ class _DiskWriter:
             return size
 
         def done(size: int) -> StoredEntry | None:
+            self._store.release(bodyLength)
             return self._store._committed(self._head, path, bodyLength, size)
 
         def failed(reason: Any) -> None:
+            self._store.release(bodyLength)
             f.close()
             self._store.writeFailed(self._head.uri, reason.value)
             _unlink(temporary)
@@ -499,6 +503,7 @@ class _DiskWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+            self._store.release(self._blocks.total)
             _unlink(self._temporary)
 
 

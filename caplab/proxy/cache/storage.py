@@ -19,7 +19,10 @@ of the cache.
 
 Nothing is visible before it is whole: an L{IEntryWriter} collects the body while it streams
 to the client, and only L{IEntryWriter.commit} (after the origin ended the body properly)
-adds the entry; L{IEntryWriter.abort} throws it away.
+adds the entry; L{IEntryWriter.abort} throws it away.  The bytes writers hold meanwhile count
+against the bound too (L{StoreIndex.reserve}): many large misses at once evict what they need,
+and a writer whose bytes cannot fit beside the others' gives up, so that they cannot hold
+many times C{maxObjectSize} beyond C{maxSize}.
 """
 
 from __future__ import annotations
@@ -177,6 +180,8 @@ class StoreIndex:
     The in-memory index and LRU bound shared by every store.
 
     @ivar size: the bytes the entries count against C{maxSize}.
+    @ivar reserved: the body bytes writers hold, not committed yet, which count against
+        C{maxSize} as well (L{reserve}).
     """
 
     log = Logger()
@@ -186,6 +191,7 @@ class StoreIndex:
         self.maxObjectSize = min(maxObjectSize, maxSize)
         self.maxVariants = max(1, maxVariants)
         self.size = 0
+        self.reserved = 0
         self.count = 0
         self.variantEvictions = 0
         self._byURI: dict[str, StoredEntry | _Variants] = {}
@@ -325,9 +331,28 @@ class StoreIndex:
         self.size += entry.size
         self.count += 1
 
+    def reserve(self, amount: int) -> bool:
+        """
+        Count C{amount} more bytes of a body being written against C{maxSize}, evicting the
+        least recently used entries to make room.  False, and nothing counted, when the
+        bytes in flight would exceed C{maxSize} even with every entry evicted: the writer
+        gives up (the response still reaches its client, it is only not stored).
+        """
+        if self.reserved + amount > self.maxSize:
+            return False
+        self.reserved += amount
+        self._evict()
+        return True
+
+    def release(self, amount: int) -> None:
+        """
+        A writer committed or gave up: its C{amount} reserved bytes no longer count.
+        """
+        self.reserved -= amount
+
     def _evict(self) -> None:
         ring = self._ring
-        while self.size > self.maxSize and ring.newer is not ring:
+        while self.size + self.reserved > self.maxSize and ring.newer is not ring:
             oldest = ring.newer
             assert oldest is not None
             self._drop(oldest)
@@ -509,7 +534,9 @@ class _MemoryWriter:
     def write(self, data: bytes) -> bool:
         if self._done:
             return False
-        if self._blocks.total + len(data) > self._store.maxObjectSize:
+        if self._blocks.total + len(data) > self._store.maxObjectSize or not (
+            self._store.reserve(len(data))
+        ):
             self.abort()
             return False
         self._chunks.extend(self._blocks.add(data))
@@ -519,6 +546,7 @@ class _MemoryWriter:
         if self._done:
             return succeed(None)
         self._done = True
+        self._store.release(self._blocks.total)
         rest = self._blocks.rest()
         if rest is not None:
             self._chunks.append(rest)
@@ -535,6 +563,8 @@ class _MemoryWriter:
         return succeed(entry)
 
     def abort(self) -> None:
+        if not self._done:
+            self._store.release(self._blocks.total)
         self._done = True
         self._chunks = []
         self._blocks = Blocks()
