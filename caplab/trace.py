@@ -15,7 +15,10 @@ its sending side), C{close}, and C{refused} (over C{--max-connections}).  A UDP 
 one C{recv} and one C{send} line under its own label (C{udp#7}).
 
 Tracing is a debugging aid: it writes to a local file from the reactor thread, which costs
-throughput; leave it off in production.
+throughput; leave it off in production.  A line that cannot be written (a full disk) is
+dropped, never raised into the connection it traces: the failures are counted in one
+rate-limited log line, and each new line is tried again, so the trace goes on once the disk
+has room.
 """
 
 from __future__ import annotations
@@ -26,13 +29,17 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from twisted.application.service import Service
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 
 from caplab.address import describeAddress, hostPort
+from caplab.ratelimit import LogThrottle
 from caplab.wrapping import HalfCloseWrapper
+
+log = Logger(namespace="caplab.trace")
 
 
 def _utcnow() -> str:
@@ -45,22 +52,41 @@ class Tracer:
     """
 
     def __init__(
-        self, output: IO[str], now: Callable[[], str] = _utcnow, path: str | None = None
+        self,
+        output: IO[str],
+        now: Callable[[], str] = _utcnow,
+        path: str | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         """
         @param path: the file C{output} writes to, if it is one (L{reopener} opens it again).
+        @param clock: times the rate-limited line of write failures (the global reactor if
+            None).
         """
         self._output = output
         self._now = now
         self._ids = itertools.count(1)
         self.path = path
+        #: Lines that could not be written (a full disk ...) since the trace was opened.
+        self.dropped = 0
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        self._failures = LogThrottle(
+            log,
+            clock,
+            "caplab cannot write the trace {path}: {reason}; {dropped} lines dropped so far",
+            summary="caplab trace {path}: writes failed for {duration}s ({reason}); "
+            "{dropped} lines dropped so far",
+        )
 
     @classmethod
-    def open(cls, path: str) -> Tracer:
+    def open(cls, path: str, clock: IReactorTime | None = None) -> Tracer:
         """
         Append to the file at C{path} (line-buffered, so C{tail -f} shows it live).
         """
-        return cls(_appendTo(path), path=path)
+        return cls(_appendTo(path), path=path, clock=clock)
 
     def reopener(self) -> TraceReopener:
         """
@@ -85,9 +111,21 @@ class Tracer:
         if self._output.closed:
             return
         if data is None:
-            self._output.write(f"{self._now()} {label} {peer} {event}\n")
+            line = f"{self._now()} {label} {peer} {event}\n"
         else:
-            self._output.write(f"{self._now()} {label} {peer} {event} {len(data)} {data!r}\n")
+            line = f"{self._now()} {label} {peer} {event} {len(data)} {data!r}\n"
+        try:
+            self._output.write(line)
+        except OSError as e:
+            self._failed(e)
+
+    def _failed(self, error: Exception) -> None:
+        """
+        A line was dropped: count it, in a rate-limited line.
+        """
+        self.dropped += 1
+        reason = getattr(error, "strerror", None) or str(error) or repr(error)
+        self._failures.event(path=self.path or "output", reason=reason, dropped=self.dropped)
 
     def datagram(self, addr: tuple[str, int], request: bytes, reply: bytes) -> None:
         """
@@ -106,9 +144,13 @@ class Tracer:
 
     def close(self) -> None:
         """
-        Close the trace file.
+        Close the trace file (what a full disk still holds back is dropped).
         """
-        self._output.close()
+        try:
+            self._output.close()
+        except OSError as e:
+            self._failed(e)
+        self._failures.stop()
 
 
 def _appendTo(path: str) -> IO[str]:
@@ -133,10 +175,13 @@ class TraceReopener:
         if new is None:
             return "nothing to reopen"
         old, self.tracer._output = self.tracer._output, new
-        if old.closed:  # the services stopped meanwhile
-            new.close()
-        else:
-            old.close()
+        try:
+            if old.closed:  # the services stopped meanwhile
+                new.close()
+            else:
+                old.close()
+        except OSError as e:  # the old file's last lines could not be written
+            self.tracer._failed(e)
         return f"reopened {self.tracer.path}"
 
 

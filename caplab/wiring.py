@@ -302,7 +302,7 @@ def build(options: Any, reactor: Any) -> Parts:
     metrics = Metrics()
     offloader = Offloader(reactor)
     policy = buildPolicy(options, reactor)
-    tracer = Tracer.open(options["trace"]) if options["trace"] else None
+    tracer = Tracer.open(options["trace"], reactor) if options["trace"] else None
     accessLog = buildAccessLog(options, reactor)
     tcp = None if options["no-tcp"] else buildUppercaseTCP(options, reactor, metrics)
     udp = None if options["no-udp"] else buildUppercaseUDP(options, reactor, tracer, metrics)

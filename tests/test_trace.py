@@ -4,14 +4,18 @@ Tests of C{--trace}: L{caplab.trace} records every byte each service sends and r
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 from pathlib import Path
 
+import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from caplab.tcp import UppercaseFactory
@@ -193,3 +197,69 @@ def test_reopen(tmp_path: Path) -> None:
     assert (tmp_path / "trace.txt.1").read_text().endswith("open\n")
     assert path.read_text().endswith("tcp#1 127.0.0.1:1 close\n")
     assert Tracer(io.StringIO()).reopener().use(None) == "nothing to reopen"
+
+
+class FullDisk(io.StringIO):
+    """
+    A file whose writes fail with C{ENOSPC} while C{full} is true.
+    """
+
+    full = True
+
+    def write(self, text: str) -> int:
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(text)
+
+
+def test_fullDiskDropsAndRecovers() -> None:
+    """
+    While the disk is full, the traced connection goes on (nothing raised into it), the
+    lines are dropped and counted in one rate-limited log line and a summary; once there
+    is room, new lines are written again.
+    """
+    clock = Clock()
+    output = FullDisk()
+    trace = Tracer(output, now=lambda: "T", path="trace.log", clock=clock)
+    protocol = trace.wrapFactory("tcp", UppercaseFactory(clock=clock)).buildProtocol(PEER)
+    assert protocol is not None
+    transport = StringTransport(peerAddress=PEER)
+    with capturedLogs() as events:
+        protocol.makeConnection(transport)
+        for _ in range(100):
+            protocol.dataReceived(b"abc")
+        assert transport.value() == b"ABC" * 100
+        clock.advance(1)
+        clock.advance(1)
+        output.full = False
+        protocol.dataReceived(b"x")
+    lines = [formatEvent(e) for e in events]
+    assert trace.dropped == 201
+    assert len(lines) == 3, lines
+    assert lines[0] == (
+        "caplab cannot write the trace trace.log: No space left on device; 1 lines dropped so far"
+    )
+    assert "201 lines dropped so far" in lines[1]
+    assert "201 lines dropped so far" in lines[2]
+    assert output.getvalue().splitlines() == [
+        "T tcp#1 127.0.0.1:41234 recv 1 b'x'",
+        "T tcp#1 127.0.0.1:41234 send 1 b'X'",
+    ]
+
+
+def test_devFull() -> None:
+    """
+    A real full device (C{/dev/full}): recording and closing raise nothing; the first
+    failure is logged at once, the others in one line when the trace closes.
+    """
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    clock = Clock()
+    trace = Tracer.open("/dev/full", clock)
+    with capturedLogs() as events:
+        trace.record("tcp#1", "p", "recv", b"x" * 100)
+        trace.record("tcp#1", "p", "close")
+        trace.close()
+    failures = [e for e in events if "cannot write the trace" in e["log_format"]]
+    assert [e["dropped"] for e in failures] == [1, trace.dropped]
+    assert trace.dropped >= 2
