@@ -15,7 +15,8 @@ whether they transform the body.  A body is transformed only if
     - neither the response nor the request says C{Cache-Control: no-transform} (RFC 9110
       §7.7);
     - its content codings are known: C{gzip}, C{deflate} and C{br} are decoded for the
-      filters, others pass untransformed.
+      filters, others pass untransformed, and so do bodies with more than two codings
+      (L{caplab.proxy.filters.coding.MAX_CODINGS}).
 
 A transformed body is sent as C{identity}, not encoded again: compressing costs several
 times what the filters cost (gzip at its fastest level about 6 ms per MiB, against about 1
@@ -42,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from caplab.proxy.filters.coding import KNOWN_CODINGS, Decoding
+from caplab.proxy.filters.coding import KNOWN_CODINGS, MAX_CODINGS, Decoding
 from caplab.proxy.filters.fields import (
     contentCodings,
     hasNoTransform,
@@ -230,7 +231,7 @@ class FilterChain:
             counters.add("untransformed-no-transform")
             return None
         codings = contentCodings(head.headers)
-        if any(coding not in KNOWN_CODINGS for coding in codings):
+        if len(codings) > MAX_CODINGS or any(coding not in KNOWN_CODINGS for coding in codings):
             counters.add("untransformed-coding")
             return None
         markTransformed(head.headers)

@@ -22,6 +22,10 @@ PIECE = 65536
 #: The codings this module decodes.
 KNOWN_CODINGS = frozenset({"gzip", "deflate", "br"})
 
+#: The most content codings decoded for one body: each costs a decoder and its buffers, and
+#: an origin may stack any number (C{gzip, gzip, ...}); no real server applies more than two.
+MAX_CODINGS = 2
+
 
 class DecodeError(Exception):
     """

@@ -26,7 +26,7 @@ COUNTERS = {
     "elements-blocked": "HTML elements removed because their host is blocked",
     "responses-transformed": "response bodies transformed",
     "untransformed-no-transform": "bodies passed untransformed: Cache-Control: no-transform",
-    "untransformed-coding": "bodies passed untransformed: unknown Content-Encoding",
+    "untransformed-coding": "bodies passed untransformed: unknown or too many content codings",
     "untransformed-partial": "bodies passed untransformed: 206 Partial Content",
     "broken-bodies": "transformed bodies cut off: corrupt encoding or a failing filter",
 }
