@@ -199,6 +199,9 @@ class HeaderRuleTests(SynchronousTestCase):
         self.assertEqual(maxForwards([(b"max-forwards", b" 3 ")]), 3)
         self.assertIsNone(maxForwards([(b"Max-Forwards", b"x")]))
         self.assertIsNone(maxForwards([]))
+        self.assertEqual(maxForwards([(b"Max-Forwards", b"0" * 5000 + b"7")]), 7)
+        self.assertEqual(maxForwards([(b"Max-Forwards", b"9" * 5000)]), 2**31 - 1)
+        self.assertEqual(maxForwards([(b"Max-Forwards", b"99999999999")]), 2**31 - 1)
         self.assertEqual(
             withMaxForwards([(b"Max-Forwards", b"3"), (b"A", b"b")], 2),
             [(b"A", b"b"), (b"Max-Forwards", b"2")],

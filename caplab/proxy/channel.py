@@ -323,7 +323,13 @@ class CaplabProxy(Proxy):
     def _serve(self, head: RequestHead) -> None:
         self.state = BUSY
         exchange = self.exchange = Exchange(self, head)
-        exchange.start()
+        try:
+            exchange.start()
+        except Exception:
+            # A bug in a dispatch (a page, the cache's short way, a fetcher): a 500 and its
+            # log line, never an exception out of dataReceived (the connection would die
+            # without an answer, and the requests behind it with it).
+            exchange.internalError(Failure())
 
     def _malformed(self, error: MessageError) -> None:
         """

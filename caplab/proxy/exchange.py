@@ -218,7 +218,7 @@ class Exchange:
                 self.answer.error(500, "Internal Server Error", "could not check credentials")
 
         d = authenticator.authenticate(self.credentials, self.clientHost)
-        d.addCallbacks(checked, failed).addErrback(self._internalError)
+        d.addCallbacks(checked, failed).addErrback(self.internalError)
 
     def _admitted(self) -> None:
         """
@@ -355,7 +355,7 @@ class Exchange:
             else:
                 self.answer.error(404, "Not Found", f"nothing is stored for {target.uri}")
 
-        cache.purge(target.uri).addCallback(purged).addErrback(self._internalError)
+        cache.purge(target.uri).addCallback(purged).addErrback(self.internalError)
 
     # Dispatch: forwarding
 
@@ -451,7 +451,7 @@ class Exchange:
         try:
             self._relay(response)
         except Exception:
-            self._internalError(Failure())
+            self.internalError(Failure())
 
     def _relay(self, response: UpstreamResponse) -> None:
         switched = response.switched
@@ -476,7 +476,7 @@ class Exchange:
         try:
             self._refuseFailed(reason)
         except Exception:
-            self._internalError(Failure())
+            self.internalError(Failure())
 
     def _refuseFailed(self, reason: Failure) -> None:
         if self.gone or reason.check(CancelledError):
@@ -490,7 +490,7 @@ class Exchange:
         log.failure("fetching {uri}", reason, uri=self.uri.decode("latin-1"))
         self.answer.error(502, "Bad Gateway", "the proxy could not fetch this page")
 
-    def _internalError(self, reason: Failure) -> None:
+    def internalError(self, reason: Failure) -> None:
         """
         A bug while answering: logged; the client gets a 500 if nothing was sent yet, else
         its connection is cut (never an answer that looks complete).

@@ -144,14 +144,23 @@ def viaValue(version: bytes, pseudonym: bytes) -> bytes:
     return version.rpartition(b"/")[2] + b" " + pseudonym
 
 
+#: The largest C{Max-Forwards} read: a longer number counts as this many hops (int() of
+#: thousands of digits would raise, and no path is that long anyway).
+MAX_FORWARDS_CAP = 2**31 - 1
+
+
 def maxForwards(fields: Iterable[tuple[bytes, bytes]]) -> int | None:
     """
-    The C{Max-Forwards} value of a request (None: absent or not a number).
+    The C{Max-Forwards} value of a request (None: absent or not a number), at most
+    L{MAX_FORWARDS_CAP}.
     """
     for name, value in fields:
         if name.lower() == b"max-forwards":
             value = value.strip()
-            return int(value) if value.isdigit() else None
+            if not value.isdigit():
+                return None
+            value = value.lstrip(b"0") or b"0"
+            return min(int(value), MAX_FORWARDS_CAP) if len(value) <= 10 else MAX_FORWARDS_CAP
     return None
 
 
