@@ -137,6 +137,32 @@ def parseNetwork(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | N
     return network
 
 
+def parseClientNetwork(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """
+    The network of an option naming where clients may come from (C{--allow},
+    C{--admin-allow}): CIDR as list files write it (L{parseNetwork}: no host bits set, an
+    IPv4-mapped network its IPv4 one, as clients' addresses are read) or one address in its
+    standard form (C{192.0.2.7}, C{::1}: a network of full length).
+
+    @raise ValueError: neither; the message says why (C{"not a network (CIDR)"}, or the
+        network meant when host bits are set).
+    """
+    text = text.strip()
+    try:
+        if "/" not in text:
+            address = ipaddress.ip_address(text)
+            text = f"{address}/{address.max_prefixlen}"
+        network = parseNetwork(text)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError("not a network (CIDR)") from None
+        raise ValueError(f"host bits set: write the network, {loose}") from None
+    assert network is not None
+    return network
+
+
 V = TypeVar("V")
 
 

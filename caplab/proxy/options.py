@@ -9,8 +9,22 @@ from typing import Any
 
 from caplab.coerce import timeoutSeconds
 from caplab.config import OptionError
+from caplab.proxy.addresses import parseClientNetwork
 from caplab.proxy.cache.options import byteSize
 from caplab.proxy.connect import parseResolve
+
+
+def networkOption(option: str, text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """
+    The network C{--option text} names (L{parseClientNetwork}: strict CIDR or one address),
+    for C{--allow} and C{--admin-allow} alike.
+
+    @raise OptionError: not one, naming the option and the value.
+    """
+    try:
+        return parseClientNetwork(text)
+    except ValueError as e:
+        raise OptionError(option, f"--{option} {text!r}: {e}") from None
 
 
 def portList(value: str) -> frozenset[int]:
@@ -104,11 +118,8 @@ class ProxyOptions:
     ]
 
     def opt_allow(self, network: str) -> None:
-        try:
-            parsed = ipaddress.ip_network(network.strip(), strict=False)
-        except ValueError:
-            raise OptionError("allow", f"--allow {network!r}: not a network (CIDR)") from None
-        self.setdefault("allow", []).append(parsed)  # type: ignore[attr-defined]
+        config: Any = self
+        config.setdefault("allow", []).append(networkOption("allow", network))
 
     def opt_resolve(self, entry: str) -> None:
         try:
@@ -119,8 +130,8 @@ class ProxyOptions:
 
     # --help shows these; set here so that they are one line each.
     opt_allow.__doc__ = (
-        "Serve clients from this network (CIDR, e.g. 192.168.1.0/24 or 2001:db8::/32); "
-        "repeatable. Default: loopback only (127.0.0.0/8 and ::1)."
+        "Serve clients from this network (CIDR, e.g. 192.168.1.0/24 or 2001:db8::/32, or "
+        "one address); repeatable. Default: loopback only (127.0.0.0/8 and ::1)."
     )
     opt_resolve.__doc__ = (
         "Connect to ADDRESS for HOST instead of asking DNS (like curl --resolve); repeatable."

@@ -8,7 +8,6 @@ They are parsed and checked here; the files they name are read by the compositio
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from twisted.internet.endpoints import serverFromString
@@ -16,6 +15,7 @@ from twisted.python import usage
 
 from caplab.config import OptionError
 from caplab.proxy.auth import MAX_CHECK_THREADS
+from caplab.proxy.options import networkOption
 from caplab.proxy.pac import bypassDomain
 from caplab.proxy.policy import normaliseName
 from caplab.proxy.upstream import parseProxyURL
@@ -130,17 +130,12 @@ class PolicyOptions:
 
     def opt_admin_allow(self, network: str) -> None:
         """
-        Serve the admin endpoint only to clients from this network (CIDR); repeatable.
+        Serve the admin endpoint only to clients from this network (CIDR, or one address);
+        repeatable.
         Without it, the proxy's --allow networks (loopback by default).
         """
-        try:
-            parsed = ipaddress.ip_network(network.strip(), strict=False)
-        except ValueError:
-            raise OptionError(
-                "admin-allow", f"--admin-allow {network!r}: not a network (CIDR)"
-            ) from None
         config: Any = self
-        config.setdefault("admin-allow", []).append(parsed)
+        config.setdefault("admin-allow", []).append(networkOption("admin-allow", network))
 
     opt_admin_allow.metavar = "CIDR"  # type: ignore[attr-defined]
     opt_no_upstream_for.metavar = "DOMAIN"  # type: ignore[attr-defined]
