@@ -422,8 +422,12 @@ class Exchange:
         """
         Find out whether a client that half-closed is still there, by the one thing HTTP/1.1
         lets a server send before its answer at any time: an interim C{100 Continue}
-        (RFC 9110 section 15.2: clients must accept unexpected 1xx).  Nothing for HTTP/1.0.
+        (RFC 9110 section 15.2: clients must accept unexpected 1xx).  Nothing for HTTP/1.0,
+        nor for a CONNECT whose tunnel is opening (the client awaits its 2xx, then the
+        tunnel's bytes: no 1xx before them).
         """
+        if self.method == b"CONNECT":
+            return
         self._expectContinue = False
         self.answer.sendContinue()
 

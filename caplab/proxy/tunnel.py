@@ -88,6 +88,9 @@ class Relay:
         self.channel.setResponseProducer(origin)
         if fromClient:
             self.fromClient(fromClient)
+        if self.channel.clientDone:
+            # The client half-closed while the tunnel was opening: its FIN follows its bytes.
+            self.clientHalfClosed()
 
     def startSwitched(self, switched: ISwitchedConnection, fromClient: bytes) -> None:
         """
