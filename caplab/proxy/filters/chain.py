@@ -74,6 +74,23 @@ class RefusedRequest(ValueError):
     """
 
 
+def transformProblem(transform: object) -> ValueError | None:
+    """
+    Why the chain cannot use C{transform}, what a response filter's C{transformBody} made,
+    or None.  Without a C{window} it declares it holds nothing back (0): a plugin need not
+    say so.  A window that is no number of bytes, or over L{MAX_WINDOW}, and a missing
+    C{feed} or C{finish}, are problems.
+    """
+    if not all(callable(getattr(transform, name, None)) for name in ("feed", "finish")):
+        return ValueError(f"it made {transform.__class__.__name__}, which has no feed and finish")
+    window = getattr(transform, "window", 0)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 0:
+        return ValueError(f"its transform's window {window!r} is not a number of bytes")
+    if window > MAX_WINDOW:
+        return ValueError(f"it holds back {window} bytes, over {MAX_WINDOW}")
+    return None
+
+
 def requestRefusal(
     before: UpstreamRequest, after: object, hostPolicy: IHostPolicy | None
 ) -> RefusedRequest | None:
@@ -271,12 +288,9 @@ class FilterChain:
                 continue
             if transform is None:
                 continue
-            if transform.window > MAX_WINDOW:
-                self._failed(
-                    responseFilter,
-                    "a response",
-                    ValueError(f"it holds back {transform.window} bytes, over {MAX_WINDOW}"),
-                )
+            problem = transformProblem(transform)
+            if problem is not None:
+                self._failed(responseFilter, "a response", problem)
                 continue
             transforms.append(transform)
         return transforms

@@ -116,7 +116,8 @@ class ZlibDecoder:
 
 class BrotliDecoder:
     """
-    C{br} (RFC 7932).
+    C{br} (RFC 7932).  Bytes after the end of the stream make it corrupt, wherever the
+    pieces are cut.
     """
 
     def __init__(self) -> None:
@@ -130,7 +131,8 @@ class BrotliDecoder:
         decompressor = self._decompressor
         try:
             if decompressor.is_finished():
-                return  # bytes after the end of the stream: ignored
+                # as when they come in the piece the stream ends in (brotli refuses them)
+                raise DecodeError("br data is corrupt (bytes after the end of the stream)")
             out = decompressor.process(data, output_buffer_limit=PIECE)
             while True:
                 if out:

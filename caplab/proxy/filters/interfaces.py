@@ -37,7 +37,8 @@ class ITransform(Protocol):
 
     @ivar window: the most bytes the transform holds back between calls (the context it
         needs, e.g. to find a match that crosses two pieces); the chain refuses a filter
-        whose transforms declare more than its limit.
+        whose transforms declare more than its limit (L{MAX_WINDOW}).  A transform without
+        one holds nothing back (0).
     """
 
     window: int
