@@ -11,7 +11,9 @@ on the reactor thread.  A file that is broken or unreadable leaves its old rules
 the reason is logged; the others are still reloaded.
 
 The signal handlers only schedule the work with C{reactor.callFromThread}: nothing runs in
-signal context.  Signals that arrive during a reload are folded into one more after it.
+signal context.  A storm of signals costs at most one reload under way and one more queued
+(the signals that arrive during a reload are folded into it), a reload starts at most once a
+second (L{MIN_INTERVAL}), and the lines saying a signal came are rate-limited.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.logger import Logger
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger, LogLevel
 from twisted.python.usage import UsageError
 
 from caplab.proxy.auth import AuthFileError
 from caplab.proxy.filters.hosts import FilterConfigError
 from caplab.proxy.policy import PolicyFileError
+from caplab.ratelimit import LogThrottles
 
 
 class IReloadable(Protocol):
@@ -48,6 +53,9 @@ Steps = Sequence[tuple[str, IReloadable]]
 #: Errors that mean "this file is bad": logged in one line, without a traceback.
 EXPECTED_ERRORS = (PolicyFileError, AuthFileError, FilterConfigError, OSError, UsageError)
 
+#: Seconds from the start of one reload (or reopening) to the start of the next, at least.
+MIN_INTERVAL = 1.0
+
 
 class Reloader:
     """
@@ -65,6 +73,8 @@ class Reloader:
         metrics: Any = None,
         logs: Steps | Callable[[], Steps] = (),
         notifier: Any = None,
+        clock: IReactorTime | None = None,
+        minInterval: float = MIN_INTERVAL,
     ) -> None:
         """
         @param reloadables: (what, reloadable) pairs, or a function that gives the current
@@ -74,14 +84,21 @@ class Reloader:
         @param logs: the log files to reopen, as (what, reloadable) pairs or a function.
         @param notifier: told C{reloading()} and C{ready(status)} around a reload (systemd's
             C{sd_notify}), or None.
+        @param clock: spaces the reloads (one starts C{minInterval} seconds after the
+            previous one started, at the earliest); None: a queued reload starts at once.
         """
         self._reloadables = reloadables
         self._logs = logs
         self.runInThread = runInThread
         self.metrics = metrics
         self.notifier = notifier
+        self.clock = clock
+        self.minInterval = minInterval
         self.reloading: Deferred[bool] | None = None
         self._again: str | None = None
+        self._lastStarted: float | None = None
+        #: the kind of the run waiting for its turn (L{minInterval}), or None.
+        self._waiting: str | None = None
 
     @property
     def reloadables(self) -> list[tuple[str, IReloadable]]:
@@ -108,10 +125,22 @@ class Reloader:
 
     def _run(self, kind: str) -> Deferred[bool]:
         if self.reloading is not None:
-            if self._again != "reload":
+            if self._waiting is not None:
+                # Not started yet: it will read everything as it is when it starts.
+                if kind == "reload":
+                    self._waiting = kind
+            elif self._again != "reload":
                 self._again = kind
             return self.reloading
-        self.reloading = self._runAll(kind == "reload")
+        wait = 0.0
+        if self.clock is not None and self._lastStarted is not None:
+            wait = self._lastStarted + self.minInterval - self.clock.seconds()
+        if wait > 0:
+            assert self.clock is not None
+            self._waiting = kind
+            self.reloading = deferLater(self.clock, wait).addCallback(self._startWaiting)
+        else:
+            self.reloading = self._runAll(kind == "reload")
 
         def done(ok: bool) -> bool:
             self.reloading = None
@@ -122,11 +151,17 @@ class Reloader:
 
         return self.reloading.addCallback(done)
 
+    def _startWaiting(self, ignored: None) -> Deferred[bool]:
+        kind, self._waiting = self._waiting, None
+        return self._runAll(kind == "reload")
+
     def _steps(self, reload: bool) -> list[tuple[str, IReloadable]]:
         return (self.reloadables if reload else []) + self.logs
 
     @inlineCallbacks
     def _runAll(self, reload: bool) -> Any:
+        if self.clock is not None:
+            self._lastStarted = self.clock.seconds()
         if reload and self.notifier is not None:
             self.notifier.reloading()
         ok = True
@@ -177,7 +212,9 @@ def _oneLine(error: BaseException) -> str:
 class SignalReloadService(Service):
     """
     While running: C{SIGHUP} reloads, C{SIGUSR1} reopens the log files.  The previous
-    handlers are restored on stop.
+    handlers are restored on stop.  The line saying a signal came is rate-limited (one a
+    second per signal, with a count): the reloader folds a storm of them into one or two
+    reloads.
     """
 
     log = Logger()
@@ -188,15 +225,20 @@ class SignalReloadService(Service):
         reloader: Reloader,
         reactor: Any,
         installHandler: Callable[[int, Any], Any] = signal.signal,
+        clock: IReactorTime | None = None,
     ) -> None:
         """
         @param reactor: receives the work with C{callFromThread} (safe from a handler).
         @param installHandler: L{signal.signal}, or a fake in tests.
+        @param clock: times the rate-limited lines (C{reactor} if None).
         """
         self.reloader = reloader
         self.reactor = reactor
         self.installHandler = installHandler
         self._previous: dict[int, Any] = {}
+        self._lines = LogThrottles(
+            self.log, clock if clock is not None else reactor, level=LogLevel.info
+        )
 
     def startService(self) -> None:
         super().startService()
@@ -210,14 +252,22 @@ class SignalReloadService(Service):
         previous, self._previous = self._previous, {}
         for number, handler in previous.items():
             self.installHandler(number, signal.SIG_DFL if handler is None else handler)
+        self._lines.stop()
 
     def _received(self, signum: int, frame: Any) -> None:
         self.reactor.callFromThread(self._handle, signum)
 
     def _handle(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        what = "reopening the log files" if signum == signal.SIGUSR1 else "reloading"
+        self._lines.throttle(
+            name,
+            "caplab received {signal}: {what}",
+            summary="caplab received {burst} {signal} signals in {duration}s (folded: one run "
+            "under way and one queued at a time, one a second at most)",
+            repeat="caplab received {count} more {signal} signals in the last {interval}s",
+        ).event(signal=name, what=what)
         if signum == signal.SIGUSR1:
-            self.log.info("caplab received SIGUSR1: reopening the log files")
             self.reloader.reopenLogs()
         else:
-            self.log.info("caplab received {signal}: reloading", signal=signal.Signals(signum).name)
             self.reloader.reload()

@@ -247,6 +247,7 @@ class Parts:
             self.metrics,
             logs=self.logSteps,
             notifier=self.notifier,
+            clock=self.reactor,
         )
 
     def reloadSteps(self) -> list[tuple[str, IReloadable]]:

@@ -10,13 +10,14 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.logger import capturedLogs
+from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from caplab.metrics import Metrics
 from caplab.proxy.auth import HtpasswdAuthenticator, basicCredentials
 from caplab.proxy.policy import ReloadableHostPolicy
-from caplab.reload import Reloader, SignalReloadService
+from caplab.reload import MIN_INTERVAL, Reloader, SignalReloadService
 from tests.test_auth import SHA256, FakeReactor, FakeThreadPool
 from tests.test_policy import TempFiles
 
@@ -165,12 +166,17 @@ class FakeSignals:
         return previous
 
 
-class CallFromThreadRecorder:
+class CallFromThreadRecorder(Clock):
+    """
+    A clock that records the functions handed to it from a signal handler.
+    """
+
     def __init__(self) -> None:
-        self.calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        super().__init__()
+        self.fromThread: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
 
     def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
-        self.calls.append((f, args))
+        self.fromThread.append((f, args))
 
 
 class SignalServiceTests(SynchronousTestCase):
@@ -200,8 +206,8 @@ class SignalServiceTests(SynchronousTestCase):
         handler = signals.handlers[signal.SIGHUP]
         handler(signal.SIGHUP, None)
         self.assertEqual(reloads, [])
-        self.assertEqual(len(reactor.calls), 1)
-        f, args = reactor.calls[0]
+        self.assertEqual(len(reactor.fromThread), 1)
+        f, args = reactor.fromThread[0]
         with capturedLogs() as events:
             f(*args)
         self.assertEqual(reloads, [True])
@@ -348,9 +354,99 @@ class LogsAndNotifyTests(TempFiles, SynchronousTestCase):
         signals.handlers[signal.SIGUSR1](signal.SIGUSR1, None)
         signals.handlers[signal.SIGHUP](signal.SIGHUP, None)
         with capturedLogs():
-            for f, args in reactor.calls:
+            for f, args in reactor.fromThread:
                 f(*args)
         self.assertEqual(calls, ["reopen", "reload"])
         service.stopService()
         self.assertEqual(signals.handlers[signal.SIGUSR1], signal.SIG_DFL)
         self.assertEqual(signals.handlers[signal.SIGHUP], "previous")
+
+
+class StormTests(SynchronousTestCase):
+    """
+    A storm of C{SIGHUP}s: one reload under way and one queued, one a second at most, and
+    a few log lines.
+    """
+
+    def test_reloadsSpaced(self) -> None:
+        """
+        Requests during a reload fold into one more, which starts L{MIN_INTERVAL} seconds
+        after the previous one started; a request after that waits for the interval too.
+        """
+        clock = Clock()
+        loads: list[float] = []
+        pending: list[Deferred[Any]] = []
+
+        class Step:
+            def load(self) -> None:
+                loads.append(clock.seconds())
+
+            def use(self, loaded: None) -> str:
+                return "ok"
+
+        def later(f: Callable[[], Any]) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            pending.append(d)
+            return d.addCallback(lambda _: f())
+
+        reloader = Reloader([("step", Step())], later, clock=clock)
+        with capturedLogs():
+            first = reloader.reload()
+            for _ in range(100):
+                self.assertIs(reloader.reload(), first)
+            clock.advance(0.1)
+            pending.pop().callback(None)
+            self.assertEqual(loads, [0.1])
+            self.assertTrue(self.successResultOf(first))
+            # The folded one waits for its turn; asking again changes nothing.
+            self.assertEqual(pending, [])
+            self.assertIs(reloader.reopenLogs(), reloader.reload())
+            clock.advance(MIN_INTERVAL - 0.2)
+            self.assertEqual(pending, [])
+            clock.advance(0.1)
+            self.assertEqual(len(pending), 1)
+            pending.pop().callback(None)
+            self.assertEqual(loads, [0.1, MIN_INTERVAL])
+            self.assertIsNone(reloader.reloading)
+            clock.advance(MIN_INTERVAL / 2)
+            later_ = reloader.reload()
+            self.assertEqual(pending, [])
+            clock.advance(MIN_INTERVAL / 2)
+            pending.pop().callback(None)
+            self.assertTrue(self.successResultOf(later_))
+        self.assertEqual(loads, [0.1, MIN_INTERVAL, 2 * MIN_INTERVAL])
+
+    def test_signalLinesRateLimited(self) -> None:
+        """
+        A thousand C{SIGHUP}s in a second are two lines (the first, then a count) and a
+        summary; every one still asks the reloader, which folds them.
+        """
+        signals = FakeSignals()
+        reactor = CallFromThreadRecorder()
+        asked: list[str] = []
+
+        class Recording:
+            def reload(self) -> None:
+                asked.append("reload")
+
+        service = SignalReloadService(Recording(), reactor, installHandler=signals.install)  # type: ignore[arg-type]
+        service.startService()
+        with capturedLogs() as events:
+            for _ in range(1000):
+                signals.handlers[signal.SIGHUP](signal.SIGHUP, None)
+            for f, args in reactor.fromThread:
+                f(*args)
+            reactor.advance(1)
+            reactor.advance(1)
+        service.stopService()
+        lines = [formatEvent(e) for e in events]
+        self.assertEqual(len(asked), 1000)
+        self.assertEqual(
+            lines,
+            [
+                "caplab received SIGHUP: reloading",
+                "caplab received 999 more SIGHUP signals in the last 1s",
+                "caplab received 1000 SIGHUP signals in 0s (folded: one run under way and "
+                "one queued at a time, one a second at most)",
+            ],
+        )

@@ -280,6 +280,7 @@ class ConfigReloadTests(TempFiles, SynchronousTestCase):
         config = self.writeFile("caplab.toml", f'block-list = ["{one}"]\ncache-size = "64M"\n')
         parts = watchConfig(build(parse("--config", config, "--no-tcp"), Reactor()))
         parts.reloader.runInThread = inline
+        parts.reloader.minInterval = 0  # reloads back to back
         assert parts.policy.hostPolicy is not None and parts.proxy is not None
         self.assertIsNotNone(parts.policy.hostPolicy.check("a.example"))
         self.writeFile(
@@ -314,6 +315,7 @@ class ConfigReloadTests(TempFiles, SynchronousTestCase):
         config = self.writeFile("caplab.toml", f'block-list = ["{one}"]\n')
         parts = watchConfig(build(parse("--config", config, "--no-tcp"), Reactor()))
         parts.reloader.runInThread = inline
+        parts.reloader.minInterval = 0  # reloads back to back
         before = dict(parts.options)
         for text, message in [
             ("nonsense = 1\n", f"{config}: nonsense: no such option"),
@@ -339,6 +341,7 @@ class ConfigReloadTests(TempFiles, SynchronousTestCase):
         config = self.writeFile("caplab.toml", "no-udp = true\n")
         parts = watchConfig(build(parse("--config", config, "--no-tcp"), Reactor()))
         parts.reloader.runInThread = inline
+        parts.reloader.minInterval = 0  # reloads back to back
         assert parts.proxy is not None
         settings = parts.proxy.settings
         allowed = settings.allow
@@ -378,6 +381,7 @@ class ConfigReloadTests(TempFiles, SynchronousTestCase):
         config = self.writeFile("caplab.toml", f'block-list = ["{one}"]\n')
         parts = watchConfig(build(parse("--config", config, "--no-tcp"), Reactor()))
         parts.reloader.runInThread = inline
+        parts.reloader.minInterval = 0  # reloads back to back
         assert parts.proxy is not None
         before = dict(parts.options)
         for path in (one + ".missing", broken):
@@ -436,6 +440,7 @@ class ConfigReloadTests(TempFiles, SynchronousTestCase):
             build(parse("--config", config, "--no-tcp", "--admin-endpoint", "9100"), Reactor())
         )
         parts.reloader.runInThread = inline
+        parts.reloader.minInterval = 0  # reloads back to back
         assert parts.proxy is not None
         status = parts.proxy.settings.pages[b"/"]
         assert isinstance(status, StatusPage)
@@ -459,6 +464,7 @@ class ConfigReloadTests(TempFiles, SynchronousTestCase):
         config = self.writeFile("caplab.toml", "no-udp = true\n")
         parts = watchConfig(build(parse("--config", config, "--no-tcp"), Reactor()))
         parts.reloader.runInThread = inline
+        parts.reloader.minInterval = 0  # reloads back to back
         assert parts.proxy is not None
         hostPolicy = parts.policy.hostPolicy
         connector = parts.proxy.settings.tunnels.connector
