@@ -28,11 +28,10 @@ from caplab.proxy import listfile
 from caplab.proxy.addresses import IPAddress, NetworkTable, loopbackFor, parseAddress
 from caplab.proxy.hooks import Verdict
 from caplab.proxy.hostnames import normaliseHost, normaliseName
-from caplab.proxy.listfile import HOSTS_FILE_SKIP, PolicyFileError, readRules
+from caplab.proxy.listfile import PolicyFileError, readRules
 
 __all__ = [
     "DEFAULT_DENY",
-    "HOSTS_FILE_SKIP",
     "FileSummary",
     "HostList",
     "HostPolicy",

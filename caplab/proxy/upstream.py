@@ -163,18 +163,6 @@ class UpstreamRouter:
             headers.append((b"Proxy-Authorization", hop.proxy.authorization))
         return request.target.uri.encode("ascii"), headers
 
-    def connectEndpoint(
-        self, target: Target, proxyEndpoint: IStreamClientEndpoint, clock: IReactorTime
-    ) -> ConnectThroughProxyEndpoint:
-        """
-        An endpoint that tunnels to C{target} through the parent, reached at
-        C{proxyEndpoint} (the caller builds it from L{nextHop}'s host and port).
-        """
-        assert self.parent is not None
-        return ConnectThroughProxyEndpoint(
-            proxyEndpoint, target.host, target.port, self.parent, clock
-        )
-
 
 def authority(host: str, port: int) -> bytes:
     """
