@@ -75,9 +75,6 @@ class EntryHead:
             key += f"\nbytes={first}-{stop}/{complete}"
         return key
 
-    def headerBytes(self) -> int:
-        return sum(len(n) + len(v) + 4 for n, v in self.headers)
-
     def rules(self) -> EntryRules:
         """
         The rules of this stored response (computed, not kept: see L{StoredEntry.rules}).

@@ -72,12 +72,20 @@ def bytePosition(value: bytes) -> int | None:
     return int(value)
 
 
+def isWeak(tag: bytes) -> bool:
+    """
+    Whether an entity-tag is weak (C{W/"..."}, RFC 9110 section 8.8.3).
+    """
+    return tag.strip()[:2] == b"W/"
+
+
 def strongMatch(one: bytes | None, other: bytes | None) -> bool:
     """
     The strong comparison of two entity-tags (RFC 9110 section 8.8.3.2): both present, both
-    strong (no C{W/}), and the same.
+    strong (no C{W/}), and the same.  The one strong comparison of the cache (a 304's or a
+    206's validator, C{If-Match}, C{If-Range}, parts combined).
     """
     if one is None or other is None:
         return False
     one, other = one.strip(), other.strip()
-    return one == other and one[:2] != b"W/"
+    return one == other and not isWeak(one)

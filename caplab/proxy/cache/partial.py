@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 
 from caplab.proxy.cache.entries import EntryHead, StoredEntry
+from caplab.proxy.cache.fields import isWeak, strongMatch
 from caplab.proxy.cache.storage import IEntryWriter, IStore
 
 
@@ -24,7 +25,7 @@ def combinable(parts: list[StoredEntry], newest: StoredEntry) -> list[StoredEntr
     head = newest.head
     assert head.partial is not None and newest.rules is not None
     etag = newest.rules.etag
-    if etag is None or etag.strip().startswith(b"W/"):
+    if etag is None or isWeak(etag):
         return []
     return [
         part
@@ -35,7 +36,7 @@ def combinable(parts: list[StoredEntry], newest: StoredEntry) -> list[StoredEntr
         and part.head.varyNames == head.varyNames
         and part.head.variant == head.variant
         and part.rules is not None
-        and part.rules.etag == etag
+        and strongMatch(part.rules.etag, etag)
     ]
 
 

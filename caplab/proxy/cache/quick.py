@@ -56,8 +56,5 @@ class QuickHits:
         evaluation = evaluate(entryRules, NO_REQUEST_RULES, now)
         if evaluation.decision is not Decision.FRESH:
             return None
-        status = f"{cache.name}; hit; ttl={int(evaluation.ttl)}"
-        response = fromStore(store, entry, b"GET", headers, now, status, 0)
-        if response is not None and cache.metrics is not None:
-            cache.metrics.cacheHit()
-        return response
+        status = cache.hitStatus(evaluation)
+        return cache.served(fromStore(store, entry, b"GET", headers, now, status, 0))

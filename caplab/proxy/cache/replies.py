@@ -16,16 +16,14 @@ from caplab.proxy.cache.sinks import SliceSink, noBody
 from caplab.proxy.cache.storage import IBodySource
 from caplab.proxy.hooks import Headers, IBodySink, UpstreamRequest, UpstreamResponse
 
-#: Request fields a cache must look at: what L{scan} looks for.
+#: Request fields a cache must look at: what L{scan} looks for (the preconditions are
+#: L{rules.CONDITIONAL_FIELDS}).
 RANGE, CONDITIONS, DIRECTIVES = 1, 2, 4
 _FLAGS = {
     b"range": RANGE,
     b"cache-control": DIRECTIVES,
     b"pragma": DIRECTIVES,
-    b"if-none-match": CONDITIONS,
-    b"if-modified-since": CONDITIONS,
-    b"if-match": CONDITIONS,
-    b"if-unmodified-since": CONDITIONS,
+    **dict.fromkeys(rules.CONDITIONAL_FIELDS, CONDITIONS),
 }
 
 

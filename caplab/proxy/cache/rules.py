@@ -44,7 +44,9 @@ from caplab.proxy.cache.fields import (
     deltaSeconds,
     firstHeader,
     headerValues,
+    isWeak,
     joinedHeader,
+    strongMatch,
 )
 from caplab.proxy.cache.httpdate import formatHTTPDate, parseHTTPDate
 from caplab.proxy.headers import HOP_BY_HOP
@@ -685,12 +687,11 @@ def conditionalHeaders(requestHeaders: Headers, rules: EntryRules) -> Headers:
 
 
 def _opaque(tag: bytes) -> bytes:
+    """
+    An entity-tag without its weakness indicator (for the weak comparison).
+    """
     tag = tag.strip()
     return tag[2:] if tag[:2] == b"W/" else tag
-
-
-def _weak(tag: bytes) -> bool:
-    return tag.strip()[:2] == b"W/"
 
 
 def validatorsMatch(rules: EntryRules, notModified: Headers) -> bool:
@@ -700,8 +701,8 @@ def validatorsMatch(rules: EntryRules, notModified: Headers) -> bool:
     neither refreshes the one response that was revalidated.
     """
     etag = firstHeader(notModified, b"etag")
-    if etag is not None and not _weak(etag):
-        return rules.etag is not None and rules.etag.strip() == etag.strip()
+    if etag is not None and not isWeak(etag):
+        return strongMatch(etag, rules.etag)
     if etag is not None:
         return rules.etag is not None and _opaque(rules.etag) == _opaque(etag)
     lastModified = firstHeader(notModified, b"last-modified")
@@ -763,14 +764,7 @@ def preconditions(requestHeaders: Headers, rules: EntryRules) -> Precondition:
     if ifMatch is not None:
         tags = _entityTags(ifMatch)
         etag = rules.etag
-        if not (
-            b"*" in tags
-            or (
-                etag is not None
-                and not _weak(etag)
-                and any(not _weak(t) and t == etag.strip() for t in tags)
-            )
-        ):
+        if not (b"*" in tags or any(strongMatch(t, etag) for t in tags)):
             return Precondition.FAILED
     else:
         since = _date(requestHeaders, b"if-unmodified-since")
@@ -803,24 +797,11 @@ def _modified(rules: EntryRules) -> float | None:
     return rules.date
 
 
-def notModified(requestHeaders: Headers, rules: EntryRules) -> bool:
-    """
-    Whether a client's conditional GET/HEAD is answered 304 by this stored response.
-    """
-    return preconditions(requestHeaders, rules) is Precondition.NOT_MODIFIED
-
-
-#: Request fields that make a request conditional.
+#: Request fields that make a request conditional (L{preconditions}; what
+#: L{caplab.proxy.cache.replies.scan} counts as L{caplab.proxy.cache.replies.CONDITIONS}).
 CONDITIONAL_FIELDS = frozenset(
     {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since"}
 )
-
-
-def isConditional(requestHeaders: Headers) -> bool:
-    """
-    Whether a request carries a precondition.
-    """
-    return any(n.lower() in CONDITIONAL_FIELDS for n, _ in requestHeaders)
 
 
 #: Headers of a 304 taken from the stored response (RFC 9110 section 15.4.5): those a 200
@@ -901,12 +882,3 @@ def normalizeURI(uri: str | bytes) -> str | None:
     """
     target = _target(uri)
     return None if target is None else target.uri
-
-
-def byteRange(value: bytes, length: int) -> tuple[int, int] | None:
-    """
-    The one satisfiable byte range a C{Range} field asks of C{length} bytes, or None (see
-    L{caplab.proxy.cache.ranges.parseRange}).
-    """
-    wanted = ranges.parseRange(value, length)
-    return wanted if isinstance(wanted, tuple) else None
