@@ -110,6 +110,16 @@ NEVER_STORED = HOP_BY_HOP
 #: response is not stored, as with C{Vary: *}, and a hostile C{Vary} costs one pass.
 MAX_VARY_NAMES = 32
 
+#: Request fields that make a request conditional (L{preconditions}; what
+#: L{caplab.proxy.cache.replies.scan} counts as L{caplab.proxy.cache.replies.CONDITIONS}).
+CONDITIONAL_FIELDS = frozenset(
+    {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since"}
+)
+
+#: What a revalidation drops of the client's request (its preconditions and C{If-Range},
+#: about the client's copy) before it adds the stored response's validators.
+_NOT_REVALIDATED = CONDITIONAL_FIELDS | {b"if-range"}
+
 #: Request fields whose values are lists of tokens with weights: for Vary matching, values
 #: that differ only in order, case or whitespace select the same response (RFC 9111
 #: section 4.1 allows normalising "in ways that are known to have identical semantics").
@@ -671,14 +681,7 @@ def conditionalHeaders(requestHeaders: Headers, rules: EntryRules) -> Headers:
     client's own preconditions replaced by the stored validators (C{If-None-Match} with the
     C{ETag}, C{If-Modified-Since} with C{Last-Modified}).
     """
-    drop = {
-        b"if-none-match",
-        b"if-modified-since",
-        b"if-match",
-        b"if-unmodified-since",
-        b"if-range",
-    }
-    headers = [(n, v) for n, v in requestHeaders if n.lower() not in drop]
+    headers = [(n, v) for n, v in requestHeaders if n.lower() not in _NOT_REVALIDATED]
     if rules.etag is not None:
         headers.append((b"If-None-Match", rules.etag))
     if rules.lastModified is not None:
@@ -795,13 +798,6 @@ def _modified(rules: EntryRules) -> float | None:
     if rules.lastModified is not None:
         return parseHTTPDate(rules.lastModified)
     return rules.date
-
-
-#: Request fields that make a request conditional (L{preconditions}; what
-#: L{caplab.proxy.cache.replies.scan} counts as L{caplab.proxy.cache.replies.CONDITIONS}).
-CONDITIONAL_FIELDS = frozenset(
-    {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since"}
-)
 
 
 #: Headers of a 304 taken from the stored response (RFC 9110 section 15.4.5): those a 200
