@@ -300,12 +300,29 @@ class FailureLogTests(SynchronousTestCase):
             [
                 "proxy authentication failed from 192.0.2.7 49 more times in 10 s "
                 "(users 'alice', 'bob')",
-                "proxy authentication failed from 192.0.2.9 1 more time in 10 s (users 'carol')",
+                "proxy authentication failed from 192.0.2.9 1 more time in 10 s (user 'carol')",
             ],
         )
         with capturedLogs() as events:
             self.log.failed("192.0.2.7", "alice")
         self.assertEqual(len(events), 1)
+
+    def test_oneMoreElsewhere(self) -> None:
+        """
+        One failure left out beyond C{maxAddresses} is "1 more time", not "1 more times".
+        """
+        log = FailureLog(self.clock, perAddress=1, maxAddresses=1)
+        with capturedLogs() as events:
+            log.failed("10.0.0.1", "x")
+            log.failed("10.0.0.2", "y")
+            self.clock.advance(10)
+        self.assertEqual(
+            lines(events),
+            [
+                "proxy authentication failed from 10.0.0.1 for user 'x'",
+                "proxy authentication failed 1 more time from other addresses in 10 s",
+            ],
+        )
 
     def test_manyAddressesBounded(self) -> None:
         """
@@ -318,7 +335,7 @@ class FailureLogTests(SynchronousTestCase):
         self.assertEqual(
             lines(events)[3:],
             [
-                "proxy authentication failed from 10.0.0.3 1 more time in 10 s (users 'x')",
+                "proxy authentication failed from 10.0.0.3 1 more time in 10 s (user 'x')",
                 "proxy authentication failed 96 more times from other addresses in 10 s",
             ],
         )

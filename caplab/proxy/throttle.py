@@ -385,20 +385,23 @@ class FailureLog:
                 rest += count
                 continue
             lines += 1
+            users = sorted(self._users.get(address, ()))
             log.warn(
                 "proxy authentication failed from {client} {count} more {times} in "
-                "{interval:g} s (users {users})",
+                "{interval:g} s ({userLabel} {users})",
                 client=address,
                 count=count,
                 times="time" if count == 1 else "times",
                 interval=self.interval,
-                users=", ".join(sorted(self._users.get(address, ()))),
+                userLabel="user" if len(users) == 1 else "users",
+                users=", ".join(users),
             )
         if rest:
             log.warn(
-                "proxy authentication failed {count} more times from other addresses in "
+                "proxy authentication failed {count} more {times} from other addresses in "
                 "{interval:g} s",
                 count=rest,
+                times="time" if rest == 1 else "times",
                 interval=self.interval,
             )
         self._lines = 0
