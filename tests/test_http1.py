@@ -280,6 +280,25 @@ def test_responseFraming() -> None:
         assert _response(data, method)[1:] == [END], data
 
 
+def test_bodilessResponseAnnouncingBodyCloses() -> None:
+    """
+    A response that has no body (to HEAD, a 204, a 304) but whose fields announce one ends
+    its connection: a body the origin sends anyway must not be read as the next response.
+    One that announces none stays open.
+    """
+    for data, method, keepAlive in [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", b"HEAD", False),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"HEAD", False),
+        (b"HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n", b"GET", False),
+        (b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n", b"GET", False),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"HEAD", True),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", b"GET", True),
+        (b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\n', b"GET", True),
+    ]:
+        head = _response(data, method)[0]
+        assert head.keepAlive is keepAlive, data
+
+
 def test_closeDelimitedNeedsOrderlyClose() -> None:
     """
     A close-delimited body ends only with C{receiveEOF} (the I/O layer calls it for a FIN,

@@ -199,15 +199,21 @@ class ForwarderTests(SynchronousTestCase):
     def test_headAndNoBodyStatuses(self) -> None:
         """
         A HEAD response and 204/304 responses have no body whatever their Content-Length;
-        the connection is reused for the next request.
+        the connection is reused for the next request if none was announced, and closed if
+        one was (see L{test_headWithLengthNotPooled}).
         """
-        for method, status in ((b"HEAD", b"200 OK"), (b"GET", b"204 No Content")):
-            d, protocol = self.fetch(request(method))
-            protocol.dataReceived(b"HTTP/1.1 " + status + b"\r\nContent-Length: 10\r\n\r\n")
-            sink = Sink()
-            self.successResultOf(d).deliverBody(sink)
-            self.assertEqual((sink.data, sink.done), ([], True))
-        self.assertEqual(len(self.connector.protocols), 1)
+        for length, connections in ((b"0", 1), (b"10", 2)):
+            self.connector = FakeConnector()
+            self.forwarder = Forwarder(self.clock, self.connector, timeout=10)
+            for method, status in ((b"HEAD", b"200 OK"), (b"GET", b"204 No Content")):
+                d, protocol = self.fetch(request(method))
+                protocol.dataReceived(
+                    b"HTTP/1.1 " + status + b"\r\nContent-Length: " + length + b"\r\n\r\n"
+                )
+                sink = Sink()
+                self.successResultOf(d).deliverBody(sink)
+                self.assertEqual((sink.data, sink.done), ([], True))
+            self.assertEqual(len(self.connector.protocols), connections)
 
     def test_interimResponsesSkipped(self) -> None:
         """
@@ -334,6 +340,20 @@ class ForwarderTests(SynchronousTestCase):
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(len(self.connector.protocols), 1)
         self.assertEqual(self.failureResultOf(d2, UpstreamError).value.code, 502)
+
+    def test_headWithLengthNotPooled(self) -> None:
+        """
+        A connection whose response to HEAD announced a body is not pooled: body bytes the
+        origin sends after it would be taken for the next request's response.
+        """
+        d, protocol = self.fetch(request(b"HEAD"))
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+        self.successResultOf(d).deliverBody(Sink())
+        self.assertTrue(protocol.transport.disconnecting)
+        d2 = self.forwarder.fetch(request(), None)
+        protocol.dataReceived(b"HTTP/1.1 418 Smuggled\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(len(self.connector.protocols), 2)
+        self.assertNoResult(d2)
 
     def test_strayBytesNotReused(self) -> None:
         """

@@ -5,7 +5,9 @@ L{ResponseReader} turns an origin's bytes into L{InterimResponse}, L{ResponseHea
 data and L{END} events.  The framing of a response depends on the request it answers, so
 the reader is told before each one (L{ResponseReader.expect}):
 
-  - a response to HEAD, a 1xx, 204 or 304 has no body, whatever its fields say;
+  - a response to HEAD, a 1xx, 204 or 304 has no body, whatever its fields say; one whose
+    fields announce one (a length other than 0, chunked) ends its connection, so that a body
+    sent anyway is never read as the next response;
   - a 2xx to CONNECT, or a 101 to a request that asked to upgrade, switches the connection
     to another protocol (the head says C{switched}; C{switch()} gives the bytes after it);
     a 101 nobody asked for is an error;
@@ -152,6 +154,10 @@ def frameResponse(
     if method == b"CONNECT" and 200 <= code < 300:
         return ResponseHead(code, phrase, version, headers, 0, False, False, options, True)
     if method == b"HEAD" or code == 204 or code == 304 or code < 200:
+        if codings or (lengths and contentLength(lengths) != 0):
+            # It announced a body it must not have: should the origin send one anyway, it
+            # would be read as the next response on the connection, so none is.
+            keepAlive = False
         return ResponseHead(code, phrase, version, headers, 0, False, keepAlive, options)
     if codings:
         if not http11:
