@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 from typing import Generic, TypeAlias, TypeVar
 
 #: An address as L{parseAddress} gives it.
@@ -63,13 +64,20 @@ def _atonValue(text: str) -> int | None:
     return result | last
 
 
+#: How many of the latest texts L{parseAddress} remembers the address of: every request's
+#: host is read several times (its target, the block and allow lists), mostly the same few.
+PARSED_KEPT = 4096
+
+
+@lru_cache(maxsize=PARSED_KEPT)
 def parseAddress(text: str) -> IPAddress | None:
     """
     The address C{text} spells for a resolver, or None if it is not one.
 
     Brackets and an IPv6 zone index are dropped; IPv4 forms of C{inet_aton} are read as
     C{inet_aton} reads them; an IPv4-mapped IPv6 address (C{::ffff:a.b.c.d}) is its IPv4
-    address, which is where a connection to it goes.
+    address, which is where a connection to it goes.  The latest L{PARSED_KEPT} answers are
+    remembered (addresses are immutable).
     """
     text = text.strip()
     if text[:1] == "[" and text[-1:] == "]":
@@ -183,6 +191,9 @@ class NetworkTable(Generic[V]):
 
     def __len__(self) -> int:
         return sum(len(table) for table in self._tables.values())
+
+    def __bool__(self) -> bool:
+        return bool(self._tables)
 
     def add(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network, value: V) -> None:
         """

@@ -9,6 +9,7 @@ one host is always written one way.  Pure functions.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import idna
 
@@ -38,11 +39,14 @@ def normaliseName(name: str) -> str:
     return name
 
 
+@lru_cache(maxsize=4096)
 def normaliseHost(host: str) -> str:
     """
     The canonical form of a request's host: an IP address in its canonical text (whatever
     spelling a resolver accepts: C{127.1}, C{0x7f000001} and C{[::ffff:127.0.0.1]} are all
-    C{127.0.0.1}), a name as L{normaliseName} writes it.
+    C{127.0.0.1}), a name as L{normaliseName} writes it.  The latest 4,096 answers are
+    remembered: each request's host is read more than once (its target, the lists), and
+    most requests go to a few hosts.
 
     @raise ValueError: C{host} is neither.
     """

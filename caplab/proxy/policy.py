@@ -99,6 +99,9 @@ class HostList:
     def __len__(self) -> int:
         return len(self._domains) + len(self._wildcards) + len(self._networks)
 
+    def _empty(self) -> bool:
+        return not (self._domains or self._wildcards or self._networks)
+
     def addLines(self, lines: Iterable[str], source: str) -> None:
         """
         Add the rules in C{lines} (see L{caplab.proxy.listfile}), which come from C{source}
@@ -154,6 +157,8 @@ class HostList:
         The rule that names C{host} (already normalised with L{normaliseHost}), the most
         specific first, or None.
         """
+        if self._empty():
+            return None
         if ":" in host or host[-1:].isdigit():
             address = parseAddress(host)
             if address is not None:
@@ -193,6 +198,8 @@ class HostList:
         machine itself, is held to the rules of the loopback address it counts as
         (L{loopbackFor}) when no rule names it; the verdict's source says so.
         """
+        if not self._networks:
+            return None
         if self._exemptNetworks.lookup(address) is not None:
             return None
         found = self._networks.lookup(address)
