@@ -23,7 +23,8 @@ standard library's C{html.parser} costs about 155 ms per MiB; this costs a few):
 Works on the bytes of any encoding in which ASCII is ASCII (markup is ASCII); attribute
 values are decoded with the page's encoding.  A tag, or an element's end tag, cut between
 two pieces waits for the rest, up to the window; a tag longer than the window is passed on
-as it is.
+as it is.  While a long one waits, pieces much smaller than it wait until they add up
+(L{caplab.proxy.filters.interfaces.GATHER}), so that it is not read again per byte.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from __future__ import annotations
 import html
 import re
 
-from caplab.proxy.filters.interfaces import DEFAULT_WINDOW, ResponseHead
+from caplab.proxy.filters.interfaces import DEFAULT_WINDOW, GATHER, GATHER_FLOOR, ResponseHead
 from caplab.proxy.filters.reporting import FilterCounters
 from caplab.proxy.filters.text import HTML_TYPES, MARKUP_CODECS, codecName
 from caplab.proxy.filters.urlhost import srcsetURLs, urlHost
@@ -136,6 +137,8 @@ class ElementBlocker:
         self._counters = counters
         self.window = window
         self._buffer = b""
+        self._pending: list[bytes] = []  # small pieces not scanned yet (GATHER)
+        self._pendingSize = 0
         self._state = _DATA
         self._endTag: re.Pattern[bytes] | None = None
         self._baseHost: str | None = None
@@ -144,11 +147,29 @@ class ElementBlocker:
         self.removed = 0
 
     def feed(self, data: bytes) -> bytes:
-        buffer = self._buffer + data if self._buffer else data
+        held = self._buffer
+        if not held:
+            return self._scan(data, False)
+        pending = self._pending
+        size = self._pendingSize + len(data)
+        if len(held) > GATHER_FLOOR and size * GATHER < len(held):
+            # a long tag cut off: too little to read it again for, wait for more (GATHER)
+            pending.append(data)
+            self._pendingSize = size
+            return b""
+        if pending:
+            buffer = b"".join([held, *pending, data])
+            pending.clear()
+            self._pendingSize = 0
+        else:
+            buffer = held + data
         return self._scan(buffer, False)
 
     def finish(self) -> bytes:
-        buffer, self._buffer = self._buffer, b""
+        buffer = b"".join([self._buffer, *self._pending])
+        self._buffer = b""
+        self._pending.clear()
+        self._pendingSize = 0
         return self._scan(buffer, True) if buffer else b""
 
     def _scan(self, buffer: bytes, final: bool) -> bytes:

@@ -30,6 +30,14 @@ WINDOW_RANGE = (256, 262144)
 #: from: this is twice that, so every built-in filter fits at every window.
 MAX_WINDOW = 2 * 4 * WINDOW_RANGE[1]
 
+#: A transform that searches again what it holds back when a piece comes lets small pieces
+#: wait until they add up to 1/GATHER of what it holds: so a body that comes a byte at a
+#: time costs each byte GATHER searches at most, not one of the whole window ...
+GATHER = 8
+#: ... unless it holds at most this many characters, which cost less to search than a
+#: piece costs to get here.
+GATHER_FLOOR = 512
+
 
 class ITransform(Protocol):
     """

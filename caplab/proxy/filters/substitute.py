@@ -10,7 +10,9 @@ included, and C{$}, C{\\b} look at most two characters further), so it is replac
 everything before it passed on; the last C{window} characters wait for the next piece.  A
 few characters already passed on are kept before the search point, for lookbehinds, C{\\b}
 and C{^} with MULTILINE; the search starts after them, so C{^} without MULTILINE and C{\\A}
-match only at the real start of the body.
+match only at the real start of the body.  Pieces much smaller than what is held wait
+until they add up (L{caplab.proxy.filters.interfaces.GATHER}), so that a body that comes a
+byte at a time is not searched again whole per byte.
 
 Works on C{str} (decoded text) and on C{bytes} alike.
 """
@@ -20,6 +22,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import AnyStr, Generic
+
+from caplab.proxy.filters.interfaces import GATHER, GATHER_FLOOR
 
 #: Characters examined beyond a match's end by C{$}, C{\\b}, C{\\B}.
 SLACK = 2
@@ -62,6 +66,8 @@ class StreamSubstitution(Generic[AnyStr]):
         self._first = first
         self._done = False
         self._buffer: AnyStr | None = None
+        self._pending: list[AnyStr] = []  # small pieces not searched yet (GATHER)
+        self._pendingSize = 0
         self._position = 0
         self._emptyAt = -1
         self.count = 0
@@ -69,11 +75,29 @@ class StreamSubstitution(Generic[AnyStr]):
     def feed(self, text: AnyStr) -> AnyStr:
         if self._done:
             return text
-        buffer = text if self._buffer is None else self._buffer + text
-        return self._run(buffer, False)
+        held = self._buffer
+        if held is None:
+            return self._run(text, False)
+        pending: list[AnyStr] = self._pending
+        size = self._pendingSize + len(text)
+        if len(held) > GATHER_FLOOR and size * GATHER < len(held):
+            # too little to search the held text again for: wait for more (GATHER)
+            pending.append(text)
+            self._pendingSize = size
+            return text[:0]
+        if pending:
+            pending.append(text)
+            text = text[:0].join(pending)
+            pending.clear()
+            self._pendingSize = 0
+        return self._run(held + text, False)
 
     def finish(self) -> AnyStr:
         buffer, self._buffer = self._buffer, None
+        if self._pending and buffer is not None:
+            buffer += buffer[:0].join(self._pending)
+            self._pending.clear()
+            self._pendingSize = 0
         if buffer is None:
             return self._pattern.pattern[:0]
         if self._done:
