@@ -277,9 +277,12 @@ def buildChain(
     findPlugins: Callable[[], list[EntryPoint]] | None = None,
 ) -> FilterChain:
     """
-    The chain of C{config}'s filters, in this order: on requests privacy, header rules,
-    plugins; on responses privacy (C{Set-Cookie}), header rules, element blocking, rewrite
-    rules (so they see the page without its blocked elements), plugins.
+    The chain of C{config}'s filters, in this order: on requests header rules, plugins,
+    privacy; on responses header rules, element blocking, rewrite rules (so they see the
+    page without its blocked elements), plugins, privacy (C{Set-Cookie}).  Privacy comes
+    last so that it wins: what it removes or reduces (a third-party C{Cookie} or
+    C{Set-Cookie}, a cross-site C{Referer}, tracking parameters) no header rule or plugin
+    can put back, and C{Sec-GPC: 1} is sent whatever they remove.
 
     @param policy: the host policy whose blocked hosts element blocking removes, and that a
         request filter's new target must pass (L{caplab.proxy.filters.chain.requestRefusal}).
@@ -292,11 +295,10 @@ def buildChain(
     responses: list[tuple[HostSelector, IResponseFilter]] = []
     everything = HostSelector(["*"])
     summary = []
+    privacy = None
     if config.privacy is not None:
         publicSuffixList()  # load it now, not at the first request
         privacy = PrivacyFilter(config.privacy, counters)
-        requests.append((everything, privacy))
-        responses.append((everything, privacy))
         summary.append(f"privacy ({privacy.describe()})")
     for rule in config.requestHeaders:
         requests.append((rule.hosts, RequestHeaderFilter(rule, counters)))
@@ -325,6 +327,9 @@ def buildChain(
         if isResponseFilter(made):
             responses.append((spec.hosts, made))  # type: ignore[arg-type]
         summary.append(f"plugin {spec.name}")
+    if privacy is not None:
+        requests.append((everything, privacy))
+        responses.append((everything, privacy))
     return FilterChain(
         requests,
         responses,

@@ -268,7 +268,8 @@ class PrivacySettings:
 class PrivacyFilter:
     """
     The privacy rules as a request filter (all parts) and a response filter
-    (C{Set-Cookie}).
+    (C{Set-Cookie}).  A built chain runs it after the header rules and plugins, so that
+    what it removes stays removed (L{caplab.proxy.filters.config.buildChain}).
     """
 
     name = "privacy"
