@@ -459,6 +459,8 @@ class DiskStoreTests(StoreTestsMixin, SynchronousTestCase):
         function, d = pending.pop()
         d.callback(function())
         self.assertEqual(read(s, entry, self.clock).body, b"body" * 1000)
+        [(function, d)] = pending  # the old file's removal, in a thread too
+        d.callback(function())
         self.assertEqual(len(self.files()), 1)
 
     def test_rewriteThrottled(self) -> None:

@@ -125,9 +125,14 @@ class DiskReservationTests(ReservationTestsMixin, SynchronousTestCase):
 
         s = self.makeStore(1024 * KIB, 512 * KIB)
         assert isinstance(s, DiskStore)
-        s.runInThread = lambda f: fail(OSError(errno.ENOSPC, "No space left on device"))
         w = self.writer(s, "http://e/a")
         self.assertTrue(w.write(b"x" * (100 * KIB)))
+        failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+        def failOnce(f: Any) -> Any:
+            return fail(failures.pop()) if failures else synchronously(f)
+
+        s.runInThread = failOnce
         result: list[Any] = []
         w.commit().addCallback(result.append)
         self.assertEqual(result, [None])

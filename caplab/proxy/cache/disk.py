@@ -5,14 +5,14 @@ bytes, across restarts.
 Disk I/O and the reactor
 ========================
 
-L{DiskStore} writes each body block (at most L{BLOCK} bytes) to its temporary file when the
-block is full: a small write that lands in the page cache, done inline.  The slow part of an
-atomic write, C{fsync} and the renames, runs in a thread (C{runInThread}, by default the
-reactor's thread pool), as does the rewrite of a file whose header fields a 304 refreshed.
-Serving a disk hit reads one block per step and verifies it before it is passed on (a block
-is L{BLOCK} bytes, read inline, normally from the page cache), pausing with the consumer.
-The index is rebuilt when the store is created (before the reactor runs) by reading only the
-small trailer and header record of each file.
+Every write runs in a thread (C{runInThread}, by default the reactor's thread pool): a
+writer's jobs (creating its temporary file, each body block of at most L{BLOCK} bytes when it
+is full, the commit's C{fsync} and renames, or the removal) one after another, in order; the
+removal of a file (eviction, purge, replacement) and the rewrite of a file whose header
+fields a 304 refreshed as well.  Serving a disk hit reads one block per step and verifies it
+before it is passed on (a block is L{BLOCK} bytes, read inline, normally from the page
+cache), pausing with the consumer.  The index is rebuilt when the store is created (before
+the reactor runs) by reading only the small trailer and header record of each file.
 
 File format: body blocks C{[u32 length][data][u32 crc32]}, then the header record (JSON),
 then a trailer C{[u32 length of header record][u32 crc32 of it][8-byte magic]}.  A file whose
@@ -28,11 +28,13 @@ import stat
 import struct
 import zlib
 from collections.abc import Callable, Iterator
+from functools import partial
 from hashlib import sha256
 from typing import Any, BinaryIO, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
 
 from caplab.proxy.body import NoProducer
 from caplab.proxy.cache.bodies import BLOCK, Blocks, ChunkProducer, CorruptEntry
@@ -201,7 +203,13 @@ class DiskStore(StoreIndex):
 
     def _discard(self, entry: StoredEntry) -> None:
         if isinstance(entry, DiskEntry) and entry.path:
-            _unlink(entry.path)
+            self.unlink(entry.path)
+
+    def unlink(self, path: str) -> None:
+        """
+        Delete a file in a thread (a failure leaves it: it is looked at again next start).
+        """
+        self.runInThread(partial(_unlink, path)).addErrback(_leftForNextStart)
 
     def openBody(self, entry: StoredEntry) -> IBody | None:
         if not entry.live or not isinstance(entry, DiskEntry):
@@ -226,11 +234,7 @@ class DiskStore(StoreIndex):
     def writer(self, head: EntryHead) -> IEntryWriter | None:
         if self.maxObjectSize <= 0:
             return None
-        try:
-            return _DiskWriter(self, head, self._fileName(head))
-        except OSError as e:
-            self.writeFailed(head.uri, e)
-            return None
+        return _DiskWriter(self, head, self._fileName(head))
 
     def writeFailed(self, uri: str, error: BaseException) -> None:
         """
@@ -247,7 +251,7 @@ class DiskStore(StoreIndex):
     ) -> StoredEntry | None:
         entry = _fileEntry(head, path, bodyLength, size)
         if size > self.maxSize:
-            _unlink(path)
+            self.unlink(path)
             return None
         self._add(entry)
         return entry if entry.live else None
@@ -304,15 +308,15 @@ class DiskStore(StoreIndex):
                 entry.persisted = head.responseTime
                 self.size += size - entry.size
                 entry.size = size
-                _unlink(oldPath)
+                self.unlink(oldPath)
                 self._evict()
             else:
-                _unlink(newPath)
+                self.unlink(newPath)
 
         def failed(reason: Any) -> None:
             entry.rewriting = False
             self.writeFailed(head.uri, reason.value)
-            _unlink(newPath + ".tmp")
+            self.unlink(newPath + ".tmp")
 
         self.runInThread(rewrite).addCallbacks(done, failed)
         return entry
@@ -338,6 +342,13 @@ def _fileEntry(head: EntryHead, path: str, bodyLength: int, size: int) -> DiskEn
         fileSize=size,
         persisted=head.responseTime,
     )
+
+
+def _leftForNextStart(reason: Failure) -> None:
+    """
+    A removal that could not run (the threads stopped, at shutdown): the file stays, and
+    the next start drops it (a temporary file) or loads it within the bound.
+    """
 
 
 def _unlink(path: str) -> None:
@@ -433,7 +444,15 @@ def frameBlock(block: bytes) -> bytes:
 
 class _DiskWriter:
     """
-    Writes framed blocks to a temporary file as they fill; commit finishes it in a thread.
+    Writes one body to a temporary file, all its file work in the store's threads
+    (C{runInThread}): creating the file, each framed block as it fills, and the commit
+    (the last block, the record, fsync, rename) or the removal, each job started once the
+    one before it ended, so that they happen in order while the reactor goes on.
+
+    A job that fails (disk full ...) ends the writer: the failure is logged (rate-limited,
+    L{DiskStore.writeFailed}), the temporary file removed, and the next L{write} says
+    False; bytes not written yet are held meanwhile, at most C{maxObjectSize} (they count
+    against the store's bound, L{StoreIndex.reserve}).
     """
 
     def __init__(self, store: DiskStore, head: EntryHead, path: str) -> None:
@@ -441,37 +460,84 @@ class _DiskWriter:
         self._head = head
         self._path = path
         self._temporary = path + ".tmp"
-        self._file: BinaryIO | None = open(self._temporary, "wb")
+        self._file: BinaryIO | None = None
         self._blocks = Blocks()
+        self._reserved = 0
+        #: Whether writes are taken (no commit, abort or failure yet).
+        self._open = True
+        self._failed = False
+        self._last: Deferred[Any] = succeed(None)
+        self._then(self._create)
+
+    def _then(self, job: Callable[[], T]) -> Deferred[T | None]:
+        """
+        Run C{job} in a thread once every job before it has ended; the chain fires with
+        its result, or None once a job failed (then no later job runs).
+        """
+
+        def run(_: object) -> Deferred[T | None] | None:
+            if self._failed:
+                return None
+            return self._store.runInThread(job).addErrback(self._jobFailed)
+
+        self._last = self._last.addCallback(run)
+        return self._last
+
+    def _jobFailed(self, reason: Failure) -> None:
+        self._failed = True
+        self._open = False
+        self._release()
+        self._store.writeFailed(self._head.uri, reason.value or Exception(reason))
+        self._store.runInThread(self._discardFile).addErrback(_leftForNextStart)
+
+    def _release(self) -> None:
+        self._store.release(self._reserved)
+        self._reserved = 0
+
+    # the jobs (in a thread)
+
+    def _create(self) -> None:
+        self._file = open(self._temporary, "wb")
+
+    def _writeBlocks(self, blocks: list[bytes]) -> None:
+        assert self._file is not None
+        for block in blocks:
+            self._file.write(frameBlock(block))
+
+    def _discardFile(self) -> None:
+        f, self._file = self._file, None
+        if f is not None:
+            f.close()
+        _unlink(self._temporary)
+
+    # the writer (in the reactor thread)
 
     def write(self, data: bytes) -> bool:
-        if self._file is None:
+        if not self._open:
             return False
         if self._blocks.total + len(data) > self._store.maxObjectSize or not (
             self._store.reserve(len(data))
         ):
             self.abort()
             return False
-        try:
-            for block in self._blocks.add(data):
-                self._file.write(frameBlock(block))
-        except OSError as e:
-            self._store.writeFailed(self._head.uri, e)
-            self.abort()
-            return False
+        self._reserved += len(data)
+        blocks = list(self._blocks.add(data))
+        if blocks:
+            self._then(partial(self._writeBlocks, blocks))
         return True
 
     def commit(self) -> Deferred[StoredEntry | None]:
-        f = self._file
-        if f is None:
+        if not self._open:
             return succeed(None)
-        self._file = None
+        self._open = False
         rest = self._blocks.rest()
         bodyLength = self._blocks.total
         record = self._head.toJSON(bodyLength)
         temporary, path = self._temporary, self._path
 
         def finish() -> int:
+            f, self._file = self._file, None
+            assert f is not None
             try:
                 if rest is not None:
                     f.write(frameBlock(rest))
@@ -486,25 +552,20 @@ class _DiskWriter:
             _fsyncDirectory(os.path.dirname(path))
             return size
 
-        def done(size: int) -> StoredEntry | None:
-            self._store.release(bodyLength)
+        def done(size: int | None) -> StoredEntry | None:
+            if size is None:
+                return None  # a job failed: logged, cleaned up, released
+            self._release()
             return self._store._committed(self._head, path, bodyLength, size)
 
-        def failed(reason: Any) -> None:
-            self._store.release(bodyLength)
-            f.close()
-            self._store.writeFailed(self._head.uri, reason.value)
-            _unlink(temporary)
-            return None
-
-        return self._store.runInThread(finish).addCallbacks(done, failed)
+        return self._then(finish).addCallback(done)
 
     def abort(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-            self._store.release(self._blocks.total)
-            _unlink(self._temporary)
+        if not self._open:
+            return
+        self._open = False
+        self._release()
+        self._then(self._discardFile)
 
 
 class _DiskBody:
