@@ -44,7 +44,7 @@ from caplab.metrics import (
 )
 from caplab.metrics.admin import adminResource
 from caplab.metrics.registry import CacheFigures, Metrics
-from caplab.proxy.accesslog import AccessLog, ThreadWriter
+from caplab.proxy.accesslog import AccessLog
 from caplab.proxy.auth import AuthFileError, HtpasswdAuthenticator
 from caplab.proxy.filters import (
     COUNTERS,
@@ -398,7 +398,7 @@ def buildAccessLog(options: Mapping[str, Any], reactor: Any) -> AccessLog | None
         return None
     if path == "-":
         return AccessLog(path, reactor)
-    return AccessLog(path, reactor, runInThread=ThreadWriter(reactor, "caplab access log"))
+    return AccessLog(path, reactor, runInThread=Offloader(reactor, "caplab-access-log").run)
 
 
 def buildUppercaseTCP(options: Mapping[str, Any], reactor: Any, metrics: Metrics) -> Any:

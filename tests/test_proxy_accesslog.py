@@ -4,12 +4,17 @@ Tests for L{caplab.proxy.accesslog}.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import tempfile
+from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+from caplab.proxy import accesslog
 from caplab.proxy.accesslog import AccessLog
 
 
@@ -100,39 +105,44 @@ class AccessLogTests(SynchronousTestCase):
 
     def test_writtenInItsThread(self) -> None:
         """
-        With a L{ThreadWriter} the file is opened, written and closed in a thread of its own,
-        in order, never in the calling thread; closing waits for the writes.
+        With an L{Offloader} the file is opened, written and closed in a thread of its own,
+        in order, never in the calling thread; closing fires once the writes are done.
         """
         import threading
 
         from twisted.internet.defer import Deferred
 
-        from caplab.proxy.accesslog import ThreadWriter
+        from caplab.metrics.offload import Offloader
 
         directory = tempfile.TemporaryDirectory()
         self.addCleanup(directory.cleanup)
         path = os.path.join(directory.name, "access.log")
         threads: list[str] = []
+        finished = threading.Event()
 
         class Reactor(Clock):
             def callFromThread(self, f: object, *args: object) -> None:
                 f(*args)  # type: ignore[operator]
 
-        writer = ThreadWriter(Reactor(), "test writer")
+            def addSystemEventTrigger(self, *args: object) -> None:
+                pass
+
+        writer = Offloader(Reactor(), "test writer")
+        self.addCleanup(writer.stop)
 
         def tracked(work: object) -> Deferred[object]:
             def run() -> object:
                 threads.append(threading.current_thread().name)
                 return work()  # type: ignore[operator]
 
-            return writer(run)
+            return writer.run(run)
 
-        tracked.stop = writer.stop  # type: ignore[attr-defined]
         log = AccessLog(path, Clock(), runInThread=tracked)
         log.open()
         for index in range(100):
             log.record("1.1.1.1", None, b"GET", b"/%d" % index, b"HTTP/1.1", 200, 1, None, None)
-        log.close()
+        log.close().addCallback(lambda _: finished.set())
+        self.assertTrue(finished.wait(10))
         with open(path) as f:
             lines = f.read().splitlines()
         self.assertEqual(
@@ -172,3 +182,134 @@ class AccessLogTests(SynchronousTestCase):
         self.assertEqual(len(warnings), 1)
         self.assertLessEqual(log._pending, 1000 + 100)
         log._dropped.stop()
+
+
+def record(log: AccessLog, path: bytes = b"/x") -> None:
+    log.record("1.1.1.1", None, b"GET", path, b"HTTP/1.1", 200, 1, None, None)
+
+
+class FillingFile(io.BytesIO):
+    """
+    A file on a disk with C{room} bytes left (None: no limit): a write takes what fits, the
+    next fails with C{ENOSPC}, as on a full disk.
+    """
+
+    room: int | None = None
+
+    def write(self, data: Any) -> int:
+        data = bytes(data)
+        if self.room is not None:
+            if self.room <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            data = data[: self.room]
+            self.room -= len(data)
+        return super().write(data)
+
+    def close(self) -> None:
+        pass  # keep the value readable
+
+
+class FullDiskTests(SynchronousTestCase):
+    """
+    A full disk, or a file that cannot be opened: lines dropped and counted in one
+    rate-limited line, and writing resumes by itself.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.log = AccessLog("access.log", self.clock)
+        self.file = FillingFile()
+        self.log._file = self.file
+
+    def test_recovers(self) -> None:
+        """
+        While the disk is full every batch is tried, and dropped: one line at once, then
+        a second with the count so far, and a summary; a line cut short is ended; once
+        there is room the next lines are written, and nothing is held back as "behind".
+        """
+        self.patch(accesslog, "MAX_PENDING", 1000)
+        self.file.room = 10
+        with capturedLogs() as events:
+            for _second in range(3):
+                for _ in range(100):
+                    record(self.log)
+                    self.log.flush()
+                self.clock.advance(1)
+            self.clock.advance(1)
+            self.file.room = None
+            record(self.log, b"/back")
+            self.log.flush()
+        lines = [formatEvent(e) for e in events]
+        self.assertEqual(self.log.dropped, 300)
+        self.assertEqual(self.log._pending, 0)
+        self.assertEqual(len(lines), 5, lines)
+        self.assertEqual(
+            lines[0],
+            "caplab cannot write the access log access.log: No space left on device; 1 lines "
+            "dropped so far (the next lines are tried again)",
+        )
+        for line, dropped in zip(lines[1:4], (100, 200, 300), strict=True):
+            self.assertIn(f"; {dropped} lines dropped so far", line)
+        self.assertEqual(
+            lines[4],
+            "caplab access log access.log: writes failed for 2s (No space left on device); "
+            "300 lines dropped so far",
+        )
+        written = self.file.getvalue().split(b"\n")
+        self.assertEqual(len(written[0]), 10)  # the line the disk cut short, ended
+        self.assertIn(b"GET /back HTTP/1.1", written[1])
+        self.assertEqual(written[2:], [b""])
+
+    def test_devFull(self) -> None:
+        """
+        A real full device: the lines are dropped and counted, nothing raises.
+        """
+        if not os.path.exists("/dev/full"):
+            self.skipTest("no /dev/full")
+        log = AccessLog("/dev/full", self.clock)
+        with capturedLogs() as events:
+            log.open()
+            for _ in range(5):
+                record(log)
+            log.flush()
+            record(log)
+            log.flush()
+            self.successResultOf(log.close())
+        self.assertEqual(log.dropped, 6)
+        self.assertEqual(
+            [e["dropped"] for e in events if "cannot write" in e["log_format"]], [5, 6]
+        )
+
+    def test_openedAgain(self) -> None:
+        """
+        A file that cannot be opened (its directory is missing) is tried again with the
+        next lines, and written once it can be.
+        """
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = os.path.join(directory.name, "logs", "access.log")
+        log = AccessLog(path, self.clock)
+        with capturedLogs() as events:
+            log.open()
+            record(log, b"/lost")
+            log.flush()
+            os.mkdir(os.path.dirname(path))
+            record(log, b"/kept")
+            log.flush()
+            self.successResultOf(log.close())
+        self.assertEqual(log.dropped, 1)
+        failures = [e for e in events if "cannot write" in e["log_format"]]
+        self.assertEqual([e["dropped"] for e in failures], [0, 1])
+        with open(path) as f:
+            self.assertEqual([line.split('"')[1] for line in f], ["GET /kept HTTP/1.1"])
+
+    def test_closedDropsLater(self) -> None:
+        """
+        Lines recorded after the log is closed are counted as dropped, never written.
+        """
+        self.successResultOf(self.log.close())
+        record(self.log)
+        self.log.flush()
+        self.assertEqual(self.log.dropped, 1)
+        self.assertIsNone(self.log._file)
+        self.assertEqual(self.file.getvalue(), b"")

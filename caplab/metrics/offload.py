@@ -1,10 +1,12 @@
 """
-Blocking work of the metrics (the C{--workers} metrics directory's files, C{/proc}) in a thread
-of its own, so that the reactor thread never waits for a disk.
+Blocking work in a thread of its own, so that the reactor thread never waits for a disk: the
+metrics' (the C{--workers} metrics directory's files, C{/proc}) and the access log's writes,
+each with an L{Offloader} of its own.
 
-One thread, not the reactor's shared pool: the metrics then never delay name lookups,
-password checks or disk-cache commits queued there (nor are delayed by them), and the jobs
-run one at a time, in order, so a directory is never read while this process is changing it.
+One thread, not the reactor's shared pool: the jobs then never delay name lookups, password
+checks or disk-cache commits queued there (nor are delayed by them), and they run one at a
+time, in order, so a directory is never read while this process is changing it, and log
+lines are written in the order they were handed over.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class Offloader:
 
     def run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
         if self._stopped:
-            return fail(RuntimeError("the metrics thread has stopped (shutting down)"))
+            return fail(RuntimeError(f"the {self.name} thread has stopped (shutting down)"))
         if self._pool is None:
             self._pool = ThreadPool(minthreads=0, maxthreads=1, name=self.name)
             self._pool.start()

@@ -9,8 +9,15 @@ C{Cache-Status} appended when there is one::
 
 Lines are buffered and handed to the file a moment later (never more than C{flushDelay}
 seconds), so a busy proxy does not make one write system call per request; the writes run in
-a thread of their own (L{ThreadWriter}), in order, so a slow disk never holds up the
-reactor.  L{reopener} reopens the file (logrotate moves it away, then signals).
+a thread of their own (the wiring's L{caplab.metrics.offload.Offloader}), in order, so a slow
+disk never holds up the reactor.  L{reopener} reopens the file (logrotate moves it away, then
+signals).
+
+Lines that cannot be written (a full disk, a file that cannot be opened) are dropped and
+counted (L{AccessLog.dropped}) in one rate-limited line; every later batch is tried again (the
+file opened again if need be), so the log resumes by itself once there is room.  A line cut
+short by a full disk is ended before the next one.  L{AccessLog.close} hands the last lines
+over and fires once they are written (the caller bounds the wait).
 
 With C{-} as the path, each record is a log event instead (namespace C{caplab.access}, with
 the line in C{line} and every field apart), so that it goes to C{twist}'s log in the log's own
@@ -23,10 +30,9 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
+from twisted.python.failure import Failure
 
 from caplab.ratelimit import LogThrottle
 
@@ -55,31 +61,6 @@ def _text(value: bytes | str | None) -> str | None:
     return value
 
 
-class ThreadWriter:
-    """
-    Runs file writes in one thread of its own, one after the other, in the order given.
-    """
-
-    def __init__(self, reactor: Any, name: str = "caplab file writer") -> None:
-        self.reactor = reactor
-        self.pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
-
-    def start(self) -> None:
-        if not self.pool.started:
-            self.pool.start()
-
-    def stop(self) -> None:
-        """
-        Wait for the writes under way, then end the thread.
-        """
-        if self.pool.started:
-            self.pool.stop()
-
-    def __call__(self, work: Callable[[], Any]) -> Deferred[Any]:
-        self.start()
-        return deferToThreadPool(self.reactor, self.pool, work)
-
-
 def inline(work: Callable[[], Any]) -> Deferred[Any]:
     """
     Runs a write at once (tests, and the standard output).
@@ -90,6 +71,8 @@ def inline(work: Callable[[], Any]) -> Deferred[Any]:
 class AccessLog:
     """
     Writes access log lines to a file (C{-}: to the log, as events).
+
+    @ivar dropped: lines dropped since the log was made (a writer behind, a full disk).
     """
 
     def __init__(
@@ -101,8 +84,8 @@ class AccessLog:
         publish: Logger | None = None,
     ) -> None:
         """
-        @param runInThread: where the file is opened, written and closed: a L{ThreadWriter}
-            (one thread, in order), or L{inline}.
+        @param runInThread: where the file is opened, written and closed: one thread of its
+            own, in order (L{caplab.metrics.offload.Offloader.run}), or L{inline}.
         @param publish: where the events go with C{-} (a logger of namespace L{NAMESPACE}
             by default).
         """
@@ -112,8 +95,11 @@ class AccessLog:
         self.runInThread = runInThread
         self.events = publish if publish is not None else Logger(namespace=NAMESPACE)
         self.toLog = path == "-"
-        self._file: IO[str] | None = None
-        self._opened = False
+        self.dropped = 0
+        # The writer's own: only ever touched in its thread (runInThread), in order.
+        self._file: IO[bytes] | None = None
+        self._cutShort = False
+        self._closed = False
         self._lines: list[str] = []
         self._pending = 0
         self._flush: Any = None
@@ -126,46 +112,69 @@ class AccessLog:
             "({total} so far)",
             summary="caplab access log {path} dropped {burst} lines in {duration}s",
         )
+        self._failures = LogThrottle(
+            log,
+            clock,
+            "caplab cannot write the access log {path}: {reason}; {dropped} lines dropped so "
+            "far (the next lines are tried again)",
+            summary="caplab access log {path}: writes failed for {duration}s ({reason}); "
+            "{dropped} lines dropped so far",
+        )
 
     def open(self) -> None:
         """
-        Open the file (in the writer's thread) unless it is open.
-
-        The file object is only ever touched by the writer (opened, written, swapped,
-        closed in its one thread, in order), never by the reactor thread.
+        Open the file now (in the writer's thread) rather than with the first lines, so
+        that a path that cannot be written is reported at start-up.
         """
-        if self.toLog or self._opened:
+        if self.toLog or self._closed:
             return
-        self._opened = True
         path = self.path
 
-        def openFile() -> None:
-            self._file = open(path, "a", encoding="utf-8")
+        def openFile() -> tuple[int, str | None]:
+            try:
+                self._openIfNeeded(path)
+            except OSError as e:
+                return 0, _reason(e)
+            return 0, None
 
-        self.runInThread(openFile).addErrback(self._failed)
+        self.runInThread(openFile).addBoth(self._written, 0, 0)
 
-    def close(self) -> None:
+    def close(self) -> Deferred[None]:
+        """
+        Hand the buffered lines to the writer, then close the file after them; fires once
+        that is done.  Lines recorded after this are dropped.
+        """
         self.flush()
+        if self._closed:
+            return succeed(None)
+        self._closed = True
         self._dropped.stop()
-        if self._opened:
-            self._opened = False
-            self.useFile(None)
-        stop = getattr(self.runInThread, "stop", None)
-        if stop is not None:
-            stop()
+        if self.toLog:
+            self._failures.stop()
+            return succeed(None)
+        done = self.useFile(None)
+        done.addBoth(lambda _: self._failures.stop())
+        return done
 
-    def useFile(self, new: IO[str] | None) -> None:
+    def useFile(self, new: IO[bytes] | None) -> Deferred[None]:
         """
-        Write to C{new} (None: nowhere) once the lines handed over so far are written, and
-        close the file in use: in the writer's thread, in order with the writes.
+        Write to C{new} (None: nowhere until lines come) once the lines handed over so far
+        are written, and close the file in use: in the writer's thread, in order with the
+        writes.
         """
 
-        def swap() -> None:
+        def swap() -> tuple[int, str | None]:
             old, self._file = self._file, new
+            self._cutShort = False
             if old is not None:
-                old.close()
+                try:
+                    old.close()
+                except OSError as e:
+                    return 0, _reason(e)
+            return 0, None
 
-        self.runInThread(swap).addErrback(self._failed)
+        done: Deferred[None] = self.runInThread(swap).addBoth(self._written, 0, 0)
+        return done
 
     def _timestamp(self) -> str:
         now = int(self.clock.seconds())
@@ -217,7 +226,11 @@ class AccessLog:
                 cacheStatus=cacheStatus,
             )
             return
+        if self._closed:
+            self.dropped += 1
+            return
         if self._pending > MAX_PENDING:
+            self.dropped += 1
             self._dropped.event(path=self.path)
             return
         self._lines.append(line + "\n")
@@ -235,26 +248,64 @@ class AccessLog:
         lines, self._lines = self._lines, []
         if not lines:
             return
-        data = "".join(lines)
-        self.open()
+        text = "".join(lines)
+        path = self.path
 
-        def write() -> None:
-            f = self._file
-            if f is not None:
-                f.write(data)
-                f.flush()
+        def write() -> tuple[int, str | None]:
+            return self._writeOut(path, text.encode("utf-8", "backslashreplace"))
 
-        def written(result: object) -> None:
-            self._pending -= len(data)
+        self.runInThread(write).addBoth(self._written, len(lines), len(text))
 
-        self.runInThread(write).addCallbacks(written, self._failed)
+    def _openIfNeeded(self, path: str) -> IO[bytes]:
+        """
+        The file to write to, opened if it is not (in the writer's thread).
+        """
+        if self._file is None:
+            # Unbuffered: what a failed write did not write is never written later.
+            self._file = open(path, "ab", buffering=0)
+            self._cutShort = False
+        return self._file
 
-    def _failed(self, failure: Any) -> None:
-        log.error(
-            "caplab cannot write the access log {path}: {reason}",
-            path=self.path,
-            reason=failure.getErrorMessage(),
-        )
+    def _writeOut(self, path: str, data: bytes) -> tuple[int, str | None]:
+        """
+        Write C{data} (whole lines) to the file, in the writer's thread; return how many
+        lines were not written whole and why (None: all were).
+        """
+        ending = self._cutShort
+        if ending:
+            data = b"\n" + data
+        view = memoryview(data)
+        try:
+            f = self._openIfNeeded(path)
+            while view:
+                written = f.write(view)
+                if not written:
+                    raise OSError("the file took no bytes")
+                view = view[written:]
+        except OSError as e:
+            lost = view.tobytes().count(b"\n")
+            if len(view) < len(data):
+                self._cutShort = not data[: len(data) - len(view)].endswith(b"\n")
+            elif ending:
+                lost -= 1  # the end of the line cut short before, not one of these
+            return lost, _reason(e)
+        self._cutShort = False
+        return 0, None
+
+    def _written(self, result: object, lines: int, size: int) -> None:
+        """
+        Back in the reactor thread after a job of the writer: count and report what it
+        could not write.
+        """
+        self._pending -= size
+        if isinstance(result, Failure):  # the writer has stopped, say
+            dropped, reason = lines, result.getErrorMessage()
+        else:
+            dropped, reason = result  # type: ignore[misc]
+        if reason is None:
+            return
+        self.dropped += dropped
+        self._failures.event(path=self.path, reason=reason, dropped=self.dropped)
 
     def reopener(self) -> LogReopener:
         """
@@ -272,16 +323,22 @@ class LogReopener:
     def __init__(self, accessLog: AccessLog) -> None:
         self.accessLog = accessLog
 
-    def load(self) -> IO[str] | None:
+    def load(self) -> IO[bytes] | None:
         if self.accessLog.toLog:
             return None
-        return open(self.accessLog.path, "a", encoding="utf-8")
+        return open(self.accessLog.path, "ab", buffering=0)
 
-    def use(self, new: IO[str] | None) -> str:
+    def use(self, new: IO[bytes] | None) -> str:
         accessLog = self.accessLog
         if new is None:
             return "standard output, nothing to reopen"
+        if accessLog._closed:  # the services stopped meanwhile
+            new.close()
+            return "closed meanwhile (stopping)"
         accessLog.flush()
-        accessLog._opened = True
         accessLog.useFile(new)
         return f"reopened {accessLog.path}"
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error) or repr(error)
