@@ -115,6 +115,24 @@ class ForwarderTests(SynchronousTestCase):
             b"GET /path?q=1 HTTP/1.1\r\nHost: origin.test:8000\r\nA: 1\r\n\r\n",
         )
 
+    def test_framingFieldsReplaced(self) -> None:
+        """
+        Framing fields in the request (a filter's, the cache's) are dropped, in any case of
+        their names: the head carries the framing of the body actually sent.
+        """
+        headers = [
+            (b"Host", b"origin.test:8000"),
+            (b"CONTENT-LENGTH", b"99"),
+            (b"transfer-Encoding", b"gzip"),
+            (b"Content-Lengthy", b"kept"),
+        ]
+        d, protocol = self.fetch(request(b"POST", headers))
+        self.assertEqual(
+            protocol.transport.value(),
+            b"POST /path?q=1 HTTP/1.1\r\nHost: origin.test:8000\r\nContent-Lengthy: kept\r\n"
+            b"Content-Length: 0\r\n\r\n",
+        )
+
     def test_contentLengthResponse(self) -> None:
         """
         A response with Content-Length fires the Deferred with the head; the body follows to

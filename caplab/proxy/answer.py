@@ -19,8 +19,8 @@ from twisted.logger import Logger
 from caplab.proxy.body import WholeBody
 from caplab.proxy.headers import endToEnd, viaValue
 from caplab.proxy.hooks import Headers, UpstreamResponse
-from caplab.proxy.http1 import LAST_CHUNK, chunk, responseHead
-from caplab.proxy.pages import errorPage, reason
+from caplab.proxy.http1 import LAST_CHUNK, chunk, completeResponse, responseHead
+from caplab.proxy.pages import errorPage
 
 log = Logger(namespace="caplab.proxy")
 
@@ -296,12 +296,10 @@ class Answer:
         self.code = code
         fields = list(headers)
         self._connectionField(fields)
-        fields.append((b"Content-Length", b"%d" % len(body)))
-        if self.method == b"HEAD":
-            body = b""
+        withBody = self.method != b"HEAD"
         self.started = True
-        self.sentLength = len(body)
-        self.client.send(responseHead(code, reason(code), fields) + body)
+        self.sentLength = len(body) if withBody else 0
+        self.client.send(completeResponse(code, fields, body, False, withBody))
         self._complete()
 
     def _complete(self) -> None:

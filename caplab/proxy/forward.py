@@ -31,6 +31,7 @@ from caplab.proxy.origin import OriginConnection, Transfer
 
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+_FRAMING_LENGTHS = frozenset(len(name) for name in _FRAMING)
 
 
 class Connector(TypingProtocol):
@@ -49,7 +50,13 @@ def upstreamHead(request: UpstreamRequest, body: IRequestBody | None) -> bytes:
     The head to send for C{request}: its target's path, its fields, the framing of C{body}
     (a length, or chunked when it has none), and the protocol switch it asks for.
     """
-    headers = [(n, v) for n, v in request.headers if n.lower() not in _FRAMING]
+    # The fields came through upstreamRequestHeaders, which drops the framing ones; a
+    # filter or the cache may have added some back.  Only names of their lengths are
+    # lowered to be compared.
+    lengths = _FRAMING_LENGTHS
+    headers = [
+        (n, v) for n, v in request.headers if len(n) not in lengths or n.lower() not in _FRAMING
+    ]
     length = None if body is None else body.length
     if body is not None and length is None:
         headers.append((b"Transfer-Encoding", b"chunked"))
@@ -96,7 +103,6 @@ class Forwarder:
         self._idle: dict[tuple[str, str, int], list[OriginConnection]] = {}
         self._idleCount = 0
         self._sweep: IDelayedCall | None = None
-        self.connectionsOpened = 0
 
     def fetch(
         self, request: UpstreamRequest, body: IRequestBody | None
@@ -159,7 +165,6 @@ class Forwarder:
             )
             attempt.cancel()
 
-        self.connectionsOpened += 1
         attempt = transfer.attempt = self.connector.connect(target, connection)
         if self.timeout and not attempt.called:
             timer = self.clock.callLater(self.timeout, timedOut)

@@ -60,7 +60,7 @@ class Relay:
     One tunnel between a client's connection (the exchange's channel) and an origin's.
 
     @ivar target: what the tunnel reaches, for logs.
-    @ivar received: bytes from the origin (the access log's size); @ivar sent: to it.
+    @ivar received: bytes from the origin (the access log's size).
     """
 
     def __init__(self, exchange: TunnelClient, target: str, onClosed: Any = None) -> None:
@@ -71,7 +71,6 @@ class Relay:
         self.lastActivity = self.clock.seconds()
         self.origin: Any = None
         self.received = 0
-        self.sent = 0
         self.closed = False
         self._onClosed = onClosed
         self._clientReading = True
@@ -106,7 +105,6 @@ class Relay:
 
     def fromClient(self, data: bytes) -> None:
         if self.origin is not None and not self.closed:
-            self.sent += len(data)
             self.lastActivity = self.clock.seconds()
             self.origin.write(data)
 
@@ -211,7 +209,6 @@ class PendingTunnel:
 
     def __init__(self, attempt: Deferred[Any]) -> None:
         self.attempt = attempt
-        self.relay: Relay | None = None
 
     def clientLost(self) -> None:
         if not self.attempt.called:
@@ -246,7 +243,7 @@ class TunnelOpener:
             if exchange.gone:
                 side.transport.loseConnection()  # type: ignore[union-attr]
                 return
-            relay = pending.relay = side.relay = Relay(exchange, target.authority, self._closed)
+            relay = side.relay = Relay(exchange, target.authority, self._closed)
             self.open_ += 1
             self.total += 1
             if self.metrics is not None:

@@ -34,7 +34,7 @@ _FIELDS = re.compile(_FIELD)
 _BLOCK = re.compile(rb"(?:" + _FIELD + rb")*")
 
 #: Bytes that may not appear in a field value (all controls but HTAB, and DEL).
-_UNSAFE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+UNSAFE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
@@ -82,37 +82,16 @@ def _parseSlowly(block: bytes, lenient: bool) -> Headers:
 
 
 def _value(value: bytes, lenient: bool) -> bytes:
-    if _UNSAFE.search(value) is None:
+    if UNSAFE.search(value) is None:
         return value
     if not lenient:
         raise FieldError("a control character (CR, LF, NUL ...) inside a field value")
-    return _UNSAFE.sub(b" ", value).strip(b" \t")
+    return UNSAFE.sub(b" ", value).strip(b" \t")
 
 
 def _show(text: bytes, limit: int = 40) -> str:
     shown = repr(text[:limit])[1:]
     return shown + ("..." if len(text) > limit else "")
-
-
-def validValue(value: bytes) -> bool:
-    """
-    Whether C{value} may be sent as a field value as it is (no control bytes but HTAB).
-    """
-    return _UNSAFE.search(value) is None
-
-
-def validName(name: bytes) -> bool:
-    """
-    Whether C{name} is a field name (a token).
-    """
-    return _TOKEN.fullmatch(name) is not None
-
-
-def validToken(text: bytes) -> bool:
-    """
-    Whether C{text} is an RFC 9110 token (methods, field names, codings).
-    """
-    return _TOKEN.fullmatch(text) is not None
 
 
 def tokens(values: list[bytes]) -> list[bytes]:

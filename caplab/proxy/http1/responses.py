@@ -28,12 +28,11 @@ from __future__ import annotations
 import re
 
 from caplab.proxy.http1.events import Event, InterimResponse, ResponseHead
-from caplab.proxy.http1.fields import FieldError, framingFields, parseFields, tokens
+from caplab.proxy.http1.fields import UNSAFE, FieldError, framingFields, parseFields, tokens
 from caplab.proxy.http1.reader import HEAD, SWITCHED, MessageReader
 from caplab.proxy.http1.requests import contentLength
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) ([0-9]{3})(?: ([^\r\n]*))?")
-_UNSAFE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 #: Interim responses accepted before a final one: more is an origin gone wrong.
 MAX_INTERIM = 16
@@ -106,8 +105,8 @@ class ResponseReader(MessageReader):
         self._buffer = buffer[end + 4 :]
         code = int(match.group(2))
         phrase = match.group(3) or b""
-        if _UNSAFE.search(phrase) is not None:
-            phrase = _UNSAFE.sub(b" ", phrase)
+        if UNSAFE.search(phrase) is not None:
+            phrase = UNSAFE.sub(b" ", phrase)
         http11 = match.group(1) != b"0"
         if 100 <= code < 200 and code != 101:
             self._interim += 1
