@@ -131,3 +131,25 @@ class StalledBodyTests(Harness):
         self.clock.pump([1] * 30)
         self.assertFalse(transport.disconnecting)
         self.assertEqual(transport.value(), b"")
+
+    def test_nextRequestStartsAfresh(self) -> None:
+        """
+        The stall of one request's body is not counted against the next one's: a body that
+        waited almost the idle timeout, then came whole, leaves the next request (pipelined
+        behind it) its own full idle timeout.
+        """
+        channel, transport, sink = self._stalled(
+            b"POST http://h/ HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n", b""
+        )
+        self.clock.pump([1] * 10)
+        channel.dataReceived(
+            b"abc" + b"POST http://h/2 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n"
+        )
+        self.fetcher.answer(204)
+        [_, (request, body, d)] = self.fetcher.calls
+        body.startStreaming(Sink())
+        self.clock.pump([1] * 5)
+        self.assertNotIn(b" 408 ", transport.value())
+        self.assertFalse(transport.disconnecting)
+        self.clock.pump([1] * 8)
+        self.assertIn(b" 408 ", transport.value())

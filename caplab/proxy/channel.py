@@ -322,6 +322,7 @@ class CaplabProxy(Proxy):
 
     def _serve(self, head: RequestHead) -> None:
         self.state = BUSY
+        self._bodySeen = -1
         exchange = self.exchange = Exchange(self, head)
         try:
             exchange.start()
