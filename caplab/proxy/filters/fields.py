@@ -14,17 +14,16 @@ from collections.abc import Iterable
 
 from caplab.proxy.hooks import Headers
 
-#: RFC 9110 token characters: a field name, a media type, a coding.
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: RFC 9110 token characters (tchar): a field name, a media type, a coding, a parameter.
+_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_TOKEN = re.compile(_TCHAR + rb"+")
 #: A field value may not hold CR, LF or NUL (nor other controls but tab).
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 #: One element of a comma-separated list, quoted strings kept whole.
 _ELEMENT = re.compile(rb'(?:[^,"]|"(?:[^"\\]|\\.)*"?)+')
 #: A media type and its parameters.
-_MEDIA_TYPE = re.compile(rb"\s*([!#$%&'*+\-.^_`|~0-9A-Za-z]+/[!#$%&'*+\-.^_`|~0-9A-Za-z]+)\s*")
-_PARAMETER = re.compile(
-    rb'\s*;\s*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)\s*'
-)
+_MEDIA_TYPE = re.compile(rb"\s*(" + _TCHAR + rb"+/" + _TCHAR + rb"+)\s*")
+_PARAMETER = re.compile(rb"\s*;\s*(" + _TCHAR + rb'+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)\s*')
 
 #: Fields a transformed body makes false: its length and digests of the original bytes.
 STALE_WHEN_TRANSFORMED = frozenset(
@@ -36,6 +35,10 @@ STALE_WHEN_TRANSFORMED = frozenset(
         b"content-digest",
     }
 )
+
+
+#: What L{markTransformed} removes.
+_DROPPED_WHEN_TRANSFORMED = STALE_WHEN_TRANSFORMED | {b"accept-ranges", b"content-encoding"}
 
 
 def isToken(text: bytes) -> bool:
@@ -69,17 +72,6 @@ def firstField(headers: Headers, name: bytes) -> bytes | None:
         if len(n) == size and n.lower() == name:
             return v
     return None
-
-
-def hasField(headers: Headers, name: bytes) -> bool:
-    return firstField(headers, name) is not None
-
-
-def withoutFields(headers: Headers, names: frozenset[bytes]) -> Headers:
-    """
-    A copy of C{headers} without the fields named in C{names} (lower-case).
-    """
-    return [(n, v) for n, v in headers if n.lower() not in names]
 
 
 def removeFields(headers: Headers, names: frozenset[bytes]) -> int:
@@ -202,17 +194,9 @@ def markTransformed(headers: Headers) -> None:
     chunked, or close-delimited), no digests, no C{Content-Encoding}, a weak C{ETag},
     C{Accept-Ranges: none} (a range of the transformed bytes cannot be served).
     """
-    drop = STALE_WHEN_TRANSFORMED | {b"accept-ranges", b"content-encoding"}
-    kept: Headers = []
-    for name, value in headers:
-        lower = name.lower()
-        if lower in drop:
-            continue
-        if lower == b"etag":
-            value = weakETag(value)
-        kept.append((name, value))
-    kept.append((b"Accept-Ranges", b"none"))
-    headers[:] = kept
+    removeFields(headers, _DROPPED_WHEN_TRANSFORMED)
+    weakenETags(headers)
+    headers.append((b"Accept-Ranges", b"none"))
 
 
 def weakenETags(headers: Headers) -> None:

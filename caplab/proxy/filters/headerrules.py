@@ -22,27 +22,14 @@ from caplab.proxy.filters.fields import isFieldValue, isToken, removeFields, set
 from caplab.proxy.filters.hosts import FilterConfigError, HostSelector
 from caplab.proxy.filters.interfaces import ITransform, ResponseHead
 from caplab.proxy.filters.reporting import FilterCounters
+from caplab.proxy.headers import HOP_BY_HOP
 from caplab.proxy.hooks import UpstreamRequest
 
 ACTIONS = ("add", "set", "remove")
 
-#: Fields a header rule may not name.
-PROTECTED = frozenset(
-    {
-        b"content-length",
-        b"transfer-encoding",
-        b"content-encoding",
-        b"host",
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"proxy-authorization",
-        b"proxy-authenticate",
-    }
-)
+#: Fields a header rule may not name: the framing, C{Host}, and the hop-by-hop fields the
+#: proxy removes and writes itself (the proxy credentials among them).
+PROTECTED = HOP_BY_HOP | {b"content-length", b"content-encoding", b"host"}
 
 
 @dataclass(frozen=True)
