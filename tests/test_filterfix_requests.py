@@ -20,6 +20,7 @@ from caplab.proxy.filters.reporting import filterLog
 from caplab.proxy.hooks import Target, UpstreamRequest, Verdict
 from caplab.proxy.policy import HostList, HostPolicy
 from tests.test_filters_support import makeRequest
+from tests.test_proxy_channel import Harness
 
 
 def policy() -> HostPolicy:
@@ -33,10 +34,9 @@ class Returning:
     A request filter that returns what C{make} makes of the request.
     """
 
-    name = "returning"
-
-    def __init__(self, make: Any) -> None:
+    def __init__(self, make: Any, name: str = "returning") -> None:
         self.make = make
+        self.name = name
 
     def filterRequest(self, request: UpstreamRequest, client: str) -> Any:
         return self.make(request)
@@ -46,10 +46,11 @@ def moved(host: str, port: int = 80, scheme: str = "http") -> Any:
     return lambda request: replace(request, target=Target(scheme, host, port, b"/moved"))
 
 
-def chainOf(*makers: Any, hostPolicy: Any = None) -> FilterChain:
+def chainOf(*makers: Any, hostPolicy: Any = None, names: list[str] | None = None) -> FilterChain:
     everything = HostSelector(["*"])
+    names = list(names or [])
     return FilterChain(
-        [(everything, Returning(make)) for make in makers],
+        [(everything, Returning(make, names.pop(0) if names else "returning")) for make in makers],
         log=filterLog(Clock()),
         hostPolicy=hostPolicy if hostPolicy is not None else policy(),
     )
@@ -151,3 +152,33 @@ class RequestResultTests(SynchronousTestCase):
         result = built.filterRequest(request, "127.0.0.1")
         self.assertEqual(result.target, request.target)
         self.assertEqual(result.headers, [(b"X-A", b"1")])
+
+
+class ExchangeTests(Harness):
+    """
+    Through the proxy's exchange: what a refused filter result does to the request.
+    """
+
+    def test_noneAndBlockedTarget(self) -> None:
+        """
+        With a plugin that returns None and one that moves the request to a blocked host,
+        the request is fetched from the host the client named and answered (it was a 500).
+        """
+        hostPolicy = policy()
+        chain = chainOf(
+            lambda r: None, moved("ads.example"), hostPolicy=hostPolicy, names=["none", "moving"]
+        )
+        channel, transport = self.connect(filters=chain, hostPolicy=hostPolicy)
+        with capturedLogs() as events:
+            channel.dataReceived(b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        [(request, _, _)] = self.fetcher.calls
+        self.assertEqual(request.target.uri, "http://example.com/a")
+        self.fetcher.answer(200, [(b"Content-Length", b"2")], [b"ok"])
+        reply = transport.value()
+        self.assertTrue(reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply)
+        self.assertTrue(reply.endswith(b"\r\n\r\nok"))
+        lines = [formatEvent(e) for e in events if e.get("log_namespace") == "caplab.proxy.filters"]
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("caplab filter none failed on a request", lines[0])
+        self.assertIn("caplab filter moving failed on a request", lines[1])
+        self.assertIn("it sent the request to ads.example", lines[1])
