@@ -28,7 +28,6 @@ class DiskDamageTests(SynchronousTestCase):
     def makeStore(self) -> DiskStore:
         return DiskStore(
             self.directory,
-            callLater=self.clock.callLater,
             runInThread=synchronously,
             clock=self.clock,
         )

@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from caplab.proxy.cache.bodies import BLOCK
 from caplab.proxy.cache.disk import DiskStore
 from caplab.proxy.cache.entries import StoredEntry
-from tests.test_cache_storage import head, read, store, synchronously
+from tests.test_cache_storage import Sink, head, store, synchronously
 
 
 class Jobs:
@@ -97,7 +97,14 @@ class DiskThreadTests(SynchronousTestCase):
         assert entry is not None
         [name] = self.files()
         self.assertTrue(name.endswith(".entry"))
-        self.assertEqual(read(self.store, entry, self.clock).body, body)
+        opened = self.store.openBody(entry)  # the first block, checked before the head
+        assert opened is not None
+        sink = Sink()
+        opened.deliver(sink)
+        self.assertEqual(sink.data, [body[:BLOCK]])
+        self.assertEqual(len(self.jobs.pending), 1)  # one read at a time
+        self.assertEqual(self.jobs.runAll(), 3)
+        self.assertEqual((sink.body, sink.done), (body, True))
 
     def test_abortAfterPendingWrites(self) -> None:
         """
@@ -148,3 +155,74 @@ class DiskThreadTests(SynchronousTestCase):
         self.assertEqual(len(self.files()), 1)
         self.assertEqual(self.jobs.runAll(), 1)
         self.assertEqual(self.files(), [])
+
+    def stored(self, body: bytes) -> StoredEntry:
+        self.store.runInThread = synchronously
+        entry = store(self.store, head(), body)
+        assert entry is not None
+        self.store.runInThread = self.jobs
+        return entry
+
+    def test_hitReadsInThread(self) -> None:
+        """
+        A hit's blocks after the first are read in a thread, one read at a time, none
+        while the client is paused; a damaged one ends the body incomplete and drops
+        the entry.
+        """
+        body = os.urandom(4 * BLOCK)
+        entry = self.stored(body)
+        opened = self.store.openBody(entry)
+        assert opened is not None
+        sink = Sink(pauseAfter=2)
+        opened.deliver(sink)
+        self.assertEqual(len(sink.data), 1)
+        self.assertEqual(len(self.jobs.pending), 1)
+        self.jobs.runOne()  # the second block: the sink pauses
+        self.assertEqual(len(sink.data), 2)
+        self.assertEqual(self.jobs.pending, [])
+        sink.pauseAfter = None
+        assert sink.producer is not None
+        sink.producer.resumeProducing()
+        self.assertEqual(len(self.jobs.pending), 1)
+        self.assertEqual(self.jobs.runAll(), 2)
+        self.assertEqual((sink.body, sink.done), (body, True))
+
+    def test_damagedLaterBlockInThread(self) -> None:
+        """
+        A later block that fails its check in the thread ends the body incomplete, drops
+        the entry and says so on one line.
+        """
+        entry = self.stored(os.urandom(3 * BLOCK))
+        with open(entry.path, "r+b") as f:  # type: ignore[attr-defined]
+            f.seek(2 * (BLOCK + 8) + 100)
+            f.write(b"\x00\x01\x02")
+        opened = self.store.openBody(entry)
+        assert opened is not None
+        sink = Sink()
+        with capturedLogs() as events:
+            opened.deliver(sink)
+            self.jobs.runAll()
+        self.assertIs(sink.done, False)
+        self.assertEqual(len(sink.body), 2 * BLOCK)
+        self.assertFalse(entry.live)
+        self.assertEqual(self.files(), [])
+        [line] = [formatEvent(e) for e in events]
+        self.assertIn("bad block checksum", line)
+
+    def test_stoppedWhileReading(self) -> None:
+        """
+        A client gone while a block is read: the block is dropped and the file closed when
+        the read ends, nothing more is asked for or delivered.
+        """
+        entry = self.stored(os.urandom(3 * BLOCK))
+        opened = self.store.openBody(entry)
+        assert opened is not None
+        sink = Sink()
+        opened.deliver(sink)
+        assert sink.producer is not None
+        sink.producer.stopProducing()
+        self.assertEqual(self.jobs.runAll(), 1)
+        self.assertEqual(len(sink.data), 1)
+        self.assertIsNone(sink.done)
+        self.assertIsNone(opened._file)  # type: ignore[attr-defined]
+        self.assertTrue(entry.live)

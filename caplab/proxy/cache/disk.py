@@ -9,10 +9,11 @@ Every write runs in a thread (C{runInThread}, by default the reactor's thread po
 writer's jobs (creating its temporary file, each body block of at most L{BLOCK} bytes when it
 is full, the commit's C{fsync} and renames, or the removal) one after another, in order; the
 removal of a file (eviction, purge, replacement) and the rewrite of a file whose header
-fields a 304 refreshed as well.  Serving a disk hit reads one block per step and verifies it
-before it is passed on (a block is L{BLOCK} bytes, read inline, normally from the page
-cache), pausing with the consumer.  The index is rebuilt when the store is created (before
-the reactor runs) by reading only the small trailer and header record of each file.
+fields a 304 refreshed as well.  Serving a disk hit opens its file and reads and checks its
+first block inline (one block: a damaged small object is found before its head is sent);
+every later block is read and checked in a thread, one read at a time and none while the
+client is paused.  The index is rebuilt when the store is created (before the reactor runs)
+by reading only the small trailer and header record of each file.
 
 File format: body blocks C{[u32 length][data][u32 crc32]}, then the header record (JSON),
 then a trailer C{[u32 length of header record][u32 crc32 of it][8-byte magic]}.  A file whose
@@ -32,12 +33,13 @@ from functools import partial
 from hashlib import sha256
 from typing import Any, BinaryIO, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from caplab.proxy.body import NoProducer
-from caplab.proxy.cache.bodies import BLOCK, Blocks, ChunkProducer, CorruptEntry
+from caplab.proxy.cache.bodies import BLOCK, Blocks, CorruptEntry
 from caplab.proxy.cache.entries import MAX_RECORD, DiskEntry, EntryHead, StoredEntry
 from caplab.proxy.cache.storage import MAX_VARIANTS, IBody, IEntryWriter, StoreIndex
 from caplab.proxy.hooks import IBodySink
@@ -77,9 +79,9 @@ class DiskStore(StoreIndex):
     """
     Entries in files under C{directory}, bounded in bytes, kept across restarts.
 
-    @param callLater: schedules the reads of a stored body (C{clock}'s if None).
-    @param runInThread: runs a blocking function (fsync, rename, rewrite) off the reactor
-        thread and returns a Deferred of its result.
+    @param runInThread: runs a blocking function (the file work: writes, fsync, renames,
+        removals, reads of a hit's blocks after the first) off the reactor thread and
+        returns a Deferred of its result.
     @param clock: times the log lines about failed writes (the reactor if None).
     @ivar writeFailures: the rate-limited log of failed writes (a full disk fails every
         response that would be stored: one line per L{WRITE_LOG_INTERVAL}, with a count).
@@ -92,7 +94,6 @@ class DiskStore(StoreIndex):
         directory: str,
         maxSize: int = 64 << 20,
         maxObjectSize: int = 8 << 20,
-        callLater: Callable[..., IDelayedCall] | None = None,
         runInThread: Callable[[Callable[[], Any]], Deferred[Any]] = deferToReactorThread,
         maxVariants: int = MAX_VARIANTS,
         clock: IReactorTime | None = None,
@@ -102,7 +103,6 @@ class DiskStore(StoreIndex):
             from twisted.internet import reactor
 
             clock = reactor
-        self.callLater = clock.callLater if callLater is None else callLater
         self.directory = os.path.abspath(directory)
         self.runInThread = runInThread
         self.writeFailures = LogThrottle(
@@ -215,7 +215,7 @@ class DiskStore(StoreIndex):
         if not entry.live or not isinstance(entry, DiskEntry):
             return None
         try:
-            body = _DiskBody(entry.path, entry.bodyLength, entry.fileSize, self.callLater)
+            body = _DiskBody(entry.path, entry.bodyLength, entry.fileSize, self.runInThread)
         except (OSError, CorruptEntry) as e:
             self.damaged(entry, e)
             return None
@@ -478,7 +478,7 @@ class _DiskWriter:
         def run(_: object) -> Deferred[T | None] | None:
             if self._failed:
                 return None
-            return self._store.runInThread(job).addErrback(self._jobFailed)
+            return maybeDeferred(self._store.runInThread, job).addErrback(self._jobFailed)
 
         self._last = self._last.addCallback(run)
         return self._last
@@ -571,71 +571,154 @@ class _DiskWriter:
 class _DiskBody:
     """
     A stored body read block by block from its file; each block is checked before it is
-    passed on.  The first block is read and checked when the body is opened.
+    passed on.  The first block is read and checked when the body is opened (in the calling
+    thread: one block, so that a damaged small object is found before its head is sent);
+    the others are read in a thread (L{_BlockReader}).
     """
 
     #: Called with the error when a later block fails its check or cannot be read.
     onCorrupt: Callable[[BaseException], None] | None = None
 
     def __init__(
-        self, path: str, bodyLength: int, size: int, callLater: Callable[..., IDelayedCall]
+        self,
+        path: str,
+        bodyLength: int,
+        size: int,
+        runInThread: Callable[[Callable[[], Any]], Deferred[Any]],
     ) -> None:
         self._file: BinaryIO | None = open(path, "rb")
-        self._callLater = callLater
+        self._runInThread = runInThread
         try:
             if os.fstat(self._file.fileno()).st_size != size:
                 raise CorruptEntry("size changed")
-            self._remaining = bodyLength
-            self._first = self._readBlock() if bodyLength else None
+            self.remaining = bodyLength
+            self._first = self.readBlock() if bodyLength else None
         except BaseException:
             self.close()
             raise
 
-    def _readBlock(self) -> bytes:
-        assert self._file is not None
+    def readBlock(self) -> bytes:
+        """
+        The next block, checked (L{CorruptEntry} if it fails).
+        """
+        if self._file is None:
+            raise CorruptEntry("closed")
         header = self._file.read(_BLOCK_HEAD.size)
         if len(header) != _BLOCK_HEAD.size:
             raise CorruptEntry("truncated block")
         (length,) = _BLOCK_HEAD.unpack(header)
-        if length > BLOCK or length > self._remaining or length == 0:
+        if length > BLOCK or length > self.remaining or length == 0:
             raise CorruptEntry("bad block length")
         data = self._file.read(length)
         crc = self._file.read(_CRC.size)
         if len(data) != length or len(crc) != _CRC.size or _CRC.unpack(crc)[0] != zlib.crc32(data):
             raise CorruptEntry("bad block checksum")
-        self._remaining -= length
+        self.remaining -= length
         return data
 
-    def _blocks(self) -> Iterator[bytes]:
-        try:
-            if self._first is not None:
-                first, self._first = self._first, None
-                yield first
-            while self._remaining > 0:
-                try:
-                    yield self._readBlock()
-                except (OSError, CorruptEntry) as e:
-                    if self.onCorrupt is not None:
-                        self.onCorrupt(e)
-                    raise CorruptEntry(str(e)) from e
-        finally:
-            self.close()
-
     def deliver(self, sink: IBodySink) -> None:
-        if self._remaining == 0:
-            first, self._first = self._first, None
+        first, self._first = self._first, None
+        if self.remaining == 0:
             self.close()
             sink.bodyStarted(NoProducer())
             if first is not None:
                 sink.bodyData(first)
             sink.bodyDone(True)
             return
-        ChunkProducer(self._blocks(), sink, self._callLater, self._done).start()
+        _BlockReader(self, sink, self._runInThread).start(first)
 
-    def _done(self, complete: bool) -> None:
+    def corrupt(self, error: BaseException) -> None:
         self.close()
+        if self.onCorrupt is not None:
+            self.onCorrupt(error)
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+@implementer(IPushProducer)
+class _BlockReader:
+    """
+    Delivers a disk body's blocks to a sink, pausing with it: each block after the first is
+    read and checked in a thread, one read at a time, the next one only while the sink is
+    not paused (so at most one block is held).
+    """
+
+    def __init__(
+        self,
+        body: _DiskBody,
+        sink: IBodySink,
+        runInThread: Callable[[Callable[[], Any]], Deferred[Any]],
+    ) -> None:
+        self._body = body
+        self._sink = sink
+        self._runInThread = runInThread
+        self._paused = False
+        self._finished = False
+        self._reading = False
+        self._looping = False
+
+    def start(self, first: bytes | None) -> None:
+        self._sink.bodyStarted(self)
+        if first is not None:
+            self._sink.bodyData(first)
+        self._next()
+
+    def _next(self) -> None:
+        """
+        Ask for the next block unless paused, done or already reading; a loop, not a
+        recursion, when the reads complete at once.
+        """
+        if self._looping:
+            return
+        self._looping = True
+        try:
+            while not (self._paused or self._finished or self._reading):
+                if self._body.remaining == 0:
+                    self._finish(True)
+                    break
+                self._reading = True
+                read = maybeDeferred(self._runInThread, self._body.readBlock)
+                read.addCallbacks(self._got, self._failed)
+        finally:
+            self._looping = False
+
+    def _got(self, data: bytes) -> None:
+        self._reading = False
+        if self._finished:
+            self._body.close()  # stopped while the block was read
+            return
+        self._sink.bodyData(data)
+        self._next()
+
+    def _failed(self, reason: Failure) -> None:
+        self._reading = False
+        if self._finished:
+            self._body.close()
+            return
+        self._finished = True
+        self._body.corrupt(reason.value or Exception(reason))
+        self._sink.bodyDone(False)
+
+    def _finish(self, complete: bool) -> None:
+        self._finished = True
+        self._body.close()
+        self._sink.bodyDone(complete)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        if not self._paused or self._finished:
+            return
+        self._paused = False
+        self._next()
+
+    def stopProducing(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if not self._reading:
+            self._body.close()
