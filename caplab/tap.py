@@ -14,7 +14,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -23,6 +25,7 @@ from caplab.address import describeAddress
 from caplab.coerce import seconds
 from caplab.config import ConfigurableOptions, OptionError
 from caplab.listening import EXIT_USAGE, Listening, exitWithFailureStatus
+from caplab.proxy.accesslog import AccessLog
 from caplab.proxy.cache.options import CacheOptions
 from caplab.proxy.filters.options import FilterOptions
 from caplab.proxy.options import ProxyOptions
@@ -31,9 +34,12 @@ from caplab.reconfigure import watchConfig
 from caplab.reload import SignalReloadService
 from caplab.trace import TracerService
 from caplab.wiring import ConfigError, Parts, SupervisorParts, build, buildSupervisor
-from caplab.workers import WORKER_ENVIRONMENT, WorkerOptions
+from caplab.workers import WORKER_ENVIRONMENT, Drain, WorkerOptions
 
 log = Logger(namespace="caplab.tap")
+
+#: Seconds a stopping process waits for the access log's last lines to be written, at most.
+CLOSE_TIMEOUT = 3.0
 
 
 def portNumber(value: str) -> int:
@@ -315,6 +321,8 @@ def serviceTree(
         service.setServiceParent(top)
     if parts.proxy is not None:
         ProxyService(parts).setServiceParent(top)
+    if parts.accessLog is not None:
+        AccessLogService(parts.accessLog, parts.reactor, parts.drain).setServiceParent(top)
 
     def ready() -> None:
         if parts.proxy is not None and parts.worker is None:
@@ -367,6 +375,55 @@ class ProxyService(Service):
         super().stopService()
         if self.parts.proxy is not None:
             self.parts.proxy.closeIdle()
+
+
+class AccessLogService(Service):
+    """
+    Closes the access log when the services stop: once the open connections are done (a
+    stopping worker's L{Drain}, up to C{--worker-grace}), so that their lines are written
+    too, then waiting for the last writes at most L{CLOSE_TIMEOUT} seconds (a disk that
+    hangs must not hold the stop; the C{--workers} parent kills a worker 5 s after its
+    grace).
+    """
+
+    def __init__(
+        self,
+        accessLog: AccessLog,
+        clock: IReactorTime,
+        drain: Drain | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.accessLog = accessLog
+        self.clock = clock
+        self.drain = drain
+        self.timeout = CLOSE_TIMEOUT if timeout is None else timeout
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        drained = self.drain.whenDrained() if self.drain is not None else succeed(None)
+        return drained.addCallback(lambda _: self._close())
+
+    def _close(self) -> Deferred[None]:
+        closed: Deferred[None] = Deferred()
+
+        def giveUp() -> None:
+            log.warn(
+                "caplab access log {path}: the last lines are still not written after "
+                "{timeout}s; stopping without them",
+                path=self.accessLog.path,
+                timeout=self.timeout,
+            )
+            closed.callback(None)
+
+        timer = self.clock.callLater(self.timeout, giveUp)
+
+        def done(result: object) -> None:
+            if timer.active():
+                timer.cancel()
+                closed.callback(None)
+
+        self.accessLog.close().addBoth(done)
+        return closed
 
 
 class NotifyStopping(Service):

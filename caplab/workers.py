@@ -582,6 +582,8 @@ class Drain(Service):
         self.counts: list[Callable[[], int]] = []
         self._waiting: defer.Deferred[None] | None = None
         self._looking: LoopingCall | None = None
+        self._drained = False
+        self._observers: list[defer.Deferred[None]] = []
 
     def watch(self, count: Callable[[], int]) -> None:
         """
@@ -592,6 +594,28 @@ class Drain(Service):
     @property
     def open(self) -> int:
         return sum(count() for count in self.counts)
+
+    def whenDrained(self) -> defer.Deferred[None]:
+        """
+        Fires once a stop has waited for the open connections (at once if one has): what
+        must come after their last bytes (the access log's closing) waits for this.
+        """
+        if self._drained:
+            return defer.succeed(None)
+        observer: defer.Deferred[None] = defer.Deferred()
+        self._observers.append(observer)
+        return observer
+
+    def startService(self) -> None:
+        super().startService()
+        self._drained = False
+
+    def _done(self, result: object) -> object:
+        self._drained = True
+        observers, self._observers = self._observers, []
+        for observer in observers:
+            observer.callback(None)
+        return result
 
     def check(self) -> None:
         if self.open <= 0 and self._waiting is not None:
@@ -612,6 +636,7 @@ class Drain(Service):
         waiting = self._waiting
         timer = self.reactor.callLater(self.grace, self._giveUp)
         waiting.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
+        waiting.addBoth(self._done)
         self.check()
         if self._waiting is not None:
             self._looking = LoopingCall(self.check)

@@ -66,7 +66,9 @@ class ProxyFactory(ServerFactory):
         self._sweep = None
         self.refusals.stop()
         if self.accessLog is not None:
-            self.accessLog.close()
+            # Closed once the open connections are done (caplab.tap.AccessLogService): a
+            # stopping worker still serves them, and their lines come after this.
+            self.accessLog.flush()
 
     def buildProtocol(self, addr: IAddress | None) -> CaplabProxy | None:
         if len(self.channels) >= self.settings.maxConnections:
