@@ -209,7 +209,7 @@ class DiskStore(StoreIndex):
         """
         Delete a file in a thread (a failure leaves it: it is looked at again next start).
         """
-        self.runInThread(partial(_unlink, path)).addErrback(_leftForNextStart)
+        maybeDeferred(self.runInThread, partial(_unlink, path)).addErrback(_leftForNextStart)
 
     def openBody(self, entry: StoredEntry) -> IBody | None:
         if not entry.live or not isinstance(entry, DiskEntry):
@@ -488,7 +488,7 @@ class _DiskWriter:
         self._open = False
         self._release()
         self._store.writeFailed(self._head.uri, reason.value or Exception(reason))
-        self._store.runInThread(self._discardFile).addErrback(_leftForNextStart)
+        maybeDeferred(self._store.runInThread, self._discardFile).addErrback(_leftForNextStart)
 
     def _release(self) -> None:
         self._store.release(self._reserved)
