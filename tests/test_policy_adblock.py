@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from caplab.proxy import adblock
 from caplab.proxy.hooks import Verdict
+from caplab.proxy.hostnames import normaliseHost
 from caplab.proxy.listfile import readRules
 from caplab.proxy.policy import HostList, HostPolicy, PolicyFileError
 from tests.test_policy import TempFiles, policyOf
@@ -309,3 +310,27 @@ class LargeFilterListTests(TempFiles, SynchronousTestCase):
         self.assertEqual(summary.skipped[adblock.COSMETIC], 10_000)
         self.assertIsNotNone(policy.check("deep.host7.tracker7.example"))
         self.assertIsNone(policy.check("ok.host9.tracker9.example"))
+
+
+class NormalisedAddressTests(SynchronousTestCase):
+    """
+    A name that is an address once normalised (C{0..} is C{0}, which resolvers read as
+    0.0.0.0) is that address, in lists and in requests alike.
+    """
+
+    def test_listLineIsAnAddress(self) -> None:
+        self.assertEqual(
+            [kind for kind, _, _ in readRules(["0..", "127.0.0.1.", "ads.example."], "l")],
+            ["network", "network", "domain"],
+        )
+        blocked = HostList()
+        blocked.addLines(["0.."], "l")
+        policy = HostPolicy(blocked, HostList())
+        for host in ["0..", "0", "0.0.0.0"]:
+            self.assertIsNotNone(policy.check(host), host)
+
+    def test_normaliseHostIsIdempotent(self) -> None:
+        for host in ["0..", "127.1.", "0x7f.1", "Ads.Example.", "[::ffff:127.0.0.1]"]:
+            once = normaliseHost(host)
+            self.assertEqual(normaliseHost(once), once, host)
+        self.assertEqual(normaliseHost("0.."), "0.0.0.0")

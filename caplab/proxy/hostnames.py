@@ -51,4 +51,10 @@ def normaliseHost(host: str) -> str:
     @raise ValueError: C{host} is neither.
     """
     address = canonicalAddress(host)
-    return address if address is not None else normaliseName(host)
+    if address is not None:
+        return address
+    name = normaliseName(host)
+    # A name that a resolver reads as an address once normalised (C{0..} is C{0}, which is
+    # 0.0.0.0) is that address: so the canonical form of a canonical form is itself.
+    address = canonicalAddress(name)
+    return address if address is not None else name

@@ -145,10 +145,13 @@ def _hostsLine(names: list[str], number: int) -> list[Rule]:
         if name.lower() in HOSTS_FILE_SKIP:
             continue
         address = parseAddress(name)
+        if address is None:
+            name = normaliseName(name)
+            address = parseAddress(name)  # 0.. is 0: an address once normalised
         if address is not None:
             rules.append((NETWORK, ipaddress.ip_network(address), number))
         else:
-            rules.append((DOMAIN, normaliseName(name), number))
+            rules.append((DOMAIN, name, number))
     return rules
 
 
@@ -177,6 +180,9 @@ def _rule(text: str, number: int, strict: bool = False) -> Rule:
     name = normaliseName(text)
     if strict and (text[-1:] == "." or not _STRICT_NAME.fullmatch(name)):
         raise ValueError(f"{text!r} is a URL pattern, not a domain")
+    address = parseAddress(name)  # 0.. is 0: an address once normalised, as for requests
+    if address is not None:
+        return (NETWORK, ipaddress.ip_network(address), number)
     return (DOMAIN, name, number)
 
 
@@ -191,12 +197,14 @@ def _filterRule(line: str, number: int) -> list[Rule]:
         return [(SKIP, parsed, number)]
     kind, text, exception = parsed
     address = parseAddress(text)
+    if address is None:
+        name = normaliseName(text)
+        address = parseAddress(name)  # 0.. is 0: an address once normalised
     if address is not None:
         if kind == "wildcard":
             return [(SKIP, adblock.PATH, number)]
         network = ipaddress.ip_network(address)
         return [(EXEMPT_NETWORK if exception else NETWORK, network, number)]
-    name = normaliseName(text)
     if kind == "wildcard":
         if exception:
             return [(SKIP, adblock.EXCEPTION, number)]
