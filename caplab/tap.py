@@ -34,7 +34,7 @@ from caplab.reconfigure import watchConfig
 from caplab.reload import SignalReloadService
 from caplab.trace import TracerService
 from caplab.wiring import ConfigError, Parts, SupervisorParts, build, buildSupervisor
-from caplab.workers import WORKER_ENVIRONMENT, Drain, WorkerOptions
+from caplab.workers import WORKER_ENVIRONMENT, WORKER_READY, Drain, WorkerOptions
 
 log = Logger(namespace="caplab.tap")
 
@@ -329,7 +329,9 @@ def serviceTree(
             # Under --workers the parent, which bound the socket, says it once.
             warnIfReachable(listening.ports.get("proxy"), parts.options)
         summary = parts.summary()
-        log.info("{summary}", summary=summary)
+        # In a worker this line also tells the parent that SIGHUP may be sent now.
+        ready = {WORKER_READY: True} if parts.worker is not None else {}
+        log.info("{summary}", summary=summary, **ready)
         parts.notifier.ready(f"serving; {summary}")
         for callback in whenReady:
             callback()

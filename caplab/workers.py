@@ -17,7 +17,9 @@ The parent supervises:
   - C{SIGTERM} (or Ctrl-C) stops the workers with C{SIGTERM}: each stops accepting, lets its
     open connections finish for up to C{--worker-grace} seconds, then exits; a worker still
     running after that is killed;
-  - C{SIGHUP} is passed on to every worker (they reload their lists);
+  - C{SIGHUP} and C{SIGUSR1} are passed on to every worker that is ready (they reload, or
+    reopen their logs); a worker still starting has no handler for them yet (their default
+    action would end it), so it gets them once it says it is ready (L{WORKER_READY});
   - the workers log JSON to the parent, which re-publishes each event with
     C{worker N pid P} as its system, in the parent's own log format;
   - the workers share their metrics through a private directory of the parent's
@@ -59,6 +61,13 @@ RESTART_DELAY = 0.5
 RESTART_DELAY_MAX = 30.0
 #: A worker that ran at least this long counts as healthy: its next restart is quick again.
 HEALTHY_AFTER = 60.0
+
+#: The field of a worker's log event that says the worker is ready: it listens, and its
+#: handlers of C{SIGHUP} and C{SIGUSR1} are in place.
+WORKER_READY = "caplabWorkerReady"
+
+#: The signals a worker handles only once it is ready (L{WORKER_READY}).
+_HELD_SIGNALS = frozenset({signal.SIGHUP, signal.SIGUSR1, "HUP", "USR1"})
 
 _TCP_DESCRIPTION = re.compile(r"^(tcp6?):(\d+)(?::interface=((?:\\:|[^:])*))?$")
 
@@ -188,6 +197,10 @@ class WorkerProcess(ProcessProtocol):
         self.startedAt = startedAt
         self.pid: int | None = None
         self._buffers = {1: b"", 2: b""}
+        #: whether it said it is ready (L{WORKER_READY}).
+        self.ready = False
+        #: signals held for it until it is ready, in order, each once.
+        self.held: list[str | int] = []
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid  # type: ignore[union-attr]
@@ -336,6 +349,17 @@ class WorkerSupervisor(Service):
             return
         event["log_system"] = system
         self.publish(event)
+        if event.get(WORKER_READY) and not worker.ready:
+            self.workerReady(worker)
+
+    def workerReady(self, worker: WorkerProcess) -> None:
+        """
+        Worker C{worker} handles its signals now: send it those held for it meanwhile.
+        """
+        worker.ready = True
+        held, worker.held = worker.held, []
+        for name in held:
+            self._signal(worker, name)
 
     def workerEnded(self, worker: WorkerProcess, reason: Failure) -> None:
         if self.metricsDirectory is not None:
@@ -378,13 +402,21 @@ class WorkerSupervisor(Service):
     def signalWorkers(self, name: str | int) -> None:
         """
         Send signal C{name} (C{"TERM"}, C{"HUP"}, C{"KILL"}, or a number such as
-        C{signal.SIGUSR1}) to every running worker.
+        C{signal.SIGUSR1}) to every running worker; C{SIGHUP} and C{SIGUSR1} only to those
+        that are ready, the others get it once they are (L{workerReady}).
         """
         for worker in list(self.workers.values()):
-            try:
-                worker.transport.signalProcess(name)  # type: ignore[union-attr]
-            except Exception as e:  # ProcessExitedAlready: it is ending anyway
-                self.log.debug("worker {index}: {error}", index=worker.index, error=e)
+            if name in _HELD_SIGNALS and not worker.ready:
+                if name not in worker.held:
+                    worker.held.append(name)
+                continue
+            self._signal(worker, name)
+
+    def _signal(self, worker: WorkerProcess, name: str | int) -> None:
+        try:
+            worker.transport.signalProcess(name)  # type: ignore[union-attr]
+        except Exception as e:  # ProcessExitedAlready: it is ending anyway
+            self.log.debug("worker {index}: {error}", index=worker.index, error=e)
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()

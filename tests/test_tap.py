@@ -28,6 +28,7 @@ from caplab.tcp import UppercaseFactory
 from caplab.trace import TracerService, TracingFactory
 from caplab.udp import UppercaseDatagramProtocol
 from caplab.wiring import build as buildParts
+from caplab.workers import WORKER_ENVIRONMENT, WORKER_READY
 from tests.test_listening import FakePort, UDPReactor
 
 #: The parsed defaults of the uppercase services and of where services listen.  (Other
@@ -469,6 +470,9 @@ class BindingReactor(MemoryReactorClock):
     def callWhenRunning(self, callable: Any, *args: Any, **kw: Any) -> None:
         self.whenRunning.append((callable, args))
 
+    def adoptStreamPort(self, fd: int, family: int, factory: Any) -> Any:
+        return FakePort(IPv4Address("TCP", "127.0.0.1", 8080))
+
     def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
         super().listenTCP(port, factory, backlog, interface)
         if ":" in interface:
@@ -545,3 +549,29 @@ def test_reachableWarningSaysWhoIsServed() -> None:
     """
     [warning] = reachableWarnings("--interface", "0.0.0.0", "--allow", "192.0.2.0/24")
     assert "serves only clients from 192.0.2.0/24" in warning
+
+
+def test_workerSaysItIsReady(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A worker's configuration line, logged once it listens with its signal handlers in
+    place, carries L{WORKER_READY}: the parent holds C{SIGHUP} for it until then.  A single
+    process's line does not.
+    """
+    reactor = BindingReactor()
+    args = ("--no-tcp", "--no-udp")
+    with capturedLogs() as events:
+        top = serviceTree(buildParts(parse(*args), reactor))
+        top.startService()
+        monkeypatch.setenv(
+            WORKER_ENVIRONMENT,
+            '{"index": 1, "sockets": [{"label": "proxy", "fd": 3, "family": 2, "kind": 1}]}',
+        )
+        worker = serviceTree(buildParts(parse(*args), reactor))
+        worker.startService()
+        assert not [e for e in events if WORKER_READY in e]
+        for running, arguments in reactor.whenRunning:
+            running(*arguments)
+        top.stopService()
+        worker.stopService()
+    summaries = [e for e in events if e.get("log_format") == "{summary}"]
+    assert [e.get(WORKER_READY) for e in summaries] == [None, True]

@@ -6,6 +6,7 @@ L{Clock}, the drain, and the option checks.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 from typing import Any
 
@@ -19,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from caplab.tap import Options
 from caplab.workers import (
     WORKER_ENVIRONMENT,
+    WORKER_READY,
     Drain,
     InheritedSockets,
     SharedSocket,
@@ -197,14 +199,60 @@ class SupervisorTests(SynchronousTestCase):
         self.reactor.advance(60)
         self.assertEqual(len(self.reactor.spawned), 2)
 
+    def sayReady(self, index: int) -> None:
+        """
+        Worker C{index} (0-based among those spawned) logs that it is ready.
+        """
+        event = {
+            "log_format": "{summary}",
+            "summary": "caplab configuration: ...",
+            WORKER_READY: True,
+        }
+        protocol = self.reactor.spawned[index]["protocol"]
+        protocol.childDataReceived(1, b"\x1e" + json.dumps(event).encode() + b"\n")
+
+    def signals(self) -> list[list[str | int]]:
+        return [each["transport"].signals for each in self.reactor.spawned]
+
     def test_hangupReachesEveryWorker(self) -> None:
         """
-        C{SIGHUP} to the parent is passed on to each worker.
+        C{SIGHUP} to the parent is passed on to each worker that is ready.
         """
+        self.sayReady(0)
+        self.sayReady(1)
         self.supervisor.signalWorkers("HUP")
-        self.assertEqual(
-            [each["transport"].signals for each in self.reactor.spawned], [["HUP"], ["HUP"]]
-        )
+        self.assertEqual(self.signals(), [["HUP"], ["HUP"]])
+
+    def test_heldUntilReady(self) -> None:
+        """
+        A worker still starting (its handlers not yet in place: C{SIGHUP}'s default action
+        would end it) gets C{SIGHUP} and C{SIGUSR1} once it says it is ready, each once, in
+        order; C{SIGTERM} at once.
+        """
+        self.sayReady(1)
+        self.supervisor.signalWorkers(signal.SIGHUP)
+        self.supervisor.signalWorkers(signal.SIGUSR1)
+        self.supervisor.signalWorkers(signal.SIGHUP)
+        self.assertEqual(self.signals(), [[], [signal.SIGHUP, signal.SIGUSR1, signal.SIGHUP]])
+        self.sayReady(0)
+        self.assertEqual(self.signals()[0], [signal.SIGHUP, signal.SIGUSR1])
+        self.sayReady(0)
+        self.assertEqual(self.signals()[0], [signal.SIGHUP, signal.SIGUSR1])
+
+    def test_restartedWorkerStartsNotReady(self) -> None:
+        """
+        A worker started again is not ready until it says so; C{SIGTERM} reaches a worker
+        that is not ready.
+        """
+        self.sayReady(0)
+        self.reactor.spawned[0]["protocol"].processEnded(ended())
+        self.reactor.advance(0.5)
+        self.assertEqual(len(self.reactor.spawned), 3)
+        self.supervisor.signalWorkers("HUP")
+        self.supervisor.signalWorkers("TERM")
+        self.assertEqual(self.signals(), [[], ["TERM"], ["TERM"]])
+        self.sayReady(2)
+        self.assertEqual(self.signals()[2], ["TERM", "HUP"])
 
     def test_workerLogEventsAreRepublished(self) -> None:
         """
