@@ -282,20 +282,6 @@ def reportListenFailures(
     reactor.callWhenRunning(_stopReactor, reactor)
 
 
-def reportListenFailure(
-    reactor: Any,
-    label: str,
-    description: str,
-    failure: Failure,
-    onFailure: Callable[[], None] | None = None,
-) -> None:
-    """
-    L{reportListenFailures} for one service.
-    """
-    listener = StreamListener(label, description, None, None)  # type: ignore[arg-type]
-    reportListenFailures(reactor, [(listener, failure)], onFailure)
-
-
 def _reason(failure: Failure) -> str:
     return failure.getErrorMessage() or repr(failure.value)
 

@@ -31,7 +31,7 @@ from caplab.listening import (
     StreamListener,
     exitWithFailureStatus,
     exitWithStatus,
-    reportListenFailure,
+    reportListenFailures,
     stopWithStatus,
 )
 
@@ -284,7 +284,9 @@ def test_reasonWithoutMessage() -> None:
 
     reactor = UDPReactor()
     with capturedLogs() as events:
-        reportListenFailure(reactor, "tcp", "unix:/x", Failure(KeyError()))
+        listener = FakeListener("tcp", None)
+        listener.description = "unix:/x"
+        reportListenFailures(reactor, [(listener, Failure(KeyError()))])
     assert messages(events) == ["caplab cannot listen: tcp on unix:/x: KeyError()"]
 
 

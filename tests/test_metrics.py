@@ -117,7 +117,7 @@ class MetricsTests(SynchronousTestCase):
         exposed.
         """
         metrics = Metrics()
-        metrics.bytesReceived(100)
+        metrics.receivedTotal += 100  # as the proxy's channel counts
         metrics.bytesSent(2000)
         metrics.connectionOpened()
         metrics.connectionOpened()

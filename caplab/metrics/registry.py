@@ -235,9 +235,6 @@ class Metrics:
             self.requestCreated[key] = self.now()
         self.history.record()
 
-    def bytesReceived(self, count: int) -> None:
-        self.receivedTotal += count
-
     def bytesSent(self, count: int) -> None:
         self.sentTotal += count
 

@@ -1,7 +1,7 @@
 """
 The proxy's server factory: builds L{CaplabProxy} channels, enforces C{--max-connections},
-keeps the counters of the status page, sweeps the connections' deadlines, writes the access
-log.
+keeps the open channels (a stopping worker waits for them), sweeps the connections' deadlines,
+writes the access log.
 """
 
 from __future__ import annotations
@@ -35,10 +35,7 @@ class ProxyFactory(ServerFactory):
         self.settings = settings
         self.accessLog = accessLog
         self.clock = settings.clock
-        self.started = self.clock.seconds()
         self.channels: set[CaplabProxy] = set()
-        self.connectionsTotal = 0
-        self.refused = 0
         self.requests = 0
         self._sweep: Any = None
         self.refusals = LogThrottle(
@@ -72,7 +69,6 @@ class ProxyFactory(ServerFactory):
 
     def buildProtocol(self, addr: IAddress | None) -> CaplabProxy | None:
         if len(self.channels) >= self.settings.maxConnections:
-            self.refused += 1
             metrics = self.settings.metrics
             if metrics is not None:
                 metrics.connectionRefused()
@@ -84,7 +80,6 @@ class ProxyFactory(ServerFactory):
 
     def channelOpened(self, channel: CaplabProxy) -> None:
         self.channels.add(channel)
-        self.connectionsTotal += 1
         metrics = self.settings.metrics
         if metrics is not None:
             metrics.connectionOpened()
@@ -108,23 +103,6 @@ class ProxyFactory(ServerFactory):
             channel.checkDeadlines(now)
         if self.channels:
             self._sweep = self.clock.callLater(self._sweepPeriod(), self._sweepDeadlines)
-
-    def uptime(self) -> float:
-        return self.clock.seconds() - self.started
-
-    def counters(self) -> dict[str, int]:
-        """
-        What the status page shows.
-        """
-        tunnels = self.settings.tunnels
-        return {
-            "open connections": len(self.channels),
-            "connections since start": self.connectionsTotal,
-            "connections refused (--max-connections)": self.refused,
-            "requests since start": self.requests,
-            "open tunnels": getattr(tunnels, "open_", 0),
-            "tunnels since start": getattr(tunnels, "total", 0),
-        }
 
     # Access log
 
