@@ -353,7 +353,6 @@ class CaplabProxy(Proxy):
         if self.state is CLOSING:
             return
         body = errorPage(code, reason(code).decode("ascii"), detail)
-        self.factory.requestCounted()
         self.send(
             completeResponse(code, [(b"Content-Type", b"text/html; charset=utf-8")], body, True)
         )

@@ -150,7 +150,6 @@ class Exchange:
         Admit the request and dispatch it.
         """
         channel = self.channel
-        channel.factory.requestCounted()
         if not channel.clientAllowed:
             self.refuse(admission.clientRefusal(self.clientHost))
             return

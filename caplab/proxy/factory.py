@@ -36,7 +36,6 @@ class ProxyFactory(ServerFactory):
         self.accessLog = accessLog
         self.clock = settings.clock
         self.channels: set[CaplabProxy] = set()
-        self.requests = 0
         self._sweep: Any = None
         self.refusals = LogThrottle(
             log,
@@ -46,12 +45,6 @@ class ProxyFactory(ServerFactory):
             summary="caplab proxy refused {burst} connections in {duration}s "
             "(--max-connections {limit}; {total} refused so far)",
         )
-
-    def requestCounted(self) -> None:
-        """
-        One more request read (answered or refused).
-        """
-        self.requests += 1
 
     def startFactory(self) -> None:
         if self.accessLog is not None:
