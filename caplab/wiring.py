@@ -501,7 +501,7 @@ def buildProxy(
         caFile=options["upstream-ca"],
         connectTimeout=timeout or 30.0,
         hostPolicy=policy.hostPolicy,
-        trusted=[parent.host] if parent is not None else [],
+        trusted=[(parent.host, parent.port)] if parent is not None else [],
     )
     if parent is not None:
         connector = ChainingConnector(connector, policy.router, reactor)

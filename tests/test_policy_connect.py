@@ -108,7 +108,7 @@ class ConnectorPolicyTests(SynchronousTestCase):
             resolve={"override.example": "127.0.0.2", "parent.example": "127.0.0.3"},
             hostPolicy=policyOf(BLOCK, ALLOW),
             resolver=self.resolver,
-            trusted={"parent.example"},
+            trusted={("parent.example", 80)},
         )
 
     def connect(self, host: str, scheme: str = "http") -> Deferred[Any]:
@@ -261,9 +261,15 @@ class ConnectorPolicyTests(SynchronousTestCase):
 
     def test_trustedParent(self) -> None:
         """
-        The parent proxy (a trusted host) is connected to wherever it is.
+        The parent proxy (a trusted host and port) is connected to wherever it is; its host
+        on another port is an origin like any other, held to the address rules.
         """
         self.connect("parent.example")
+        self.assertEqual(self.attempted(), ["127.0.0.3"])
+        d = self.connector.connect(Target("http", "parent.example", 81, b"/"), Protocol())
+        self.reactor.advance(1)
+        failure = self.failureResultOf(d, UpstreamError)
+        self.assertEqual(failure.value.code, 403)
         self.assertEqual(self.attempted(), ["127.0.0.3"])
 
     def test_cancelledNotBlocked(self) -> None:

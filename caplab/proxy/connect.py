@@ -95,13 +95,14 @@ class EndpointConnector:
         connectTimeout: float = 30.0,
         hostPolicy: AddressPolicy | None = None,
         resolver: IHostnameResolver | None = None,
-        trusted: Iterable[str] = (),
+        trusted: Iterable[tuple[str, int]] = (),
     ) -> None:
         """
         @param hostPolicy: checks every address before it is connected to (None: none is).
         @param resolver: resolves names (default: the reactor's C{nameResolver}).
-        @param trusted: hosts whose addresses are not checked: the parent proxy the operator
-            configured, which is no origin.
+        @param trusted: the (host, port) pairs whose addresses are not checked: the parent
+            proxy the operator configured, which is no origin (its host on another port is
+            checked as any origin is).
         """
         self.reactor = reactor
         self.resolve = dict(resolve or {})
@@ -125,7 +126,7 @@ class EndpointConnector:
         """
         address = self.address(host)
         timeout = self.connectTimeout or 30
-        policy = self.hostPolicy if host not in self.trusted else None
+        policy = self.hostPolicy if (host, port) not in self.trusted else None
         endpoint: IStreamClientEndpoint
         literal = ":" in address or (address[-1:].isdigit() and _isIPv4(address))
         if literal and policy is not None:
