@@ -214,7 +214,7 @@ def test_goodLoginDuringFlood(origin: OriginProcess, tmp_path: Path) -> None:
             start = len(proxy.process.lines)
         proxy.process.waitForLine(
             r"proxy authentication failed from 127\.0\.0\.2 \d+ more times in 10 s "
-            r"\(users 'alice'\)",
+            r"\(user 'alice'\)",
             start=start,
         )
         single = [
