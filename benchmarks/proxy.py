@@ -14,6 +14,8 @@ Modes:
                    proxy.py and the stock twisted.web.proxy
   --cache          cache hits: caplab with its cache against squid's cache and the stock proxy
   --workers N      caplab with --workers N against --workers 1 and squid on the same cores
+  --floor          caplab, then the floor of any proxy on Twisted (benchmarks/floor_proxy.py:
+                   a bare relay), each against proxy.py and squid without cache
 
 Examples::
 
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cache", action="store_true", help="measure cache hits")
     parser.add_argument("--workers", type=int, default=0, help="measure caplab --workers N")
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure a bare Twisted relay (the floor)"
+    )
     parser.add_argument("--sizes", default="1k,64k,1m")
     parser.add_argument("--conns", default="1,50,200")
     parser.add_argument("--reps", default="3")
@@ -60,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cache:
         targets = "squid-cache,twisted-stock"
         name, command = "caplab-cache", caplab
-    elif args.workers:
-        targets = "squid-nocache"
+    elif args.workers or args.floor:
+        targets = "squid-nocache" if args.workers else "squid-nocache,proxypy"
         name = f"caplab-workers{args.workers}"
         command = f"{caplab} --no-cache --workers {args.workers}"
     else:
@@ -71,11 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     runs = [(name, command)]
     if args.workers:
         runs.append(("caplab-workers1", f"{caplab} --no-cache"))
+    if args.floor:
+        runs[0] = ("caplab", f"{caplab} --no-cache")
+        runs.append(("twisted-floor", f"{python} {HERE / 'floor_proxy.py'} {{port}}"))
     status = 0
     for index, (runName, runCommand) in enumerate(runs):
         cmd = [
             python, str(script), "--python", python,
-            "--targets", targets if index == 0 else "none",
+            "--targets", targets if index == 0 or args.floor else "none",
             "--proxy-cmd", runCommand, "--proxy-name", runName,
             "--sizes", args.sizes,
         ]  # fmt: skip
