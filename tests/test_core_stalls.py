@@ -10,25 +10,7 @@ from typing import Any
 
 from caplab.proxy.hooks import UpstreamResponse
 from tests.test_proxy_channel import Harness, Producer
-
-
-class Sink:
-    """
-    An upstream leg's body sink that takes what comes.
-    """
-
-    def __init__(self) -> None:
-        self.data: list[bytes] = []
-        self.done: list[bool] = []
-
-    def bodyStarted(self, producer: Any) -> None:
-        pass
-
-    def bodyData(self, data: bytes) -> None:
-        self.data.append(data)
-
-    def bodyDone(self, complete: bool) -> None:
-        self.done.append(complete)
+from tests.test_proxy_exchange import Sink
 
 
 class StalledBodyTests(Harness):
