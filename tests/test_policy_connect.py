@@ -305,7 +305,9 @@ class TLSOptionsTests(SynchronousTestCase):
             return object()
 
         self.patch(connect.ssl, "optionsForClientTLS", building)
-        self.connector = EndpointConnector(ResolvingReactor())
+        reactor = ResolvingReactor()
+        reactor.installNameResolver(FakeResolver({}))
+        self.connector = EndpointConnector(reactor)
 
     def test_reused(self) -> None:
         """
