@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -97,9 +96,7 @@ def test_systemdVerify(tmp_path: Path) -> None:
     C{systemd-analyze verify} accepts the unit (with ExecStart pointing at this venv's
     C{twist}, since /opt/caplab does not exist here).
     """
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed (optional: part of systemd)")
+    analyze = requireProgram("systemd-analyze")
     twist = Path(sys.executable).with_name("twist")
     unit = tmp_path / "caplab.service"
     unit.write_text(UNIT.read_text().replace("/opt/caplab/bin/twist", str(twist)))
