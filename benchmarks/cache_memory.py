@@ -77,6 +77,7 @@ def measureInProcess(objects: int, size: int, cacheSize: int, traced: bool) -> d
 
     from caplab.proxy.cache.fetcher import CachingFetcher
     from caplab.proxy.cache.rules import formatHTTPDate
+    from caplab.proxy.cache.sinks import Discard
     from caplab.proxy.cache.storage import MemoryStore
     from caplab.proxy.hooks import Target, UpstreamRequest, UpstreamResponse
 
@@ -99,16 +100,6 @@ def measureInProcess(objects: int, size: int, cacheSize: int, traced: bool) -> d
             ]
             return succeed(UpstreamResponse(200, b"OK", headers, deliver))
 
-    class Sink:
-        def bodyStarted(self, producer: Any) -> None:
-            pass
-
-        def bodyData(self, data: bytes) -> None:
-            pass
-
-        def bodyDone(self, complete: bool) -> None:
-            pass
-
     store = MemoryStore(cacheSize, min(cacheSize, 8 << 20), callLater=clock.callLater)
     cache = CachingFetcher(Origin(), store, clock)
     requests = [
@@ -123,7 +114,7 @@ def measureInProcess(objects: int, size: int, cacheSize: int, traced: bool) -> d
         # The requests are this benchmark's input: their targets' URIs (worked out once,
         # when first asked for) are made before the memory is measured, not counted in it.
         request.target.uri  # noqa: B018
-    sink = Sink()
+    sink = Discard()
 
     def get(request: UpstreamRequest) -> str:
         got: list[UpstreamResponse] = []

@@ -55,6 +55,7 @@ def measureInProcess(variants: int, samples: int) -> dict[str, Any]:
 
     from caplab.proxy.cache.fetcher import CachingFetcher
     from caplab.proxy.cache.rules import formatHTTPDate
+    from caplab.proxy.cache.sinks import Discard
     from caplab.proxy.cache.storage import MemoryStore
     from caplab.proxy.hooks import Target, UpstreamRequest, UpstreamResponse
 
@@ -80,16 +81,6 @@ def measureInProcess(variants: int, samples: int) -> dict[str, Any]:
             ]
             return succeed(UpstreamResponse(200, b"OK", headers, deliver))
 
-    class Sink:
-        def bodyStarted(self, producer: Any) -> None:
-            pass
-
-        def bodyData(self, data: bytes) -> None:
-            pass
-
-        def bodyDone(self, complete: bool) -> None:
-            pass
-
     store = MemoryStore(1 << 30, 8 << 20, callLater=clock.callLater)
     cache = CachingFetcher(Origin(), store, clock)
     page = Target("http", "origin.example", 80, b"/page")
@@ -100,7 +91,7 @@ def measureInProcess(variants: int, samples: int) -> dict[str, Any]:
         extra = [(b"Accept-Language", language)] if language is not None else []
         return UpstreamRequest(b"GET", target, [*common, *extra])
 
-    sink = Sink()
+    sink = Discard()
 
     def get(r: Any) -> str:
         got: list[Any] = []

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from caplab.proxy.accesslog import AccessLog
+from caplab.proxy.cache.sinks import Discard
 from caplab.proxy.channel import ProxySettings
 from caplab.proxy.factory import ProxyFactory
 from caplab.proxy.hooks import (
@@ -351,17 +352,7 @@ class StreamingUploadTests(Harness):
         body = self.fetcher.calls[0][1]
         self.assertEqual(transport.producerState, "paused")
 
-        class Sink:
-            def bodyStarted(self, producer: Any) -> None:
-                pass
-
-            def bodyData(self, data: bytes) -> None:
-                pass
-
-            def bodyDone(self, complete: bool) -> None:
-                pass
-
-        body.startStreaming(Sink())
+        body.startStreaming(Discard())
         self.assertEqual(transport.producerState, "producing")
         body.pauseProducing()
         self.assertEqual(transport.producerState, "paused")

@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from caplab.internals import sendNow
 from caplab.proxy.body import StreamedBody
+from caplab.proxy.cache.sinks import Discard
 from caplab.proxy.channel import CaplabProxy
 from caplab.proxy.connect import EndpointConnector, parseResolve
 from caplab.proxy.options import ProxyOptions, portList
@@ -200,17 +201,7 @@ class StreamedBodyTests(SynchronousTestCase):
         started: list[bool] = []
         body = StreamedBody(reading, None, lambda: started.append(True))
 
-        class Sink:
-            def bodyStarted(self, producer: Any) -> None:
-                pass
-
-            def bodyData(self, data: bytes) -> None:
-                pass
-
-            def bodyDone(self, complete: bool) -> None:
-                pass
-
-        body.startStreaming(Sink())
+        body.startStreaming(Discard())
         self.assertEqual(started, [True])
         body.pauseProducing()
         body.pauseProducing()
