@@ -220,3 +220,30 @@ class ReachesThisMachineTests(SynchronousTestCase):
             address = parseAddress(text)
             assert address is not None, text
             self.assertIsNone(loopbackFor(address), text)
+
+
+def test_onlyShortTextsRemembered() -> None:
+    """
+    L{parseAddress} and L{normaliseHost} remember their answers for short texts only: a
+    client's long hosts (up to the request line's 8 KiB) are read each time, never kept
+    alive by the memo; short ones are read once.
+    """
+    from caplab.proxy import addresses, hostnames
+
+    zoned = "[fe80::1%" + "z" * 8000 + "]"  # an address, however long its zone index
+    size = addresses._remembered.cache_info().currsize
+    assert str(addresses.parseAddress(zoned)) == "fe80::1"
+    assert addresses._remembered.cache_info().currsize == size
+    size = hostnames._remembered.cache_info().currsize
+    assert hostnames.normaliseHost(zoned) == "fe80::1"
+    assert hostnames._remembered.cache_info().currsize == size
+
+    short = "0x7f.000.0.01"
+    addresses.parseAddress(short)
+    hits = addresses._remembered.cache_info().hits
+    assert str(addresses.parseAddress(short)) == "127.0.0.1"
+    assert addresses._remembered.cache_info().hits == hits + 1
+    hostnames.normaliseHost("Cache.Example.")
+    hits = hostnames._remembered.cache_info().hits
+    assert hostnames.normaliseHost("Cache.Example.") == "cache.example"
+    assert hostnames._remembered.cache_info().hits == hits + 1

@@ -68,17 +68,26 @@ def _atonValue(text: str) -> int | None:
 #: host is read several times (its target, the block and allow lists), mostly the same few.
 PARSED_KEPT = 4096
 
+#: The longest text whose answer is remembered: any address is shorter, and a client's
+#: long host names must not be kept alive (4,096 of 8 KiB each would be 32 MiB).
+PARSED_LONGEST = 64
 
-@lru_cache(maxsize=PARSED_KEPT)
+
 def parseAddress(text: str) -> IPAddress | None:
     """
     The address C{text} spells for a resolver, or None if it is not one.
 
     Brackets and an IPv6 zone index are dropped; IPv4 forms of C{inet_aton} are read as
     C{inet_aton} reads them; an IPv4-mapped IPv6 address (C{::ffff:a.b.c.d}) is its IPv4
-    address, which is where a connection to it goes.  The latest L{PARSED_KEPT} answers are
-    remembered (addresses are immutable).
+    address, which is where a connection to it goes.  The answers for the latest
+    L{PARSED_KEPT} short texts are remembered (addresses are immutable).
     """
+    if len(text) <= PARSED_LONGEST:
+        return _remembered(text)
+    return _parseAddress(text)
+
+
+def _parseAddress(text: str) -> IPAddress | None:
     text = text.strip()
     if text[:1] == "[" and text[-1:] == "]":
         text = text[1:-1]
@@ -93,6 +102,9 @@ def parseAddress(text: str) -> IPAddress | None:
         return None  # the common case, a name: no exception raised and caught
     value = _atonValue(text)
     return None if value is None else ipaddress.IPv4Address(value)
+
+
+_remembered = lru_cache(maxsize=PARSED_KEPT)(_parseAddress)
 
 
 def canonicalAddress(text: str) -> str | None:

@@ -39,17 +39,28 @@ def normaliseName(name: str) -> str:
     return name
 
 
-@lru_cache(maxsize=4096)
+#: The longest host whose canonical form is remembered (a name has at most 253 bytes), and
+#: how many are: each request's host is read more than once (its target, the lists), and
+#: most requests go to a few hosts; a client's long ones must not be kept alive.
+NORMALISED_LONGEST = 256
+NORMALISED_KEPT = 4096
+
+
 def normaliseHost(host: str) -> str:
     """
     The canonical form of a request's host: an IP address in its canonical text (whatever
     spelling a resolver accepts: C{127.1}, C{0x7f000001} and C{[::ffff:127.0.0.1]} are all
-    C{127.0.0.1}), a name as L{normaliseName} writes it.  The latest 4,096 answers are
-    remembered: each request's host is read more than once (its target, the lists), and
-    most requests go to a few hosts.
+    C{127.0.0.1}), a name as L{normaliseName} writes it.  The answers for the latest
+    L{NORMALISED_KEPT} short hosts are remembered.
 
     @raise ValueError: C{host} is neither.
     """
+    if len(host) <= NORMALISED_LONGEST:
+        return _remembered(host)
+    return _normaliseHost(host)
+
+
+def _normaliseHost(host: str) -> str:
     address = canonicalAddress(host)
     if address is not None:
         return address
@@ -58,3 +69,6 @@ def normaliseHost(host: str) -> str:
     # 0.0.0.0) is that address: so the canonical form of a canonical form is itself.
     address = canonicalAddress(name)
     return address if address is not None else name
+
+
+_remembered = lru_cache(maxsize=NORMALISED_KEPT)(_normaliseHost)
