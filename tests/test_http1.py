@@ -74,6 +74,50 @@ def test_fieldsParsed() -> None:
     ]
 
 
+_FIELD_BYTES = st.sampled_from(
+    [
+        b"a",
+        b"Z",
+        b"-",
+        b":",
+        b" ",
+        b"\t",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"\x00",
+        b"\x7f",
+        b"\xc3\xa9",
+        b'"',
+        b"(",
+        b"X-A: ",
+    ]
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.lists(_FIELD_BYTES, max_size=8).map(b"".join), min_size=1, max_size=4))
+def test_fieldsReadAlikeEitherWay(lines: list[bytes]) -> None:
+    """
+    Whichever of its ways L{parseFields} reads a block by (the regular expressions for
+    blocks with or without whitespace before a line's end, or line by line), a block gives
+    the same fields or the same refusal as read line by line.
+    """
+    from caplab.proxy.http1.fields import _parseSlowly
+
+    block = b"".join(line + b"\r\n" for line in lines)
+    for lenient in (False, True):
+        try:
+            expected: object = _parseSlowly(block, lenient)
+        except FieldError:
+            expected = FieldError
+        try:
+            got: object = parseFields(block, lenient)
+        except FieldError:
+            got = FieldError
+        assert got == expected, (block, lenient)
+
+
 @pytest.mark.parametrize(
     "block",
     [

@@ -33,6 +33,12 @@ _FIELD = (
 _FIELDS = re.compile(_FIELD)
 _BLOCK = re.compile(rb"(?:" + _FIELD + rb")*")
 
+#: The same grammar for a block with no whitespace before any CRLF (nearly every block):
+#: a value is then whatever visible bytes and inner whitespace come before the CRLF, which
+#: the regular-expression engine matches about twice as fast as the general form above.
+_TRIMMED_FIELDS = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e\x80-\xff]*)\r\n")
+_TRIMMED_BLOCK = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
+
 #: Bytes that may not appear in a field value (all controls but HTAB, and DEL).
 UNSAFE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -52,7 +58,10 @@ def parseFields(block: bytes, lenient: bool = False) -> Headers:
         are joined, instead of being errors.
     @raise FieldError: the block breaks the grammar (in a way C{lenient} does not mend).
     """
-    if _BLOCK.fullmatch(block) is not None:
+    if b" \r" not in block and b"\t\r" not in block:
+        if _TRIMMED_BLOCK.fullmatch(block) is not None:
+            return _TRIMMED_FIELDS.findall(block)
+    elif _BLOCK.fullmatch(block) is not None:
         return _FIELDS.findall(block)
     return _parseSlowly(block, lenient)
 
