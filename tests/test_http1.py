@@ -99,9 +99,9 @@ _FIELD_BYTES = st.sampled_from(
 @given(st.lists(st.lists(_FIELD_BYTES, max_size=8).map(b"".join), min_size=1, max_size=4))
 def test_fieldsReadAlikeEitherWay(lines: list[bytes]) -> None:
     """
-    Whichever of its ways L{parseFields} reads a block by (the regular expressions for
-    blocks with or without whitespace before a line's end, or line by line), a block gives
-    the same fields or the same refusal as read line by line.
+    L{parseFields}'s single pass over a block (one match per line start, counted against
+    the lines) gives the same fields or the same refusal as reading it line by line, for
+    blocks of tokens, colons, whitespace, stray CR and LF, NUL, DEL and obs-text.
     """
     from caplab.proxy.http1.fields import _parseSlowly
 
