@@ -304,4 +304,13 @@ class Answer:
 
     def _complete(self) -> None:
         self.done = True
-        self._finished()
+        # Told once; forgotten, so that the exchange (which holds this answer) and its
+        # answer are freed as soon as they are dropped, not by the garbage collector.
+        finished, self._finished = self._finished, _toldAlready
+        finished()
+
+
+def _toldAlready() -> None:
+    """
+    What an answer tells when it is complete, once it has told its exchange.
+    """

@@ -84,8 +84,8 @@ def noDelay(transport: Any) -> None:
 
 class Transfer:
     """
-    One request/response exchange: the request and its head's bytes, the fetch Deferred, the
-    response and the sink its body goes to.
+    One request/response exchange: the request and its head's bytes, the fetch Deferred,
+    whether the response came, and the sink its body goes to.
     """
 
     __slots__ = (
@@ -98,7 +98,7 @@ class Transfer:
         "complete",
         "bodySent",
         "retried",
-        "response",
+        "answered",
         "connection",
         "attempt",
         "started",
@@ -114,7 +114,8 @@ class Transfer:
         self.complete: bool | None = None
         self.bodySent = body is None
         self.retried = False
-        self.response: UpstreamResponse | None = None
+        self.answered = False  # the response head came (kept as a flag: the response
+        # holds its body's delivery, which holds this transfer; no reference cycle)
         self.connection: OriginConnection | None = None
         self.attempt: Deferred[Any] | None = None
         self.started = 0.0
@@ -249,7 +250,7 @@ class OriginConnection(Protocol):
             if self.transfer is not transfer:
                 return  # that ended the body, or failed the exchange
         self.transfer = None
-        if transfer.response is not None:
+        if transfer.answered:
             self._finishBody(transfer, False)  # cut off mid-body
             return
         if transfer.deferred is None:
@@ -333,7 +334,7 @@ class OriginConnection(Protocol):
             delay = owner.timeout if self._paused else max(owner.timeout - quiet, 0.01)
             self._timer = owner.clock.callLater(delay, self._timedOut)
             return
-        if transfer.response is None:
+        if not transfer.answered:
             transfer.fail(
                 UpstreamError(
                     504,
@@ -408,7 +409,7 @@ class OriginConnection(Protocol):
             endToEnd(head.headers, head.connection),
             self._deliverBodyFor(transfer),
         )
-        transfer.response = response
+        transfer.answered = True
         transfer.pending = body
         d, transfer.deferred = transfer.deferred, None
         if d is not None:
@@ -443,7 +444,7 @@ class OriginConnection(Protocol):
         the client has no response yet, else a body cut off.
         """
         self._reusable = False
-        if transfer.response is not None:
+        if transfer.answered:
             if error.detail:
                 log.warn("{origin}: {what}", origin=self.target.authority, what=error.detail)
             self.transfer = None
