@@ -25,13 +25,13 @@ import re
 Headers = list[tuple[bytes, bytes]]
 
 #: A field line, matched from a line's start: token, colon, optional whitespace, a value of
-#: visible bytes and inner whitespace, optional whitespace, CRLF.  The quantifiers are
-#: possessive (nothing is given back), so a line costs one pass, whatever its whitespace.
-#: Each line start gives at most one match and a valid line exactly one: a block whose
-#: matches are as many as its lines is valid, and read in that single pass.
+#: visible bytes and inner whitespace, CRLF.  The quantifiers are possessive (nothing is
+#: given back), so a line costs one pass.  A line with whitespace before its CRLF does not
+#: match (the look-behind), and is read line by line.  Each line start gives at most one
+#: match and a valid line exactly one: a block whose matches are as many as its lines is
+#: valid, and read in that single pass.
 _FIELD_LINE = re.compile(
-    rb"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*+"
-    rb"((?:[ \t]*+[\x21-\x7e\x80-\xff]++)*+)[ \t]*+\r\n",
+    rb"^([!#$%&'*+\-.^_`|~0-9A-Za-z]++):[ \t]*+([\t\x20-\x7e\x80-\xff]*+)(?<![ \t])\r\n",
     re.MULTILINE,
 )
 
