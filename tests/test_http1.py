@@ -597,7 +597,14 @@ def test_writer() -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [[(b"X", b"a\r\nSet-Cookie: x")], [(b"X", b"a\nb")], [(b"X", b"a\x00")], [(b"X\r\nY", b"1")]],
+    [
+        [(b"X", b"a\r\nSet-Cookie: x")],
+        [(b"X", b"a\nb")],
+        [(b"X", b"a\rb")],
+        [(b"X", b"a\n\rb")],
+        [(b"X", b"a\x00")],
+        [(b"X\r\nY", b"1")],
+    ],
 )
 def test_writerRefusesInjection(headers: list[tuple[bytes, bytes]]) -> None:
     """
