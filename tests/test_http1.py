@@ -404,6 +404,37 @@ def test_bareLineFeedsRefusedAtOnce() -> None:
     assert _error(_request(b"GET / HTTP/1.1\r\nHost: h\n")).code == 400
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HTTP/1.1 200 OK\nServer: x\n\n",
+        b"HTTP/1.1 200 OK\r\nServer: x\n\nContent-Length: 1\r\n\r\nx",
+        b"HTTP/1.1 200 OK\n\nX: y\r\n\r\n",
+    ],
+)
+def test_responseHeadEndingInBareLineFeeds(data: bytes) -> None:
+    """
+    A response head that ends at an empty line of bare LFs is refused (502) as one, even
+    when a CRLF CRLF comes later; a lone bare LF inside a value is mended, not refused.
+    """
+    error = _error(_response(data))
+    assert (error.code, error.detail) == (502, "a head whose lines end in LF, not CRLF")
+    [head, *_] = _response(b"HTTP/1.1 200 OK\r\nX-A: a\nb\r\nContent-Length: 0\r\n\r\n")
+    assert isinstance(head, ResponseHead)
+    assert head.headers[0] == (b"X-A", b"a b")
+
+
+def test_tooManyMalformedFields() -> None:
+    """
+    Too many field lines are a 431 whether or not they are well-formed.
+    """
+    fields = b"".join(b"X %d: v\r\n" % i for i in range(10))
+    assert (
+        _error(_request(b"GET / HTTP/1.1\r\nHost: h\r\n" + fields + b"\r\n", maxFields=5)).code
+        == 431
+    )
+
+
 def test_interimResponses() -> None:
     """
     1xx responses (but 101) come as interim events before the final one, with their fields.

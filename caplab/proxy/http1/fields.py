@@ -54,12 +54,25 @@ def parseFields(block: bytes, lenient: bool = False) -> Headers:
         are joined, instead of being errors.
     @raise FieldError: the block breaks the grammar (in a way C{lenient} does not mend).
     """
-    fields = _FIELD_LINE.findall(block)
-    if len(fields) == block.count(b"\n") and block[-2:] == b"\r\n":
+    fields = quickFields(block)
+    if fields is not None:
         return fields
     if not block:
         return []
     return _parseSlowly(block, lenient)
+
+
+def quickFields(block: bytes) -> Headers | None:
+    """
+    The fields of C{block} if every line of it is a well-formed field line without
+    whitespace before its CRLF (nearly every block), read in one pass; else None (and
+    L{parseFields} says what is wrong, or mends it).  A block read so has no CR or LF but
+    its line ends.
+    """
+    fields = _FIELD_LINE.findall(block)
+    if len(fields) == block.count(b"\n") and block[-2:] == b"\r\n":
+        return fields
+    return None
 
 
 def _parseSlowly(block: bytes, lenient: bool) -> Headers:

@@ -20,7 +20,13 @@ from __future__ import annotations
 import re
 
 from caplab.proxy.http1.events import Event, MessageError, RequestHead
-from caplab.proxy.http1.fields import FieldError, framingFields, parseFields, tokens
+from caplab.proxy.http1.fields import (
+    FieldError,
+    framingFields,
+    parseFields,
+    quickFields,
+    tokens,
+)
 from caplab.proxy.http1.reader import MessageReader
 
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/1\.([01])")
@@ -87,13 +93,18 @@ class RequestReader(MessageReader):
             events.append(self._fail("the header block is too large", code=431))
             return False
         block = buffer[lineEnd + 2 : end + 2]
-        if block.count(b"\r\n") > self.maxFields:
+        headers = quickFields(block)
+        if headers is None:
+            if block.count(b"\r\n") > self.maxFields:
+                events.append(self._fail("too many header fields", code=431))
+                return False
+            try:
+                headers = parseFields(block)
+            except FieldError as e:
+                events.append(self._fail(f"a malformed header field: {e}"))
+                return False
+        if len(headers) > self.maxFields:
             events.append(self._fail("too many header fields", code=431))
-            return False
-        try:
-            headers = parseFields(block)
-        except FieldError as e:
-            events.append(self._fail(f"a malformed header field: {e}"))
             return False
         self._buffer = buffer[end + 4 :]
         method, target, minor = match.groups()

@@ -28,11 +28,20 @@ from __future__ import annotations
 import re
 
 from caplab.proxy.http1.events import Event, InterimResponse, ResponseHead
-from caplab.proxy.http1.fields import UNSAFE, FieldError, framingFields, parseFields, tokens
+from caplab.proxy.http1.fields import (
+    UNSAFE,
+    FieldError,
+    framingFields,
+    parseFields,
+    quickFields,
+    tokens,
+)
 from caplab.proxy.http1.reader import HEAD, SWITCHED, MessageReader
 from caplab.proxy.http1.requests import contentLength
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) ([0-9]{3})(?: ([^\r\n]*))?")
+
+_BARE_LF = "a head whose lines end in LF, not CRLF"
 
 #: Interim responses accepted before a final one: more is an origin gone wrong.
 MAX_INTERIM = 16
@@ -71,13 +80,10 @@ class ResponseReader(MessageReader):
         buffer = self._unread()
         searched = self._searched  # bytes looked at already: neither end is in them
         end = buffer.find(b"\r\n\r\n", searched - 3 if searched > 3 else 0)
-        bareEnd = buffer.find(
-            b"\n\n", searched - 1 if searched else 0, end if end >= 0 else len(buffer)
-        )
-        if bareEnd >= 0:
-            events.append(self._fail("a head whose lines end in LF, not CRLF"))
-            return False
         if end < 0:
+            if buffer.find(b"\n\n", searched - 1 if searched else 0) >= 0:
+                events.append(self._fail(_BARE_LF))
+                return False
             size = len(buffer)
             if size > self.maxHead:
                 events.append(self._fail("an over-long response head"))
@@ -93,14 +99,22 @@ class ResponseReader(MessageReader):
             events.append(self._fail("an over-long response head"))
             return False
         lineEnd = buffer.find(b"\r\n")
+        block = buffer[lineEnd + 2 : end + 2]
+        headers = quickFields(block)
+        if headers is None:
+            # Not one well-formed line each: a head that ended earlier, at an empty line of
+            # bare LFs, is refused; anything else is read by the general way (and mended).
+            if buffer.find(b"\n\n", 0, end) >= 0:
+                events.append(self._fail(_BARE_LF))
+                return False
+            try:
+                headers = parseFields(block, lenient=True)
+            except FieldError as e:
+                events.append(self._fail(f"a malformed header field: {e}"))
+                return False
         match = _STATUS_LINE.fullmatch(buffer, 0, lineEnd)
         if match is None:
             events.append(self._fail("a malformed status line"))
-            return False
-        try:
-            headers = parseFields(buffer[lineEnd + 2 : end + 2], lenient=True)
-        except FieldError as e:
-            events.append(self._fail(f"a malformed header field: {e}"))
             return False
         self._buffer = buffer[end + 4 :]
         code = int(match.group(2))
