@@ -9,7 +9,7 @@ One request on a client connection, read top to bottom: admit it, dispatch it, a
       _purge          C{PURGE http://...}: the cache's stored responses of a URL
       _forward        everything else: an L{UpstreamRequest} through the filters and the
                       fetcher chain (cache, parent proxy, origin), then
-    _gotResponse()  the response, relayed as it streams by the request's
+    fetched()       the response, relayed as it streams by the request's
                     L{caplab.proxy.answer.Answer}, or the tunnel an upgrade becomes.
 
 The request's body streams to the upstream leg (L{StreamedBody}) as the client sends it.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -67,6 +67,14 @@ class ClientChannel(Client, Protocol):
     def resumeReading(self) -> None: ...
 
 
+class Cancellable(Protocol):
+    """
+    A fetch under way (a Deferred, or the forwarder's L{caplab.proxy.origin.Transfer}).
+    """
+
+    def cancel(self) -> None: ...
+
+
 class Exchange:
     """
     One request and its answer on a client connection.
@@ -102,7 +110,7 @@ class Exchange:
         self.received = 0
         self._expectContinue = False
         self._readFields(head)
-        self._fetching: Deferred[UpstreamResponse] | None = None
+        self._fetching: Cancellable | None = None
         self._filters: IFilterChain | None = None
         self._tunnel: PendingTunnel | None = None
         self._connectTo: tuple[str, int] = ("", 0)
@@ -379,7 +387,7 @@ class Exchange:
         ):
             stored = hits.answer(target.uri, fields, self.head.connection)
             if stored is not None:
-                self._gotResponse(stored)
+                self.fetched(stored)
                 return
         headers = upstreamRequestHeaders(
             fields,
@@ -406,8 +414,13 @@ class Exchange:
             self._filters = filters = getattr(settings.filters, "current", settings.filters)
             request = filters.filterRequest(request, self.clientHost)
         self.request = request
+        fetchInto = getattr(fetcher, "fetchInto", None)
+        if fetchInto is not None:
+            # The forwarder itself (no cache, no parent): told directly, without a Deferred.
+            self._fetching = fetchInto(request, body, self)
+            return
         d = self._fetching = fetcher.fetch(request, body)
-        d.addCallbacks(self._gotResponse, self._fetchFailed)
+        d.addCallbacks(self.fetched, self.fetchFailed)
 
     def _bodyWanted(self) -> None:
         """
@@ -449,7 +462,10 @@ class Exchange:
 
     # The response
 
-    def _gotResponse(self, response: UpstreamResponse) -> None:
+    def fetched(self, response: UpstreamResponse) -> None:
+        """
+        The response's head came (from the fetcher chain, or stored): relay it.
+        """
         self._fetching = None
         try:
             self._relay(response)
@@ -474,7 +490,10 @@ class Exchange:
             response = filters.filterResponse(self.request, response)
         self.answer.relay(response)
 
-    def _fetchFailed(self, reason: Failure) -> None:
+    def fetchFailed(self, reason: Failure) -> None:
+        """
+        There is no response: say why to the client (unless the fetch was cancelled).
+        """
         self._fetching = None
         try:
             self._refuseFailed(reason)
@@ -600,5 +619,5 @@ class Exchange:
 
     def _cancelFetch(self) -> None:
         if self._fetching is not None:
-            d, self._fetching = self._fetching, None
-            d.cancel()
+            fetching, self._fetching = self._fetching, None
+            fetching.cancel()

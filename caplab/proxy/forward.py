@@ -27,7 +27,7 @@ from caplab.proxy.hooks import (
     UpstreamResponse,
 )
 from caplab.proxy.http1 import requestHead
-from caplab.proxy.origin import OriginConnection, Transfer
+from caplab.proxy.origin import FetchReceiver, OriginConnection, Transfer
 
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
@@ -67,6 +67,23 @@ def upstreamHead(request: UpstreamRequest, body: IRequestBody | None) -> bytes:
     if request.upgrade is not None:
         headers += [(b"Connection", b"upgrade"), (b"Upgrade", request.upgrade)]
     return requestHead(request.method, request.target.path, headers)
+
+
+class _Firing:
+    """
+    The L{FetchReceiver} of L{Forwarder.fetch}: fires its Deferred.
+    """
+
+    __slots__ = ("deferred",)
+
+    def __init__(self, deferred: Deferred[UpstreamResponse]) -> None:
+        self.deferred = deferred
+
+    def fetched(self, response: UpstreamResponse) -> None:
+        self.deferred.callback(response)
+
+    def fetchFailed(self, reason: Failure) -> None:
+        self.deferred.errback(reason)
 
 
 class Forwarder:
@@ -110,13 +127,25 @@ class Forwarder:
         """
         Send C{request} (and stream C{body}) to its origin; fire with the response head.
         """
+        d: Deferred[UpstreamResponse] = Deferred(lambda d: self._cancel(transfer))
+        transfer = self.fetchInto(request, body, _Firing(d))
+        return d
+
+    def fetchInto(
+        self, request: UpstreamRequest, body: IRequestBody | None, receiver: FetchReceiver
+    ) -> Transfer:
+        """
+        L{fetch}, reporting to C{receiver} instead of a Deferred: its C{fetched} is told the
+        response head, or its C{fetchFailed} why there is none, once (never after the
+        returned transfer's C{cancel}).
+        """
         transfer = Transfer(request, body, upstreamHead(request, body))
+        transfer.receiver = receiver
+        transfer.canceller = self._cancel
         if self.latency is not None:
             transfer.started = self.clock.seconds()
-        d: Deferred[UpstreamResponse] = Deferred(lambda d: self._cancel(transfer))
-        transfer.deferred = d
         self._send(transfer)
-        return d
+        return transfer
 
     def _send(self, transfer: Transfer, fresh: bool = False) -> None:
         target = transfer.request.target
@@ -144,7 +173,7 @@ class Forwarder:
         def connected(_: object) -> None:
             if timer is not None and timer.active():
                 timer.cancel()
-            if transfer.deferred is None or transfer.deferred.called:
+            if transfer.receiver is None:
                 connection.close()
                 return
             connection.send(transfer)
@@ -173,9 +202,10 @@ class Forwarder:
     def _cancel(self, transfer: Transfer) -> None:
         """
         The fetch was cancelled (the client went away): stop connecting, or abort the
-        exchange; the Deferred then fails with L{CancelledError}.
+        exchange; the receiver is told nothing (a Deferred then fails with
+        L{CancelledError}).
         """
-        transfer.deferred = None
+        transfer.receiver = None
         connection = transfer.connection
         if connection is not None and connection.transfer is transfer:
             connection.cancel(transfer)

@@ -188,6 +188,10 @@ class IFetcher(Protocol):
 
     The Deferred fires with the response head, or fails with L{UpstreamError}.  Cancelling it
     (the client went away) cancels the upstream request at once.
+
+    The forwarder also offers C{fetchInto(request, body, receiver)}, the same fetch told to
+    a receiver's C{fetched} or C{fetchFailed} instead of a Deferred; the exchange uses it
+    when the forwarder is its fetcher (L{caplab.proxy.forward.Forwarder.fetchInto}).
     """
 
     def fetch(

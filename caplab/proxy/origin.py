@@ -82,17 +82,31 @@ def noDelay(transport: Any) -> None:
             pass
 
 
+class FetchReceiver(TypingProtocol):
+    """
+    What a L{Transfer} reports to, once: its response's head, or why there is none.
+
+    L{caplab.proxy.forward.Forwarder.fetch} makes one that fires a Deferred; the exchange
+    is one itself (L{caplab.proxy.forward.Forwarder.fetchInto}), which spares every request
+    a Deferred's machinery.
+    """
+
+    def fetched(self, response: UpstreamResponse) -> None: ...
+
+    def fetchFailed(self, reason: Failure) -> None: ...
+
+
 class Transfer:
     """
-    One request/response exchange: the request and its head's bytes, the fetch Deferred,
-    whether the response came, and the sink its body goes to.
+    One request/response exchange: the request and its head's bytes, what the response is
+    reported to, whether it came, and the sink its body goes to.
     """
 
     __slots__ = (
         "request",
         "body",
         "head",
-        "deferred",
+        "receiver",
         "sink",
         "pending",
         "complete",
@@ -102,13 +116,14 @@ class Transfer:
         "connection",
         "attempt",
         "started",
+        "canceller",
     )
 
     def __init__(self, request: UpstreamRequest, body: IRequestBody | None, head: bytes):
         self.request = request
         self.body = body
         self.head = head
-        self.deferred: Deferred[UpstreamResponse] | None = None
+        self.receiver: FetchReceiver | None = None  # None: answered, failed or cancelled
         self.sink: IBodySink | None = None
         self.pending: list[bytes] | None = None
         self.complete: bool | None = None
@@ -119,14 +134,31 @@ class Transfer:
         self.connection: OriginConnection | None = None
         self.attempt: Deferred[Any] | None = None
         self.started = 0.0
+        self.canceller: Callable[[Transfer], None] | None = None
 
     def fail(self, error: UpstreamError) -> None:
         """
         Fail the fetch with C{error}, if it is still waiting for a response.
         """
-        d, self.deferred = self.deferred, None
-        if d is not None and not d.called:
-            d.errback(error)
+        receiver, self.receiver = self.receiver, None
+        if receiver is not None:
+            receiver.fetchFailed(Failure(error))
+
+    def cancel(self) -> None:
+        """
+        Stop the fetch (the client went away): its receiver is told nothing more.
+        """
+        if self.canceller is not None:
+            self.canceller(self)
+        self.receiver = None
+
+    def respond(self, response: UpstreamResponse) -> None:
+        """
+        Hand C{response} (its head) to the receiver, if it is still waiting for one.
+        """
+        receiver, self.receiver = self.receiver, None
+        if receiver is not None:
+            receiver.fetched(response)
 
 
 class ConnectionOwner(TypingProtocol):
@@ -177,7 +209,7 @@ class OriginConnection(Protocol):
     """
     A persistent HTTP/1.1 connection to one origin, carrying one exchange at a time.
 
-    The response head fires the transfer's Deferred with an L{UpstreamResponse}; its body
+    The response head goes to the transfer's receiver as an L{UpstreamResponse}; its body
     goes to the L{IBodySink} given to C{deliverBody}, which may pause this connection.
 
     @ivar reused: it carried an exchange before the current one.
@@ -253,7 +285,7 @@ class OriginConnection(Protocol):
         if transfer.answered:
             self._finishBody(transfer, False)  # cut off mid-body
             return
-        if transfer.deferred is None:
+        if transfer.receiver is None:
             return
         if (
             self.reused
@@ -411,9 +443,7 @@ class OriginConnection(Protocol):
         )
         transfer.answered = True
         transfer.pending = body
-        d, transfer.deferred = transfer.deferred, None
-        if d is not None:
-            d.callback(response)
+        transfer.respond(response)
 
     def _switch(self, transfer: Transfer, head: ResponseHead) -> None:
         """
@@ -431,9 +461,7 @@ class OriginConnection(Protocol):
         response = UpstreamResponse(
             head.code, head.phrase, fields, _noBody, switched=_Switched(self)
         )
-        d, transfer.deferred = transfer.deferred, None
-        if d is not None:
-            d.callback(response)
+        transfer.respond(response)
 
     def attach(self, side: ITunnelSide) -> None:
         self._side = side
