@@ -63,11 +63,20 @@ def main() -> None:
     arguments = parser.parse_args()
     metrics, protocol = _setUp(arguments.old)
 
+    if hasattr(metrics, "bytesSent"):  # an older caplab: the bytes sent counted apart
+
+        def done() -> None:
+            metrics.requestDone(b"GET", 200)
+            metrics.bytesSent(1234)
+    else:
+
+        def done() -> None:
+            metrics.requestDone(b"GET", 200, 1234)
+
     def request() -> None:
         metrics.connectionOpened()
         protocol.dataReceived(HEAD)
-        metrics.requestDone(b"GET", 200)
-        metrics.bytesSent(1234)
+        done()
         metrics.connectionClosed()
 
     for _ in range(1000):

@@ -118,7 +118,7 @@ class MetricsTests(SynchronousTestCase):
         """
         metrics = Metrics()
         metrics.receivedTotal += 100  # as the proxy's channel counts
-        metrics.bytesSent(2000)
+        metrics.requestDone(b"GET", 200, 2000)
         metrics.connectionOpened()
         metrics.connectionOpened()
         metrics.connectionClosed()

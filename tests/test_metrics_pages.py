@@ -202,8 +202,8 @@ def busyMetrics(clock: Clock) -> Metrics:
     for _ in range(3):
         metrics.connectionOpened()
     metrics.connectionClosed()
-    metrics.requestDone(b"GET", 200)
-    metrics.requestDone(b"GET", 200)
+    metrics.requestDone(b"GET", 200, 2000)
+    metrics.requestDone(b"GET", 200, 3000)
     metrics.requestDone(b"CONNECT", 403)
     metrics.requestBlocked(b"CONNECT")
     metrics.tunnelOpened()
@@ -212,7 +212,6 @@ def busyMetrics(clock: Clock) -> Metrics:
     metrics.cacheMiss()
     metrics.cacheMiss()
     metrics.watchCache(lambda: CacheFigures(3 * 1024 * 1024, 7))
-    metrics.bytesSent(5000)
     metrics.upstreamLatency(0.02)
     return metrics
 

@@ -2,9 +2,9 @@
 The figures every caplab service counts, kept as plain numbers, and the collector that turns
 them into Prometheus metric families when someone asks.
 
-The services call the small methods of L{Metrics} (C{requestDone}, C{bytesSent} ...), which
-know nothing of Prometheus: each adds to an C{int} or a C{dict}, with no label lookup, lock
-or callback, so counting costs a request next to nothing.  L{MetricsCollector} reads those
+The services call the small methods of L{Metrics} (C{requestDone}, C{connectionOpened} ...),
+which know nothing of Prometheus: each adds to an C{int} or a C{dict}, with no label lookup,
+lock or callback, so counting costs a request next to nothing.  L{MetricsCollector} reads those
 numbers at scrape time (or, under C{--workers}, once a second to publish them: see
 L{caplab.metrics.shared}).
 
@@ -219,10 +219,11 @@ class Metrics:
 
     # The proxy.
 
-    def requestDone(self, method: bytes | str, code: int) -> None:
+    def requestDone(self, method: bytes | str, code: int, sent: int = 0) -> None:
         """
-        A proxy request was answered with status C{code}.
+        A proxy request was answered with status C{code} and C{sent} bytes of body.
         """
+        self.sentTotal += sent
         label = _METHOD_LABELS.get(method)
         if label is None:
             label = methodLabel(method)
@@ -234,9 +235,6 @@ class Metrics:
             counts[key] = 1
             self.requestCreated[key] = self.now()
         self.history.record()
-
-    def bytesSent(self, count: int) -> None:
-        self.sentTotal += count
 
     def connectionOpened(self) -> None:
         self.openConnections += 1

@@ -176,8 +176,10 @@ class Exchange:
         refusal = admission.loopRefusal(
             target, self.via, self.settings.pseudonym, channel.localAddress
         )
-        if refusal is None:
-            refusal = self._expectation() or self._bodyLimit(self.head.bodyLength)
+        if refusal is None and self.expect:
+            refusal = self._expectation()
+        if refusal is None and self.body is not None:
+            refusal = self._bodyLimit(self.head.bodyLength)
         if refusal is not None:
             self.refuse(refusal)
             return

@@ -106,8 +106,7 @@ class ProxyFactory(ServerFactory):
         answer = exchange.answer
         metrics = self.settings.metrics
         if metrics is not None:
-            metrics.requestDone(exchange.method, answer.code)
-            metrics.bytesSent(answer.sentLength)
+            metrics.requestDone(exchange.method, answer.code, answer.sentLength)
         accessLog = self.accessLog
         if accessLog is None:
             return

@@ -8,6 +8,7 @@ Pure functions over header lists (L{caplab.proxy.hooks.Headers}): no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 from caplab.proxy.hooks import Headers
 
@@ -137,9 +138,11 @@ def upstreamRequestHeaders(
     return out
 
 
+@lru_cache(maxsize=64)
 def viaValue(version: bytes, pseudonym: bytes) -> bytes:
     """
-    This proxy's C{Via} entry for a message received with HTTP C{version} (C{b"HTTP/1.1"}).
+    This proxy's C{Via} entry for a message received with HTTP C{version} (C{b"HTTP/1.1"}):
+    remembered, as a process has one pseudonym and requests two versions.
     """
     return version.rpartition(b"/")[2] + b" " + pseudonym
 

@@ -99,9 +99,6 @@ class HostList:
     def __len__(self) -> int:
         return len(self._domains) + len(self._wildcards) + len(self._networks)
 
-    def _empty(self) -> bool:
-        return not (self._domains or self._wildcards or self._networks)
-
     def addLines(self, lines: Iterable[str], source: str) -> None:
         """
         Add the rules in C{lines} (see L{caplab.proxy.listfile}), which come from C{source}
@@ -157,8 +154,8 @@ class HostList:
         The rule that names C{host} (already normalised with L{normaliseHost}), the most
         specific first, or None.
         """
-        if self._empty():
-            return None
+        if not (self._domains or self._wildcards or self._networks):
+            return None  # no rules (most allow lists): the common case, answered at once
         if ":" in host or host[-1:].isdigit():
             address = parseAddress(host)
             if address is not None:
