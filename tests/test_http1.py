@@ -396,6 +396,26 @@ def test_notHttpAtOnce() -> None:
     assert _error(_response(b"HTTP/1.1 200 OK\nServer: x\n\n")).code == 502
 
 
+@pytest.mark.parametrize(
+    ("line", "code", "phrase"),
+    [
+        (b"HTTP/1.1 200 OK", 200, b"OK"),
+        (b"HTTP/1.1 404", 404, b""),
+        (b"HTTP/1.1 404 ", 404, b""),
+        (b"HTTP/1.0 200 Tr\xe8s bien\tici", 200, b"Tr\xe8s bien\tici"),
+        (b"HTTP/1.1 200 O\x00K\x1b[2J\x7f", 200, b"O K [2J "),
+    ],
+)
+def test_statusLines(line: bytes, code: int, phrase: bytes) -> None:
+    """
+    A status line's code and reason phrase: obs-text and HTAB kept, control bytes mended
+    to SP (never relayed raw), no phrase read as an empty one.
+    """
+    [head, *_] = _response(line + b"\r\nContent-Length: 0\r\n\r\n")
+    assert isinstance(head, ResponseHead)
+    assert (head.code, head.phrase) == (code, phrase)
+
+
 def test_bareLineFeedsRefusedAtOnce() -> None:
     """
     A request whose lines end in a bare LF is a 400 as soon as one arrives.

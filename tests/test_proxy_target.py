@@ -148,6 +148,18 @@ class HeaderRuleTests(SynchronousTestCase):
             (b"Trailer", b"X"),
         ]
         self.assertEqual(endToEnd(fields), [(b"Set-Cookie", b"a"), (b"Set-Cookie", b"b")])
+        # Options that name only hop-by-hop fields, and fields of their names' lengths.
+        fields = [
+            (b"Connection", b"keep-alive, TE"),
+            (b"KEEP-ALIVE", b"timeout=5"),
+            (b"X-Ten-Char", b"kept"),
+            (b"te", b"trailers"),
+            (b"X-A", b"kept"),
+        ]
+        kept = [(b"X-Ten-Char", b"kept"), (b"X-A", b"kept")]
+        self.assertEqual(endToEnd(fields), kept)
+        self.assertEqual(endToEnd(fields, [b"keep-alive", b"te"]), kept)
+        self.assertEqual(endToEnd(fields, [b"keep-alive", b"x-a"]), kept[:1])
 
     def test_upstreamRequestHeaders(self) -> None:
         """

@@ -67,9 +67,7 @@ _REQUEST_LENGTHS = frozenset(len(name) for name in CHANGED_UPSTREAM)
 
 
 def endToEnd(
-    fields: Iterable[tuple[bytes, bytes]],
-    connection: Iterable[bytes] | None = None,
-    drop: frozenset[bytes] = HOP_BY_HOP,
+    fields: Iterable[tuple[bytes, bytes]], connection: Iterable[bytes] | None = None
 ) -> Headers:
     """
     The fields of C{fields} that are end-to-end: without the hop-by-hop ones and without any
@@ -79,10 +77,11 @@ def endToEnd(
         hand (else C{fields} are searched for them).
     """
     fields, named = _named(fields, connection)
-    if named:
+    drop, lengths = HOP_BY_HOP, _HOP_LENGTHS
+    if named and not named <= HOP_BY_HOP:  # Connection: keep-alive names nothing new
         drop = drop | named
-        return [(name, value) for name, value in fields if name.lower() not in drop]
-    lengths = _HOP_LENGTHS
+        lengths = lengths | {len(name) for name in named}
+    # Only the names of a dropped field's length are lowered to be compared.
     return [
         (name, value)
         for name, value in fields

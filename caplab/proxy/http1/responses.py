@@ -39,7 +39,10 @@ from caplab.proxy.http1.fields import (
 from caplab.proxy.http1.reader import HEAD, SWITCHED, MessageReader
 from caplab.proxy.http1.requests import contentLength
 
-_STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) ([0-9]{3})(?: ([^\r\n]*))?")
+#: A status line (its reason phrase without control bytes, as nearly every one), and any
+#: status line whose reason phrase may need mending.
+_STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
+_ANY_STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) ([0-9]{3})(?: ([^\r\n]*))?")
 
 _BARE_LF = "a head whose lines end in LF, not CRLF"
 
@@ -113,15 +116,18 @@ class ResponseReader(MessageReader):
                 events.append(self._fail(f"a malformed header field: {e}"))
                 return False
         match = _STATUS_LINE.fullmatch(buffer, 0, lineEnd)
-        if match is None:
-            events.append(self._fail("a malformed status line"))
-            return False
+        if match is not None:
+            minor, status, phrase = match.groups(b"")
+        else:
+            match = _ANY_STATUS_LINE.fullmatch(buffer, 0, lineEnd)
+            if match is None:
+                events.append(self._fail("a malformed status line"))
+                return False
+            minor, status, phrase = match.groups(b"")
+            phrase = UNSAFE.sub(b" ", phrase)  # control bytes in it: mended
         self._buffer = buffer[end + 4 :]
-        code = int(match.group(2))
-        phrase = match.group(3) or b""
-        if UNSAFE.search(phrase) is not None:
-            phrase = UNSAFE.sub(b" ", phrase)
-        http11 = match.group(1) != b"0"
+        code = int(status)
+        http11 = minor != b"0"
         if 100 <= code < 200 and code != 101:
             self._interim += 1
             if self._interim > MAX_INTERIM:
