@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from caplab.proxy.body import WholeBody
 from caplab.proxy.headers import endToEnd, viaValue
 from caplab.proxy.hooks import Headers, UpstreamResponse
-from caplab.proxy.http1 import LAST_CHUNK, chunk, completeResponse, responseHead
+from caplab.proxy.http1 import BODILESS_STATUSES, LAST_CHUNK, chunk, completeResponse, responseHead
 from caplab.proxy.pages import errorPage
 
 log = Logger(namespace="caplab.proxy")
@@ -31,8 +31,6 @@ CONTINUE = responseHead(100, b"Continue", [])
 
 #: The answer to a CONNECT once the tunnel is open.
 ESTABLISHED = responseHead(200, b"Connection established", [])
-
-_NO_BODY_CODES = frozenset({204, 304})
 
 
 class Client(Protocol):
@@ -124,7 +122,7 @@ class Answer:
         self.cacheStatus = response.cacheStatus
         code = self.code = response.code
         fields = list(response.headers)
-        hasBody = self.method != b"HEAD" and code not in _NO_BODY_CODES
+        hasBody = self.method != b"HEAD" and code not in BODILESS_STATUSES
         hasLength = False
         for name, _ in fields:
             if len(name) == 14 and name.lower() == b"content-length":

@@ -62,10 +62,8 @@ from caplab.proxy.filters.interfaces import (
 from caplab.proxy.filters.reporting import FilterCounters
 from caplab.proxy.filters.stream import TransformSink
 from caplab.proxy.hooks import IBodySink, IHostPolicy, Target, UpstreamRequest, UpstreamResponse
+from caplab.proxy.http1 import BODILESS_STATUSES
 from caplab.ratelimit import LogThrottles
-
-#: Responses without a body to transform.
-_BODILESS = frozenset({204, 304})
 
 
 class RefusedRequest(ValueError):
@@ -233,7 +231,7 @@ class FilterChain:
         C{head.headers} for a transformed body, or a bodiless stand-in for one.
         """
         code = response.code
-        if code < 200 or code in _BODILESS:
+        if code < 200 or code in BODILESS_STATUSES:
             if code == 304 and not all(getattr(f, "headersOnly", False) for f in selected):
                 weakenETags(head.headers)
             return None

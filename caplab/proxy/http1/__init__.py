@@ -20,7 +20,7 @@ from caplab.proxy.http1.events import (
 from caplab.proxy.http1.fields import FieldError, parseFields, tokens
 from caplab.proxy.http1.reader import ReaderState
 from caplab.proxy.http1.requests import FramingError, RequestReader, contentLength, frameRequest
-from caplab.proxy.http1.responses import ResponseReader, frameResponse
+from caplab.proxy.http1.responses import BODILESS_STATUSES, ResponseReader, frameResponse
 from caplab.proxy.http1.writer import (
     LAST_CHUNK,
     UnsafeHead,
@@ -31,6 +31,7 @@ from caplab.proxy.http1.writer import (
 )
 
 __all__ = [
+    "BODILESS_STATUSES",
     "END",
     "LAST_CHUNK",
     "EndOfMessage",

@@ -46,6 +46,10 @@ _ANY_STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) ([0-9]{3})(?: ([^\r\n]*))?")
 
 _BARE_LF = "a head whose lines end in LF, not CRLF"
 
+#: The statuses whose responses never have a body (RFC 9110 sections 15.3.5 and 15.4.5),
+#: besides 1xx and the answers to HEAD.
+BODILESS_STATUSES = frozenset({204, 304})
+
 #: Interim responses accepted before a final one: more is an origin gone wrong.
 MAX_INTERIM = 16
 
@@ -172,7 +176,7 @@ def frameResponse(
         return ResponseHead(code, phrase, version, headers, 0, False, False, options, True)
     if method == b"CONNECT" and 200 <= code < 300:
         return ResponseHead(code, phrase, version, headers, 0, False, False, options, True)
-    if method == b"HEAD" or code == 204 or code == 304 or code < 200:
+    if method == b"HEAD" or code in BODILESS_STATUSES or code < 200:
         if codings or (lengths and contentLength(lengths) != 0):
             # It announced a body it must not have: should the origin send one anyway, it
             # would be read as the next response on the connection, so none is.
