@@ -6,13 +6,25 @@ that cannot be made, and a client that goes away while its fetch is under way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.python.failure import Failure
 
+from caplab.proxy.exchange import Exchange
 from caplab.proxy.forward import Forwarder
 from tests.test_core_cycles import REQUEST, RESPONSE
 from tests.test_proxy_channel import Harness
 from tests.test_proxy_forward import FakeConnector
+
+
+def _recording(method: Callable[[Exchange], None], into: list[Exchange]) -> Any:
+    def recorded(exchange: Exchange) -> None:
+        into.append(exchange)
+        method(exchange)
+
+    return recorded
 
 
 class DirectFetchTests(Harness):
@@ -54,13 +66,18 @@ class DirectFetchTests(Harness):
 
     def test_connectRefused(self) -> None:
         """
-        An origin that cannot be reached is a 502 that says so.
+        An origin that cannot be reached is a 502 that says so; a fetch that failed at once
+        leaves the exchange nothing to cancel.
         """
         self.connector.failure = Failure(ConnectionRefusedError())
+        exchanges: list[Exchange] = []
+        self.patch(Exchange, "start", _recording(Exchange.start, exchanges))
         self.channel.dataReceived(REQUEST)
         reply = self.transport.value()
         self.assertTrue(reply.startswith(b"HTTP/1.1 502 "), reply)
         self.assertIn(b"refused", reply)
+        [exchange] = exchanges
+        self.assertIsNone(exchange._fetching)
 
     def test_clientGone(self) -> None:
         """

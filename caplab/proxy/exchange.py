@@ -419,7 +419,9 @@ class Exchange:
         fetchInto = getattr(fetcher, "fetchInto", None)
         if fetchInto is not None:
             # The forwarder itself (no cache, no parent): told directly, without a Deferred.
-            self._fetching = fetchInto(request, body, self)
+            transfer = fetchInto(request, body, self)
+            if transfer.waiting:  # (it may have failed at once: nothing left to cancel)
+                self._fetching = transfer
             return
         d = self._fetching = fetcher.fetch(request, body)
         d.addCallbacks(self.fetched, self.fetchFailed)

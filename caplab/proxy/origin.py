@@ -144,6 +144,13 @@ class Transfer:
         if receiver is not None:
             receiver.fetchFailed(Failure(error))
 
+    @property
+    def waiting(self) -> bool:
+        """
+        Whether the receiver is still to be told (no response, failure or cancel yet).
+        """
+        return self.receiver is not None
+
     def cancel(self) -> None:
         """
         Stop the fetch (the client went away): its receiver is told nothing more.
