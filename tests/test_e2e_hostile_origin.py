@@ -43,6 +43,16 @@ def proxy() -> Iterator[ProxyUnderTest]:
     yield from _proxy("--access-log", "-")
 
 
+@pytest.fixture(params=["cache", "no-cache"])
+def eitherProxy(request: pytest.FixtureRequest) -> Iterator[ProxyUnderTest]:
+    """
+    A fresh proxy with caching on (its fetcher is the cache, told through a Deferred), or
+    off (the exchange told directly by the forwarder): what an origin does wrong is
+    answered alike both ways.
+    """
+    yield from _proxy("--no-cache") if request.param == "no-cache" else _proxy()
+
+
 @pytest.fixture
 def origin() -> Iterator[ScriptedOrigin]:
     with ScriptedOrigin() as running:
@@ -128,7 +138,7 @@ def test_closeDelimitedBodyEndedInOrderIsStored(
     assert origin.connections == 1
 
 
-def test_contentLengthBodyResetIsCut(origin: ScriptedOrigin, proxy: ProxyUnderTest) -> None:
+def test_contentLengthBodyResetIsCut(origin: ScriptedOrigin, eitherProxy: ProxyUnderTest) -> None:
     """
     A body shorter than its C{Content-Length}, then a reset: the client gets a short body
     (curl exit 18) and nothing is stored.
@@ -142,9 +152,9 @@ def test_contentLengthBodyResetIsCut(origin: ScriptedOrigin, proxy: ProxyUnderTe
         conn.reset()
 
     origin.script(short, _answer(b"whole"))
-    first = curl(proxy, origin.url("/short"))
+    first = curl(eitherProxy, origin.url("/short"))
     assert first.returncode == 18, (first.returncode, first.stderr)
-    assert curl(proxy, origin.url("/short")).stdout == b"whole"
+    assert curl(eitherProxy, origin.url("/short")).stdout == b"whole"
 
 
 # Control bytes in fields
@@ -182,7 +192,7 @@ def test_controlBytesInOriginFieldsNeverRaw(
     assert origin.connections == 1
 
 
-def test_malformedOriginHead502(origin: ScriptedOrigin, proxy: ProxyUnderTest) -> None:
+def test_malformedOriginHead502(origin: ScriptedOrigin, eitherProxy: ProxyUnderTest) -> None:
     """
     An origin whose head breaks the grammar where it cannot be mended (a field name with a
     space) gets the client a 502 that says so, never the head.
@@ -194,8 +204,42 @@ def test_malformedOriginHead502(origin: ScriptedOrigin, proxy: ProxyUnderTest) -
         conn.waitClosed()
 
     origin.script(broken)
-    code, body = codeAndBody(curl(proxy, "-w", "\n%{http_code}", origin.url("/broken")))
+    code, body = codeAndBody(curl(eitherProxy, "-w", "\n%{http_code}", origin.url("/broken")))
     assert code == 502 and b"malformed" in body
+
+
+def test_originClosesWithoutAnswer502(origin: ScriptedOrigin, eitherProxy: ProxyUnderTest) -> None:
+    """
+    An origin that reads the request and closes without a word: a 502 that says so (a
+    fresh connection is not retried: the origin saw the request).
+    """
+
+    def silent(conn: OriginConnection) -> None:
+        conn.readRequest()
+        conn.close()
+
+    origin.script(silent)
+    code, body = codeAndBody(curl(eitherProxy, "-w", "\n%{http_code}", origin.url("/silent")))
+    assert code == 502 and b"closed the connection without a response" in body, body
+    assert origin.connections == 1
+
+
+def test_controlBytesMendedEitherWay(origin: ScriptedOrigin, eitherProxy: ProxyUnderTest) -> None:
+    """
+    A field value with a bare LF reaches the client mended, whether the cache or the
+    forwarder itself answers the exchange.
+    """
+
+    def inject(conn: OriginConnection) -> None:
+        conn.readRequest()
+        conn.send(b"HTTP/1.1 200 OK\r\nX-A: foo\nSet-Cookie: i=1\r\nContent-Length: 2\r\n\r\nok")
+        conn.close()
+
+    origin.script(inject)
+    result = curl(eitherProxy, "-D", "-", origin.url("/inject"))
+    head, _, body = result.stdout.partition(b"\r\n\r\n")
+    assert b"\r\nX-A: foo Set-Cookie: i=1\r\n" in head + b"\r\n", head
+    assert body == b"ok"
 
 
 def test_controlBytesInRequestFields400(origin: ScriptedOrigin, proxy: ProxyUnderTest) -> None:
