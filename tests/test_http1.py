@@ -444,6 +444,21 @@ def test_responseHeadEndingInBareLineFeeds(data: bytes) -> None:
     assert head.headers[0] == (b"X-A", b"a b")
 
 
+def test_tooManyFieldsRefusedBeforeReading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A whole head of thousands of tiny field lines, come in one piece, is a 431 for the
+    price of counting its lines: its fields are never read into pairs.
+    """
+    from caplab.proxy.http1 import requests
+
+    def unread(block: bytes) -> None:
+        raise AssertionError("the fields were read")
+
+    monkeypatch.setattr(requests, "quickFields", unread)
+    data = b"GET http://h/ HTTP/1.1\r\nHost: h\r\n" + b"a:\r\n" * 16000 + b"\r\n"
+    assert _error(_request(data)).code == 431
+
+
 def test_tooManyMalformedFields() -> None:
     """
     Too many field lines are a 431 whether or not they are well-formed.

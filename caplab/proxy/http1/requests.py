@@ -29,6 +29,9 @@ from caplab.proxy.http1.fields import (
 )
 from caplab.proxy.http1.reader import MessageReader
 
+#: The bytes of the shortest field line (C{a:} and CRLF).
+_SHORTEST_LINE = 4
+
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/1\.([01])")
 _OTHER_VERSION = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/[0-9]+(\.[0-9]+)?")
 
@@ -93,19 +96,18 @@ class RequestReader(MessageReader):
             events.append(self._fail("the header block is too large", code=431))
             return False
         block = buffer[lineEnd + 2 : end + 2]
+        # Counted before anything is parsed (a head of thousands of tiny lines is refused for
+        # the price of one scan), unless it is too short to hold too many (most heads).
+        if len(block) > _SHORTEST_LINE * self.maxFields and block.count(b"\r\n") > self.maxFields:
+            events.append(self._fail("too many header fields", code=431))
+            return False
         headers = quickFields(block)
         if headers is None:
-            if block.count(b"\r\n") > self.maxFields:
-                events.append(self._fail("too many header fields", code=431))
-                return False
             try:
                 headers = parseFields(block)
             except FieldError as e:
                 events.append(self._fail(f"a malformed header field: {e}"))
                 return False
-        if len(headers) > self.maxFields:
-            events.append(self._fail("too many header fields", code=431))
-            return False
         self._buffer = buffer[end + 4 :]
         method, target, minor = match.groups()
         try:
